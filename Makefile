@@ -1,0 +1,38 @@
+# Two commands do all set-up on a fresh machine:  `make test`  and  `make train`.
+PY      ?= python3.11
+VENV    ?= .venv
+PYBIN   := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+
+.PHONY: test train demo bench lint setup clean
+
+$(PYBIN):
+	$(shell command -v $(PY) >/dev/null 2>&1 && echo $(PY) || echo python3) -m venv $(VENV)
+	$(PYBIN) -m pip install --quiet --upgrade pip
+
+# pip (not uv/poetry) so that torch/torchvision come from the machine's local cache.
+$(STAMP): pyproject.toml | $(PYBIN)
+	$(PYBIN) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+test: $(STAMP)
+	OMP_NUM_THREADS=1 $(PYBIN) -m pytest tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+train: $(STAMP)
+	$(PYBIN) agents/train_value.py
+
+demo: $(STAMP)
+	$(PYBIN) examples/random_policy_demo.py --out demo.png
+
+bench: $(STAMP)
+	$(PYBIN) -m pip install --quiet -e ".[bench]"
+	$(PYBIN) benchmarks/env_throughput.py
+	$(PYBIN) benchmarks/train_throughput.py
+
+clean:
+	rm -rf $(VENV) runs demo.png .pytest_cache

@@ -1,0 +1,361 @@
+"""The one box algebra and the one crop kernel, shared by the environment and the agent.
+
+Boxes
+-----
+A box is a float tensor ``(..., 4)`` = ``(cx, cy, w, h)`` in *normalised image coordinates*:
+``(0, 0)`` is the image's top-left corner, ``(1, 1)`` its bottom-right, whatever the image's
+size in pixels. A box may extend past the image (zoom-out / pan past the edge).
+
+A *relative box* (the paper's action ``bb_{1->2}``) is box 2 expressed in box 1's frame, where
+box 1 is centred at ``(0, 0)`` with unit width and height::
+
+    relative_box(b1, b2) = ((cx2 - cx1) / w1, (cy2 - cy1) / h1, w2 / w1, h2 / h1)
+
+so ``apply_relative(b1, relative_box(b1, b2)) == b2``. The model never sees absolute boxes.
+
+Crop kernel
+-----------
+:func:`render_views` crops and resizes a batch of views in one pass, with no Python loop over
+the batch. Images live in an :class:`ImageBank`: every image (any size) and, optionally, its
+image pyramid (2x box-filter levels) packed once at load into one flat ``int32`` buffer, one
+RGBA pixel per element. A view is four gathers from that buffer (the bilinear taps) and three
+lerps, on ``(B, h, w)`` elements only: no per-step conversion of whole images. Anti-aliasing
+picks, per view, the pyramid level at which the view shrinks its region by less than 2x.
+Each image level is stored with a one-pixel border of the fill colour, so the taps outside the
+image read the fill colour and the region outside the image is filled with ``fill`` (default
+black), blended bilinearly at the edge.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+__all__ = [
+    "ImageBank",
+    "apply_relative",
+    "box_iou",
+    "box_tokens",
+    "clamp_boxes",
+    "cxcywh_to_xyxy",
+    "relative_box",
+    "render_views",
+    "sample_boxes",
+    "xyxy_to_cxcywh",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Box algebra
+# ---------------------------------------------------------------------------------------------
+def cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
+    """``(..., 4)`` centre/size boxes -> ``(..., 4)`` corner boxes ``(x0, y0, x1, y1)``."""
+    c, s = boxes[..., :2], boxes[..., 2:]
+    return torch.cat([c - s / 2, c + s / 2], dim=-1)
+
+
+def xyxy_to_cxcywh(boxes: torch.Tensor) -> torch.Tensor:
+    """``(..., 4)`` corner boxes -> ``(..., 4)`` centre/size boxes."""
+    lo, hi = boxes[..., :2], boxes[..., 2:]
+    return torch.cat([(lo + hi) / 2, hi - lo], dim=-1)
+
+
+def relative_box(b1: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
+    """Box ``b2`` in the frame of box ``b1`` (the action ``bb_{1->2}``).
+
+    b1, b2: ``(..., 4)`` cxcywh boxes (broadcastable). Returns ``(..., 4)``
+    ``(dx, dy, sw, sh)``: centre offset in units of b1's width/height, and size ratios.
+    """
+    return torch.cat([(b2[..., :2] - b1[..., :2]) / b1[..., 2:], b2[..., 2:] / b1[..., 2:]], -1)
+
+
+def apply_relative(b1: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """The box reached from ``b1`` by the relative box ``a``: inverse of :func:`relative_box`.
+
+    b1, a: ``(..., 4)`` (broadcastable). Returns ``(..., 4)`` cxcywh boxes.
+    """
+    return torch.cat([b1[..., :2] + a[..., :2] * b1[..., 2:], a[..., 2:] * b1[..., 2:]], -1)
+
+
+def box_iou(b1: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
+    """Intersection over union of cxcywh boxes ``(..., 4)`` (broadcastable) -> ``(...)``."""
+    p, q = cxcywh_to_xyxy(b1), cxcywh_to_xyxy(b2)
+    lo = torch.maximum(p[..., :2], q[..., :2])
+    hi = torch.minimum(p[..., 2:], q[..., 2:])
+    inter = (hi - lo).clamp(min=0).prod(-1)
+    union = b1[..., 2:].prod(-1) + b2[..., 2:].prod(-1) - inter
+    return inter / union.clamp(min=1e-12)
+
+
+def clamp_boxes(
+    boxes: torch.Tensor, min_size: float = 0.05, margin: float = 0.25
+) -> torch.Tensor:
+    """Project boxes onto the allowed set: sizes in ``[min_size, 1 + 2 * margin]`` and edges
+    inside ``[-margin, 1 + margin]`` (how far a view may pan/zoom past the image edge).
+
+    The size is clamped first, then the centre is shifted (not the size shrunk) to fit.
+    boxes: ``(..., 4)`` cxcywh. Returns ``(..., 4)``.
+    """
+    size = boxes[..., 2:].clamp(min=min_size, max=1.0 + 2.0 * margin)
+    lo, hi = -margin + size / 2, 1.0 + margin - size / 2
+    centre = torch.minimum(torch.maximum(boxes[..., :2], lo), hi)
+    return torch.cat([centre, size], dim=-1)
+
+
+def sample_boxes(
+    n: int,
+    scale: tuple[float, float] = (0.05, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    image_aspect: torch.Tensor | float = 1.0,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Random-resized-crop boxes inside the image (the behaviour policy of the agent).
+
+    Like torchvision's ``RandomResizedCrop``: area fraction ``s ~ U(scale)``, pixel aspect ratio
+    ``r ~ logU(ratio)``; sides that would exceed the image are clipped to it (instead of
+    torchvision's rejection loop) so that sampling stays one batched draw.
+
+    image_aspect: image width / height in pixels, a float or ``(n,)`` tensor.
+    Returns ``(n, 4)`` float32 cxcywh boxes, entirely inside ``[0, 1]^2``.
+    """
+    if not (0 < scale[0] <= scale[1] <= 1):
+        raise ValueError(f"scale {scale} must satisfy 0 < min <= max <= 1")
+    if not (0 < ratio[0] <= ratio[1]):
+        raise ValueError(f"ratio {ratio} must satisfy 0 < min <= max")
+    u = torch.rand(n, 4, generator=generator, device=device)
+    s = scale[0] + (scale[1] - scale[0]) * u[:, 0]
+    log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[:, 1]
+    # normalised aspect: w_n / h_n = r * H / W
+    r_n = torch.exp(log_r) / torch.as_tensor(image_aspect, dtype=torch.float32, device=u.device)
+    w = torch.sqrt(s * r_n).clamp(max=1.0)
+    h = torch.sqrt(s / r_n).clamp(max=1.0)
+    cx = w / 2 + (1 - w) * u[:, 2]
+    cy = h / 2 + (1 - h) * u[:, 3]
+    return torch.stack([cx, cy, w, h], dim=-1)
+
+
+def box_tokens(
+    a: torch.Tensor, n_bins: int = 32, max_shift: float = 4.0, max_log_scale: float = 3.0
+) -> torch.Tensor:
+    """Discretise relative boxes into 4 tokens, one per coordinate (the paper's action tokens).
+
+    Coordinates ``dx, dy`` are binned uniformly on ``[-max_shift, max_shift]``; the size ratios
+    on a log scale, ``log(sw), log(sh)`` on ``[-max_log_scale, max_log_scale]``. Values past the
+    range fall in the edge bins.
+    a: ``(..., 4)`` relative boxes. Returns ``(..., 4)`` int64 tokens in ``[0, n_bins)``.
+    """
+    if n_bins < 2:
+        raise ValueError(f"n_bins ({n_bins}) must be >= 2")
+    shift = (a[..., :2] + max_shift) / (2 * max_shift)
+    scale = (torch.log(a[..., 2:].clamp(min=1e-6)) + max_log_scale) / (2 * max_log_scale)
+    u = torch.cat([shift, scale], dim=-1)
+    return (u * n_bins).floor().clamp(0, n_bins - 1).long()
+
+
+# ---------------------------------------------------------------------------------------------
+# Image bank: every image and its pyramid packed into one flat buffer
+# ---------------------------------------------------------------------------------------------
+def _as_hwc_uint8(img: np.ndarray | torch.Tensor, index: int) -> np.ndarray:
+    arr = img.numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
+    if arr.dtype != np.uint8:
+        raise TypeError(f"image {index} has dtype {arr.dtype}; expected uint8")
+    if arr.ndim != 3 or arr.shape[-1] != 3:
+        raise ValueError(f"image {index} has shape {arr.shape}; expected (H, W, 3)")
+    return arr
+
+
+def _downsample2(img: np.ndarray) -> np.ndarray:
+    """2x box-filter downsample of an ``(H, W, 3)`` uint8 image (odd edges dropped)."""
+    h, w = img.shape[0] // 2 * 2, img.shape[1] // 2 * 2
+    x = img[:h, :w].astype(np.uint16)
+    s = x[0::2, 0::2] + x[1::2, 0::2] + x[0::2, 1::2] + x[1::2, 1::2]
+    return ((s + 2) // 4).astype(np.uint8)
+
+
+class ImageBank:
+    """uint8 images of any sizes, packed once for the crop kernel.
+
+    Each image (and with ``levels > 1`` its 2x box-filter pyramid, while both sides stay
+    >= ``min_side``) is stored as RGBA packed in one ``int32`` per pixel, with a one-pixel border
+    of the fill colour, in one flat buffer. Memory: 4/3 x the RGB bytes x 4/3 for the pyramid.
+
+    images: a sequence of ``(H_i, W_i, 3)`` uint8 arrays/tensors, or one ``(N, H, W, 3)`` array.
+    levels: the most pyramid levels per image (1 = no anti-aliasing pyramid).
+    fill: RGB colour of everything outside an image.
+    """
+
+    def __init__(
+        self,
+        images: Sequence[np.ndarray | torch.Tensor] | np.ndarray | torch.Tensor,
+        levels: int = 4,
+        min_side: int = 8,
+        fill: tuple[int, int, int] = (0, 0, 0),
+    ) -> None:
+        if len(images) == 0:
+            raise ValueError("ImageBank needs at least one image")
+        if levels < 1:
+            raise ValueError(f"levels ({levels}) must be >= 1")
+        self.fill = tuple(int(c) for c in fill)
+        fill_px = np.array(self.fill + (255,), dtype=np.uint8).view(np.int32)[0]
+        chunks, table = [], []  # table rows per level: offset, stride(W+2), H, W
+        n_levels = []
+        offset = 0
+        for i, img in enumerate(images):
+            level = _as_hwc_uint8(img, i)
+            rows = []
+            for _ in range(levels):
+                h, w = level.shape[:2]
+                padded = np.full((h + 2, w + 2), fill_px, dtype=np.int32)
+                rgba = np.empty((h, w, 4), dtype=np.uint8)
+                rgba[..., :3], rgba[..., 3] = level, 255
+                padded[1:-1, 1:-1] = rgba.view(np.int32)[..., 0]
+                chunks.append(padded.ravel())
+                rows.append((offset, w + 2, h, w))
+                offset += padded.size
+                if min(h, w) // 2 < min_side:
+                    break
+                level = _downsample2(level)
+            n_levels.append(len(rows))
+            rows += [rows[-1]] * (levels - len(rows))  # past the last level: reuse it
+            table.append(rows)
+        self.buffer = torch.from_numpy(np.concatenate(chunks))
+        t = torch.tensor(table, dtype=torch.int64)  # (N, levels, 4)
+        self.offset, self.stride, self.height, self.width = t.unbind(-1)
+        self.n_levels = torch.tensor(n_levels, dtype=torch.int64)
+        self.sizes = torch.stack([self.height[:, 0], self.width[:, 0]], -1)  # (N, 2) H, W
+        self.levels = levels
+
+    def __len__(self) -> int:
+        return len(self.n_levels)
+
+    @property
+    def aspect(self) -> torch.Tensor:
+        """``(N,)`` width / height of each image in pixels."""
+        return self.sizes[:, 1].float() / self.sizes[:, 0].float()
+
+    def image(self, index: int) -> np.ndarray:
+        """The full-resolution image ``index`` as ``(H, W, 3)`` uint8 (a copy)."""
+        o, s, h, w = (int(x[index, 0]) for x in (self.offset, self.stride, self.height, self.width))
+        px = self.buffer[o : o + s * (h + 2)].view(h + 2, s)[1:-1, 1:-1].contiguous()
+        return px.view(torch.uint8).view(h, w, 4)[..., :3].numpy().copy()
+
+    def nbytes(self) -> int:
+        return self.buffer.numel() * 4
+
+
+def render_views(
+    images: ImageBank | torch.Tensor,
+    image_idx: torch.Tensor,
+    boxes: torch.Tensor,
+    size: int | tuple[int, int],
+    antialias: bool = True,
+) -> torch.Tensor:
+    """Crop ``boxes`` out of images ``image_idx`` and resize them to ``size``: the views.
+
+    images: an :class:`ImageBank`, or an ``(N, 3, H, W)`` uint8 tensor (packed on every call:
+        build the bank once for repeated use).
+    image_idx: ``(B,)`` int64 indices into the images.
+    boxes: ``(B, 4)`` cxcywh boxes in normalised image coordinates (may leave the image).
+    size: output ``h`` or ``(h, w)``.
+    antialias: sample each view from the pyramid level at which it shrinks its region by less
+        than 2x (needs a bank with ``levels > 1``); otherwise bilinear from full resolution.
+    Returns ``(B, 3, h, w)`` uint8. Sampling uses pixel centres (``align_corners=False``), so
+    the box ``(0.5, 0.5, 1, 1)`` at the image's own size reproduces the image exactly.
+    """
+    if isinstance(images, torch.Tensor):
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"images must be (N, 3, H, W) uint8, got {tuple(images.shape)} "
+                             f"{images.dtype}")
+        images = ImageBank(images.permute(0, 2, 3, 1).numpy(), levels=4 if antialias else 1)
+    h, w = (size, size) if isinstance(size, int) else size
+    if boxes.ndim != 2 or boxes.shape[-1] != 4:
+        raise ValueError(f"boxes must be (B, 4), got {tuple(boxes.shape)}")
+    image_idx = image_idx.long()
+    boxes = boxes.float()
+    if antialias and images.levels > 1:
+        # pixels of the source region per output pixel, at full resolution
+        shrink = torch.maximum(
+            boxes[:, 2] * images.width[image_idx, 0] / w, boxes[:, 3] * images.height[image_idx, 0] / h
+        )
+        level = torch.log2(shrink.clamp(min=1.0)).floor().long()
+        level = torch.minimum(level, images.n_levels[image_idx] - 1)
+    else:
+        level = torch.zeros_like(image_idx)
+    offset = images.offset[image_idx, level]
+    stride = images.stride[image_idx, level]
+    ih = images.height[image_idx, level]
+    iw = images.width[image_idx, level]
+
+    def taps(start, extent, n, limit):
+        # pixel-centre sample positions in the level's pixel coordinates: (B, n)
+        t = (torch.arange(n, dtype=torch.float32) + 0.5) / n
+        pos = (start[:, None] + extent[:, None] * t[None]) * limit[:, None] - 0.5
+        i0 = pos.floor()
+        frac = pos - i0
+        i0 = i0.long()
+        # +1 for the fill border; clamp so that far-out taps read the border
+        lo = (i0 + 1).clamp(0, None)
+        lo = torch.minimum(lo, limit[:, None] + 1)
+        hi = torch.minimum((i0 + 2).clamp(0, None), limit[:, None] + 1)
+        return lo, hi, frac
+
+    x_lo, x_hi, fx = taps(boxes[:, 0] - boxes[:, 2] / 2, boxes[:, 2], w, iw)
+    y_lo, y_hi, fy = taps(boxes[:, 1] - boxes[:, 3] / 2, boxes[:, 3], h, ih)
+    row_lo = offset[:, None] + y_lo * stride[:, None]  # (B, h) buffer index of each row
+    row_hi = offset[:, None] + y_hi * stride[:, None]
+    buf = images.buffer
+    if _bilinear_u8 is not None and buf.device.type == "cpu" and boxes.device.type == "cpu":
+        out = torch.empty((len(boxes), 3, h, w), dtype=torch.uint8)
+        wx = (fx * 256).round_().int()
+        wy = (fy * 256).round_().int()
+        _bilinear_u8(buf.numpy(), row_lo.numpy(), row_hi.numpy(), x_lo.numpy(), x_hi.numpy(),
+                     wx.numpy(), wy.numpy(), out.numpy())
+        return out
+    # Portable path (any device, e.g. CUDA): the same taps, combined with torch ops.
+    row_lo, row_hi = row_lo[:, :, None], row_hi[:, :, None]  # (B, h, 1)
+    x_lo, x_hi = x_lo[:, None, :], x_hi[:, None, :]  # (B, 1, w)
+
+    def gather(rows, cols):
+        return buf.take(rows + cols).view(torch.uint8).view(-1, h, w, 4).float()
+
+    fx = fx[:, None, :, None]
+    top = torch.lerp(gather(row_lo, x_lo), gather(row_lo, x_hi), fx)
+    bottom = torch.lerp(gather(row_hi, x_lo), gather(row_hi, x_hi), fx)
+    out = torch.lerp(top, bottom, fy[:, :, None, None])
+    out = out[..., :3].add_(0.5).clamp_(0, 255).to(torch.uint8)
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def _compile_bilinear():
+    """The CPU inner loop: 4 taps per output pixel from the packed RGBA buffer, 8-bit fixed
+    point weights, uint8 out, channel-first. Compiled by numba once (cached on disk)."""
+    try:
+        import numba
+    except ImportError:  # the torch path above does the same computation, slower
+        return None
+
+    @numba.njit(cache=True, nogil=True, boundscheck=False)
+    def bilinear_u8(buf, row_lo, row_hi, x_lo, x_hi, wx, wy, out):  # pragma: no cover
+        n, _, h, w = out.shape
+        for b in range(n):
+            for i in range(h):
+                r0, r1, fy = row_lo[b, i], row_hi[b, i], wy[b, i]
+                for j in range(w):
+                    c0, c1, fx = x_lo[b, j], x_hi[b, j], wx[b, j]
+                    p00, p01 = buf[r0 + c0], buf[r0 + c1]
+                    p10, p11 = buf[r1 + c0], buf[r1 + c1]
+                    for c in range(3):
+                        s = 8 * c
+                        top = ((p00 >> s) & 255) * (256 - fx) + ((p01 >> s) & 255) * fx
+                        bot = ((p10 >> s) & 255) * (256 - fx) + ((p11 >> s) & 255) * fx
+                        out[b, c, i, j] = (top * (256 - fy) + bot * fy + 32768) >> 16
+        return out
+
+    return bilinear_u8
+
+
+_bilinear_u8 = _compile_bilinear()
