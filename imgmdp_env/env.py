@@ -1,0 +1,422 @@
+"""ImageView-v0: the view MDP of an image, natively batched.
+
+A state is a view of an image: the crop at a box, resized to ``view_size``. An action is the
+relative box of the next view in the current view's frame (the paper's ``bb_{1->2}``), reached
+through a bounded continuous parameterisation; the transition crops the same image at the new
+box. The bare environment pays no reward: reward wrappers in :mod:`imgmdp_env.rewards` pay the
+likelihood of an annotation for the new view.
+
+:class:`ImageViewVectorEnv` keeps the state of all sub-environments as tensors and steps them
+with one call of the crop kernel; :class:`ImageViewEnv` is a thin single-env adaptor over the
+same core (``num_envs=1``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from imgmdp_env.datasets import ImageDataset, make_dataset
+from imgmdp_env.views import apply_relative, clamp_boxes, render_views, sample_boxes
+
+__all__ = ["ImageViewEnv", "ImageViewVectorEnv", "action_to_relative"]
+
+BOX_ACTIONS = 4  # dx, dy, log-scale x, log-scale y
+AUG_ACTIONS = 4  # flip, rot90, brightness, saturation
+
+
+def action_to_relative(action: torch.Tensor, max_pan: float, max_zoom: float) -> torch.Tensor:
+    """Map box actions in ``[-1, 1]^4`` to relative boxes ``(dx, dy, sw, sh)``.
+
+    ``dx, dy = a[:2] * max_pan`` (centre shift in units of the current view's width / height);
+    ``sw, sh = max_zoom ** a[2:]`` (size ratio per step in ``[1/max_zoom, max_zoom]``).
+    The zero action keeps the view. action: ``(..., >=4)``. Returns ``(..., 4)``.
+    """
+    a = action[..., :BOX_ACTIONS]
+    return torch.cat([a[..., :2] * max_pan, torch.exp(a[..., 2:] * math.log(max_zoom))], -1)
+
+
+def _dataset(spec: Any, kwargs: dict | None) -> ImageDataset:
+    key = None
+    if isinstance(spec, str):
+        key = (spec, tuple(sorted((kwargs or {}).items())))
+        if key in _DATASET_CACHE:
+            return _DATASET_CACHE[key]
+    ds = make_dataset(spec, **(kwargs or {}))
+    if key is not None:  # named / folder datasets are decoded once per process
+        _DATASET_CACHE[key] = ds
+    return ds
+
+
+_DATASET_CACHE: dict[Any, ImageDataset] = {}
+
+
+class ImageViewVectorEnv(VectorEnv):
+    """The view MDP over a dataset of images, ``num_envs`` sub-environments stepped at once.
+
+    Observation: the view, uint8 ``Box(0, 255, (3, h, w))`` per sub-env; with
+    ``obs_mode="dict"``, ``{"view": ..., "box": Box(4,) float32}`` (the absolute box; the
+    paper's agent never sees it, but goal-reaching agents may want it).
+    Action: ``Box(-1, 1, (4,))`` mapped by :func:`action_to_relative` (plus 4 augmentation
+    dimensions with ``augment=True``: flip if ``a[4] > 0``; rotate by ``k * 90`` degrees
+    counter-clockwise, ``k = round(2 * a[5]) mod 4``; brightness ``x 2 ** a[6]``; saturation
+    ``x (1 + a[7])``, ``-1`` = grayscale). Augmentations apply to the next view only; the box
+    dynamics do not depend on them. Actions outside the space are clipped; NaN/inf raise.
+    The next box is projected by :func:`~imgmdp_env.views.clamp_boxes` onto sizes
+    ``[min_size, 1 + 2 * margin]`` and edges within ``margin`` of the image; outside the image
+    the view shows ``fill``.
+    Reward: 0 (reward wrappers pay annotation likelihoods). Never terminates; truncates after
+    ``max_episode_steps``. ``info`` holds ``image_index`` ``(N,)`` and ``box`` ``(N, 4)``.
+
+    Args:
+        num_envs: number of sub-environments.
+        dataset: anything :func:`imgmdp_env.datasets.make_dataset` accepts (default: the
+            embedded procedural ``"scenes"``); ``dataset_kwargs`` are passed to it.
+        view_size: ``h`` or ``(h, w)`` of a view in pixels.
+        max_episode_steps: truncation horizon (``None``: never).
+        init_scale, init_ratio: area fraction and aspect range of the initial random box.
+        max_pan, max_zoom: per-step bounds of the action (see :func:`action_to_relative`).
+        min_size, margin: the allowed boxes (see above).
+        augment: add the 4 augmentation action dimensions.
+        obs_mode: ``"view"`` or ``"dict"``.
+        antialias: sample views from the image pyramid (see :func:`render_views`).
+        fill: RGB colour outside the image.
+        autoreset_mode: a :class:`gymnasium.vector.AutoresetMode` (or its value string).
+        render_mode: ``None`` or ``"rgb_array"``.
+    """
+
+    metadata = {
+        "render_modes": ["rgb_array"],
+        "render_fps": 4,
+        "autoreset_mode": AutoresetMode.NEXT_STEP,
+    }
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        dataset: Any = "scenes",
+        dataset_kwargs: dict | None = None,
+        view_size: int | tuple[int, int] = 64,
+        max_episode_steps: int | None = 50,
+        init_scale: tuple[float, float] = (0.1, 1.0),
+        init_ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        max_pan: float = 0.5,
+        max_zoom: float = 2.0,
+        min_size: float = 0.05,
+        margin: float = 0.25,
+        augment: bool = False,
+        obs_mode: str = "view",
+        antialias: bool = True,
+        fill: Sequence[int] = (0, 0, 0),
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        render_mode: str | None = None,
+    ) -> None:
+        if not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"num_envs ({num_envs!r}) must be a positive integer")
+        self.view_size = (view_size, view_size) if isinstance(view_size, int) else tuple(view_size)
+        if min(self.view_size) < 1:
+            raise ValueError(f"view_size ({view_size}) must be positive")
+        if max_pan <= 0 or max_zoom < 1:
+            raise ValueError(f"need max_pan > 0 and max_zoom >= 1, got {max_pan}, {max_zoom}")
+        if not (0 < min_size <= 1) or margin < 0:
+            raise ValueError(f"need 0 < min_size <= 1 and margin >= 0, got {min_size}, {margin}")
+        if obs_mode not in ("view", "dict"):
+            raise ValueError(f"obs_mode ({obs_mode!r}) must be 'view' or 'dict'")
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ValueError(f"render_mode ({render_mode!r}) must be None or 'rgb_array'")
+        if augment and self.view_size[0] != self.view_size[1]:
+            raise ValueError(f"augment=True rotates views: view_size {view_size} must be square")
+        self.autoreset_mode = AutoresetMode(autoreset_mode)
+        self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
+        if max_episode_steps is not None and max_episode_steps < 1:
+            raise ValueError(f"max_episode_steps ({max_episode_steps}) must be >= 1 or None")
+
+        self.num_envs = num_envs
+        self.dataset = _dataset(dataset, dataset_kwargs)
+        self.bank = self.dataset.bank(levels=4 if antialias else 1, fill=tuple(fill))
+        self.max_episode_steps = max_episode_steps
+        self.init_scale, self.init_ratio = tuple(init_scale), tuple(init_ratio)
+        self.max_pan, self.max_zoom = float(max_pan), float(max_zoom)
+        self.min_size, self.margin = float(min_size), float(margin)
+        self.augment, self.obs_mode, self.antialias = augment, obs_mode, antialias
+        self.render_mode = render_mode
+
+        h, w = self.view_size
+        view_space = spaces.Box(0, 255, (3, h, w), np.uint8)
+        if obs_mode == "dict":
+            box_space = spaces.Box(-margin, 1 + 2 * margin, (4,), np.float32)
+            self.single_observation_space = spaces.Dict({"view": view_space, "box": box_space})
+        else:
+            self.single_observation_space = view_space
+        n_act = BOX_ACTIONS + (AUG_ACTIONS if augment else 0)
+        self.single_action_space = spaces.Box(-1.0, 1.0, (n_act,), np.float32)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+
+        self.image_idx = torch.zeros(num_envs, dtype=torch.int64)
+        self.boxes = torch.zeros(num_envs, 4)
+        self.steps = torch.zeros(num_envs, dtype=torch.int64)
+        self.views = torch.zeros(num_envs, 3, h, w, dtype=torch.uint8)
+        self._autoreset = np.zeros(num_envs, dtype=bool)
+        self._generator: torch.Generator | None = None
+
+    # ------------------------------------------------------------------ state changes
+    def _draw(self, mask: torch.Tensor, options: dict | None) -> None:
+        """Reset the sub-envs in ``mask``: new image and initial box (or those in ``options``)."""
+        k = int(mask.sum())
+        options = options or {}
+        if "image_index" in options:
+            idx = torch.as_tensor(np.asarray(options["image_index"]), dtype=torch.int64)
+            idx = idx.expand(self.num_envs)[mask] if idx.ndim <= 1 and idx.numel() in (
+                1, self.num_envs) else None
+            if idx is None or (idx < 0).any() or (idx >= len(self.bank)).any():
+                raise ValueError(f"options['image_index'] ({options['image_index']}) must be one "
+                                 f"int or {self.num_envs} ints in [0, {len(self.bank)})")
+        else:
+            idx = torch.randint(len(self.bank), (k,), generator=self._generator)
+        if "box" in options:
+            box = torch.as_tensor(np.asarray(options["box"], dtype=np.float32))
+            if box.shape not in ((4,), (self.num_envs, 4)) or not torch.isfinite(box).all():
+                raise ValueError(f"options['box'] must be finite with shape (4,) or "
+                                 f"({self.num_envs}, 4), got {tuple(box.shape)}")
+            box = clamp_boxes(box.expand(self.num_envs, 4)[mask], self.min_size, self.margin)
+        else:
+            box = sample_boxes(k, self.init_scale, self.init_ratio, self.bank.aspect[idx],
+                               generator=self._generator)
+        self.image_idx[mask], self.boxes[mask], self.steps[mask] = idx, box, 0
+
+    def _render_obs(self, mask: torch.Tensor | None = None, aug: torch.Tensor | None = None):
+        sel = slice(None) if mask is None else mask
+        views = render_views(self.bank, self.image_idx[sel], self.boxes[sel], self.view_size,
+                             antialias=self.antialias)
+        if aug is not None:
+            views = _augment(views, aug[sel])
+        self.views[sel] = views
+
+    def _obs(self) -> Any:
+        views = self.views.numpy().copy()
+        if self.obs_mode == "dict":
+            return {"view": views, "box": self.boxes.numpy().copy()}
+        return views
+
+    def _info(self) -> dict[str, Any]:
+        ones = np.ones(self.num_envs, dtype=bool)
+        return {"image_index": self.image_idx.numpy().copy(), "_image_index": ones,
+                "box": self.boxes.numpy().copy(), "_box": ones.copy()}
+
+    # ------------------------------------------------------------------ Gymnasium API
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Reset all sub-envs (or those in ``options["reset_mask"]``).
+
+        options: ``image_index`` (int or ``(N,)``) and/or ``box`` (``(4,)`` or ``(N, 4)``
+        cxcywh) fix the start state, e.g. for evaluation; ``reset_mask`` ``(N,)`` bool resets
+        only those sub-envs (the way to reset in ``AutoresetMode.DISABLED``).
+        """
+        super().reset(seed=seed)
+        if seed is not None or self._generator is None:
+            seed = int(self.np_random.integers(2**62)) if seed is None else seed
+            self._generator = torch.Generator().manual_seed(int(seed))
+        options = dict(options or {})
+        mask = options.pop("reset_mask", None)
+        if mask is None:
+            mask = np.ones(self.num_envs, dtype=bool)
+        mask = np.asarray(mask)
+        if mask.shape != (self.num_envs,) or mask.dtype != np.bool_:
+            raise ValueError(f"options['reset_mask'] must be a bool array of shape "
+                             f"({self.num_envs},), got {mask.dtype} {mask.shape}")
+        tmask = torch.from_numpy(mask)
+        self._draw(tmask, options)
+        self._render_obs(tmask)
+        self._autoreset[mask] = False
+        return self._obs(), self._info()
+
+    def step(self, actions: Any):
+        """Step every sub-env. actions: ``(num_envs, A)`` in ``[-1, 1]`` (clipped)."""
+        if self._generator is None:
+            raise RuntimeError("call reset() before step()")
+        a = np.asarray(actions, dtype=np.float32)
+        expected = (self.num_envs, *self.single_action_space.shape)
+        if a.shape != expected:
+            raise ValueError(f"actions have shape {a.shape}; expected {expected} "
+                             "(num_envs, action dims)")
+        bad = ~np.isfinite(a).all(axis=1)
+        if bad.any():
+            raise ValueError(f"non-finite action (NaN or inf) for sub-env(s) "
+                             f"{np.flatnonzero(bad).tolist()}: {a[bad].tolist()}")
+        act = torch.from_numpy(np.clip(a, -1.0, 1.0))
+
+        resetting = torch.from_numpy(self._autoreset.copy())  # NEXT_STEP: reset, ignore action
+        moving = ~resetting
+        rel = action_to_relative(act[moving], self.max_pan, self.max_zoom)
+        self.boxes[moving] = clamp_boxes(apply_relative(self.boxes[moving], rel),
+                                         self.min_size, self.margin)
+        self.steps[moving] += 1
+        if resetting.any():
+            self._draw(resetting, None)
+        aug = act[:, BOX_ACTIONS:] if self.augment else None
+        if aug is not None:
+            aug = torch.where(resetting[:, None], torch.zeros_like(aug), aug)
+        self._render_obs(aug=aug)
+
+        reward = np.zeros(self.num_envs, dtype=np.float64)
+        terminated = np.zeros(self.num_envs, dtype=bool)
+        if self.max_episode_steps is None:
+            truncated = np.zeros(self.num_envs, dtype=bool)
+        else:
+            truncated = (self.steps >= self.max_episode_steps).numpy() & moving.numpy()
+        done = terminated | truncated
+        obs, info = self._obs(), self._info()
+        if self.autoreset_mode == AutoresetMode.SAME_STEP and done.any():
+            info = self._same_step_reset(done, obs, info)
+            obs = self._obs()
+        elif self.autoreset_mode == AutoresetMode.NEXT_STEP:
+            self._autoreset = done
+        return obs, reward, terminated, truncated, info
+
+    def _same_step_reset(self, done: np.ndarray, obs: Any, info: dict) -> dict:
+        final_obs = np.full(self.num_envs, None, dtype=object)
+        for i in np.flatnonzero(done):  # per finished env, as Gymnasium lays out final_obs
+            final_obs[i] = ({k: v[i] for k, v in obs.items()} if isinstance(obs, dict)
+                            else obs[i])
+        final_info = {k: v for k, v in info.items() if not k.startswith("_")}
+        final_info.update({f"_{k}": done.copy() for k in list(final_info)})
+        mask = torch.from_numpy(done)
+        self._draw(mask, None)
+        self._render_obs(mask)
+        info = self._info()
+        info.update(final_obs=final_obs, _final_obs=done.copy(), final_info=final_info,
+                    _final_info=done.copy())
+        return info
+
+    def render(self) -> tuple[np.ndarray, ...] | None:
+        """One ``rgb_array`` per sub-env: the image (with the allowed margin) and the view's
+        box drawn on it, beside the current view, both ``display`` pixels high."""
+        if self.render_mode is None:
+            gym.logger.warn("render() called without render_mode='rgb_array'")
+            return None
+        return tuple(self.render_frames())
+
+    def render_frames(self, display: int = 160) -> list[np.ndarray]:
+        """``(display, W, 3)`` uint8 frames, one per sub-env (see :meth:`render`)."""
+        from PIL import Image, ImageDraw
+
+        m = self.margin
+        frames = []
+        for i in range(self.num_envs):  # rendering is for people, not for throughput
+            idx = self.image_idx[i : i + 1]
+            aspect = float(self.bank.aspect[idx])
+            hw = (display, max(1, round(display * aspect)))
+            canvas = render_views(self.bank, idx, torch.tensor([[0.5, 0.5, 1 + 2 * m, 1 + 2 * m]]),
+                                  hw)[0].permute(1, 2, 0).numpy()
+            img = Image.fromarray(np.ascontiguousarray(canvas))
+            draw = ImageDraw.Draw(img)
+            cx, cy, bw, bh = self.boxes[i].tolist()
+            to_px = lambda v, n: (v + m) / (1 + 2 * m) * n  # noqa: E731
+            draw.rectangle([to_px(cx - bw / 2, hw[1]), to_px(cy - bh / 2, hw[0]),
+                            to_px(cx + bw / 2, hw[1]), to_px(cy + bh / 2, hw[0])],
+                           outline=(255, 64, 64), width=2)
+            inner = [to_px(0, hw[1]), to_px(0, hw[0]), to_px(1, hw[1]), to_px(1, hw[0])]
+            draw.rectangle(inner, outline=(128, 128, 128), width=1)
+            view = Image.fromarray(self.views[i].permute(1, 2, 0).numpy())
+            view = view.resize((round(display * self.view_size[1] / self.view_size[0]), display),
+                               Image.NEAREST)
+            frame = Image.new("RGB", (img.width + 4 + view.width, display), (255, 255, 255))
+            frame.paste(img, (0, 0))
+            frame.paste(view, (img.width + 4, 0))
+            frames.append(np.asarray(frame))
+        return frames
+
+    # ------------------------------------------------------------------ pickling
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        gen = state.pop("_generator")
+        state["_generator_state"] = None if gen is None else gen.get_state()
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        gen_state = state.pop("_generator_state")
+        self.__dict__.update(state)
+        self._generator = None
+        if gen_state is not None:
+            self._generator = torch.Generator()
+            self._generator.set_state(gen_state)
+
+
+def _augment(views: torch.Tensor, aug: torch.Tensor) -> torch.Tensor:
+    """Apply per-view augmentation actions. views: ``(B, 3, h, h)`` uint8; aug: ``(B, 4)``."""
+    if len(views) == 0:
+        return views
+    flip = aug[:, 0] > 0
+    views = torch.where(flip[:, None, None, None], views.flip(-1), views)
+    k = torch.round(aug[:, 1] * 2).long() % 4  # a = 0 keeps the view upright
+    for r in (1, 2, 3):  # three masked rotations, not a loop over the batch
+        sel = k == r
+        if sel.any():
+            views[sel] = torch.rot90(views[sel], r, dims=(-2, -1))
+    x = views.float()
+    gray = (x * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1, keepdim=True)
+    sat = (1 + aug[:, 3])[:, None, None, None]
+    x = gray + (x - gray) * sat
+    x = x * torch.pow(2.0, aug[:, 2])[:, None, None, None]
+    return x.round_().clamp_(0, 255).to(torch.uint8)
+
+
+class ImageViewEnv(gym.Env):
+    """The single-environment view MDP: a thin adaptor over :class:`ImageViewVectorEnv` with
+    ``num_envs=1`` (same spaces, same dynamics, same random stream).
+
+    Truncation comes from Gymnasium's ``TimeLimit`` (``gym.make`` adds it from the registered
+    ``max_episode_steps``); pass ``max_episode_steps`` here only when not using ``gym.make``.
+
+    Example::
+
+        >>> import gymnasium as gym, imgmdp_env
+        >>> env = gym.make("ImageView-v0", dataset="scenes", dataset_kwargs={"n": 64})
+        >>> obs, info = env.reset(seed=0)
+        >>> obs.shape
+        (3, 64, 64)
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
+
+    def __init__(self, render_mode: str | None = None, max_episode_steps: int | None = None,
+                 **kwargs: Any) -> None:
+        kwargs.pop("autoreset_mode", None)
+        self.core = ImageViewVectorEnv(num_envs=1, autoreset_mode=AutoresetMode.DISABLED,
+                                       render_mode=render_mode,
+                                       max_episode_steps=max_episode_steps, **kwargs)
+        self.observation_space = self.core.single_observation_space
+        self.action_space = self.core.single_action_space
+        self.render_mode = render_mode
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        obs, info = self.core.reset(seed=seed, options=options)
+        return _first(obs), _first_info(info)
+
+    def step(self, action: Any):
+        obs, reward, terminated, truncated, info = self.core.step(np.asarray(action)[None])
+        return (_first(obs), float(reward[0]), bool(terminated[0]), bool(truncated[0]),
+                _first_info(info))
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode is None:
+            gym.logger.warn("render() called without render_mode='rgb_array'")
+            return None
+        return self.core.render_frames()[0]
+
+
+def _first(obs: Any) -> Any:
+    return {k: v[0] for k, v in obs.items()} if isinstance(obs, dict) else obs[0]
+
+
+def _first_info(info: dict) -> dict:
+    return {k: v[0] for k, v in info.items() if not k.startswith("_")}
