@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine:  `make test`  and  `make train`.
-PY      ?= python3.11
+PY      ?= python3
 VENV    ?= .venv
 PYBIN   := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 .PHONY: test train demo bench lint setup clean
 
 $(PYBIN):
-	$(shell command -v $(PY) >/dev/null 2>&1 && echo $(PY) || echo python3) -m venv $(VENV)
+	$(PY) -m venv $(VENV)
 	$(PYBIN) -m pip install --quiet --upgrade pip
 
 # pip (not uv/poetry) so that torch/torchvision come from the machine's local cache.
