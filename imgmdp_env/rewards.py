@@ -1,0 +1,571 @@
+"""Reward wrappers: pay ``p(goal | next view)``, the likelihood of a goal annotation.
+
+The bare ImageView-v0 env pays nothing. These wrappers score the views the env already
+rendered with an :class:`~imgmdp_env.scorers.AnnotationScorer` (once per step, batched), pay
+the probability of each sub-env's current goal annotation, and put the whole ``p(. | view)``
+vector in ``info["annotation_probs"]`` (the general-value-function view: one reward channel per
+annotation, METHOD.md section 1).
+
+Goals: per episode, drawn from the image's own annotations (``goals="image"``: its object
+classes, image label or caption, wherever they are in the vocabulary; an image with none draws
+from the whole vocabulary), drawn uniformly from the vocabulary (``"vocabulary"``), or fixed (an
+annotation name or id). ``reset(options={"goal": ...})`` fixes the goal of the episodes that
+reset. The goal id is ``info["goal"]`` and, with ``goal_obs=True``, the ``"goal"`` key
+(``Discrete(L)``) of a Dict observation (the view goes under ``"view"``); ``goal_text=True``
+adds ``info["goal_text"]``. ``terminate_at=p`` ends an episode once ``p(goal | view) >= p``.
+
+Wrappers, grouped by what they pay:
+
+- :class:`AnnotationReward` / :class:`VectorAnnotationReward`: any scorer.
+- :class:`CaptionMatchReward` / :class:`VectorCaptionMatchReward`: captions or object names;
+  by default the ground-truth :class:`~imgmdp_env.scorers.ObjectVisibilityScorer`.
+- :class:`CurationReward` / :class:`VectorCurationReward`: a curated image set; by default
+  edge-thumbnail embeddings and class (or image) prototypes
+  (:func:`~imgmdp_env.scorers.curation_scorer`).
+
+The plain names wrap a ``gym.make`` env, the ``Vector`` names a ``gym.make_vec`` env (any
+autoreset mode: goals are redrawn whenever a sub-env resets, and under ``SAME_STEP`` the
+``final_obs`` / ``final_info`` keep the finished episode's goal and probabilities). Put them
+directly over the env (or over :mod:`imgmdp_env.wrappers` action wrappers): they read
+``info["image_index"]`` and ``info["box"]``. Gymnasium's ``RecordEpisodeStatistics`` and
+``NormalizeReward`` go outside, so that they see the reward and the threshold terminations.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
+from gymnasium.vector.utils import batch_space
+
+from imgmdp_env.datasets import ImageDataset, make_dataset
+from imgmdp_env.scorers import (
+    AnnotationScorer,
+    EdgeThumbnail,
+    EmbeddingScorer,
+    ObjectVisibilityScorer,
+    check_scores,
+    check_vocabulary,
+    curation_scorer,
+)
+from imgmdp_env.wrappers import view_env_core
+
+__all__ = [
+    "GOAL_MODES",
+    "AnnotationReward",
+    "AnnotationScorer",
+    "CaptionMatchReward",
+    "CurationReward",
+    "EdgeThumbnail",
+    "EmbeddingScorer",
+    "ObjectVisibilityScorer",
+        "VectorAnnotationReward",
+    "VectorCaptionMatchReward",
+    "VectorCurationReward",
+    "check_scores",
+    "curation_scorer",
+    "image_annotations",
+]
+
+GOAL_MODES = ("image", "vocabulary")
+_FINAL_KEYS = ("final_obs", "_final_obs", "final_info", "_final_info")
+
+
+def image_annotations(dataset: ImageDataset, vocabulary: list[str]) -> tuple[np.ndarray,
+                                                                             np.ndarray]:
+    """Which vocabulary entries each image carries: its object class names, its label's class
+    name and its caption, matched by exact string.
+
+    Returns ``ids`` ``(N, M)`` int64 (vocabulary indices, padded with -1) and ``counts`` ``(N,)``.
+    """
+    index = {name: i for i, name in enumerate(vocabulary)}
+    names = dataset.class_names or []
+    rows = []
+    for i in range(len(dataset)):
+        own = []
+        if dataset.object_labels is not None:
+            own += [names[c] for c in np.asarray(dataset.object_labels[i]).tolist()
+                    if 0 <= c < len(names)]
+        if dataset.labels is not None and 0 <= int(dataset.labels[i]) < len(names):
+            own.append(names[int(dataset.labels[i])])
+        if dataset.captions is not None:
+            own.append(dataset.captions[i])
+        rows.append(sorted({index[a] for a in own if a in index}))
+    counts = np.array([len(r) for r in rows], np.int64)
+    ids = np.full((len(rows), max(1, int(counts.max()))), -1, np.int64)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = r
+    return ids, counts
+
+
+class _Task:
+    """What the single and vector wrappers share: scorer, vocabulary, goals, observations."""
+
+    def __init__(self, env: Any, scorer: AnnotationScorer, goals: str | int, goal_obs: bool,
+                 terminate_at: float | None, goal_text: bool, owner: str) -> None:
+        if not isinstance(scorer, AnnotationScorer):
+            raise TypeError(f"{owner}: scorer {type(scorer).__name__} is not an AnnotationScorer "
+                            "(a callable (views, image_idx, boxes) -> (B, L) with a vocabulary)")
+        self.scorer, self.owner = scorer, owner
+        self.vocabulary = check_vocabulary(scorer.vocabulary, type(scorer).__name__)
+        self.names = np.array(self.vocabulary, dtype=object)
+        self.index = {name: i for i, name in enumerate(self.vocabulary)}
+        if terminate_at is not None and not 0 < terminate_at <= 1:
+            raise ValueError(f"terminate_at ({terminate_at}) must be in (0, 1] or None")
+        self.terminate_at, self.goal_obs, self.goal_text = terminate_at, goal_obs, goal_text
+        if isinstance(goals, str) and goals in GOAL_MODES:
+            self.mode, self.fixed = goals, None
+        else:
+            self.mode, self.fixed = "fixed", self.resolve(goals)
+        if self.mode == "image":
+            dataset = view_env_core(env).dataset
+            self.ids, self.counts = image_annotations(dataset, self.vocabulary)
+            if self.counts.sum() == 0:
+                raise ValueError(f"{owner}: goals='image' but no image of dataset "
+                                 f"{dataset.name!r} carries an annotation of the vocabulary "
+                                 f"{self.vocabulary[:8]}...; use goals='vocabulary' or a name")
+        self.rng = np.random.default_rng()
+
+    def resolve(self, goal: Any) -> int:
+        """An annotation name or id -> its id; unknown names list the valid ones."""
+        if isinstance(goal, str):
+            if goal not in self.index:
+                shown = self.vocabulary if len(self.vocabulary) <= 40 else (
+                    self.vocabulary[:40] + [f"... ({len(self.vocabulary)} in all)"])
+                raise ValueError(f"{self.owner}: unknown goal {goal!r}; valid goals are the "
+                                 f"sampling modes {list(GOAL_MODES)} or one of {shown}")
+            return self.index[goal]
+        if isinstance(goal, int | np.integer) and 0 <= goal < len(self.vocabulary):
+            return int(goal)
+        raise ValueError(f"{self.owner}: goal {goal!r} must be an annotation name or an id in "
+                         f"[0, {len(self.vocabulary)})")
+
+    def seed(self, seed: int) -> None:
+        self.rng = np.random.default_rng([int(seed), 0x60A1])
+
+    def draw(self, image_idx: np.ndarray) -> np.ndarray:
+        """One goal per image index ``(k,)`` -> ``(k,)`` int64, batched."""
+        k = len(image_idx)
+        if self.mode == "fixed":
+            return np.full(k, self.fixed, np.int64)
+        uniform = self.rng.integers(len(self.vocabulary), size=k)
+        if self.mode == "vocabulary":
+            return uniform
+        c = self.counts[image_idx]
+        j = np.minimum((self.rng.random(k) * c).astype(np.int64), np.maximum(c - 1, 0))
+        return np.where(c > 0, self.ids[image_idx, j], uniform)
+
+    def goals_from_option(self, goal: Any, n: int) -> np.ndarray:
+        if isinstance(goal, str | int | np.integer):
+            return np.full(n, self.resolve(goal), np.int64)
+        goal = list(goal)
+        if len(goal) != n:
+            raise ValueError(f"{self.owner}: options['goal'] has {len(goal)} entries for {n} "
+                             "sub-envs; pass one goal or one per sub-env")
+        return np.array([self.resolve(g) for g in goal], np.int64)
+
+    def score(self, views: np.ndarray, image_idx: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """views ``(B, 3, h, w)`` uint8, image_idx ``(B,)``, boxes ``(B, 4)`` -> ``(B, L)``."""
+        b = len(views)
+        if b == 0:
+            return np.zeros((0, len(self.vocabulary)), np.float32)
+        out = self.scorer(torch.from_numpy(views), torch.from_numpy(image_idx),
+                          torch.from_numpy(boxes))
+        return check_scores(out, self.scorer, b, len(self.vocabulary)).numpy()
+
+    def reached(self, p_goal: np.ndarray) -> np.ndarray:
+        if self.terminate_at is None:
+            return np.zeros(np.shape(p_goal), bool)
+        return np.asarray(p_goal >= self.terminate_at)
+
+    def observation_space(self, inner: spaces.Space) -> spaces.Space:
+        if not self.goal_obs:
+            return inner
+        goal = spaces.Discrete(len(self.vocabulary))
+        if isinstance(inner, spaces.Dict):
+            return spaces.Dict({**inner.spaces, "goal": goal})
+        return spaces.Dict({"view": inner, "goal": goal})
+
+    def observe(self, obs: Any, goal: Any) -> Any:
+        if not self.goal_obs:
+            return obs
+        goal = np.array(goal, np.int64) if np.ndim(goal) else np.int64(goal)  # batch / single
+        return {**obs, "goal": goal} if isinstance(obs, dict) else {"view": obs, "goal": goal}
+
+
+def _views(obs: Any, owner: str) -> np.ndarray:
+    v = np.asarray(obs["view"] if isinstance(obs, dict) else obs)
+    if v.dtype != np.uint8 or v.ndim < 3 or v.shape[-3] != 3:
+        raise TypeError(f"{owner} reads uint8 (3, h, w) views from the observation, got "
+                        f"{v.dtype} {v.shape}: wrap ImageView-v0 before observation wrappers")
+    return v
+
+
+def _state(info: dict, owner: str) -> tuple[np.ndarray, np.ndarray]:
+    if "image_index" not in info or "box" not in info:
+        raise KeyError(f"{owner} needs info['image_index'] and info['box'] from ImageView-v0; "
+                       f"got keys {sorted(info)}: put reward wrappers directly over the env")
+    return (np.array(info["image_index"], np.int64, ndmin=1),
+            np.array(info["box"], np.float32, ndmin=2))
+
+
+class AnnotationReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Pays ``p(goal | view)`` from any :class:`AnnotationScorer`, on the single env (in place
+    of the env's own reward, which is 0).
+
+    Args:
+        env: a ``gym.make("ImageView-v0", ...)`` env (possibly action-wrapped).
+        scorer: the :class:`AnnotationScorer`; its vocabulary is the set of goals.
+        goals: ``"image"``, ``"vocabulary"``, or a fixed annotation name or id (see module doc).
+        goal_obs: observe ``{"view": ..., "goal": Discrete(L)}`` (or add ``"goal"`` to a Dict).
+        terminate_at: end the episode once ``p(goal | view) >= terminate_at`` (None: never).
+        goal_text: add the goal's name as ``info["goal_text"]``.
+
+    Example::
+
+        >>> import gymnasium as gym, imgmdp_env
+        >>> from imgmdp_env.rewards import AnnotationReward, ObjectVisibilityScorer
+        >>> env = gym.make("ImageView-v0", dataset_kwargs={"n": 8})
+        >>> env = AnnotationReward(env, ObjectVisibilityScorer(env.unwrapped.core.dataset))
+        >>> obs, info = env.reset(seed=0)
+        >>> sorted(obs), info["annotation_probs"].shape
+        (['goal', 'view'], (8,))
+    """
+
+    def __init__(self, env: gym.Env, scorer: AnnotationScorer, goals: str | int = "image",
+                 goal_obs: bool = True, terminate_at: float | None = None,
+                 goal_text: bool = False) -> None:
+        if isinstance(env, VectorEnv):
+            raise TypeError(f"{type(self).__name__} wraps a single env; use "
+                            f"Vector{type(self).__name__} for a vector env")
+        gym.utils.RecordConstructorArgs.__init__(  # lets gym.make(env.spec) rebuild the stack
+            self, _disable_deepcopy=True, scorer=scorer, goals=goals, goal_obs=goal_obs,
+            terminate_at=terminate_at, goal_text=goal_text)
+        super().__init__(env)
+        self.task = _Task(env, scorer, goals, goal_obs, terminate_at, goal_text,
+                          type(self).__name__)
+        self.vocabulary = self.task.vocabulary
+        self.observation_space = self.task.observation_space(env.observation_space)
+        self.goal = 0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None
+              ) -> tuple[Any, dict]:
+        options = dict(options or {})
+        goal = options.pop("goal", None)
+        if seed is not None:
+            self.task.seed(seed)
+        obs, info = self.env.reset(seed=seed, options=options)
+        idx, boxes = _state(info, type(self).__name__)
+        self.goal = int(self.task.goals_from_option(goal, 1)[0] if goal is not None
+                        else self.task.draw(idx)[0])
+        return self.task.observe(obs, self.goal), self._info(info, obs, idx, boxes)[0]
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        obs, _, terminated, truncated, info = self.env.step(action)
+        info, reward = self._info(info, obs, *_state(info, type(self).__name__))
+        terminated = bool(terminated) or bool(self.task.reached(reward))
+        return self.task.observe(obs, self.goal), reward, terminated, truncated, info
+
+    def _info(self, info: dict, obs: Any, idx: np.ndarray, boxes: np.ndarray
+              ) -> tuple[dict, float]:
+        probs = self.task.score(_views(obs, type(self).__name__)[None], idx, boxes)[0]
+        info = {**info, "annotation_probs": probs, "goal": self.goal}
+        if self.task.goal_text:
+            info["goal_text"] = self.vocabulary[self.goal]
+        return info, float(probs[self.goal])
+
+
+def _row(obs: Any, i: int) -> Any:
+    return {k: np.array(v[i]) for k, v in obs.items()} if isinstance(obs, dict) else np.array(
+        obs[i])
+
+
+def _set_rows(dst: dict, src: dict, mask: np.ndarray) -> None:
+    """Copy the rows ``mask`` of every entry of the vector info ``src`` into ``dst`` (in place),
+    keeping Gymnasium's ``_key`` masks: a row is set where ``mask`` and src's own mask hold."""
+    n = len(mask)
+    for k, v in src.items():
+        if k.startswith("_") or k in _FINAL_KEYS:
+            continue
+        have = mask & np.asarray(src.get("_" + k, np.ones(n, bool)), bool)
+        if isinstance(v, dict):
+            sub = dict(dst[k]) if isinstance(dst.get(k), dict) else {}
+            _set_rows(sub, v, have)
+            dst[k] = sub
+        else:
+            v, old = np.asarray(v), dst.get(k)
+            new = v.copy() if not isinstance(old, np.ndarray) or old.shape != v.shape else (
+                old.astype(np.result_type(old.dtype, v.dtype)))
+            new[have] = v[have]
+            dst[k] = new
+        dst["_" + k] = np.asarray(dst.get("_" + k, np.zeros(n, bool)), bool) | have
+
+
+class VectorAnnotationReward(VectorWrapper):
+    """Pays ``p(goal | view)`` from any :class:`AnnotationScorer`, on the vector env: one scorer
+    call per step on all sub-envs' views. Same arguments as :class:`AnnotationReward`;
+    ``goals`` holds the current goal id of each sub-env ``(num_envs,)``.
+
+    Example::
+
+        >>> import gymnasium as gym, imgmdp_env
+        >>> from imgmdp_env.rewards import VectorAnnotationReward, ObjectVisibilityScorer
+        >>> envs = gym.make_vec("ImageView-v0", num_envs=4, dataset_kwargs={"n": 8})
+        >>> envs = VectorAnnotationReward(envs, ObjectVisibilityScorer(envs.unwrapped.dataset))
+        >>> obs, info = envs.reset(seed=0)
+        >>> obs["goal"].shape, info["annotation_probs"].shape
+        ((4,), (4, 8))
+    """
+
+    def __init__(self, env: VectorEnv, scorer: AnnotationScorer, goals: str | int = "image",
+                 goal_obs: bool = True, terminate_at: float | None = None,
+                 goal_text: bool = False) -> None:
+        name = type(self).__name__
+        if not isinstance(env, VectorEnv):
+            raise TypeError(f"{name} wraps a vector env; use {name.removeprefix('Vector')} "
+                            "for a single env")
+        super().__init__(env)
+        self.task = _Task(env, scorer, goals, goal_obs, terminate_at, goal_text, name)
+        self.vocabulary = self.task.vocabulary
+        self.single_observation_space = self.task.observation_space(env.single_observation_space)
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.autoreset_mode = AutoresetMode(env.metadata.get("autoreset_mode",
+                                                             AutoresetMode.NEXT_STEP))
+        n = self.num_envs
+        self.goals = np.zeros(n, np.int64)
+        self._autoreset = np.zeros(n, bool)  # NEXT_STEP: the env resets these on the next step
+        self._pending = np.zeros(n, bool)  # NEXT_STEP: episodes this wrapper ended, to reset
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None
+              ) -> tuple[Any, dict]:
+        """Reset (all, or ``options["reset_mask"]``) and draw their goals (or take
+        ``options["goal"]``: one name / id, or one per sub-env)."""
+        options = dict(options or {})
+        goal = options.pop("goal", None)
+        if seed is not None:
+            self.task.seed(seed)
+        obs, info = self.env.reset(seed=seed, options=options)
+        n = self.num_envs
+        mask = np.asarray(options.get("reset_mask", np.ones(n, bool)), bool)
+        idx, boxes = _state(info, type(self).__name__)
+        if goal is not None:
+            self.goals[mask] = self.task.goals_from_option(goal, n)[mask]
+        else:
+            self.goals[mask] = self.task.draw(idx[mask])
+        self._autoreset[mask] = self._pending[mask] = False
+        probs = np.zeros((n, len(self.vocabulary)), np.float32)
+        probs[mask] = self.task.score(_views(obs, type(self).__name__)[mask], idx[mask],
+                                      boxes[mask])
+        return self.task.observe(obs, self.goals), self._annotate(dict(info), probs, mask)
+
+    def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]:
+        obs, _, term, trunc, info = self.env.step(actions)
+        name, n = type(self).__name__, self.num_envs
+        info = dict(info)
+        fresh = self._autoreset.copy()  # NEXT_STEP: these sub-envs start a new episode here
+        if self._pending.any():  # episodes ended by terminate_at on the last step
+            obs, info = self._reset_rows(obs, info, self._pending)
+            term, trunc = term & ~self._pending, trunc & ~self._pending
+            fresh |= self._pending
+            self._pending = np.zeros(n, bool)
+        views = _views(obs, name)
+        idx, boxes = _state(info, name)
+        ended = np.zeros(n, bool)  # SAME_STEP: sub-envs whose episode ended (and reset) here
+        if self.autoreset_mode == AutoresetMode.SAME_STEP and "_final_obs" in info:
+            ended = np.asarray(info["_final_obs"], bool).copy()
+            rows = np.flatnonzero(ended)
+            if len(rows):  # the reward is for the view reached, not the reset view
+                views = views.copy()
+                views[rows] = np.stack([_views(info["final_obs"][i], name) for i in rows])
+                f_idx, f_boxes = _state(info["final_info"], name)
+                idx[rows], boxes[rows] = f_idx[rows], f_boxes[rows]
+        probs = self.task.score(views, idx, boxes)
+        if fresh.any():
+            self.goals[fresh] = self.task.draw(idx[fresh])
+        reward = probs[np.arange(n), self.goals].astype(np.float64)
+        reward[fresh] = 0.0
+        hit = self.task.reached(reward) & ~fresh
+        extra = hit & ~(term | trunc)  # episodes only this wrapper ends
+        term = term | hit
+        if self.autoreset_mode == AutoresetMode.SAME_STEP:
+            if extra.any():
+                obs, info = self._end_now(obs, info, extra)
+            ended |= extra
+            if ended.any():
+                info = self._finalise(info, probs, ended)
+        elif self.autoreset_mode == AutoresetMode.NEXT_STEP:
+            self._autoreset = term | trunc
+            self._pending = extra
+        return (self.task.observe(obs, self.goals), reward, term, trunc,
+                self._annotate(info, probs, ~ended))
+
+    # ------------------------------------------------------------------ autoreset helpers
+    def _reset_rows(self, obs: Any, info: dict, mask: np.ndarray) -> tuple[Any, dict]:
+        """Reset the sub-envs in ``mask`` now and merge their reset obs / info rows."""
+        r_obs, r_info = self.env.reset(options={"reset_mask": mask.copy()})
+        if isinstance(obs, dict):
+            obs = {k: np.where(mask.reshape(-1, *[1] * (v.ndim - 1)), r_obs[k], v)
+                   for k, v in obs.items()}
+        else:
+            obs = np.where(mask.reshape(-1, *[1] * (obs.ndim - 1)), r_obs, obs)
+        info = dict(info)
+        _set_rows(info, r_info, mask)
+        return obs, info
+
+    def _end_now(self, obs: Any, info: dict, extra: np.ndarray) -> tuple[Any, dict]:
+        """SAME_STEP: end the episodes in ``extra`` in this step, as the env does its own."""
+        n = self.num_envs
+        old = np.asarray(info.get("_final_obs", np.zeros(n, bool)), bool)
+        final_obs = np.array(info.get("final_obs", np.full(n, None, object)), dtype=object)
+        for i in np.flatnonzero(extra):  # per finished sub-env, as Gymnasium lays out final_obs
+            final_obs[i] = _row(obs, i)
+        final_info = dict(info.get("final_info", {}))
+        _set_rows(final_info, info, extra)
+        obs, info = self._reset_rows(obs, info, extra)
+        info.update(final_obs=final_obs, _final_obs=old | extra, final_info=final_info,
+                    _final_info=old | extra)
+        return obs, info
+
+    def _finalise(self, info: dict, probs: np.ndarray, ended: np.ndarray) -> dict:
+        """SAME_STEP: the finished episodes' goal and probabilities go with final_obs /
+        final_info; then those sub-envs draw the goal of their new episode."""
+        final_obs = np.array(info["final_obs"], dtype=object)
+        for i in np.flatnonzero(ended):
+            final_obs[i] = self.task.observe(final_obs[i], self.goals[i])
+        info["final_obs"] = final_obs
+        info["final_info"] = self._annotate(dict(info["final_info"]), probs, ended, ended)
+        idx, _ = _state(info, type(self).__name__)
+        self.goals[ended] = self.task.draw(idx[ended])
+        return info
+
+    def _annotate(self, info: dict, probs: np.ndarray, mask: np.ndarray,
+                  goal_mask: np.ndarray | None = None) -> dict:
+        goal_mask = np.ones(self.num_envs, bool) if goal_mask is None else goal_mask
+        info.update(annotation_probs=probs, _annotation_probs=mask.copy(),
+                    goal=self.goals.copy(), _goal=goal_mask.copy())
+        if self.task.goal_text:
+            info.update(goal_text=self.task.names[self.goals], _goal_text=goal_mask.copy())
+        return info
+
+
+# ---------------------------------------------------------------------------- caption match
+def _record(wrapper: Any, **kwargs: Any) -> None:
+    """Record the outermost constructor's arguments (single-env wrappers: gym.make(env.spec))."""
+    if isinstance(wrapper, gym.utils.RecordConstructorArgs):
+        gym.utils.RecordConstructorArgs.__init__(wrapper, _disable_deepcopy=True, **kwargs)
+
+
+class _CaptionMatch:
+    def __init__(self, env: Any, scorer: AnnotationScorer | None = None,
+                 goals: str | int = "image", goal_obs: bool = True,
+                 terminate_at: float | None = None, goal_text: bool = False) -> None:
+        _record(self, scorer=scorer, goals=goals, goal_obs=goal_obs, terminate_at=terminate_at,
+                goal_text=goal_text)
+        if scorer is None:
+            scorer = ObjectVisibilityScorer(view_env_core(env).dataset)
+        super().__init__(env, scorer, goals=goals, goal_obs=goal_obs,
+                         terminate_at=terminate_at, goal_text=goal_text)
+
+
+class CaptionMatchReward(_CaptionMatch, AnnotationReward):
+    """Pays how well the view matches a caption or object name (single env).
+
+    The default scorer is the ground truth :class:`ObjectVisibilityScorer` over the env
+    dataset's object classes (needs object boxes: e.g. ``"scenes"``); pass any
+    :class:`AnnotationScorer` (e.g. an :class:`EmbeddingScorer` over a learned image-text model,
+    with captions as its vocabulary) for anything else. Other arguments: see
+    :class:`AnnotationReward`; goals default to the image's own annotations.
+
+    Example::
+
+        >>> import gymnasium as gym, imgmdp_env
+        >>> from imgmdp_env.rewards import CaptionMatchReward
+        >>> env = CaptionMatchReward(gym.make("ImageView-v0", dataset_kwargs={"n": 8}),
+        ...                          goal_text=True, terminate_at=0.9)
+        >>> obs, info = env.reset(seed=0)
+        >>> info["goal_text"] in env.vocabulary
+        True
+    """
+
+
+class VectorCaptionMatchReward(_CaptionMatch, VectorAnnotationReward):
+    """:class:`CaptionMatchReward` on the vector env (see :class:`VectorAnnotationReward`).
+
+    Example::
+
+        >>> import gymnasium as gym, imgmdp_env
+        >>> from imgmdp_env.rewards import VectorCaptionMatchReward
+        >>> envs = VectorCaptionMatchReward(
+        ...     gym.make_vec("ImageView-v0", num_envs=4, dataset_kwargs={"n": 8}))
+        >>> _ = envs.reset(seed=0)
+        >>> obs, reward, terminated, truncated, info = envs.step(envs.action_space.sample())
+        >>> reward.shape, info["annotation_probs"].shape
+        ((4,), (4, 8))
+    """
+
+
+# ---------------------------------------------------------------------------- curation
+class _Curation:
+    def __init__(self, env: Any, curated: Any, curated_kwargs: dict | None = None,
+                 embedding: Any = None, prototypes: str = "auto", temperature: float = 0.05,
+                 goals: str | int = "vocabulary", goal_obs: bool = True,
+                 terminate_at: float | None = None, goal_text: bool = False) -> None:
+        _record(self, curated=curated, curated_kwargs=curated_kwargs, embedding=embedding,
+                prototypes=prototypes, temperature=temperature, goals=goals, goal_obs=goal_obs,
+                terminate_at=terminate_at, goal_text=goal_text)
+        self.curated = make_dataset(curated, **(curated_kwargs or {}))
+        space = env.single_observation_space if isinstance(env, VectorEnv) else (
+            env.observation_space)
+        view_space = space["view"] if isinstance(space, spaces.Dict) else space
+        scorer = curation_scorer(self.curated, tuple(view_space.shape[1:]), embedding,
+                                 prototypes, temperature)
+        super().__init__(env, scorer, goals=goals, goal_obs=goal_obs,
+                         terminate_at=terminate_at, goal_text=goal_text)
+
+
+class CurationReward(_Curation, AnnotationReward):
+    """Pays how much the view looks like a curated image (single env).
+
+    The vocabulary is a curated image set: ``curated`` is anything
+    :func:`~imgmdp_env.datasets.make_dataset` accepts (e.g. ``"fashion"``, single centred
+    items, or an :class:`ImageDataset`), with ``curated_kwargs``. ``p(l | view)`` is a softmax
+    at ``temperature`` over cosine similarities between the view's ``embedding`` and the
+    curated images' (see :func:`curation_scorer`: ``prototypes="auto"`` makes each labelled
+    class one annotation, a soft nearest neighbour over its images; else each image is one).
+    The default embedding, :class:`EdgeThumbnail`, needs no training and is weak: it rewards
+    framing an object the way the curated items are framed, not recognising it. Goals default
+    to ``"vocabulary"``; ``"image"`` works when the env dataset's class names match the
+    prototypes' (e.g. ``"fashion-scenes"`` vs ``"fashion"``). Other arguments: see
+    :class:`AnnotationReward`.
+
+    Example::
+
+        >>> import gymnasium as gym, imgmdp_env
+        >>> from imgmdp_env.datasets import make_dataset
+        >>> from imgmdp_env.rewards import CurationReward
+        >>> curated = make_dataset("scenes", n=6, size=64, seed=1)
+        >>> env = CurationReward(gym.make("ImageView-v0", dataset_kwargs={"n": 8}), curated)
+        >>> obs, info = env.reset(seed=0)
+        >>> round(float(info["annotation_probs"].sum()), 4)  # a softmax over the prototypes
+        1.0
+    """
+
+
+class VectorCurationReward(_Curation, VectorAnnotationReward):
+    """:class:`CurationReward` on the vector env (see :class:`VectorAnnotationReward`).
+
+    Example::
+
+        >>> import gymnasium as gym, imgmdp_env
+        >>> from imgmdp_env.datasets import make_dataset
+        >>> from imgmdp_env.rewards import VectorCurationReward
+        >>> envs = gym.make_vec("ImageView-v0", num_envs=2, dataset_kwargs={"n": 8})
+        >>> envs = VectorCurationReward(envs, make_dataset("scenes", n=6, size=64, seed=1))
+        >>> obs, info = envs.reset(seed=0)
+        >>> obs["goal"].shape
+        (2,)
+    """

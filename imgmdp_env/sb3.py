@@ -1,0 +1,205 @@
+"""Stable-Baselines3 adapter: a Gymnasium vector env (ImageView-v0, possibly wrapped) as an SB3
+``VecEnv``. SB3 does not accept Gymnasium vector envs; this adapter gives it what its own
+``DummyVecEnv`` gives it, without unbatching the natively batched env:
+
+- *Autoreset in the same step*: ``dones = terminated | truncated``; a finished sub-env's
+  ``infos[i]`` is the info of its last step (Gymnasium's ``final_info`` row, plus top-level keys
+  it lacks, such as ``RecordEpisodeStatistics``'s ``"episode"``) with
+  ``"terminal_observation"`` (the last view, before the reset) and ``"TimeLimit.truncated"``
+  (``truncated and not terminated``, on every row as SB3 sets it); the reset info goes to
+  ``reset_infos[i]``. The env must be in ``AutoresetMode.SAME_STEP`` (used as is) or
+  ``DISABLED`` (the adapter resets finished sub-envs with ``options={"reset_mask": ...}``).
+- *Seeding*: ``venv.seed(s)`` (what SB3 calls for ``PPO(..., seed=s)``) seeds the next
+  ``reset()`` with ``s``: the batched env is seeded as a whole. ``set_options`` is passed to it.
+- *Attributes*: the sub-envs of a batched env share one object, so ``get_attr`` returns the
+  attribute of the outermost wrapper (or env) that has it, once per index; ``set_attr`` sets
+  it for all sub-envs (a subset raises); ``env_method`` calls the method once and returns its
+  result per index; ``env_is_wrapped`` looks through the Gymnasium wrapper chain.
+- Box and Dict observations pass through unchanged (uint8 ``(3, H, W)`` views are already
+  channel-first, so SB3 adds no transpose).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
+from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices
+
+__all__ = ["SB3VecEnv", "make_sb3_env"]
+
+_FINAL_KEYS = ("final_obs", "_final_obs", "final_info", "_final_info")
+
+
+def _info_rows(info: dict, n: int) -> list[dict[str, Any]]:
+    """Gymnasium's vector info (dict of arrays with ``_key`` masks) -> SB3's list of dicts."""
+    rows: list[dict[str, Any]] = [{} for _ in range(n)]
+    for k, v in info.items():
+        if k.startswith("_") or k in _FINAL_KEYS:
+            continue
+        mask = np.asarray(info.get("_" + k, np.ones(n, bool)), bool)
+        sub = _info_rows(v, n) if isinstance(v, dict) else None
+        for i in np.flatnonzero(mask):
+            rows[i][k] = sub[i] if sub is not None else v[i]
+    return rows
+
+
+def _row(obs: Any, i: int) -> Any:
+    return {k: np.array(v[i]) for k, v in obs.items()} if isinstance(obs, dict) else np.array(
+        obs[i])
+
+
+class SB3VecEnv(VecEnv):
+    """A Gymnasium ``VectorEnv`` as a Stable-Baselines3 ``VecEnv`` (see the module doc).
+
+    Args:
+        envs: a vector env in ``AutoresetMode.SAME_STEP`` or ``DISABLED``, e.g.
+            ``gym.make_vec("ImageView-v0", num_envs=8, autoreset_mode="SameStep")`` with any
+            wrappers (see :func:`make_sb3_env` for the one-liner).
+
+    Example::
+
+        >>> import gymnasium as gym
+        >>> from stable_baselines3 import PPO
+        >>> from imgmdp_env.sb3 import SB3VecEnv
+        >>> envs = gym.make_vec("ImageView-v0", num_envs=2, autoreset_mode="SameStep",
+        ...                     dataset_kwargs={"n": 8}, view_size=36)
+        >>> model = PPO("CnnPolicy", SB3VecEnv(envs), n_steps=16, batch_size=32, n_epochs=1)
+        >>> _ = model.learn(32)
+    """
+
+    def __init__(self, envs: VectorEnv) -> None:
+        if not isinstance(envs, VectorEnv):
+            raise TypeError(f"SB3VecEnv adapts a gymnasium VectorEnv, got {type(envs).__name__}"
+                            "; for a single env use SB3's DummyVecEnv([lambda: env])")
+        mode = AutoresetMode(envs.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP))
+        if mode == AutoresetMode.NEXT_STEP:
+            raise ValueError(
+                "SB3VecEnv needs autoreset in the same step, but the env's autoreset_mode is "
+                "NEXT_STEP (Gymnasium's default): make it with gym.make_vec('ImageView-v0', ..., "
+                "autoreset_mode='SameStep') (or 'Disabled'), or use make_sb3_env()")
+        self.envs, self.autoreset_mode = envs, mode
+        self._actions: np.ndarray | None = None
+        super().__init__(envs.num_envs, envs.single_observation_space, envs.single_action_space)
+
+    # ------------------------------------------------------------------ stepping
+    def reset(self) -> Any:
+        seed = self._seeds[0]
+        options = self._options[0]
+        if any(o != options for o in self._options):
+            raise ValueError("the sub-envs of a batched env take one options dict; "
+                             f"set_options gave different ones: {self._options}")
+        obs, info = self.envs.reset(seed=seed, options=dict(options) if options else None)
+        self.reset_infos = _info_rows(info, self.num_envs)
+        self._reset_seeds()
+        self._reset_options()
+        return obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions)
+
+    def step_wait(self) -> tuple[Any, np.ndarray, np.ndarray, list[dict]]:
+        if self._actions is None:
+            raise RuntimeError("step_wait() called without step_async(actions)")
+        obs, reward, terminated, truncated, info = self.envs.step(self._actions)
+        self._actions = None
+        terminated, truncated = np.asarray(terminated, bool), np.asarray(truncated, bool)
+        dones = terminated | truncated
+        infos = _info_rows(info, self.num_envs)
+        done_rows = np.flatnonzero(dones)
+        if len(done_rows) and self.autoreset_mode == AutoresetMode.SAME_STEP:
+            if "final_obs" not in info:
+                raise RuntimeError(f"{self.envs} reported done sub-envs {done_rows.tolist()} "
+                                   "without info['final_obs']: is it really SAME_STEP?")
+            finals = _info_rows(info.get("final_info", {}), self.num_envs)
+            for i in done_rows:
+                self.reset_infos[i] = infos[i]
+                infos[i] = {**infos[i], **finals[i],
+                            "terminal_observation": info["final_obs"][i]}
+        elif len(done_rows):  # DISABLED: reset the finished sub-envs ourselves
+            last = {i: _row(obs, i) for i in done_rows}
+            obs, reset_info = self.envs.reset(options={"reset_mask": dones.copy()})
+            resets = _info_rows(reset_info, self.num_envs)
+            for i in done_rows:
+                infos[i]["terminal_observation"] = last[i]
+                self.reset_infos[i] = resets[i]
+        for i, info_i in enumerate(infos):
+            info_i["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
+        return obs, np.asarray(reward, np.float32), dones, infos
+
+    def close(self) -> None:
+        self.envs.close()
+
+    def get_images(self) -> Sequence[np.ndarray | None]:
+        frames = self.envs.render()
+        return [None] * self.num_envs if frames is None else list(frames)
+
+    # ------------------------------------------------------------------ attributes
+    def _chain(self) -> Iterator[Any]:
+        env = self.envs
+        while isinstance(env, VectorWrapper):
+            yield env
+            env = env.env
+        yield env
+
+    def _owner(self, name: str) -> Any:
+        for env in self._chain():
+            if hasattr(env, name):
+                return env
+        raise AttributeError(f"no wrapper or env in {self.envs} has an attribute {name!r}")
+
+    def _all(self, indices: VecEnvIndices, what: str) -> list[int]:
+        idx = list(self._get_indices(indices))
+        if sorted(idx) != list(range(self.num_envs)):
+            raise ValueError(f"{what} on sub-envs {idx}: the sub-envs of a batched env share "
+                             "one object, so it applies to all of them (indices=None)")
+        return idx
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        value = getattr(self._owner(attr_name), attr_name)
+        return [value for _ in self._get_indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        self._all(indices, f"set_attr({attr_name!r})")
+        try:
+            owner = self._owner(attr_name)
+        except AttributeError:
+            owner = self.envs
+        setattr(owner, attr_name, value)
+
+    def env_method(self, method_name: str, *method_args: Any, indices: VecEnvIndices = None,
+                   **method_kwargs: Any) -> list[Any]:
+        result = getattr(self._owner(method_name), method_name)(*method_args, **method_kwargs)
+        return [result for _ in self._get_indices(indices)]
+
+    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper],
+                       indices: VecEnvIndices = None) -> list[bool]:
+        from stable_baselines3.common.env_util import is_wrapped
+
+        chain = list(self._chain())
+        wrapped = any(isinstance(env, wrapper_class) for env in chain)
+        sub_envs = getattr(chain[-1], "envs", None) or []  # a SyncVectorEnv of single envs
+        wrapped = wrapped or any(is_wrapped(e, wrapper_class) for e in sub_envs)
+        return [wrapped for _ in self._get_indices(indices)]
+
+
+def make_sb3_env(
+    num_envs: int = 8,
+    wrappers: Sequence[Callable[[VectorEnv], VectorEnv]] = (),
+    env_id: str = "ImageView-v0",
+    **env_kwargs: Any,
+) -> SB3VecEnv:
+    """``gym.make_vec(env_id, num_envs, autoreset_mode=SAME_STEP, **env_kwargs)``, wrapped by
+    each of ``wrappers`` in order (callables ``VectorEnv -> VectorEnv``, e.g.
+    ``VectorDiscreteViewActions`` or ``lambda e: VectorCaptionMatchReward(e, goal_obs=False)``),
+    as an :class:`SB3VecEnv`.
+    """
+    envs = gym.make_vec(env_id, num_envs=num_envs, autoreset_mode=AutoresetMode.SAME_STEP,
+                        **env_kwargs)
+    for wrap in wrappers:
+        envs = wrap(envs)
+    return SB3VecEnv(envs)
