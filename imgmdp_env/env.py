@@ -194,15 +194,21 @@ class ImageViewVectorEnv(VectorEnv):
         self.image_idx[mask], self.boxes[mask], self.steps[mask] = idx, box, 0
 
     def _render_obs(self, mask: torch.Tensor | None = None, aug: torch.Tensor | None = None):
-        sel = slice(None) if mask is None else mask
-        views = render_views(self.bank, self.image_idx[sel], self.boxes[sel], self.view_size,
+        # Always into a new tensor: an observation handed out is never written again (callers
+        # may keep it), so _obs returns it without a copy; the env keeps it only for render().
+        if mask is None:  # the step path: render straight into the new array
+            views = torch.empty(self.views.shape, dtype=torch.uint8)
+            render_views(self.bank, self.image_idx, self.boxes, self.view_size,
+                         antialias=self.antialias, out=views)
+            self.views = views if aug is None else _augment(views, aug)
+            return
+        views = render_views(self.bank, self.image_idx[mask], self.boxes[mask], self.view_size,
                              antialias=self.antialias)
-        if aug is not None:
-            views = _augment(views, aug[sel])
-        self.views[sel] = views
+        self.views = self.views.clone()
+        self.views[mask] = views if aug is None else _augment(views, aug[mask])
 
     def _obs(self) -> Any:
-        views = self.views.numpy().copy()
+        views = self.views.numpy()  # a new array every step (see _render_obs)
         if self.obs_mode == "dict":
             return {"view": views, "box": self.boxes.numpy().copy()}
         return views
@@ -247,23 +253,26 @@ class ImageViewVectorEnv(VectorEnv):
         if a.shape != expected:
             raise ValueError(f"actions have shape {a.shape}; expected {expected} "
                              "(num_envs, action dims)")
-        bad = ~np.isfinite(a).all(axis=1)
-        if bad.any():
+        if not np.isfinite(a).all():
+            bad = ~np.isfinite(a).all(axis=1)
             raise ValueError(f"non-finite action (NaN or inf) for sub-env(s) "
                              f"{np.flatnonzero(bad).tolist()}: {a[bad].tolist()}")
         act = torch.from_numpy(np.clip(a, -1.0, 1.0))
 
-        resetting = torch.from_numpy(self._autoreset.copy())  # NEXT_STEP: reset, ignore action
-        moving = ~resetting
-        rel = action_to_relative(act[moving], self.max_pan, self.max_zoom)
-        self.boxes[moving] = clamp_boxes(apply_relative(self.boxes[moving], rel),
-                                         self.min_size, self.margin)
-        self.steps[moving] += 1
-        if resetting.any():
-            self._draw(resetting, None)
+        # Move all sub-envs (cheaper than masking); NEXT_STEP resets then overwrite theirs.
+        rel = action_to_relative(act, self.max_pan, self.max_zoom)
+        boxes = clamp_boxes(apply_relative(self.boxes, rel), self.min_size, self.margin)
+        moving = ~self._autoreset
         aug = act[:, BOX_ACTIONS:] if self.augment else None
-        if aug is not None:
-            aug = torch.where(resetting[:, None], torch.zeros_like(aug), aug)
+        if moving.all():
+            self.boxes.copy_(boxes)
+            self.steps += 1
+        else:
+            resetting, keep = torch.from_numpy(~moving), torch.from_numpy(moving)
+            self.boxes[keep], self.steps[keep] = boxes[keep], self.steps[keep] + 1
+            self._draw(resetting, None)
+            if aug is not None:
+                aug = torch.where(resetting[:, None], torch.zeros_like(aug), aug)
         self._render_obs(aug=aug)
 
         reward = np.zeros(self.num_envs, dtype=np.float64)
@@ -271,7 +280,7 @@ class ImageViewVectorEnv(VectorEnv):
         if self.max_episode_steps is None:
             truncated = np.zeros(self.num_envs, dtype=bool)
         else:
-            truncated = (self.steps >= self.max_episode_steps).numpy() & moving.numpy()
+            truncated = (self.steps >= self.max_episode_steps).numpy() & moving
         done = terminated | truncated
         obs, info = self._obs(), self._info()
         if self.autoreset_mode == AutoresetMode.SAME_STEP and done.any():

@@ -18,21 +18,30 @@ Crop kernel
 :func:`render_views` crops and resizes a batch of views in one pass, with no Python loop over
 the batch. Images live in an :class:`ImageBank`: every image (any size) and, optionally, its
 image pyramid (2x box-filter levels) packed once at load into one flat ``int32`` buffer, one
-RGBA pixel per element. A view is four gathers from that buffer (the bilinear taps) and three
-lerps, on ``(B, h, w)`` elements only: no per-step conversion of whole images. Anti-aliasing
-picks, per view, the pyramid level at which the view shrinks its region by less than 2x.
-Each image level is stored with a one-pixel border of the fill colour, so the taps outside the
-image read the fill colour and the region outside the image is filled with ``fill`` (default
-black), blended bilinearly at the edge.
+RGBA pixel per element. A view is four gathers per output pixel from that buffer (the
+separable bilinear taps) and a blend with 8-bit fixed-point weights, uint8 in and out: no
+per-step conversion of whole images. Anti-aliasing picks, per view, the pyramid level at which
+the view shrinks its region by less than 2x: the same work per view as plain bilinear, paid
+for once in memory (the pyramid adds ~1/3). Each image level is stored with a one-pixel border
+of the fill colour, so the taps outside the image read the fill colour and the region outside
+the image is filled with ``fill`` (default black), blended bilinearly at the edge.
+
+On CPU the kernel is compiled by numba (:mod:`imgmdp_env._crop_cpu`: one call per batch, so a
+single 64x64 view costs ~50 us rather than the ~0.6 ms of ~40 small torch ops); on other
+devices (e.g. after ``bank.to("cuda")``) or without numba, the same computation runs as torch
+ops. Both paths produce the same bytes.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
+
+from imgmdp_env import _crop_cpu
 
 __all__ = [
     "ImageBank",
@@ -223,9 +232,10 @@ class ImageBank:
             rows += [rows[-1]] * (levels - len(rows))  # past the last level: reuse it
             table.append(rows)
         self.buffer = torch.from_numpy(np.concatenate(chunks))
-        t = torch.tensor(table, dtype=torch.int64)  # (N, levels, 4)
-        self.offset, self.stride, self.height, self.width = t.unbind(-1)
-        self.n_levels = torch.tensor(n_levels, dtype=torch.int64)
+        self.table = np.array(table, dtype=np.int64)  # (N, levels, 4), for the CPU kernel
+        self.n_levels_np = np.array(n_levels, dtype=np.int64)
+        self.offset, self.stride, self.height, self.width = torch.from_numpy(self.table).unbind(-1)
+        self.n_levels = torch.from_numpy(self.n_levels_np)
         self.sizes = torch.stack([self.height[:, 0], self.width[:, 0]], -1)  # (N, 2) H, W
         self.levels = levels
 
@@ -241,10 +251,19 @@ class ImageBank:
         """The full-resolution image ``index`` as ``(H, W, 3)`` uint8 (a copy)."""
         o, s, h, w = (int(x[index, 0]) for x in (self.offset, self.stride, self.height, self.width))
         px = self.buffer[o : o + s * (h + 2)].view(h + 2, s)[1:-1, 1:-1].contiguous()
-        return px.view(torch.uint8).view(h, w, 4)[..., :3].numpy().copy()
+        return px.view(torch.uint8).view(h, w, 4)[..., :3].cpu().numpy().copy()
 
     def nbytes(self) -> int:
         return self.buffer.numel() * 4
+
+    def to(self, device: torch.device | str) -> ImageBank:
+        """This bank with its pixels and level tables on ``device`` (e.g. ``"cuda"``), where
+        :func:`render_views` takes its portable torch path (``sizes``/``aspect`` stay on CPU)."""
+        bank = copy.copy(self)
+        bank.buffer, bank.offset, bank.stride, bank.height, bank.width, bank.n_levels = (
+            t.to(device) for t in (self.buffer, self.offset, self.stride, self.height,
+                                   self.width, self.n_levels))
+        return bank
 
 
 def render_views(
@@ -253,109 +272,99 @@ def render_views(
     boxes: torch.Tensor,
     size: int | tuple[int, int],
     antialias: bool = True,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Crop ``boxes`` out of images ``image_idx`` and resize them to ``size``: the views.
 
     images: an :class:`ImageBank`, or an ``(N, 3, H, W)`` uint8 tensor (packed on every call:
         build the bank once for repeated use).
-    image_idx: ``(B,)`` int64 indices into the images.
+    image_idx: ``(B,)`` integer indices into the images.
     boxes: ``(B, 4)`` cxcywh boxes in normalised image coordinates (may leave the image).
     size: output ``h`` or ``(h, w)``.
     antialias: sample each view from the pyramid level at which it shrinks its region by less
         than 2x (needs a bank with ``levels > 1``); otherwise bilinear from full resolution.
-    Returns ``(B, 3, h, w)`` uint8. Sampling uses pixel centres (``align_corners=False``), so
-    the box ``(0.5, 0.5, 1, 1)`` at the image's own size reproduces the image exactly.
+    out: optional contiguous ``(B, 3, h, w)`` uint8 tensor to render into (no extra copy).
+    Returns ``(B, 3, h, w)`` uint8 (``out`` when given). Sampling uses pixel centres
+    (``align_corners=False``), so the box ``(0.5, 0.5, 1, 1)`` at the image's own size
+    reproduces the image exactly. Bilinear weights are 8-bit fixed point, rounded once at the
+    end; on CPU with numba the compiled kernel runs, elsewhere the same computation in torch
+    ops, and both give the same bytes.
     """
     if isinstance(images, torch.Tensor):
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be (N, 3, H, W) uint8, got {tuple(images.shape)} "
                              f"{images.dtype}")
-        images = ImageBank(images.permute(0, 2, 3, 1).numpy(), levels=4 if antialias else 1)
+        images = ImageBank(images.permute(0, 2, 3, 1).cpu().numpy(),
+                           levels=4 if antialias else 1)
     h, w = (size, size) if isinstance(size, int) else size
     if boxes.ndim != 2 or boxes.shape[-1] != 4:
         raise ValueError(f"boxes must be (B, 4), got {tuple(boxes.shape)}")
-    image_idx = image_idx.long()
-    boxes = boxes.float()
-    if antialias and images.levels > 1:
-        # pixels of the source region per output pixel, at full resolution
-        shrink = torch.maximum(
-            boxes[:, 2] * images.width[image_idx, 0] / w, boxes[:, 3] * images.height[image_idx, 0] / h
-        )
-        level = torch.log2(shrink.clamp(min=1.0)).floor().long()
-        level = torch.minimum(level, images.n_levels[image_idx] - 1)
-    else:
-        level = torch.zeros_like(image_idx)
-    offset = images.offset[image_idx, level]
-    stride = images.stride[image_idx, level]
-    ih = images.height[image_idx, level]
-    iw = images.width[image_idx, level]
-
-    def taps(start, extent, n, limit):
-        # pixel-centre sample positions in the level's pixel coordinates: (B, n)
-        t = (torch.arange(n, dtype=torch.float32) + 0.5) / n
-        pos = (start[:, None] + extent[:, None] * t[None]) * limit[:, None] - 0.5
-        i0 = pos.floor()
-        frac = pos - i0
-        i0 = i0.long()
-        # +1 for the fill border; clamp so that far-out taps read the border
-        lo = (i0 + 1).clamp(0, None)
-        lo = torch.minimum(lo, limit[:, None] + 1)
-        hi = torch.minimum((i0 + 2).clamp(0, None), limit[:, None] + 1)
-        return lo, hi, frac
-
-    x_lo, x_hi, fx = taps(boxes[:, 0] - boxes[:, 2] / 2, boxes[:, 2], w, iw)
-    y_lo, y_hi, fy = taps(boxes[:, 1] - boxes[:, 3] / 2, boxes[:, 3], h, ih)
-    row_lo = offset[:, None] + y_lo * stride[:, None]  # (B, h) buffer index of each row
-    row_hi = offset[:, None] + y_hi * stride[:, None]
-    buf = images.buffer
-    if _bilinear_u8 is not None and buf.device.type == "cpu" and boxes.device.type == "cpu":
-        out = torch.empty((len(boxes), 3, h, w), dtype=torch.uint8)
-        wx = (fx * 256).round_().int()
-        wy = (fy * 256).round_().int()
-        _bilinear_u8(buf.numpy(), row_lo.numpy(), row_hi.numpy(), x_lo.numpy(), x_hi.numpy(),
-                     wx.numpy(), wy.numpy(), out.numpy())
+    if image_idx.shape != boxes.shape[:1]:
+        raise ValueError(f"image_idx must be ({len(boxes)},), got {tuple(image_idx.shape)}")
+    shape = (len(boxes), 3, h, w)
+    if out is None:
+        out = torch.empty(shape, dtype=torch.uint8, device=images.buffer.device)
+    elif tuple(out.shape) != shape or out.dtype != torch.uint8 or not out.is_contiguous():
+        raise ValueError(f"out must be a contiguous {shape} uint8 tensor, got "
+                         f"{tuple(out.shape)} {out.dtype}")
+    antialias = antialias and images.levels > 1
+    if _bilinear_u8 is not None and images.buffer.device.type == "cpu" == out.device.type:
+        _bilinear_u8(images.buffer.numpy(), images.table, images.n_levels_np,
+                     _cpu_numpy(image_idx, torch.int64), _cpu_numpy(boxes, torch.float32),
+                     antialias, out.numpy())
         return out
-    # Portable path (any device, e.g. CUDA): the same taps, combined with torch ops.
-    row_lo, row_hi = row_lo[:, :, None], row_hi[:, :, None]  # (B, h, 1)
-    x_lo, x_hi = x_lo[:, None, :], x_hi[:, None, :]  # (B, 1, w)
-
-    def gather(rows, cols):
-        return buf.take(rows + cols).view(torch.uint8).view(-1, h, w, 4).float()
-
-    fx = fx[:, None, :, None]
-    top = torch.lerp(gather(row_lo, x_lo), gather(row_lo, x_hi), fx)
-    bottom = torch.lerp(gather(row_hi, x_lo), gather(row_hi, x_hi), fx)
-    out = torch.lerp(top, bottom, fy[:, :, None, None])
-    out = out[..., :3].add_(0.5).clamp_(0, 255).to(torch.uint8)
-    return out.permute(0, 3, 1, 2).contiguous()
+    return out.copy_(_render_torch(images, image_idx, boxes, h, w, antialias))
 
 
-def _compile_bilinear():
-    """The CPU inner loop: 4 taps per output pixel from the packed RGBA buffer, 8-bit fixed
-    point weights, uint8 out, channel-first. Compiled by numba once (cached on disk)."""
-    try:
-        import numba
-    except ImportError:  # the torch path above does the same computation, slower
-        return None
-
-    @numba.njit(cache=True, nogil=True, boundscheck=False)
-    def bilinear_u8(buf, row_lo, row_hi, x_lo, x_hi, wx, wy, out):  # pragma: no cover
-        n, _, h, w = out.shape
-        for b in range(n):
-            for i in range(h):
-                r0, r1, fy = row_lo[b, i], row_hi[b, i], wy[b, i]
-                for j in range(w):
-                    c0, c1, fx = x_lo[b, j], x_hi[b, j], wx[b, j]
-                    p00, p01 = buf[r0 + c0], buf[r0 + c1]
-                    p10, p11 = buf[r1 + c0], buf[r1 + c1]
-                    for c in range(3):
-                        s = 8 * c
-                        top = ((p00 >> s) & 255) * (256 - fx) + ((p01 >> s) & 255) * fx
-                        bot = ((p10 >> s) & 255) * (256 - fx) + ((p11 >> s) & 255) * fx
-                        out[b, c, i, j] = (top * (256 - fy) + bot * fy + 32768) >> 16
-        return out
-
-    return bilinear_u8
+def _cpu_numpy(t: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
+    """``t`` as a contiguous CPU numpy array of ``dtype``, copied only when it must be."""
+    if t.dtype != dtype or t.device.type != "cpu" or t.requires_grad or not t.is_contiguous():
+        t = t.detach().to("cpu", dtype).contiguous()
+    return t.numpy()
 
 
-_bilinear_u8 = _compile_bilinear()
+def _taps(start: torch.Tensor, extent: torch.Tensor, n: int, limit: torch.Tensor):
+    """Bilinear taps along one axis: ``n`` pixel centres of ``[start, start + extent]``
+    (normalised, ``(B,)``) over ``limit`` pixels (``(B,)``). Returns the first tap ``lo``
+    ``(B, n)`` in the padded level's coordinates (the second is ``lo + 1``) and the 8-bit weight
+    ``wt`` in ``[0, 256]`` of the second. Taps past an edge put all their weight on the fill
+    border, so a pair never leaves the padded level."""
+    t = (torch.arange(n, dtype=torch.float32, device=start.device) + 0.5) / n
+    pos = (start[:, None] + extent[:, None] * t) * limit[:, None] - 0.5
+    i0 = pos.floor()
+    past, inside = i0 >= limit[:, None], i0 >= -1  # NaN: neither, reads the border
+    lo = torch.where(past, limit[:, None], torch.where(inside, i0.long() + 1, 0))
+    wt = torch.where(past, 256.0, torch.where(inside, ((pos - i0) * 256).round(), 0.0))
+    return lo, wt
+
+
+def _render_torch(bank: ImageBank, image_idx: torch.Tensor, boxes: torch.Tensor, h: int,
+                  w: int, antialias: bool) -> torch.Tensor:
+    """The portable path (any device, e.g. CUDA), and the reference for the compiled CPU kernel
+    in :mod:`imgmdp_env._crop_cpu`: the same level choice, taps and exact fixed-point blend."""
+    dev = bank.buffer.device
+    image_idx, boxes = image_idx.to(dev, torch.int64), boxes.to(dev, torch.float32)
+    level = torch.zeros_like(image_idx)
+    if antialias:  # the first level at which the view shrinks its region by less than 2x
+        shrink = torch.maximum(boxes[:, 2] * bank.width[image_idx, 0] / w,
+                               boxes[:, 3] * bank.height[image_idx, 0] / h)
+        steps = 2.0 ** torch.arange(1, bank.levels, dtype=torch.float32, device=dev)
+        level = torch.minimum((shrink[:, None] >= steps).sum(1), bank.n_levels[image_idx] - 1)
+    stride = bank.stride[image_idx, level]
+    x_lo, wx = _taps(boxes[:, 0] - boxes[:, 2] / 2, boxes[:, 2], w, bank.width[image_idx, level])
+    y_lo, wy = _taps(boxes[:, 1] - boxes[:, 3] / 2, boxes[:, 3], h, bank.height[image_idx, level])
+    rows = bank.offset[image_idx, level][:, None] + y_lo * stride[:, None]  # (B, h)
+    i00 = rows[:, :, None] + x_lo[:, None, :]  # (B, h, w) buffer index of the top-left tap
+    i10 = i00 + stride[:, None, None]
+
+    def px(index):  # (B, h, w, 3) float32
+        return bank.buffer.take(index).view(torch.uint8).view(len(boxes), h, w, 4)[..., :3].float()
+
+    wx, wy = wx[:, None, :, None], wy[:, :, None, None]
+    top = px(i00) * (256 - wx) + px(i00 + 1) * wx
+    bottom = px(i10) * (256 - wx) + px(i10 + 1) * wx
+    out = (top * (256 - wy) + bottom * wy + 32768) / 65536  # exact: integers below 2**24
+    return out.floor_().to(torch.uint8).permute(0, 3, 1, 2)
+
+
+_bilinear_u8 = _crop_cpu.render_u8  # None without numba (tests set it to None for the torch path)

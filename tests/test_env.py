@@ -56,12 +56,13 @@ def test_vector_matches_single_env_step_for_step():
     s_obs, s_info = single.reset(seed=3)
     v_obs, v_info = vector.reset(seed=3)
     rng = np.random.default_rng(0)
+    prev_done = False
     for t in range(23):
         assert np.array_equal(s_obs, v_obs[0]), t
         assert np.allclose(s_info["box"], v_info["box"][0]), t
         action = rng.uniform(-1.5, 1.5, (4,)).astype(np.float32)
         v_obs, v_rew, v_term, v_trunc, v_info = vector.step(action[None])
-        if t and prev_done:  # NEXT_STEP: the vector env resets on the step after done
+        if prev_done:  # NEXT_STEP: the vector env resets on the step after done
             s_obs, s_info = single.reset()
             assert not v_trunc[0]
         else:
@@ -241,3 +242,18 @@ def test_in_memory_arrays_as_dataset(rng):
     full = render_views(torch.from_numpy(arr), torch.tensor([2]), torch.tensor([[0.5, 0.5, 1, 1]]),
                         (32, 48))
     assert np.array_equal(obs, full[0].numpy())
+
+
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+def test_observations_handed_out_are_never_overwritten(mode):
+    # the env returns its view arrays without a copy: it must never write into them again
+    envs = ImageViewVectorEnv(3, max_episode_steps=2, autoreset_mode=mode, **SMALL)
+    obs, _ = envs.reset(seed=0)
+    kept = [(obs, obs.copy())]
+    envs.action_space.seed(0)
+    for _ in range(6):
+        obs, *_, info = envs.step(envs.action_space.sample())
+        kept.append((obs, obs.copy()))
+        kept += [(o, o.copy()) for o in info.get("final_obs", []) if o is not None]
+    envs.reset(options={"reset_mask": np.array([True, False, True])})
+    assert all(np.array_equal(a, b) for a, b in kept)

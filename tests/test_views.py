@@ -159,3 +159,18 @@ def test_tensor_input_and_errors(images):
         V.ImageBank([np.zeros((4, 4, 3), np.float32)])
     with pytest.raises(ValueError, match="at least one"):
         V.ImageBank([])
+
+
+@pytest.mark.skipif(V._bilinear_u8 is None, reason="the compiled CPU kernel needs numba")
+@pytest.mark.parametrize("antialias", [False, True])
+def test_torch_path_gives_the_same_bytes_as_the_compiled_kernel(images, rng, antialias,
+                                                                 monkeypatch):
+    bank = V.ImageBank(images + [rng.integers(0, 256, (200, 150, 3), dtype=np.uint8)], levels=4)
+    idx = torch.tensor(rng.integers(0, 4, 200))
+    boxes = torch.tensor(np.c_[rng.uniform(-1, 2, (200, 2)), np.exp(rng.uniform(-4, 1, (200, 2)))],
+                         dtype=torch.float32)
+    compiled = V.render_views(bank, idx, boxes, (13, 21), antialias=antialias)
+    monkeypatch.setattr(V, "_bilinear_u8", None)
+    out = torch.empty_like(compiled)
+    portable = V.render_views(bank.to("cpu"), idx, boxes, (13, 21), antialias=antialias, out=out)
+    assert portable is out and torch.equal(portable, compiled)
