@@ -1,0 +1,34 @@
+"""The annotation bootstrapping agent (Ghosh & Levine 2025) on the image view MDP.
+
+- :mod:`agents.networks`: encoders that return tokens (``make_encoder``), the annotation
+  decoder, projection heads and learned temperatures.
+- :mod:`agents.losses`: SimCLR / CLIP / DINO base losses and the bootstrapping target.
+- :mod:`agents.text`: the caption tokenizer and text encoder (CLIP base).
+- :mod:`agents.data`: training batches from the environment's dynamics.
+- :mod:`agents.ab`: the agent (online + EMA target), ``load_encoder`` for downstream use and
+  the value-accuracy diagnostic.
+- ``agents/train_value.py``: the training CLI; ``agents/evaluate.py``: frozen-feature probes.
+"""
+
+from agents.ab import (
+    ABAgent,
+    ABConfig,
+    load_agent,
+    load_encoder,
+    value_accuracy_by_iou,
+)
+from agents.data import TransitionSampler, simclr_augment
+from agents.networks import AnnotationDecoder, Encoder, make_encoder
+
+__all__ = [
+    "ABAgent",
+    "ABConfig",
+    "AnnotationDecoder",
+    "Encoder",
+    "TransitionSampler",
+    "load_agent",
+    "load_encoder",
+    "make_encoder",
+    "simclr_augment",
+    "value_accuracy_by_iou",
+]

@@ -1,0 +1,402 @@
+"""The annotation bootstrapping (AB) agent: an online network, its EMA target, and the loss.
+
+Ghosh & Levine (2025), "Visual Pre-Training on Unlabeled Images using Reinforcement Learning".
+The online network holds the encoder, the base head ``phi`` with the annotation head ``psi``
+and a learned temperature ``t`` (defining ``p(l | x)``), and the AB branch: the annotation
+decoder + head ``phi_AB``, a separate annotation head ``psi_AB`` and temperature ``t_AB``
+(defining ``Q_AB(l | x, a)``). The target network is an EMA copy with stop-gradient. Per step::
+
+    loss = base_loss + ab_weight * CE(target, Q_AB(. | x_i, a_ij))   over ordered view pairs
+
+with ``target = (1 - gamma) p_ema(. | x_j) + gamma max_a' Q_ema(. | x_j, a')``
+(:func:`agents.losses.bootstrap_target`). ``ab_weight = 0`` is the base method alone.
+
+Annotations ``l``: SimCLR, the first ``ann_batch`` images of the base batch (first crop); CLIP,
+their captions; DINO, the prototypes (``p_ema``: the EMA teacher's centred, sharpened output).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from agents.data import BASES, TransitionSampler, pair_index
+from agents.losses import (
+    bootstrap_target,
+    clip_loss,
+    dino_loss,
+    nt_xent_loss,
+    soft_cross_entropy,
+    update_center,
+)
+from agents.networks import AnnotationDecoder, Encoder, LogitScale, ProjectionHead, make_encoder
+from agents.text import FrozenText, TextEncoder, WordTokenizer
+from imgmdp_env.datasets import ImageDataset
+from imgmdp_env.views import box_iou
+
+__all__ = [
+    "ABAgent",
+    "ABConfig",
+    "ABNetwork",
+    "ema_update",
+    "load_agent",
+    "load_encoder",
+    "value_accuracy_by_iou",
+]
+
+
+@dataclass
+class ABConfig:
+    """Everything that shapes the agent besides its encoder (see ``agents/train_value.py``
+    for the meaning of each field)."""
+
+    base: str = "simclr"
+    ab_weight: float = 1.0
+    gamma: float = 0.5
+    max_mode: str = "annotation"
+    candidates: str = "views"
+    n_random: int = 4
+    ann_batch: int = 32
+    proj_dim: int = 128
+    proj_hidden: int = 512
+    temperature: float = 0.1
+    ab_temperature: float = 0.1
+    decoder_width: int = 128
+    decoder_depth: int = 2
+    decoder_heads: int = 4
+    n_bins: int = 64
+    max_shift: float = 4.0
+    max_log_scale: float = 2.5
+    action_tokens: bool = True
+    n_prototypes: int = 256
+    student_temperature: float = 0.1
+    teacher_temperature: float = 0.04
+    center_momentum: float = 0.9
+    text_backbone: str = "words"
+    text_width: int = 128
+    text_depth: int = 2
+
+    def __post_init__(self) -> None:
+        if self.base not in BASES:
+            raise ValueError(f"base {self.base!r} is not one of {BASES}")
+        if not 0.0 <= self.gamma < 1.0:
+            raise ValueError(f"gamma ({self.gamma}) must be in [0, 1)")
+        if self.ab_weight < 0:
+            raise ValueError(f"ab_weight ({self.ab_weight}) must be >= 0")
+        if self.text_backbone not in ("words", "minilm"):
+            raise ValueError(f"text_backbone {self.text_backbone!r} must be 'words' or 'minilm'")
+
+
+@torch.no_grad()
+def ema_update(target: nn.Module, online: nn.Module, rate: float) -> None:
+    """``target <- (1 - rate) * target + rate * online``, parameter by parameter."""
+    t, o = list(target.parameters()), list(online.parameters())
+    torch._foreach_lerp_(t, o, rate)
+
+
+class ABNetwork(nn.Module):
+    """Encoder + base heads (``phi``, ``psi``, ``t``) + AB branch (decoder, ``phi_AB``,
+    ``psi_AB``, ``t_AB``). ``text``: the caption encoder (CLIP only)."""
+
+    def __init__(self, encoder: Encoder, cfg: ABConfig, text: nn.Module | None = None) -> None:
+        super().__init__()
+        d, hid = cfg.proj_dim, cfg.proj_hidden
+        self.encoder, self.cfg = encoder, cfg
+        self.phi = ProjectionHead(encoder.embed_dim, d, hid)
+        self.scale = LogitScale(cfg.temperature)
+        self.decoder = AnnotationDecoder(
+            encoder.embed_dim, encoder.num_tokens, cfg.decoder_width, cfg.decoder_depth,
+            cfg.decoder_heads, cfg.n_bins, cfg.max_shift, cfg.max_log_scale, cfg.action_tokens)
+        self.phi_ab = ProjectionHead(self.decoder.out_dim, d, hid)
+        self.ab_scale = LogitScale(cfg.ab_temperature)
+        if cfg.base == "clip":
+            if text is None:
+                raise ValueError("base='clip' needs a text encoder")
+            self.text = text
+            self.psi = ProjectionHead(text.embed_dim, d, hid)
+            self.psi_ab = ProjectionHead(text.embed_dim, d, hid)
+        elif cfg.base == "dino":
+            self.prototypes = nn.Parameter(torch.randn(cfg.n_prototypes, d) / math.sqrt(d))
+            self.ab_prototypes = nn.Parameter(torch.randn(cfg.n_prototypes, d) / math.sqrt(d))
+        else:
+            self.psi_ab = ProjectionHead(encoder.embed_dim, d, hid)
+
+    def query(self, tokens: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """``phi_AB``: tokens ``(B, T, D)``, actions ``(B, K, 4)`` -> unit ``(B, K, d)``."""
+        return F.normalize(self.phi_ab(self.decoder(tokens, actions)), dim=-1)
+
+    def annotations(self, source: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(psi(l), psi_AB(l))``, each unit ``(L, d)``, for the annotation source: pooled
+        image features ``(L, D)`` (SimCLR), caption inputs ``(L, ...)`` (CLIP) or None (DINO:
+        the prototypes)."""
+        if self.cfg.base == "dino":
+            return F.normalize(self.prototypes, dim=-1), F.normalize(self.ab_prototypes, dim=-1)
+        if self.cfg.base == "clip":
+            feat = self.text(source)
+            return F.normalize(self.psi(feat), dim=-1), F.normalize(self.psi_ab(feat), dim=-1)
+        return F.normalize(self.phi(source), dim=-1), F.normalize(self.psi_ab(source), dim=-1)
+
+    def base_logits(self, pooled: torch.Tensor, psi: torch.Tensor,
+                    center: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of ``p(l | x)``: ``(B, D)`` pooled features -> ``(B, L)``. DINO: the
+        teacher's centred, sharpened scores ``(cos - center) / teacher_temperature``."""
+        z = F.normalize(self.phi(pooled), dim=-1)
+        if self.cfg.base == "dino":
+            return (z @ psi.T - center) / self.cfg.teacher_temperature
+        return self.scale() * z @ psi.T
+
+
+class ABAgent(nn.Module):
+    """Online :class:`ABNetwork` + EMA ``target`` (no gradients) + DINO centre.
+
+    encoder: a fresh encoder (its EMA copy is made here); tokenizer: for CLIP with
+    ``text_backbone="words"``, the :class:`WordTokenizer` of the captions; text_dim: for
+    ``text_backbone="minilm"``, the dimension of the precomputed caption features.
+    """
+
+    def __init__(self, encoder: Encoder, cfg: ABConfig, tokenizer: WordTokenizer | None = None,
+                 text_dim: int = 384) -> None:
+        super().__init__()
+        self.cfg, self.tokenizer, self.text_dim = cfg, tokenizer, text_dim
+        text = None
+        if cfg.base == "clip":
+            if cfg.text_backbone == "minilm":
+                text = FrozenText(text_dim)
+            elif tokenizer is None:
+                raise ValueError("base='clip' with text_backbone='words' needs a tokenizer")
+            else:
+                text = TextEncoder(len(tokenizer), tokenizer.max_len, cfg.text_width,
+                                   cfg.text_depth)
+        self.online = ABNetwork(encoder, cfg, text)
+        self.target = copy.deepcopy(self.online).requires_grad_(False)
+        self.register_buffer("center", torch.zeros(cfg.n_prototypes if cfg.base == "dino" else 0))
+        self.others = pair_index(2)  # rebuilt for the batch's n_views
+
+    def caption_inputs(self, captions: list[str] | None) -> torch.Tensor | None:
+        """The text input of each caption for the CLIP base (token ids ``(N, S)``, or frozen
+        sentence features ``(N, F)``); None for the other bases."""
+        if self.cfg.base != "clip":
+            return None
+        if captions is None:
+            raise ValueError("base='clip' needs a dataset with captions")
+        if self.cfg.text_backbone == "minilm":
+            from agents.text import sentence_features
+
+            return sentence_features(captions)
+        return self.tokenizer(captions)
+
+    @property
+    def encoder(self) -> Encoder:
+        """The online encoder (the representation being pre-trained)."""
+        return self.online.encoder
+
+    @torch.no_grad()
+    def update_target(self, rate: float) -> None:
+        """EMA step of the target network toward the online one (``rate`` = 1 - momentum)."""
+        ema_update(self.target, self.online, rate)
+
+    def _annotation_sources(self, batch: dict, pooled: torch.Tensor | None):
+        """(online source, target source) of the annotations ``l`` for this batch."""
+        if self.cfg.base == "dino":
+            return None, None
+        n = min(self.cfg.ann_batch, batch["base_views"].shape[1])
+        if self.cfg.base == "clip":
+            return batch["captions"][:n], batch["captions"][:n]
+        with torch.no_grad():
+            ema_pooled = self.target.encoder.pool(self.target.encoder(batch["base_views"][0, :n]))
+        return pooled[:n], ema_pooled
+
+    def _pairs(self, n_images: int, n_views: int, device: torch.device) -> torch.Tensor:
+        """``(M, n - 1)`` row index of each pair's target view ``x_j``."""
+        if self.others.shape[0] != n_views:
+            self.others = pair_index(n_views)
+        base = torch.arange(n_images)[:, None, None] * n_views
+        return (base + self.others[None]).reshape(-1, n_views - 1).to(device)
+
+    def bootstrap_terms(self, batch: dict, psi_ab: torch.Tensor, ema_psi: torch.Tensor,
+                        ema_psi_ab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """Online ``Q_AB`` logits ``(M, n - 1, L)`` and the target ``(M, n - 1, L)`` per pair,
+        plus diagnostics (``p_ema`` logits of each view and each pair's target row)."""
+        net, tgt, cfg = self.online, self.target, self.cfg
+        views, actions = batch["boot_views"], batch["actions"]
+        n_images, n_views = batch["boot_boxes"].shape[:2]
+        pred = net.ab_scale() * net.query(net.encoder(views), actions) @ psi_ab.T
+        with torch.no_grad():
+            tok = tgt.encoder(views)
+            p_logits = tgt.base_logits(tgt.encoder.pool(tok), ema_psi, self.center)
+            if cfg.gamma > 0:
+                cand = actions if cfg.candidates == "views" else batch["candidates"]
+                q_logits = tgt.ab_scale() * tgt.query(tok, cand) @ ema_psi_ab.T
+            else:  # the max term has weight 0: skip the EMA decoder pass
+                q_logits = p_logits.new_zeros(len(p_logits), 0, p_logits.shape[-1])
+            target = bootstrap_target(p_logits, q_logits, cfg.gamma, cfg.max_mode)
+            j = self._pairs(n_images, n_views, views.device)
+        return pred, target[j], {"p_logits": p_logits, "j": j}
+
+    def loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        """The training loss of one batch from :class:`agents.data.TransitionSampler`.
+
+        Returns ``(loss, metrics)``: a scalar with gradients and floats for logging (``loss``,
+        ``base_loss``, ``t``; with bootstrapping also ``ab_loss``, ``ab_kl`` = ab_loss minus
+        the target's entropy, ``t_ab``, ``value_acc``). Updates the DINO centre.
+        """
+        net, tgt, cfg = self.online, self.target, self.cfg
+        views = batch["base_views"]  # (V, B, 3, h, w)
+        n_crops, b = views.shape[:2]
+        pooled = net.encoder.pool(net.encoder(views.flatten(0, 1)))  # (V B, D)
+        teacher = None
+        if cfg.base == "simclr":
+            z = net.phi(pooled).view(n_crops, b, -1)
+            base_loss = nt_xent_loss(z[0], z[1], net.scale())
+        elif cfg.base == "clip":
+            text = net.text(batch["captions"])
+            base_loss = clip_loss(net.phi(pooled), net.psi(text), net.scale())
+        else:
+            protos = F.normalize(net.prototypes, dim=-1)
+            student = F.normalize(net.phi(pooled), dim=-1) @ protos.T
+            with torch.no_grad():
+                t_pooled = tgt.encoder.pool(tgt.encoder(views.flatten(0, 1)))
+                t_protos = F.normalize(tgt.prototypes, dim=-1)
+                teacher = F.normalize(tgt.phi(t_pooled), dim=-1) @ t_protos.T
+            base_loss = dino_loss(student.view(n_crops, b, -1), teacher.view(n_crops, b, -1),
+                                  self.center, cfg.student_temperature, cfg.teacher_temperature)
+        metrics = {"base_loss": base_loss.detach(), "t": net.scale().detach()}
+        loss = base_loss
+        if cfg.ab_weight > 0 and "boot_views" in batch:
+            src, ema_src = self._annotation_sources(batch, pooled[:b])
+            _, psi_ab = net.annotations(src)
+            with torch.no_grad():
+                ema_psi, ema_psi_ab = tgt.annotations(ema_src)
+            pred, target, info = self.bootstrap_terms(batch, psi_ab, ema_psi, ema_psi_ab)
+            ab_loss = soft_cross_entropy(target, pred)
+            loss = base_loss + cfg.ab_weight * ab_loss
+            hit = pred.argmax(-1) == info["p_logits"][info["j"]].argmax(-1)
+            entropy = -(target * target.clamp(min=1e-12).log()).sum(-1).mean()
+            metrics.update(ab_loss=ab_loss.detach(), ab_kl=ab_loss.detach() - entropy,
+                           t_ab=net.ab_scale().detach(), value_acc=hit.float().mean())
+        if teacher is not None and self.training:
+            self.center.copy_(update_center(self.center, teacher, cfg.center_momentum))
+        metrics["loss"] = loss.detach()
+        values = torch.stack([v.float() for v in metrics.values()]).tolist()  # one device sync
+        return loss, dict(zip(metrics, values, strict=True))
+
+    @torch.no_grad()
+    def value(self, views: torch.Tensor, actions: torch.Tensor,
+              annotations: torch.Tensor | None = None) -> torch.Tensor:
+        """``Q_AB(l | x, a)`` of the online network: views ``(B, 3, H, W)``, actions
+        ``(B, K, 4)`` relative boxes, annotations: ``(L, 3, H, W)`` annotation views
+        (SimCLR), ``(L, ...)`` caption inputs (CLIP) or None (DINO: the prototypes).
+        Returns ``(B, K, L)`` probabilities over the annotations."""
+        net = self.online
+        if self.cfg.base == "simclr":
+            if annotations is None:
+                raise ValueError("SimCLR's annotations are images: pass (L, 3, H, W) views")
+            annotations = net.encoder.pool(net.encoder(annotations))
+        _, psi_ab = net.annotations(annotations)
+        logits = net.ab_scale() * net.query(net.encoder(views), actions) @ psi_ab.T
+        return logits.softmax(-1)
+
+
+DEFAULT_IOU_BINS = (0.0, 0.05, 0.2, 0.4, 0.6, 1.0)
+
+
+@torch.no_grad()
+def value_accuracy_by_iou(agent: ABAgent, data, bins: tuple[float, ...] = DEFAULT_IOU_BINS,
+                          n_batches: int = 8, seed: int = 0) -> dict[str, float]:
+    """The paper's value-accuracy diagnostic: how often ``argmax_l Q_AB(l | x_i, a_ij)``
+    (online) equals ``argmax_l p_ema(l | x_j)`` (the target network's annotation of the target
+    view), over ordered view pairs binned by ``IoU(box_i, box_j)``.
+
+    data: an ``ImageDataset`` (views drawn as in training: ``n_views`` = 4, scale (0.05, 1),
+    ``2 * ann_batch`` base images and ``ann_batch / 4`` bootstrap images per batch), a
+    :class:`TransitionSampler`, one batch dict (base and bootstrap parts) or a list of them.
+    Samplers draw ``n_batches`` batches seeded by ``seed`` (a sampler's own streams are
+    restored afterwards). bins: IoU bin edges; a pair falls in ``[lo, hi)`` (the last bin
+    includes ``hi``). Returns ``{"iou_LO-HI": accuracy (nan if empty), "count_LO-HI": pairs,
+    "all": overall accuracy, "chance": 1 / number of annotations, "majority": accuracy of
+    always answering each batch's most frequent target annotation}`` (the trivial baselines).
+    """
+    if isinstance(data, ImageDataset):
+        cfg = agent.cfg
+        data = TransitionSampler(
+            data, base=cfg.base, view_size=agent.encoder.image_size,
+            base_batch=2 * cfg.ann_batch, boot_images=max(cfg.ann_batch // 4, 1),
+            candidates=cfg.candidates, n_random=cfg.n_random,
+            caption_inputs=agent.caption_inputs(data.captions), seed=seed)
+    if isinstance(data, TransitionSampler):
+        state = data.state_dict()
+        data.base_gen.manual_seed(seed)
+        data.boot_gen.manual_seed(seed + 1)
+        device = next(agent.parameters()).device
+        batches = [data.sample(device) for _ in range(n_batches)]
+        data.load_state_dict(state)
+    else:
+        batches = [data] if isinstance(data, dict) else list(data)
+    was_training = agent.training
+    agent.eval()
+    hits, ious, majority, n_ann = [], [], [], 1
+    for batch in batches:
+        net, tgt = agent.online, agent.target
+        pooled = net.encoder.pool(net.encoder(batch["base_views"][0]))
+        src, ema_src = agent._annotation_sources(batch, pooled)
+        _, psi_ab = net.annotations(src)
+        ema_psi, ema_psi_ab = tgt.annotations(ema_src)
+        pred, _, info = agent.bootstrap_terms(batch, psi_ab, ema_psi, ema_psi_ab)
+        want = info["p_logits"][info["j"]].argmax(-1)
+        hits.append((pred.argmax(-1) == want).flatten().cpu())
+        majority.append((want == want.flatten().mode().values).flatten().cpu())
+        boxes = batch["boot_boxes"]
+        others = pair_index(boxes.shape[1]).to(boxes.device)
+        ious.append(box_iou(boxes[:, :, None], boxes[:, others]).flatten().cpu())
+        n_ann = pred.shape[-1]
+    agent.train(was_training)
+    hit, iou = torch.cat(hits).float(), torch.cat(ious)
+    out = {}
+    for k, (lo, hi) in enumerate(zip(bins[:-1], bins[1:], strict=True)):
+        sel = (iou >= lo) & ((iou < hi) | ((k == len(bins) - 2) & (iou <= hi)))
+        key = f"{lo:.2f}-{hi:.2f}"
+        out[f"iou_{key}"] = float(hit[sel].mean()) if sel.any() else float("nan")
+        out[f"count_{key}"] = float(sel.sum())
+    out["all"] = float(hit.mean())
+    out["chance"] = 1.0 / n_ann
+    out["majority"] = float(torch.cat(majority).float().mean())
+    return out
+
+
+def _read_checkpoint(path, map_location) -> dict:
+    path = Path(path)
+    return torch.load(path / "checkpoint.pt" if path.is_dir() else path,
+                      map_location=map_location, weights_only=False)
+
+
+def load_agent(checkpoint_path: str, map_location: str | torch.device = "cpu") -> ABAgent:
+    """The whole agent (online + EMA target) of a ``train_value.py`` checkpoint (or run folder)."""
+    ckpt = _read_checkpoint(checkpoint_path, map_location)
+    tok = ckpt.get("tokenizer")
+    agent = ABAgent(make_encoder(**ckpt["encoder"]), ABConfig(**ckpt["ab_config"]),
+                    WordTokenizer(**tok) if tok else None, ckpt.get("text_dim", 384))
+    agent.load_state_dict(ckpt["agent"])
+    return agent.to(map_location)
+
+
+def load_encoder(checkpoint_path: str, map_location: str | torch.device = "cpu",
+                 ema: bool = False) -> Encoder:
+    """The pre-trained encoder of a ``train_value.py`` checkpoint, for downstream use.
+
+    checkpoint_path: ``runs/<name>/checkpoint.pt`` or the run folder ``runs/<name>``;
+    ema: take the EMA target's encoder (DINO's teacher) instead of the online one.
+    Returns the :class:`Encoder` in eval mode: ``encoder(views)`` maps ``(B, 3, H, W)`` uint8
+    views of side ``encoder.image_size`` to tokens ``(B, T, D)``; ``encoder.pool`` -> ``(B, D)``.
+    """
+    ckpt = _read_checkpoint(checkpoint_path, map_location)
+    encoder = make_encoder(**ckpt["encoder"])
+    prefix = "target.encoder." if ema else "online.encoder."
+    state = {k[len(prefix):]: v for k, v in ckpt["agent"].items() if k.startswith(prefix)}
+    encoder.load_state_dict(state)
+    return encoder.to(map_location).eval()

@@ -1,0 +1,185 @@
+"""Training batches for the AB agent, drawn from the environment's own dynamics.
+
+The agent learns off-policy from random transitions of the view MDP: the behaviour policy is
+:func:`imgmdp_env.views.sample_boxes` (random resized crops), a transition is
+:func:`imgmdp_env.views.render_views` on the new box, and the action between two views is
+:func:`imgmdp_env.views.relative_box`. Images stay in RAM, packed once in an ``ImageBank``.
+
+One batch (a dict, see :meth:`TransitionSampler.sample`) holds:
+
+- the *base* batch: ``V`` augmented crops of ``base_batch`` images (SimCLR/DINO: 2 crops with
+  flip and colour jitter; CLIP: 1 crop and the image's caption);
+- the *bootstrap* batch: ``n_views`` un-augmented views of ``boot_images`` images (scale
+  ``(0.05, 1)`` by default), their boxes and the relative boxes between every ordered pair.
+
+Base and bootstrap images may come from different datasets (the paper's decoupled setting:
+``base_dataset="fashion"``, ``boot_dataset="fashion-scenes"``). Two random streams, one per
+batch, so the base batches are identical with and without bootstrapping (``ab_weight = 0``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from imgmdp_env.datasets import ImageDataset
+from imgmdp_env.views import relative_box, render_views, sample_boxes
+
+__all__ = ["BASES", "TransitionSampler", "pair_index", "simclr_augment"]
+
+BASES = ("simclr", "dino", "clip")
+
+
+def simclr_augment(views: torch.Tensor, generator: torch.Generator | None = None,
+                   jitter: float = 0.8, hue: float = 0.2, p_jitter: float = 0.8,
+                   p_gray: float = 0.2) -> torch.Tensor:
+    """SimCLR's view augmentations, batched: horizontal flip, colour jitter (brightness,
+    contrast, saturation by factors in ``[1 - jitter, 1 + jitter]``, hue shift up to ``hue``
+    turns) with probability ``p_jitter``, grayscale with probability ``p_gray``. The defaults
+    are SimCLR's at strength 1 (Chen et al. 2020, Appendix A). No blur (the views are small).
+
+    views: ``(B, 3, H, W)`` uint8 on any device; generator: a CPU generator for the per-view
+    parameters. Returns ``(B, 3, H, W)`` float in [0, 1] on the views' device.
+    """
+    b, dev = views.shape[0], views.device
+    u = torch.rand(b, 7, generator=generator).to(dev)
+    x = views.float().div_(255.0)
+    x = torch.where((u[:, 0] < 0.5).view(b, 1, 1, 1), x.flip(-1), x)
+    on = (u[:, 1] < p_jitter).float().view(b, 1, 1, 1)
+    bright, contrast, sat = (1 + on * jitter * (2 * u[:, i].view(b, 1, 1, 1) - 1)
+                             for i in (2, 3, 4))
+    gray_w = torch.tensor([0.299, 0.587, 0.114], device=dev).view(1, 3, 1, 1)
+    x = (x * bright).clamp_(0, 1)
+    mean = (x * gray_w).sum(1, keepdim=True).mean((2, 3), keepdim=True)
+    x = ((x - mean) * contrast + mean).clamp_(0, 1)
+    gray = (x * gray_w).sum(1, keepdim=True)
+    x = ((x - gray) * sat + gray).clamp_(0, 1)
+    # hue: rotate the chroma plane of YIQ by theta (a cheap, linear stand-in for HSV hue shift)
+    theta = on.view(b) * hue * (2 * u[:, 5] - 1) * 2 * math.pi
+    yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322],
+                        [0.211, -0.523, 0.312]], device=dev)
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    rot = torch.zeros(b, 3, 3, device=dev)
+    rot[:, 0, 0], rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = 1, cos, -sin, sin, cos
+    m = torch.linalg.inv(yiq) @ rot @ yiq  # (B, 3, 3)
+    x = torch.einsum("bij,bjhw->bihw", m, x).clamp_(0, 1)
+    to_gray = (u[:, 6] < p_gray).view(b, 1, 1, 1)
+    return torch.where(to_gray, (x * gray_w).sum(1, keepdim=True).expand_as(x), x)
+
+
+def pair_index(n: int) -> torch.Tensor:
+    """``(n, n - 1)`` int64: row ``i`` lists the other views ``j != i`` in increasing order."""
+    idx = torch.arange(n)
+    return torch.stack([torch.cat([idx[:i], idx[i + 1:]]) for i in range(n)])
+
+
+class TransitionSampler:
+    """Draws base and bootstrap batches from datasets in RAM.
+
+    base_dataset / boot_dataset: image sources (the same object in the coupled setting);
+    base: ``"simclr"``, ``"dino"`` or ``"clip"``; view_size: side of every view;
+    base_batch: images per base batch; boot_images: images per bootstrap batch (0 = none);
+    n_views: views per bootstrap image; boot_scale / base_scale: area range of the crops;
+    candidates: ``"views"`` (the boxes to the other views, already in the batch) or
+    ``"random"`` (also ``n_random`` random boxes from each view, in ``batch["candidates"]``);
+    caption_inputs: ``(N_base, S)`` token ids or ``(N_base, F)`` features of every base image's
+    caption (CLIP only); color_jitter: SimCLR's colour strength ``s`` (brightness, contrast,
+    saturation ``0.8 s``, hue ``0.2 s``) of the base crops; seed: seeds the two random streams.
+    """
+
+    def __init__(self, base_dataset: ImageDataset, boot_dataset: ImageDataset | None = None,
+                 base: str = "simclr", view_size: int = 64, base_batch: int = 64,
+                 boot_images: int = 8, n_views: int = 4,
+                 boot_scale: tuple[float, float] = (0.05, 1.0),
+                 base_scale: tuple[float, float] = (0.08, 1.0), candidates: str = "views",
+                 n_random: int = 4, caption_inputs: torch.Tensor | None = None,
+                 color_jitter: float = 1.0, seed: int = 0) -> None:
+        if base not in BASES:
+            raise ValueError(f"base {base!r} is not one of {BASES}")
+        if candidates not in ("views", "random"):
+            raise ValueError(f"candidates {candidates!r} must be 'views' or 'random'")
+        if n_views < 2:
+            raise ValueError(f"n_views ({n_views}) must be >= 2 to form pairs")
+        if base == "clip" and caption_inputs is None:
+            raise ValueError("base='clip' needs caption_inputs (the tokenised captions)")
+        self.base_bank = base_dataset.bank()
+        boot_dataset = base_dataset if boot_dataset is None else boot_dataset
+        self.boot_bank = boot_dataset.bank()
+        self.base, self.view_size, self.base_batch = base, view_size, base_batch
+        self.boot_images, self.n_views = boot_images, n_views
+        self.boot_scale, self.base_scale = boot_scale, base_scale
+        self.candidates, self.n_random = candidates, n_random
+        self.caption_inputs = caption_inputs
+        self.color_jitter = color_jitter
+        self.base_gen = torch.Generator().manual_seed(seed)
+        self.boot_gen = torch.Generator().manual_seed(seed + 1_000_003)
+        self.others = pair_index(n_views)
+
+    def state_dict(self) -> dict:
+        """The random streams' states (for exact resumption)."""
+        return {"base_gen": self.base_gen.get_state(), "boot_gen": self.boot_gen.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.base_gen.set_state(state["base_gen"])
+        self.boot_gen.set_state(state["boot_gen"])
+
+    def _crops(self, bank, idx: torch.Tensor, scale: tuple[float, float],
+               gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        boxes = sample_boxes(len(idx), scale=scale, image_aspect=bank.aspect[idx], generator=gen)
+        return render_views(bank, idx, boxes, self.view_size), boxes
+
+    def sample_base(self, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        """``base_views`` ``(V, B, 3, h, w)`` float in [0, 1] (V = 2 for SimCLR/DINO, 1 for
+        CLIP), ``base_index`` ``(B,)``, and for CLIP ``captions`` (rows of caption_inputs)."""
+        g, b = self.base_gen, self.base_batch
+        idx = torch.randint(len(self.base_bank), (b,), generator=g)
+        if self.base == "clip":
+            views, _ = self._crops(self.base_bank, idx, self.base_scale, g)
+            out = {"base_views": views.to(device).float().div_(255.0)[None],
+                   "captions": self.caption_inputs[idx].to(device)}
+        else:
+            views, _ = self._crops(self.base_bank, idx.repeat(2), self.base_scale, g)
+            s = self.color_jitter
+            aug = simclr_augment(views.to(device), g, jitter=0.8 * s, hue=0.2 * s)
+            out = {"base_views": aug.view(2, b, *aug.shape[1:])}
+        out["base_index"] = idx.to(device)
+        return out
+
+    def sample_boot(self, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        """``boot_views`` ``(M, 3, h, w)`` uint8 with ``M = boot_images * n_views`` (views of
+        image ``b`` at rows ``b * n_views ...``), ``boot_boxes`` ``(boot_images, n_views, 4)``,
+        ``actions`` ``(M, n_views - 1, 4)`` (row ``m = b n + i``, slot ``s``: the relative box
+        from view ``i`` to view ``others[i, s]``), ``boot_index`` ``(boot_images,)`` and, with
+        ``candidates="random"``, ``candidates`` ``(M, n_random, 4)`` random relative boxes."""
+        g, n = self.boot_gen, self.n_views
+        img = torch.randint(len(self.boot_bank), (self.boot_images,), generator=g)
+        idx = img.repeat_interleave(n)
+        views, boxes = self._crops(self.boot_bank, idx, self.boot_scale, g)
+        boxes = boxes.view(self.boot_images, n, 4)
+        src = boxes[:, :, None, :]  # (Bb, n, 1, 4)
+        dst = boxes[:, self.others]  # (Bb, n, n - 1, 4)
+        out = {"boot_views": views, "boot_boxes": boxes, "boot_index": img,
+               "actions": relative_box(src, dst).reshape(-1, n - 1, 4)}
+        if self.candidates == "random":
+            rand = sample_boxes(len(idx) * self.n_random, scale=self.boot_scale,
+                                image_aspect=self.boot_bank.aspect[idx].repeat_interleave(
+                                    self.n_random), generator=g)
+            out["candidates"] = relative_box(
+                boxes.view(-1, 1, 4), rand.view(len(idx), self.n_random, 4)
+            )
+        return {k: v.to(device) for k, v in out.items()}
+
+    def views_per_step(self, bootstrap: bool = True) -> int:
+        """Views rendered per :meth:`sample` call (the unit of "views seen")."""
+        base = self.base_batch * (1 if self.base == "clip" else 2)
+        return base + (self.boot_images * self.n_views if bootstrap else 0)
+
+    def sample(self, device: torch.device | str = "cpu",
+               bootstrap: bool = True) -> dict[str, torch.Tensor]:
+        """One training batch: :meth:`sample_base` plus, if ``bootstrap`` and
+        ``boot_images > 0``, :meth:`sample_boot`."""
+        batch = self.sample_base(device)
+        if bootstrap and self.boot_images > 0:
+            batch.update(self.sample_boot(device))
+        return batch

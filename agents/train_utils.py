@@ -1,0 +1,251 @@
+"""The boilerplate of ``agents/train_value.py``: datasets, agent and optimiser construction,
+checkpoints, and the final report (value accuracy by IoU, probes, plots). The algorithm itself
+(the training loop) stays in the script."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agents.ab import ABAgent, ABConfig, value_accuracy_by_iou
+from agents.data import TransitionSampler
+from agents.networks import make_encoder
+from agents.text import WordTokenizer
+from imgmdp_env.datasets import ImageDataset, make_dataset
+
+__all__ = [
+    "atomic_save",
+    "build_agent",
+    "build_datasets",
+    "cosine_schedule",
+    "final_report",
+    "load_checkpoint",
+    "load_dataset",
+    "make_optimizer",
+    "save_checkpoint",
+]
+
+
+def cosine_schedule(base: float, final: float, steps: int, warmup_steps: int = 0,
+                    warmup_start: float = 0.0) -> np.ndarray:
+    """DINO-style per-step schedule: linear warm-up from ``warmup_start`` to ``base`` over
+    ``warmup_steps``, then a cosine from ``base`` to ``final``. Returns ``(steps,)`` float64."""
+    warmup_steps = min(warmup_steps, steps)
+    warm = np.linspace(warmup_start, base, warmup_steps, endpoint=False)
+    t = np.arange(steps - warmup_steps) / max(steps - warmup_steps, 1)
+    return np.concatenate([warm, final + 0.5 * (base - final) * (1 + np.cos(np.pi * t))])
+
+
+def atomic_save(obj: dict, path: str) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then ``os.replace``: a crash never
+    leaves a half-written checkpoint."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_dataset(name: str, split: str, n: int, size: int, seed: int) -> ImageDataset:
+    """A named dataset's split (``n`` images; generated sources are deterministic in seed),
+    or a folder of images (no split: the same images for both)."""
+    if name == "scenes":
+        return make_dataset("scenes", n=n, size=size, seed=seed, split=split)
+    if name == "fashion-scenes":
+        return make_dataset(name, split=split, n=n, size=size, seed=seed)
+    ds = make_dataset(name, split=split) if name == "fashion" else make_dataset(name)
+    if len(ds) > n:
+        ds = ds.subset(np.sort(np.random.default_rng(seed).choice(len(ds), n, replace=False)))
+    return ds
+
+
+def build_datasets(args) -> dict[str, ImageDataset]:
+    """``{"base": ..., "boot": ...}``: the training images (one object when coupled)."""
+    base = load_dataset(args.dataset, "train", args.dataset_size, args.image_size, args.seed)
+    boot = base
+    if args.boot_dataset and args.boot_dataset != args.dataset:
+        boot = load_dataset(args.boot_dataset, "train", args.dataset_size, args.image_size,
+                            args.seed)
+    return {"base": base, "boot": boot}
+
+
+def build_agent(args, data: dict[str, ImageDataset]) -> tuple[ABAgent, TransitionSampler]:
+    """The agent (fresh weights from the current torch seed) and its batch sampler."""
+    cfg = ABConfig(
+        base=args.base, ab_weight=args.ab_weight, gamma=args.gamma, max_mode=args.max_mode,
+        candidates=args.candidates, n_random=args.n_random,
+        ann_batch=args.ann_batch or max(args.base_batch // 2, 2),
+        proj_dim=args.proj_dim, proj_hidden=args.proj_hidden, temperature=args.temperature,
+        ab_temperature=args.ab_temperature, decoder_width=args.decoder_width,
+        decoder_depth=args.decoder_depth, decoder_heads=args.decoder_heads, n_bins=args.n_bins,
+        max_shift=args.max_shift, max_log_scale=args.max_log_scale,
+        action_tokens=args.action_tokens, n_prototypes=args.n_prototypes,
+        student_temperature=args.student_temperature,
+        teacher_temperature=args.teacher_temperature, text_backbone=args.text_backbone,
+    )
+    tokenizer, text_dim, captions = None, 384, None
+    if args.base == "clip":
+        captions = data["base"].captions
+        if captions is None:
+            raise SystemExit(f"--base clip needs captions; dataset {args.dataset!r} has none")
+        if args.text_backbone == "words":
+            tokenizer = WordTokenizer.from_captions(captions)
+    agent = ABAgent(make_encoder(args.encoder, args.view_size), cfg, tokenizer, text_dim)
+    inputs = agent.caption_inputs(captions)
+    if inputs is not None and inputs.is_floating_point():
+        agent.text_dim = inputs.shape[1]
+    sampler = TransitionSampler(
+        data["base"], data["boot"], base=args.base, view_size=args.view_size,
+        base_batch=args.base_batch, boot_images=args.boot_images or max(args.base_batch // 8, 1),
+        n_views=args.n_views, boot_scale=tuple(args.boot_scale),
+        base_scale=tuple(args.base_scale), candidates=args.candidates, n_random=args.n_random,
+        caption_inputs=inputs, color_jitter=args.color_jitter, seed=args.seed,
+    )
+    return agent, sampler
+
+
+def make_optimizer(args, agent: ABAgent, amp: torch.dtype | None):
+    """AdamW on the online network (no weight decay on vectors, positions and embeddings),
+    and a GradScaler for fp16."""
+    decay, no_decay = [], []
+    for name, p in agent.online.named_parameters():
+        if not p.requires_grad:
+            continue
+        plain = p.ndim < 2 or "pos" in name or "embed" in name
+        (no_decay if plain else decay).append(p)
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
+    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
+    return optimizer, scaler
+
+
+def save_checkpoint(path: Path, args, agent: ABAgent, optimizer, scaler,
+                    sampler: TransitionSampler, step: int) -> None:
+    """Everything needed to continue exactly, in one file written atomically."""
+    atomic_save({
+        "step": step,
+        "args": asdict(args),
+        "encoder": dict(agent.encoder.config),
+        "ab_config": asdict(agent.cfg),
+        "tokenizer": agent.tokenizer.state_dict() if agent.tokenizer is not None else None,
+        "text_dim": agent.text_dim,
+        "agent": agent.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "sampler": sampler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+    }, str(path))
+
+
+def load_checkpoint(path: str) -> dict:
+    """A checkpoint file, or ``checkpoint.pt`` inside a run folder; records its run folder."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "checkpoint.pt"
+    if not p.exists():
+        raise SystemExit(f"no checkpoint at {p}: pass a run folder or a checkpoint.pt to --resume")
+    ckpt = torch.load(p, map_location="cpu", weights_only=False)
+    ckpt["run_dir"] = str(p.parent)
+    return ckpt
+
+
+def _plot(run_dir: Path, log: list[dict], value_acc: dict, probes: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+    steps = [r["step"] for r in log]
+    for key in ("loss", "base_loss", "ab_loss"):
+        if any(key in r for r in log):
+            ax[0].plot(steps, [r.get(key, np.nan) for r in log], label=key)
+    ax[0].set(xlabel="step", ylabel="loss", title="losses")
+    ax[0].legend()
+    if any("value_acc" in r for r in log):
+        ax[1].plot(steps, [r.get("value_acc", np.nan) for r in log])
+    ax[1].set(xlabel="step", ylabel="accuracy", title="value accuracy (train batches)")
+    fig.tight_layout()
+    fig.savefig(run_dir / "losses.png", dpi=100)
+    plt.close(fig)
+    bins = [k[4:] for k in value_acc if k.startswith("iou_")]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.bar(bins, [value_acc[f"iou_{b}"] for b in bins])
+    ax.axhline(value_acc["chance"], color="k", ls="--", label="chance (1 / annotations)")
+    ax.axhline(value_acc["majority"], color="grey", ls=":", label="most frequent target")
+    ax.set(xlabel="IoU(source view, target view)", ylabel="accuracy",
+           title="value accuracy by IoU (test images)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(run_dir / "value_accuracy_iou.png", dpi=100)
+    plt.close(fig)
+    if probes:
+        names = list(next(iter(probes.values())))
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        width = 0.8 / len(probes)
+        for k, (label, acc) in enumerate(probes.items()):
+            ax.bar(np.arange(len(names)) + k * width, [acc[n] for n in names], width,
+                   label=label)
+        ax.set_xticks(np.arange(len(names)) + width * (len(probes) - 1) / 2, names)
+        ax.set(ylabel="test accuracy", title="frozen-encoder probes")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(run_dir / "probes.png", dpi=100)
+        plt.close(fig)
+
+
+def final_report(args, agent: ABAgent, data: dict[str, ImageDataset], run_dir: Path,
+                 writer=None) -> dict:
+    """Value accuracy by IoU on test images, probes of the trained vs a random encoder, plots,
+    and ``summary.json``. Prints a table; returns the summary."""
+    name = args.probe_dataset or args.boot_dataset or args.dataset
+    test = load_dataset(name, "test", args.probe_test, args.image_size, args.seed)
+    test_sampler = TransitionSampler(
+        test, base=args.base, view_size=args.view_size, base_batch=args.base_batch,
+        boot_images=args.boot_images or max(args.base_batch // 8, 1), n_views=args.n_views,
+        boot_scale=tuple(args.boot_scale), base_scale=tuple(args.base_scale),
+        candidates=args.candidates, n_random=args.n_random,
+        caption_inputs=agent.caption_inputs(test.captions), seed=args.seed)
+    value_acc = value_accuracy_by_iou(agent, test_sampler, n_batches=8, seed=args.seed)
+    print("value accuracy by IoU (test images): " + ", ".join(
+        f"{k[4:]}: {v:.3f}" for k, v in value_acc.items() if k.startswith("iou_"))
+        + f" (chance {value_acc['chance']:.3f}, majority {value_acc['majority']:.3f})")
+    probes: dict[str, dict[str, float]] = {}
+    labelled = test.labels is not None or test.object_boxes is not None
+    if args.probe and labelled:
+        try:
+            from agents.evaluate import probe_all
+        except ImportError:
+            print("agents.evaluate.probe_all is not available: probes skipped")
+            probe_all = None
+        if probe_all is not None:
+            train = load_dataset(name, "train", args.probe_train, args.image_size, args.seed)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(args.seed + 12345)
+                random_enc = make_encoder(**agent.encoder.config)
+            device = next(agent.parameters()).device
+            for label, enc in (("trained", agent.encoder), ("random init", random_enc)):
+                was = enc.training
+                probes[label] = probe_all(enc.to(device).eval(), train, test,
+                                          view_size=args.view_size,
+                                          max_samples=args.probe_max_samples, seed=args.seed)
+                enc.train(was)
+            keys = list(probes["trained"])
+            print(f"\nprobe accuracy on {name} (test split):")
+            print("| encoder | " + " | ".join(keys) + " |")
+            for label, acc in probes.items():
+                print(f"| {label} | " + " | ".join(f"{acc[k]:.3f}" for k in keys) + " |")
+    log = [json.loads(ln) for ln in (run_dir / "log.jsonl").read_text().splitlines() if ln]
+    _plot(run_dir, log, value_acc, probes)
+    summary = {"step": args.total_steps, "value_accuracy_by_iou": value_acc, "probes": probes,
+               "final": log[-1] if log else {}}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if writer is not None:
+        for label, acc in probes.items():
+            for k, v in acc.items():
+                writer.add_scalar(f"probe/{label}/{k}", v, args.total_steps)
+    print(f"run folder: {run_dir}")
+    return summary

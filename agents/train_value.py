@@ -1,0 +1,374 @@
+"""Pre-train an encoder with annotation bootstrapping (AB) on the image view MDP.
+
+    python agents/train_value.py                        # cpu-small preset, embedded "scenes"
+    python agents/train_value.py --base dino --gamma 0  # any field of Args, see --help
+    python agents/train_value.py --ab-weight 0          # the base method alone (the baseline)
+    python agents/train_value.py --preset gpu-vits16    # ViT-S/16 at 224 on a GPU
+    python agents/train_value.py --resume runs/<name>   # continue a run exactly
+
+Writes ``runs/<name>/``: ``config.json``, ``log.jsonl`` (one JSON object per logged step),
+TensorBoard events, ``checkpoint.pt`` (atomic; the latest state) and PNG plots (losses, probe
+accuracy, value accuracy by IoU). Ends with probe accuracies of the trained encoder beside a
+randomly initialised one (``agents.evaluate.probe_all``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+if __package__ in (None, ""):  # `python agents/train_value.py`: make the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Idle OpenMP threads sleep instead of spinning: with 2 threads on 2 cores, one busy core
+# (any other process) otherwise slows each step about 10x. Must be set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from agents.train_utils import (  # noqa: E402
+    build_agent,
+    build_datasets,
+    cosine_schedule,
+    final_report,
+    load_checkpoint,
+    make_optimizer,
+    save_checkpoint,
+)
+
+
+@dataclass
+class Args:
+    preset: Literal["cpu-small", "gpu-vits16"] = "cpu-small"
+    """named defaults: cpu-small (a few minutes on 2 CPU cores) or gpu-vits16 (ViT-S/16, 224)"""
+    name: str = ""
+    """run name: the folder runs_dir/name (empty: built from base, encoder, ab_weight, seed)"""
+    runs_dir: str = "runs"
+    """parent folder of the run folders"""
+    resume: str = ""
+    """a run folder or checkpoint to continue exactly (its saved config is used)"""
+    seed: int = 1
+    """seed of the weights and the data streams"""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """where to train: auto = cuda if available, else cpu"""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """autocast dtype on CUDA (auto = bf16); the CPU always trains in fp32"""
+    threads: int = 2
+    """torch CPU threads"""
+
+    # data: transitions of the view MDP
+    dataset: str = "scenes"
+    """images of the base loss: "scenes", "fashion", "fashion-scenes" or a folder"""
+    boot_dataset: str = ""
+    """images of the bootstrapping loss (empty: the same as dataset; else the decoupled setting)"""
+    dataset_size: int = 2048
+    """images per training dataset (generated scenes; a random subset of larger sources)"""
+    image_size: int = 96
+    """side of generated scene images in pixels"""
+    view_size: int = 64
+    """side of every view (the encoder's input) in pixels"""
+    base_batch: int = 64
+    """images per base-loss batch (SimCLR/DINO: 2 augmented crops each)"""
+    ann_batch: int = 0
+    """annotations per step for SimCLR/CLIP (0: base_batch / 2, the paper's ratio)"""
+    boot_images: int = 0
+    """images per bootstrapping batch (0: base_batch / 8, the paper's ratio)"""
+    n_views: int = 4
+    """views per bootstrapping image; all n (n - 1) ordered pairs are used"""
+    boot_scale: tuple[float, float] = (0.05, 1.0)
+    """area range of bootstrapping crops (random resized crop, no other augmentation)"""
+    base_scale: tuple[float, float] = (0.08, 1.0)
+    """area range of base-loss crops"""
+    color_jitter: float = 1.0
+    """SimCLR/DINO colour-jitter strength s of the base crops (0 = flip and grayscale only)"""
+
+    # model
+    encoder: Literal["cnn", "vit", "vits16"] = "cnn"
+    """encoder: small ResNet (cnn), small ViT (vit, patch 8) or ViT-S/16 (vits16)"""
+    base: Literal["simclr", "dino", "clip"] = "simclr"
+    """base annotation loss: SimCLR crops, DINO prototypes or CLIP captions"""
+    proj_dim: int = 128
+    """dimension of the embeddings phi, psi, phi_AB, psi_AB"""
+    proj_hidden: int = 512
+    """hidden width of the projection heads"""
+    temperature: float = 0.1
+    """initial temperature of p(l|x) (learned)"""
+    ab_temperature: float = 0.1
+    """initial temperature of Q_AB(l|x,a) (learned, separate)"""
+    decoder_width: int = 128
+    """width of the annotation decoder"""
+    decoder_depth: int = 2
+    """transformer decoder layers"""
+    decoder_heads: int = 4
+    """attention heads of the decoder"""
+    n_bins: int = 64
+    """bins per box coordinate (the 4 action tokens)"""
+    max_shift: float = 4.0
+    """box centre offsets are binned on [-max_shift, max_shift] (units of the source view)"""
+    max_log_scale: float = 2.5
+    """box size ratios are binned on log scale in [-max_log_scale, max_log_scale]"""
+    action_tokens: bool = True
+    """feed the box tokens to the decoder (False: the paper's no-action-tokens ablation)"""
+    n_prototypes: int = 256
+    """DINO prototypes (the annotations of the DINO variant)"""
+    teacher_temperature: float = 0.04
+    """DINO teacher temperature (sharpening)"""
+    student_temperature: float = 0.1
+    """DINO student temperature"""
+    text_backbone: Literal["words", "minilm"] = "words"
+    """CLIP text side: a small transformer on words, or frozen all-MiniLM-L6-v2 (optional pkg)"""
+
+    # annotation bootstrapping
+    ab_weight: float = 1.0
+    """weight of the bootstrapping loss (the paper: 1.0; 0 = the base method alone)"""
+    gamma: float = 0.5
+    """discount of the bootstrapping target (0 = the earlier version's loss)"""
+    candidates: Literal["views", "random"] = "views"
+    """candidate a' for max Q: boxes to the other views, or n_random random boxes"""
+    n_random: int = 4
+    """random candidate boxes per view (candidates = random)"""
+    max_mode: Literal["annotation", "scalar"] = "annotation"
+    """max over a' per annotation then renormalise, or one a' by its max probability"""
+    ema_rate: float = 0.004
+    """EMA rate of the target network (1 - momentum; 1.0 = no EMA, the ablation)"""
+    ema_schedule: Literal["auto", "constant", "cosine"] = "auto"
+    """EMA rate schedule: cosine anneals it to 0 (auto: cosine for SimCLR/DINO, else constant)"""
+
+    # optimisation
+    total_steps: int = 600
+    """optimizer steps"""
+    lr: float = 1e-3
+    """peak AdamW learning rate"""
+    min_lr: float = 1e-5
+    """final learning rate of the cosine decay"""
+    warmup_steps: int = 50
+    """linear learning-rate warm-up steps"""
+    weight_decay: float = 0.05
+    """AdamW weight decay (matrices only; not biases, norms, temperatures, embeddings)"""
+    grad_clip: float = 3.0
+    """clip the gradient norm (0 = off)"""
+
+    # logging, checkpoints, evaluation
+    log_every: int = 10
+    """steps between log lines (JSON lines, TensorBoard, tqdm)"""
+    checkpoint_every: int = 200
+    """steps between checkpoints (one file, replaced atomically)"""
+    stop_at: int = 0
+    """stop (with a checkpoint) after this many steps of the schedule; continue with --resume"""
+    tensorboard: bool = True
+    """write TensorBoard events"""
+    probe: bool = True
+    """at the end, probe the trained and a random encoder (linear, kNN, attentive)"""
+    probe_dataset: str = ""
+    """labelled probe data (empty: the bootstrapping dataset)"""
+    probe_train: int = 512
+    """images of the probes' train split"""
+    probe_test: int = 256
+    """images of the probes' test split"""
+    probe_max_samples: int = 2000
+    """at most this many probe samples (objects or images) per split"""
+
+
+PRESETS = {
+    "cpu-small": Args(),
+    "gpu-vits16": Args(
+        preset="gpu-vits16", encoder="vits16", view_size=224, image_size=256, dataset_size=20000,
+        base_batch=256, total_steps=20000, lr=5e-4, min_lr=1e-6, warmup_steps=1000,
+        proj_dim=256, proj_hidden=2048, decoder_width=384, decoder_heads=6, n_prototypes=4096,
+        log_every=50, checkpoint_every=1000, probe_train=4096, probe_test=1024,
+        probe_max_samples=8000, threads=8,
+    ),
+}
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    """``--preset NAME`` picks the defaults; every other flag overrides them."""
+    import tyro
+
+    argv = sys.argv[1:] if argv is None else argv
+    preset = "cpu-small"
+    for i, a in enumerate(argv):
+        if a == "--preset" and i + 1 < len(argv):
+            preset = argv[i + 1]
+        elif a.startswith("--preset="):
+            preset = a.split("=", 1)[1]
+    if preset not in PRESETS:
+        raise SystemExit(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    return tyro.cli(Args, default=PRESETS[preset], args=argv, description=__doc__)
+
+
+def train(args: Args) -> dict:
+    """Run (or resume) one training job; returns the final summary (also in summary.json)."""
+    from tqdm import tqdm
+
+    resumed = None
+    if args.resume:
+        resumed = load_checkpoint(args.resume)
+        saved = Args(**{**asdict(args), **resumed["args"]})
+        args = replace(saved, resume=args.resume, stop_at=args.stop_at, probe=args.probe,
+                       threads=args.threads, device=args.device)
+    torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                          else ("cpu" if args.device == "auto" else args.device))
+    amp = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16,
+           "auto": torch.bfloat16}[args.precision] if device.type == "cuda" else None
+    name = args.name or (f"{args.base}_{args.encoder}_ab{args.ab_weight:g}_g{args.gamma:g}"
+                         f"_s{args.seed}")
+    run_dir = Path(resumed["run_dir"]) if resumed else Path(args.runs_dir) / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = run_dir / "checkpoint.pt"
+    (run_dir / "config.json").write_text(json.dumps(asdict(args), indent=2))
+
+    # data, agent, optimiser, schedules
+    torch.manual_seed(args.seed)
+    data = build_datasets(args)
+    agent, sampler = build_agent(args, data)
+    agent.to(device)
+    optimizer, scaler = make_optimizer(args, agent, amp)
+    # schedules, precomputed per step (DINO style)
+    lr_schedule = cosine_schedule(args.lr, args.min_lr, args.total_steps, args.warmup_steps)
+    cosine_ema = args.ema_rate < 1 and (args.ema_schedule == "cosine" or (
+        args.ema_schedule == "auto" and args.base in ("simclr", "dino")))
+    ema_schedule = (cosine_schedule(args.ema_rate, 0.0, args.total_steps) if cosine_ema
+                    else np.full(args.total_steps, args.ema_rate))
+    step = 0
+    if resumed is not None:
+        step = resumed["step"]
+        agent.load_state_dict(resumed["agent"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        if scaler is not None and resumed.get("scaler"):
+            scaler.load_state_dict(resumed["scaler"])
+        sampler.load_state_dict(resumed["sampler"])
+        torch.set_rng_state(resumed["torch_rng"])
+        print(f"resumed {run_dir} at step {step}/{args.total_steps}")
+    log_path = run_dir / "log.jsonl"
+    if log_path.exists():  # drop log lines past the checkpoint (an interrupted run's tail)
+        keep = [ln for ln in log_path.read_text().splitlines()
+                if ln.strip() and json.loads(ln)["step"] <= step]
+        log_path.write_text("".join(ln + "\n" for ln in keep))
+    writer = None
+    if args.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run_dir / "tb"), purge_step=step + 1)
+
+    saved_step = step if resumed is not None else None
+
+    def checkpoint() -> None:
+        nonlocal saved_step
+        save_checkpoint(ckpt_path, args, agent, optimizer, scaler, sampler, step)
+        saved_step = step
+
+    # ALGO LOGIC: the training loop
+    last = args.total_steps if not args.stop_at else min(args.stop_at, args.total_steps)
+    views_per_step = sampler.views_per_step(bootstrap=args.ab_weight > 0)
+    bar = tqdm(total=args.total_steps, initial=step, desc=name, dynamic_ncols=True,
+               disable=None)
+    t_last, step_last = time.perf_counter(), step
+    t_start, step_start = t_last, step
+    plain_every = max(args.total_steps // 10, 1)  # progress lines when tqdm is off (no TTY)
+    # Ctrl-C: finish the current step, save, exit (exact resumption); a second one stops now.
+    interrupted = []
+
+    def on_sigint(signum, frame) -> None:
+        if interrupted:
+            raise KeyboardInterrupt
+        interrupted.append(step)
+        print("\nCtrl-C: saving a checkpoint after this step (again to stop at once)",
+              flush=True)
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous_handler = signal.signal(signal.SIGINT, on_sigint) if main_thread else None
+    try:
+        with log_path.open("a") as log:
+            while step < last:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_schedule[step]
+                batch = sampler.sample(device, bootstrap=args.ab_weight > 0)
+                with torch.autocast(device.type, dtype=amp or torch.float32,
+                                    enabled=amp is not None):
+                    loss, metrics = agent.loss(batch)
+                if not math.isfinite(metrics["loss"]):
+                    kept = (f"the last good checkpoint is kept: {ckpt_path} (step {saved_step})"
+                            if saved_step is not None else "no checkpoint was written yet")
+                    raise FloatingPointError(
+                        f"non-finite loss ({metrics['loss']}) at step {step + 1}: stopping; "
+                        f"{kept}. Try a lower --lr or --precision fp32, then --resume {run_dir}")
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)
+                else:
+                    loss.backward()
+                if args.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(agent.online.parameters(), args.grad_clip)
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                agent.update_target(float(ema_schedule[step]))
+                step += 1
+                bar.update(1)
+                if step % args.log_every == 0 or step == last:
+                    now = time.perf_counter()
+                    vps = views_per_step * (step - step_last) / max(now - t_last, 1e-9)
+                    t_last, step_last = now, step
+                    record = {"step": step, **metrics, "lr": float(lr_schedule[step - 1]),
+                              "ema_rate": float(ema_schedule[step - 1]), "views_per_s": vps,
+                              "views_seen": step * views_per_step}
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                    if writer is not None:
+                        for k, v in record.items():
+                            if k != "step":
+                                writer.add_scalar(f"train/{k}", v, step)
+                    bar.set_postfix(loss=f"{metrics['loss']:.3f}", views_s=f"{vps:.0f}")
+                if bar.disable and (step % plain_every == 0 or step == last):
+                    rate = (step - step_start) / max(time.perf_counter() - t_start, 1e-9)
+                    print(f"step {step}/{args.total_steps} loss {metrics['loss']:.3f} "
+                          f"{rate * views_per_step:.0f} views/s "
+                          f"ETA {(args.total_steps - step) / max(rate, 1e-9):.0f} s", flush=True)
+                if step % args.checkpoint_every == 0 or step == last or interrupted:
+                    checkpoint()
+                if interrupted:
+                    raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        if not interrupted:  # raised mid-step (not by our handler): save what there is
+            checkpoint()
+        bar.close()
+        print(f"\ninterrupted: saved {ckpt_path} at step {step}; continue with "
+              f"--resume {run_dir}")
+        return {"step": step, "interrupted": True}
+    except FloatingPointError as e:
+        bar.close()
+        raise SystemExit(str(e)) from None
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGINT, previous_handler)
+    bar.close()
+    if writer is not None:
+        writer.flush()
+    if step < args.total_steps:
+        print(f"stopped at step {step}/{args.total_steps}: continue with --resume {run_dir}")
+        return {"step": step, "interrupted": False}
+    summary = final_report(args, agent, data, run_dir, writer)
+    if writer is not None:
+        writer.close()
+    return summary
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        train(parse_args())
+    except KeyboardInterrupt:  # before the loop started: nothing to save yet
+        raise SystemExit("interrupted before training started; nothing saved") from None

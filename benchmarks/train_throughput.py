@@ -1,0 +1,222 @@
+"""Training views per second: the AB step beside the base-only step and lightly's SimCLR.
+
+Rows, measured in one run, on the same backbone (one initial encoder, copied), the same data
+(the same :class:`agents.data.TransitionSampler` stream) and the same base batch:
+
+- ``AB_SimCLR``: :meth:`agents.ab.ABAgent.loss` with ``ab_weight=1``: ``2 B`` augmented base
+  views and ``B/8`` images x 4 un-augmented bootstrap views (the paper's ratios), the EMA
+  target on the bootstrap views, then AdamW and the EMA update.
+- ``SimCLR (ours, ab_weight=0)``: the same agent and code path with the bootstrapping term off:
+  ``2 B`` base views; AdamW and the EMA update.
+- ``SimCLR (lightly)``: the same encoder -> ``encoder.pool`` -> lightly's
+  ``SimCLRProjectionHead`` -> ``lightly.loss.NTXentLoss`` (lightly's SimCLR recipe), AdamW, on
+  the same ``2 B`` base views.
+
+A step is: sample the batch (crop kernel + augmentation, on the CPU), forward, backward, optimiser
+step (and EMA update for ours). ``views/s`` counts the views that go through the online encoder
+with gradients. Goals (issue 4): the AB step costs at most 1.5x the base step (``step vs
+base``); our SimCLR step is at least as fast as lightly's. Each row is warmed up, then timed
+in ``--rounds`` interleaved rounds of ``--steps`` steps (so load changes hit every row alike);
+the median round is reported. ``CPU ms/step`` is the process CPU time (all threads): on a shared
+machine, with ``--threads 1``, it is the cost of the step without the time spent descheduled.
+
+    .venv/bin/python benchmarks/train_throughput.py [--device cuda] [--encoder vit]
+
+Needs lightly (the ``bench`` extra): ``.venv/bin/pip install -e ".[bench]"``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agents.networks import make_encoder  # noqa: E402
+from agents.train_utils import build_agent, make_optimizer  # noqa: E402
+from agents.train_value import PRESETS, Args  # noqa: E402
+from imgmdp_env.datasets import make_dataset  # noqa: E402
+
+
+def import_lightly():
+    try:
+        import lightly
+        from lightly.loss import NTXentLoss
+        from lightly.models.modules import SimCLRProjectionHead
+    except ImportError as e:
+        raise SystemExit(
+            f"benchmarks/train_throughput.py compares against lightly's SimCLR, but lightly is "
+            f"not installed ({e}). Install the benchmark extra:\n"
+            f"    .venv/bin/pip install -e \".[bench]\"    (or: pip install lightly==1.6.0)\n"
+            f"or run with --skip-lightly.") from e
+    return lightly.__version__, NTXentLoss, SimCLRProjectionHead
+
+
+def machine(device: torch.device) -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    dev = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return (f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__}, "
+            f"threads={torch.get_num_threads()}, device {dev}, Python {platform.python_version()}")
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Row:
+    """One training set-up: ``step()`` runs one full training step and returns its data time."""
+
+    def __init__(self, name: str, views: int, step: Callable[[], float]) -> None:
+        self.name, self.views, self.step = name, views, step
+        self.rounds: list[float] = []  # seconds per step
+        self.cpu: list[float] = []  # process CPU seconds per step (all threads)
+        self.data: list[float] = []  # of which, seconds sampling the batch
+
+
+def ours(name: str, args: Args, ds, device: torch.device, amp: bool) -> Row:
+    """The training step of ``agents/train_value.py`` (same agent, optimiser, gradient clip,
+    EMA update), built by its own helpers from ``args``; the encoder is seeded with 0."""
+    torch.manual_seed(0)
+    agent, sampler = build_agent(args, {"base": ds, "boot": ds})
+    agent.to(device).train()
+    optimizer, _ = make_optimizer(args, agent, None)
+    bootstrap = args.ab_weight > 0
+
+    def step() -> float:
+        t0 = time.perf_counter()
+        batch = sampler.sample(device, bootstrap=bootstrap)
+        t_data = time.perf_counter() - t0
+        with torch.autocast(device.type, torch.bfloat16, enabled=amp):
+            loss, _ = agent.loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if args.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(agent.online.parameters(), args.grad_clip)
+        optimizer.step()
+        agent.update_target(args.ema_rate)
+        return t_data
+
+    return Row(name, sampler.views_per_step(bootstrap), step)
+
+
+def lightly_simclr(args: Args, ds, device: torch.device, amp: bool, ntxent, head_cls) -> Row:
+    """lightly's SimCLR on the same encoder (seeded with 0) and the same base batches:
+    backbone -> pool -> ``SimCLRProjectionHead`` -> ``NTXentLoss``, AdamW at the same lr."""
+    torch.manual_seed(0)
+    backbone = make_encoder(args.encoder, args.view_size).to(device).train()
+    head = head_cls(backbone.embed_dim, args.proj_hidden, args.proj_dim).to(device)
+    criterion = ntxent(temperature=args.temperature)
+    opt = torch.optim.AdamW([*backbone.parameters(), *head.parameters()], lr=args.lr,
+                            weight_decay=args.weight_decay)
+    _, sampler = build_agent(args, {"base": ds, "boot": ds})  # the same data stream
+
+    def step() -> float:
+        t0 = time.perf_counter()
+        views = sampler.sample_base(device)["base_views"]  # (2, B, 3, h, w) float in [0, 1]
+        t_data = time.perf_counter() - t0
+        with torch.autocast(device.type, torch.bfloat16, enabled=amp):
+            z = head(backbone.pool(backbone(views.flatten(0, 1))))
+            z0, z1 = z.float().chunk(2)
+            loss = criterion(z0, z1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return t_data
+
+    return Row("SimCLR (lightly NTXentLoss)", sampler.views_per_step(bootstrap=False), step)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--encoder", default="cnn", help="encoder kind for make_encoder (cnn, vit, "
+                   "vits16)")
+    p.add_argument("--view-size", type=int, default=64, help="side of every view in pixels")
+    p.add_argument("--batch", type=int, default=64, help="base batch B (images, 2 crops each)")
+    p.add_argument("--n-views", type=int, default=4, help="views per bootstrap image")
+    p.add_argument("--images", type=int, default=512, help="procedural scenes in RAM")
+    p.add_argument("--steps", type=int, default=4, help="steps per timed round")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved timed rounds per row")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per row first")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast for every row (default: on for cuda, off for cpu)")
+    p.add_argument("--skip-lightly", action="store_true", help="leave out the lightly row")
+    args = p.parse_args()
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda asked for, but torch sees no CUDA device")
+    amp = device.type == "cuda" if args.amp is None else args.amp
+    lightly_version = None
+    if not args.skip_lightly:
+        lightly_version, ntxent, head_cls = import_lightly()
+
+    ds = make_dataset("scenes", n=args.images, size=96, seed=0)
+    train = replace(PRESETS["cpu-small"], base="simclr", encoder=args.encoder,
+                    view_size=args.view_size, base_batch=args.batch, n_views=args.n_views,
+                    seed=0)
+    rows = [
+        ours("AB_SimCLR (ours, ab_weight=1)", replace(train, ab_weight=1.0), ds, device, amp),
+        ours("SimCLR (ours, ab_weight=0)", replace(train, ab_weight=0.0), ds, device, amp),
+    ]
+    if lightly_version is not None:
+        rows.append(lightly_simclr(train, ds, device, amp, ntxent, head_cls))
+    encoder = make_encoder(args.encoder, args.view_size)
+
+    for row in rows:
+        for _ in range(args.warmup):
+            row.step()
+        sync(device)
+    for _ in range(args.rounds):
+        for row in rows:
+            data = 0.0
+            t0, c0 = time.perf_counter(), time.process_time()
+            for _ in range(args.steps):
+                data += row.step()
+            sync(device)
+            row.rounds.append((time.perf_counter() - t0) / args.steps)
+            row.cpu.append((time.process_time() - c0) / args.steps)
+            row.data.append(data / args.steps)
+
+    base = statistics.median(rows[1].rounds)
+    print(f"machine: {machine(device)}")
+    print(f"encoder {args.encoder} ({sum(p.numel() for p in encoder.parameters()) / 1e6:.2f}M "
+          f"params, {encoder.num_tokens} tokens x {encoder.embed_dim}), views "
+          f"{args.view_size}x{args.view_size}, base batch {args.batch} images x 2 crops, "
+          f"bootstrap {max(args.batch // 8, 1)} images x {args.n_views} views, "
+          f"amp {'bf16' if amp else 'off'}, lightly {lightly_version or 'not run'}; median of "
+          f"{args.rounds} rounds x {args.steps} steps\n")
+    print("| step | views/step | ms/step | of which data ms | CPU ms/step | views/s "
+          "| step vs base |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        t, data = statistics.median(row.rounds), statistics.median(row.data)
+        print(f"| {row.name} | {row.views} | {1e3 * t:.0f} | {1e3 * data:.0f} "
+              f"| {1e3 * statistics.median(row.cpu):.0f} | {row.views / t:,.0f} "
+              f"| {t / base:.2f}x |")
+    if lightly_version is not None:
+        ratio = statistics.median(rows[2].rounds) / base
+        print(f"\nAB step / base step: {statistics.median(rows[0].rounds) / base:.2f}x "
+              "(goal <= 1.5x); ours vs lightly SimCLR speed: "
+              f"{ratio:.2f}x (goal >= 1.0x)")
+
+
+if __name__ == "__main__":
+    main()

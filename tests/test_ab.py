@@ -1,0 +1,173 @@
+"""The AB agent and its data: EMA target, losses on real batches, diagnostics, loading."""
+
+import numpy as np
+import pytest
+import torch
+
+from agents.ab import (
+    ABAgent,
+    ABConfig,
+    ema_update,
+    load_agent,
+    load_encoder,
+    value_accuracy_by_iou,
+)
+from agents.data import TransitionSampler, pair_index, simclr_augment
+from agents.networks import make_encoder
+from agents.text import WordTokenizer
+from agents.train_utils import atomic_save, cosine_schedule
+from imgmdp_env.datasets import ImageDataset
+from imgmdp_env.views import apply_relative
+
+VIEW = 32
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (40, 48, 3), dtype=np.uint8) for _ in range(12)]
+    words = ["red circle", "blue square", "green ring", "white star"]
+    caps = [f"a {words[i % 4]} and a {words[(i // 4) % 4]}" for i in range(12)]
+    return ImageDataset(images=images, captions=caps, name="tiny")
+
+
+def make(dataset, base="simclr", **cfg):
+    torch.manual_seed(0)
+    tok = WordTokenizer.from_captions(dataset.captions) if base == "clip" else None
+    cfg = ABConfig(base=base, ann_batch=4, proj_dim=16, proj_hidden=32, decoder_width=16,
+                   decoder_depth=1, decoder_heads=2, n_prototypes=16, text_width=16,
+                   text_depth=1, **cfg)
+    agent = ABAgent(make_encoder("cnn", VIEW, widths=(8, 16)), cfg, tokenizer=tok)
+    sampler = TransitionSampler(dataset, base=base, view_size=VIEW, base_batch=8, boot_images=2,
+                                n_views=3, candidates=cfg.candidates,
+                                caption_inputs=tok(dataset.captions) if tok else None)
+    return agent, sampler
+
+
+def test_sampler_batch_is_the_environment_dynamics(dataset):
+    _, sampler = make(dataset)
+    b = sampler.sample()
+    assert b["base_views"].shape == (2, 8, 3, VIEW, VIEW)
+    assert b["base_views"].dtype == torch.float32 and 0 <= b["base_views"].min()
+    assert b["boot_views"].shape == (6, 3, VIEW, VIEW) and b["boot_views"].dtype == torch.uint8
+    boxes, actions = b["boot_boxes"], b["actions"].view(2, 3, 2, 4)
+    # the action from view i to its s-th other view lands exactly on that view's box
+    others = pair_index(3)
+    reached = apply_relative(boxes[:, :, None], actions)
+    assert torch.allclose(reached, boxes[:, others], atol=1e-5)
+    assert sampler.views_per_step() == 16 + 6
+    assert "boot_views" not in sampler.sample(bootstrap=False)
+
+
+def test_base_batches_do_not_depend_on_bootstrapping(dataset):
+    _, s1 = make(dataset)
+    _, s2 = make(dataset)
+    a = [s1.sample(bootstrap=True)["base_views"] for _ in range(2)]
+    b = [s2.sample(bootstrap=False)["base_views"] for _ in range(2)]
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_simclr_augment_is_seeded_and_in_range():
+    views = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8)
+    x = simclr_augment(views, torch.Generator().manual_seed(0))
+    y = simclr_augment(views, torch.Generator().manual_seed(0))
+    assert torch.equal(x, y) and x.shape == views.shape and 0 <= x.min() and x.max() <= 1
+    none = simclr_augment(views, torch.Generator().manual_seed(0), jitter=0, hue=0, p_gray=0)
+    flipped = (none - views.float() / 255).abs().amax((1, 2, 3)) > 1e-6
+    assert torch.allclose(none[flipped], views.float().flip(-1)[flipped] / 255, atol=1e-5)
+
+
+def test_ema_update():
+    online, target = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    t0 = [p.detach().clone() for p in target.parameters()]
+    ema_update(target, online, 0.25)
+    for t, before, o in zip(target.parameters(), t0, online.parameters(), strict=True):
+        assert torch.allclose(t, 0.75 * before + 0.25 * o)
+    ema_update(target, online, 1.0)
+    assert all(torch.equal(t, o) for t, o in zip(target.parameters(), online.parameters(),
+                                                 strict=True))
+
+
+def test_cosine_schedule():
+    s = cosine_schedule(1.0, 0.1, 10, warmup_steps=2)
+    assert len(s) == 10 and s[0] == 0.0 and s[2] == 1.0
+    assert s[-1] == pytest.approx(0.1 + 0.45 * (1 + np.cos(np.pi * 7 / 8)))
+    assert np.all(np.diff(s[2:]) < 0)
+
+
+@pytest.mark.parametrize("base", ["simclr", "clip", "dino"])
+def test_target_gets_no_gradient_and_follows_the_ema(dataset, base):
+    agent, sampler = make(dataset, base=base)
+    loss, metrics = agent.loss(sampler.sample())
+    assert {"loss", "base_loss", "ab_loss", "t", "t_ab", "value_acc"} <= set(metrics)
+    assert metrics["loss"] == pytest.approx(metrics["base_loss"] + metrics["ab_loss"], rel=1e-5)
+    loss.backward()
+    assert all(p.grad is None for p in agent.target.parameters())
+    assert agent.online.decoder.token_embed.weight.grad.abs().sum() > 0
+    before = [p.detach().clone() for p in agent.target.parameters()]
+    with torch.no_grad():
+        for p in agent.online.parameters():
+            p.add_(1.0)
+    agent.update_target(0.5)
+    for b, t, o in zip(before, agent.target.parameters(), agent.online.parameters(),
+                       strict=True):
+        assert torch.allclose(t, 0.5 * b + 0.5 * o, atol=1e-6)
+
+
+@pytest.mark.parametrize("base,cand,mode", [("simclr", "views", "annotation"),
+                                            ("dino", "random", "scalar"),
+                                            ("clip", "views", "annotation")])
+def test_a_few_steps_reduce_the_loss_on_a_fixed_batch(dataset, base, cand, mode):
+    agent, sampler = make(dataset, base=base, candidates=cand, max_mode=mode)
+    batch = sampler.sample()
+    opt = torch.optim.Adam(agent.online.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(12):
+        loss, m = agent.loss(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        agent.update_target(0.004)
+        losses.append(m["loss"])
+    assert losses[-1] < losses[0] - 0.05, losses
+
+
+def test_ab_weight_zero_is_the_base_method(dataset):
+    agent, sampler = make(dataset, ab_weight=0.0)
+    loss, metrics = agent.loss(sampler.sample())
+    assert "ab_loss" not in metrics and loss.item() == pytest.approx(metrics["base_loss"])
+    loss.backward()
+    assert agent.online.decoder.token_embed.weight.grad is None
+
+
+def test_value_and_value_accuracy(dataset):
+    agent, sampler = make(dataset)
+    b = sampler.sample()
+    q = agent.value(b["boot_views"][:2], b["actions"][:2], b["base_views"][0, :5])
+    assert q.shape == (2, 2, 5) and torch.allclose(q.sum(-1), torch.ones(2, 2))
+    acc = value_accuracy_by_iou(agent, sampler, bins=(0.0, 0.3, 1.0), n_batches=3)
+    counts = acc["count_0.00-0.30"] + acc["count_0.30-1.00"]
+    assert counts == 3 * 2 * 3 * 2  # batches x images x ordered pairs
+    assert 0 <= acc["all"] <= 1 and acc["chance"] == pytest.approx(1 / 4)
+    from_dataset = value_accuracy_by_iou(agent, dataset, bins=(0.0, 1.0), n_batches=2)
+    assert from_dataset["count_0.00-1.00"] == 2 * 1 * 4 * 3  # 2 batches of 1 image x 4 views
+    # the sampler's streams are restored: it goes on as if the diagnostic had not run
+    twin = make(dataset)[1]
+    twin.sample()
+    assert torch.equal(sampler.sample()["boot_views"], twin.sample()["boot_views"])
+
+
+def test_load_encoder_and_agent_round_trip(dataset, tmp_path):
+    agent, sampler = make(dataset, base="clip")
+    path = str(tmp_path / "checkpoint.pt")
+    atomic_save({"encoder": agent.encoder.config, "ab_config": vars(agent.cfg),
+                 "tokenizer": agent.tokenizer.state_dict(), "agent": agent.state_dict()}, path)
+    views = sampler.sample()["boot_views"]
+    enc = load_encoder(path)
+    assert not enc.training
+    assert torch.allclose(enc(views), agent.encoder(views), atol=1e-6)
+    assert torch.allclose(load_encoder(path, ema=True)(views), agent.target.encoder(views))
+    assert torch.allclose(load_encoder(tmp_path)(views), enc(views))  # the run folder works too
+    again = load_agent(path)
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(),
+                                                 agent.state_dict().values(), strict=True))

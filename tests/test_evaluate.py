@@ -1,0 +1,259 @@
+"""Frozen-encoder probes: they read what is decodable, not what is not; scene samples are the
+objects' boxes."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from agents.evaluate import (
+    AttentiveProbe,
+    attentive_probe,
+    extract_features,
+    knn_probe,
+    linear_probe,
+    probe_all,
+    probe_samples,
+)
+from imgmdp_env.datasets import ImageDataset
+
+COLOURS = np.array([[220, 40, 40], [40, 180, 60], [40, 70, 220], [230, 210, 40]], np.float32)
+
+
+class PatchColourEncoder(nn.Module):
+    """Identity-like fixed encoder: mean colour of each 8x8 patch, embedded by a fixed random
+    linear map into D = 16 (nothing learned). tokens ``(B, T, 16)``; pool = mean."""
+
+    embed_dim = 16
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.proj = nn.Linear(3, self.embed_dim)
+        with torch.no_grad():
+            self.proj.weight.copy_(torch.randn(self.embed_dim, 3, generator=g))
+            self.proj.bias.copy_(torch.randn(self.embed_dim, generator=g))
+
+    def forward(self, views: torch.Tensor) -> torch.Tensor:
+        x = views.float() / 255 if views.dtype == torch.uint8 else views
+        x = nn.functional.avg_pool2d(x, 8)  # (B, 3, H/8, W/8)
+        return self.proj(x.flatten(2).transpose(1, 2))
+
+    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens.mean(1)
+
+
+class PixelEncoder(nn.Module):
+    """tokens = the view's pixels ``(B, H*W, 3)`` as floats in [0, 255]: shows the crop."""
+
+    embed_dim = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def forward(self, views: torch.Tensor) -> torch.Tensor:
+        return views.float().flatten(2).transpose(1, 2) + self.dummy
+
+    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens.mean(1)
+
+
+def colour_items(n: int, seed: int) -> ImageDataset:
+    """Single-item images: a noisy, randomly shaded field of one of 4 colours = the label."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, len(COLOURS), n)
+    shade = rng.uniform(0.6, 1.1, (n, 1, 1, 1))
+    noise = rng.normal(0, 25, (n, 32, 32, 3))
+    imgs = np.clip(COLOURS[labels][:, None, None] * shade + noise, 0, 255).astype(np.uint8)
+    return ImageDataset(images=list(imgs), labels=labels, name="colours")
+
+
+def colour_scenes(n: int, seed: int, size: int = 64) -> ImageDataset:
+    """Grey noisy scenes with 2 squares of different colours; an object's label is its colour,
+    so only a crop of the object's own box tells it (the whole image shows both)."""
+    rng = np.random.default_rng(seed)
+    images, boxes, labels = [], [], []
+    for _ in range(n):
+        img = rng.normal(110, 20, (size, size, 3))
+        cls = rng.choice(len(COLOURS), 2, replace=False)
+        side = int(rng.integers(14, 22))
+        xs = [int(rng.integers(0, size // 2 - side)), int(rng.integers(size // 2, size - side))]
+        ys = rng.integers(0, size - side, 2)
+        b = []
+        for c, x, y in zip(cls, xs, ys, strict=True):
+            img[y:y + side, x:x + side] = COLOURS[c]
+            b.append([(x + side / 2) / size, (y + side / 2) / size, side / size, side / size])
+        images.append(np.clip(img, 0, 255).astype(np.uint8))
+        boxes.append(np.array(b, np.float32))
+        labels.append(cls.astype(np.int64))
+    return ImageDataset(images=images, object_boxes=boxes, object_labels=labels,
+                        labels=np.array([lab[0] for lab in labels]), name="colour-scenes")
+
+
+def shuffled(ds: ImageDataset, seed: int) -> ImageDataset:
+    rng = np.random.default_rng(seed)
+    return ImageDataset(images=ds.images, labels=rng.permutation(ds.labels), name="shuffled")
+
+
+def test_probes_read_decodable_class_and_not_shuffled_labels():
+    enc = PatchColourEncoder()
+    train, test = colour_items(400, 0), colour_items(200, 1)
+    acc = probe_all(enc, train, test, view_size=32)
+    assert set(acc) == {"linear", "knn", "attentive"}
+    for name, a in acc.items():
+        assert a > 0.95, (name, acc)
+    # labels independent of the images: chance is 1/4; 200 test samples -> sd ~0.03
+    acc = probe_all(enc, shuffled(train, 2), shuffled(test, 3), view_size=32)
+    for name, a in acc.items():
+        assert 0.1 < a < 0.4, (name, acc)
+
+
+def test_scene_samples_are_the_object_boxes():
+    ds = colour_scenes(3, 0)
+    idx, boxes, labels = probe_samples(ds, box_scale=1.2)
+    assert idx.tolist() == [0, 0, 1, 1, 2, 2]
+    assert labels.tolist() == np.concatenate(ds.object_labels).tolist()
+    ref = torch.from_numpy(np.concatenate(ds.object_boxes))
+    torch.testing.assert_close(boxes[:, :2], ref[:, :2])
+    torch.testing.assert_close(boxes[:, 2:], ref[:, 2:] * 1.2)
+    # the crop shows the object: its colour fills the centre, the grey background the corners
+    feats = extract_features(PixelEncoder(), ds, view_size=24)
+    views = feats.tokens.view(-1, 24, 24, 3)
+    colours = torch.from_numpy(COLOURS)[labels]
+    centre = views[:, 4:20, 4:20].reshape(len(labels), -1, 3)
+    assert (centre - colours[:, None]).abs().max() <= 2
+    corner = views[:, :2, :2].reshape(len(labels), -1, 3)
+    assert ((corner - colours[:, None]).abs().amax(-1) > 40).all()
+
+
+def test_scene_probes_classify_objects_that_the_whole_image_cannot():
+    enc = PatchColourEncoder()
+    train, test = colour_scenes(150, 0), colour_scenes(80, 1)
+    acc = probe_all(enc, train, test, view_size=32, probes=("linear", "knn"))
+    assert acc["linear"] > 0.95 and acc["knn"] > 0.95, acc
+
+
+def test_non_square_images_get_square_object_views():
+    img = np.zeros((40, 80, 3), np.uint8)
+    ds = ImageDataset(images=[img], object_boxes=[np.array([[0.5, 0.5, 0.1, 0.2]], np.float32)],
+                      object_labels=[np.array([1])])
+    _, boxes, _ = probe_samples(ds, box_scale=1.0)
+    # 0.1 * 80 px = 8 px wide, 0.2 * 40 px = 8 px high: square in pixels already
+    torch.testing.assert_close(boxes, torch.tensor([[0.5, 0.5, 0.1, 0.2]]))
+
+
+def test_single_item_samples_are_whole_images_and_max_samples_subsets():
+    ds = colour_items(10, 0)
+    idx, boxes, labels = probe_samples(ds)
+    assert idx.tolist() == list(range(10))
+    assert (boxes == torch.tensor([0.5, 0.5, 1.0, 1.0])).all()
+    idx2, _, labels2 = probe_samples(ds, max_samples=4, seed=1)
+    assert len(idx2) == 4 and labels2.tolist() == labels[idx2].tolist()
+    assert idx2.tolist() == sorted(idx2.tolist())
+
+
+def test_unlabelled_dataset_error_names_the_need():
+    ds = ImageDataset(images=[np.zeros((8, 8, 3), np.uint8)], name="plain")
+    with pytest.raises(ValueError, match="plain.*labelled"):
+        probe_samples(ds)
+    with pytest.raises(ValueError, match="unknown probes"):
+        probe_all(PatchColourEncoder(), ds, ds, probes=("linear", "svm"))
+
+
+def test_extraction_freezes_and_restores_the_encoder_mode():
+    enc = PatchColourEncoder().train()
+    seen = []
+    enc.register_forward_pre_hook(lambda m, _: seen.append(m.training))
+    feats = extract_features(enc, colour_items(8, 0), view_size=16)
+    assert seen == [False] and enc.training and not feats.pooled.requires_grad
+    assert feats.tokens.shape == (8, 4, 16) and feats.pooled.shape == (8, 16)
+
+
+def test_fast_attention_pooling_equals_nn_multihead_attention():
+    torch.manual_seed(0)
+    probe = AttentiveProbe(dim=24, num_classes=5, num_heads=3)
+    with torch.no_grad():  # non-zero biases, which the fast form must handle
+        probe.attn.in_proj_bias.normal_()
+        probe.attn.out_proj.bias.normal_()
+    tokens = torch.randn(6, 11, 24)
+    torch.testing.assert_close(probe(tokens), probe(tokens, exact=True), atol=1e-5, rtol=1e-5)
+
+
+def test_knn_matches_a_hand_written_reference():
+    g = torch.Generator().manual_seed(0)
+    tr, te = torch.randn(50, 8, generator=g), torch.randn(20, 8, generator=g)
+    ytr, yte = torch.randint(0, 3, (50,), generator=g), torch.randint(0, 3, (20,), generator=g)
+    pred = []
+    for x in te:
+        sim = torch.nn.functional.cosine_similarity(tr, x[None], dim=-1)
+        top = sim.argsort(descending=True)[:5]
+        votes = [sum(float(torch.exp(sim[i] / 0.1)) for i in top if ytr[i] == c)
+                 for c in range(3)]
+        pred.append(int(np.argmax(votes)))
+    ref = float(np.mean(np.array(pred) == yte.numpy()))
+    assert knn_probe(tr, ytr, te, yte, k=5, temperature=0.1, chunk=7) == pytest.approx(ref)
+
+
+def test_linear_and_attentive_probes_are_deterministic():
+    g = torch.Generator().manual_seed(0)
+    tok, y = torch.randn(60, 5, 8, generator=g), torch.randint(0, 3, (60,), generator=g)
+    a = linear_probe(tok[:40].mean(1), y[:40], tok[40:].mean(1), y[40:])
+    assert a == linear_probe(tok[:40].mean(1), y[:40], tok[40:].mean(1), y[40:])
+    state = torch.get_rng_state()
+    b = attentive_probe(tok[:40], y[:40], tok[40:], y[40:], epochs=3, seed=1)
+    assert b == attentive_probe(tok[:40], y[:40], tok[40:], y[40:], epochs=3, seed=1)
+    assert torch.equal(state, torch.get_rng_state())  # the global random state is untouched
+
+
+def make_checkpoint(path) -> torch.nn.Module:
+    """A real train_value.py checkpoint of a fresh agent (no training); returns its encoder."""
+    from dataclasses import replace
+
+    from agents.train_utils import build_agent, make_optimizer, save_checkpoint
+    from agents.train_value import Args
+    from imgmdp_env.datasets import make_dataset
+
+    args = replace(Args(), dataset_size=4, base_batch=4)
+    ds = make_dataset("scenes", n=4, size=64, seed=0)
+    torch.manual_seed(0)
+    agent, sampler = build_agent(args, {"base": ds, "boot": ds})
+    optimizer, scaler = make_optimizer(args, agent, None)
+    save_checkpoint(path, args, agent, optimizer, scaler, sampler, 0)
+    return agent.encoder
+
+
+def test_random_twin_has_the_architecture_not_the_weights(tmp_path):
+    from agents.ab import load_encoder
+    from agents.evaluate import random_twin
+
+    make_checkpoint(tmp_path / "checkpoint.pt")
+    enc = load_encoder(tmp_path / "checkpoint.pt")
+    twin, again = random_twin(enc, seed=3), random_twin(enc, seed=3)
+    assert twin.config == enc.config and not twin.training
+    a, b, c = enc.state_dict(), twin.state_dict(), again.state_dict()
+    assert a.keys() == b.keys()
+    assert all(a[k].shape == b[k].shape for k in a)
+    assert all(torch.equal(b[k], c[k]) for k in b)  # seeded
+    assert not all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(TypeError, match="make_encoder"):
+        random_twin(PatchColourEncoder())
+
+
+def test_cli_prints_the_checkpoint_beside_a_random_encoder(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    make_checkpoint(tmp_path / "checkpoint.pt")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, str(root / "agents" / "evaluate.py"), "--checkpoint",
+         str(tmp_path), "--n-train", "12", "--n-test", "6", "--threads", "1"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    rows = [ln for ln in out.stdout.splitlines() if ln.startswith("| ")]
+    assert rows[0].split("|")[2:5] == [" linear ", " knn ", " attentive "]
+    assert "checkpoint" in rows[1] and "random init" in rows[2]
+    accs = [float(x) for row in rows[1:] for x in row.split("|")[2:5]]
+    assert len(accs) == 6 and all(0 <= a <= 1 for a in accs)

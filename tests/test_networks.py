@@ -1,0 +1,94 @@
+"""Encoders, the annotation decoder, heads and the caption encoder."""
+
+import pytest
+import torch
+
+from agents.networks import AnnotationDecoder, LogitScale, make_encoder
+from agents.text import TextEncoder, WordTokenizer
+from imgmdp_env.views import relative_box, sample_boxes
+
+
+@pytest.mark.parametrize("kind", ["cnn", "vit"])
+def test_encoder_contract(kind):
+    torch.manual_seed(0)
+    enc = make_encoder(kind, image_size=32)
+    views = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    tokens = enc(views)
+    assert tokens.shape == (3, enc.num_tokens, enc.embed_dim)
+    assert enc.pool(tokens).shape == (3, enc.embed_dim)
+    assert torch.allclose(enc.pool(tokens), tokens.mean(1))
+    # uint8 and float in [0, 1] are the same input
+    assert torch.allclose(enc(views.float() / 255), tokens, atol=1e-5)
+    # each view's tokens depend on that view only (no batch statistics)
+    assert torch.allclose(enc(views[:1]), tokens[:1], atol=1e-5)
+    twin = make_encoder(**enc.config)
+    assert {k: v.shape for k, v in twin.state_dict().items()} == {
+        k: v.shape for k, v in enc.state_dict().items()}
+    with pytest.raises(ValueError, match="B, 3, H, W"):
+        enc(views[0])
+
+
+def test_named_configs():
+    vits = make_encoder("vits16", image_size=224)
+    assert (vits.embed_dim, vits.num_tokens, len(vits.blocks.layers)) == (384, 196, 12)
+    assert make_encoder("cnn", 64, widths=(16, 32)).embed_dim == 32
+    with pytest.raises(ValueError, match="unknown encoder"):
+        make_encoder("resnet50")
+    with pytest.raises(ValueError, match="multiple"):
+        make_encoder("vit", image_size=30)
+
+
+def _actions(b, k, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    boxes = sample_boxes(b * (k + 1), generator=g).view(b, k + 1, 4)
+    return relative_box(boxes[:, :1], boxes[:, 1:])  # (b, k, 4)
+
+
+def test_decoder_shapes_and_boxes_are_independent():
+    torch.manual_seed(0)
+    dec = AnnotationDecoder(embed_dim=24, num_tokens=9, width=32, depth=2, heads=4)
+    tokens, actions = torch.randn(2, 9, 24), _actions(2, 5)
+    out = dec(tokens, actions)
+    assert out.shape == (2, 5, 32)
+    # K boxes in one pass == each box on its own (the block mask keeps them apart)
+    for k in range(5):
+        alone = dec(tokens, actions[:, k:k + 1])[:, 0]
+        assert torch.allclose(out[:, k], alone, atol=1e-5)
+    # the box matters, and so do the source tokens
+    assert not torch.allclose(out[:, 0], out[:, 1])
+    assert not torch.allclose(dec(tokens + 1, actions), out)
+
+
+def test_decoder_without_action_tokens_ignores_the_box():
+    torch.manual_seed(0)
+    dec = AnnotationDecoder(embed_dim=16, num_tokens=4, width=16, heads=2, action_tokens=False)
+    tokens = torch.randn(2, 4, 16)
+    out = dec(tokens, _actions(2, 3))
+    assert torch.allclose(out, out[:, :1].expand_as(out), atol=1e-6)
+
+
+def test_logit_scale():
+    s = LogitScale(0.07)
+    assert s().item() == pytest.approx(1 / 0.07, rel=1e-5)
+    with torch.no_grad():
+        s.log_scale.fill_(10.0)
+    assert s().item() == pytest.approx(100.0, rel=1e-5)
+    with pytest.raises(ValueError):
+        LogitScale(0.0)
+
+
+def test_word_tokenizer_and_text_encoder():
+    caps = ["a red circle and a blue square", "a green ring", "A red ring!"]
+    tok = WordTokenizer.from_captions(caps)
+    ids = tok(caps)
+    assert ids.shape == (3, 8) and (ids[:, 0] == tok.BOS).all()
+    assert tok.vocab[0] == "a"  # most frequent first
+    assert tok(["a purple circle"])[0, 2].item() == tok.UNK
+    assert WordTokenizer(**tok.state_dict())(caps).equal(ids)
+    torch.manual_seed(0)
+    enc = TextEncoder(len(tok), tok.max_len, width=16, depth=1, heads=2)
+    out = enc(ids)
+    assert out.shape == (3, 16)
+    # padding does not change a caption's embedding
+    short = enc(ids[1:2, :4])
+    assert torch.allclose(short, out[1:2], atol=1e-5)
