@@ -93,6 +93,12 @@ class ABConfig:
             raise ValueError(f"text_backbone {self.text_backbone!r} must be 'words' or 'minilm'")
 
 
+def _encode(encoder: nn.Module, parts: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Encode view batches ``(B_i, 3, h, w)`` in one pass -> their tokens ``(B_i, T, D)``."""
+    tokens = encoder(parts[0] if len(parts) == 1 else torch.cat(parts))
+    return list(tokens.split([len(p) for p in parts]))
+
+
 @torch.no_grad()
 def ema_update(target: nn.Module, online: nn.Module, rate: float) -> None:
     """``target <- (1 - rate) * target + rate * online``, parameter by parameter."""
@@ -201,16 +207,26 @@ class ABAgent(nn.Module):
         """EMA step of the target network toward the online one (``rate`` = 1 - momentum)."""
         ema_update(self.target, self.online, rate)
 
-    def _annotation_sources(self, batch: dict, pooled: torch.Tensor | None):
-        """(online source, target source) of the annotations ``l`` for this batch."""
+    def _annotation_sources(self, batch: dict, pooled: torch.Tensor | None,
+                            ema_pooled: torch.Tensor | None = None):
+        """(online source, target source) of the annotations ``l`` for this batch.
+
+        ema_pooled: the target's pooled features of the SimCLR annotation crops, when the
+        caller already encoded them (one batched target pass); computed here otherwise."""
         if self.cfg.base == "dino":
             return None, None
-        n = min(self.cfg.ann_batch, batch["base_views"].shape[1])
+        n = self.n_annotations(batch)
         if self.cfg.base == "clip":
             return batch["captions"][:n], batch["captions"][:n]
-        with torch.no_grad():
-            ema_pooled = self.target.encoder.pool(self.target.encoder(batch["base_views"][0, :n]))
+        if ema_pooled is None:
+            with torch.no_grad():
+                ema_pooled = self.target.encoder.pool(
+                    self.target.encoder(batch["base_views"][0, :n]))
         return pooled[:n], ema_pooled
+
+    def n_annotations(self, batch: dict) -> int:
+        """How many annotations ``l`` this batch carries (SimCLR crops or CLIP captions)."""
+        return min(self.cfg.ann_batch, batch["base_views"].shape[1])
 
     def _pairs(self, n_images: int, n_views: int, device: torch.device) -> torch.Tensor:
         """``(M, n - 1)`` row index of each pair's target view ``x_j``."""
@@ -220,15 +236,21 @@ class ABAgent(nn.Module):
         return (base + self.others[None]).reshape(-1, n_views - 1).to(device)
 
     def bootstrap_terms(self, batch: dict, psi_ab: torch.Tensor, ema_psi: torch.Tensor,
-                        ema_psi_ab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
+                        ema_psi_ab: torch.Tensor, tokens: torch.Tensor | None = None,
+                        ema_tokens: torch.Tensor | None = None,
+                        ) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """Online ``Q_AB`` logits ``(M, n - 1, L)`` and the target ``(M, n - 1, L)`` per pair,
-        plus diagnostics (``p_ema`` logits of each view and each pair's target row)."""
+        plus diagnostics (``p_ema`` logits of each view and each pair's target row).
+
+        tokens, ema_tokens: the online / target encoder tokens ``(M, T, D)`` of the bootstrap
+        views when the caller computed them in a batched pass; encoded here otherwise."""
         net, tgt, cfg = self.online, self.target, self.cfg
         views, actions = batch["boot_views"], batch["actions"]
         n_images, n_views = batch["boot_boxes"].shape[:2]
-        pred = net.ab_scale() * net.query(net.encoder(views), actions) @ psi_ab.T
+        tokens = net.encoder(views) if tokens is None else tokens
+        pred = net.ab_scale() * net.query(tokens, actions) @ psi_ab.T
         with torch.no_grad():
-            tok = tgt.encoder(views)
+            tok = tgt.encoder(views) if ema_tokens is None else ema_tokens
             p_logits = tgt.base_logits(tgt.encoder.pool(tok), ema_psi, self.center)
             if cfg.gamma > 0:
                 cand = actions if cfg.candidates == "views" else batch["candidates"]
@@ -249,7 +271,21 @@ class ABAgent(nn.Module):
         net, tgt, cfg = self.online, self.target, self.cfg
         views = batch["base_views"]  # (V, B, 3, h, w)
         n_crops, b = views.shape[:2]
-        pooled = net.encoder.pool(net.encoder(views.flatten(0, 1)))  # (V B, D)
+        bootstrap = cfg.ab_weight > 0 and "boot_views" in batch
+        # One online and one target encoder pass over all the views a step needs: the same
+        # per-view features as separate passes (GroupNorm: no batch statistics), fewer calls.
+        online_in = [views.flatten(0, 1)] + ([batch["boot_views"]] if bootstrap else [])
+        tokens = _encode(net.encoder, online_in)
+        pooled = net.encoder.pool(tokens[0])  # (V B, D)
+        target_in = []
+        if cfg.base == "dino":
+            target_in.append(views.flatten(0, 1))
+        elif cfg.base == "simclr" and bootstrap:
+            target_in.append(views[0, : self.n_annotations(batch)])
+        if bootstrap:
+            target_in.append(batch["boot_views"])
+        with torch.no_grad():
+            ema_tokens = _encode(tgt.encoder, target_in) if target_in else []
         teacher = None
         if cfg.base == "simclr":
             z = net.phi(pooled).view(n_crops, b, -1)
@@ -261,19 +297,21 @@ class ABAgent(nn.Module):
             protos = F.normalize(net.prototypes, dim=-1)
             student = F.normalize(net.phi(pooled), dim=-1) @ protos.T
             with torch.no_grad():
-                t_pooled = tgt.encoder.pool(tgt.encoder(views.flatten(0, 1)))
+                t_pooled = tgt.encoder.pool(ema_tokens[0])
                 t_protos = F.normalize(tgt.prototypes, dim=-1)
                 teacher = F.normalize(tgt.phi(t_pooled), dim=-1) @ t_protos.T
             base_loss = dino_loss(student.view(n_crops, b, -1), teacher.view(n_crops, b, -1),
                                   self.center, cfg.student_temperature, cfg.teacher_temperature)
         metrics = {"base_loss": base_loss.detach(), "t": net.scale().detach()}
         loss = base_loss
-        if cfg.ab_weight > 0 and "boot_views" in batch:
-            src, ema_src = self._annotation_sources(batch, pooled[:b])
+        if bootstrap:
+            ema_ann = tgt.encoder.pool(ema_tokens[0]) if cfg.base == "simclr" else None
+            src, ema_src = self._annotation_sources(batch, pooled[:b], ema_ann)
             _, psi_ab = net.annotations(src)
             with torch.no_grad():
                 ema_psi, ema_psi_ab = tgt.annotations(ema_src)
-            pred, target, info = self.bootstrap_terms(batch, psi_ab, ema_psi, ema_psi_ab)
+            pred, target, info = self.bootstrap_terms(batch, psi_ab, ema_psi, ema_psi_ab,
+                                                      tokens[-1], ema_tokens[-1])
             ab_loss = soft_cross_entropy(target, pred)
             loss = base_loss + cfg.ab_weight * ab_loss
             hit = pred.argmax(-1) == info["p_logits"][info["j"]].argmax(-1)
