@@ -23,6 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _machine import cpu_model  # noqa: E402
+
 from agents.train_utils import build_agent, build_datasets  # noqa: E402
 from agents.train_value import parse_args  # noqa: E402
 
@@ -58,7 +60,7 @@ def main() -> None:
     ab_views = views_per_step(flags, bootstrap=True)
     base_views = views_per_step(flags + ["--ab-weight", "0"], bootstrap=False)
     base_steps = round(args.steps * ab_views / base_views)
-    cpu = platform.processor() or platform.machine()
+    cpu = cpu_model()
     print(f"machine: {cpu}, python {platform.python_version()}; AB {args.steps} steps x "
           f"{ab_views} views, base {base_steps} steps x {base_views} views "
           f"(= {args.steps * ab_views} views each); train_value flags: {flags or 'none'}")

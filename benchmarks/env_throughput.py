@@ -31,6 +31,7 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _machine import cpu_model  # noqa: E402
 from gymnasium import spaces  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -134,12 +135,7 @@ def bench(n: int, ds: ImageDataset, pil: list[Image.Image], seconds: float, anti
 
 
 def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     try:
         import numba
 

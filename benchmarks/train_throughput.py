@@ -41,6 +41,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _machine import cpu_model  # noqa: E402
+
 from agents.networks import make_encoder  # noqa: E402
 from agents.train_utils import build_agent, make_optimizer  # noqa: E402
 from agents.train_value import PRESETS, Args  # noqa: E402
@@ -62,12 +64,7 @@ def import_lightly():
 
 
 def machine(device: torch.device) -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     dev = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return (f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__}, "
             f"threads={torch.get_num_threads()}, device {dev}, Python {platform.python_version()}")

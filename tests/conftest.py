@@ -16,3 +16,26 @@ def rng():
     import numpy as np
 
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def make_checkpoint():
+    """A function ``path -> encoder`` that writes a real ``train_value.py`` checkpoint of a
+    fresh (untrained) agent at ``path`` and returns the agent's encoder."""
+
+    def make(path):
+        from dataclasses import replace
+
+        from agents.train_utils import build_agent, make_optimizer, save_checkpoint
+        from agents.train_value import Args
+        from imgmdp_env.datasets import make_dataset
+
+        args = replace(Args(), dataset_size=4, base_batch=4)
+        ds = make_dataset("scenes", n=4, size=64, seed=0)
+        torch.manual_seed(0)
+        agent, sampler = build_agent(args, {"base": ds, "boot": ds})
+        optimizer, scaler = make_optimizer(args, agent, None)
+        save_checkpoint(path, args, agent, optimizer, scaler, sampler, 0)
+        return agent.encoder
+
+    return make

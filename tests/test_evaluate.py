@@ -206,24 +206,7 @@ def test_linear_and_attentive_probes_are_deterministic():
     assert torch.equal(state, torch.get_rng_state())  # the global random state is untouched
 
 
-def make_checkpoint(path) -> torch.nn.Module:
-    """A real train_value.py checkpoint of a fresh agent (no training); returns its encoder."""
-    from dataclasses import replace
-
-    from agents.train_utils import build_agent, make_optimizer, save_checkpoint
-    from agents.train_value import Args
-    from imgmdp_env.datasets import make_dataset
-
-    args = replace(Args(), dataset_size=4, base_batch=4)
-    ds = make_dataset("scenes", n=4, size=64, seed=0)
-    torch.manual_seed(0)
-    agent, sampler = build_agent(args, {"base": ds, "boot": ds})
-    optimizer, scaler = make_optimizer(args, agent, None)
-    save_checkpoint(path, args, agent, optimizer, scaler, sampler, 0)
-    return agent.encoder
-
-
-def test_random_twin_has_the_architecture_not_the_weights(tmp_path):
+def test_random_twin_has_the_architecture_not_the_weights(tmp_path, make_checkpoint):
     from agents.ab import load_encoder
     from agents.evaluate import random_twin
 
@@ -240,7 +223,7 @@ def test_random_twin_has_the_architecture_not_the_weights(tmp_path):
         random_twin(PatchColourEncoder())
 
 
-def test_cli_prints_the_checkpoint_beside_a_random_encoder(tmp_path):
+def test_cli_prints_the_checkpoint_beside_a_random_encoder(tmp_path, make_checkpoint):
     import subprocess
     import sys
     from pathlib import Path

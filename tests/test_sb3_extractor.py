@@ -111,24 +111,7 @@ def test_size_mismatch_and_unnormalised_views_teach_the_fix():
                                 checkpoint="x.pt")
 
 
-def make_checkpoint(path) -> torch.nn.Module:
-    """A real train_value.py checkpoint of a fresh agent (no training); returns its encoder."""
-    from dataclasses import replace
-
-    from agents.train_utils import build_agent, make_optimizer, save_checkpoint
-    from agents.train_value import Args
-    from imgmdp_env.datasets import make_dataset
-
-    args = replace(Args(), dataset_size=4, base_batch=4)
-    ds = make_dataset("scenes", n=4, size=64, seed=0)
-    torch.manual_seed(0)
-    agent, sampler = build_agent(args, {"base": ds, "boot": ds})
-    optimizer, scaler = make_optimizer(args, agent, None)
-    save_checkpoint(path, args, agent, optimizer, scaler, sampler, 0)
-    return agent.encoder
-
-
-def test_checkpoint_from_train_value_loads_and_survives_sb3_init(tmp_path):
+def test_checkpoint_from_train_value_loads_and_survives_sb3_init(tmp_path, make_checkpoint):
     trained = params(make_checkpoint(tmp_path / "checkpoint.pt"))
     model = ppo(image_view_env(), "CnnPolicy", checkpoint=str(tmp_path / "checkpoint.pt"),
                 features_dim=16)
