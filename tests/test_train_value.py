@@ -126,3 +126,10 @@ def test_script_smoke_run_writes_log_checkpoint_and_plots(tmp_path):
     assert "random init" in res.stdout and "trained" in res.stdout
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary["probes"]["trained"]) == {"linear", "knn", "attentive"}
+
+
+def test_clip_run_on_the_frozen_sentence_backbone(tmp_path):
+    summary = train(replace(tiny(tmp_path, "clip"), base="clip", text_backbone="minilm"))
+    assert summary["step"] == 6
+    log = [json.loads(x) for x in (tmp_path / "clip" / "log.jsonl").read_text().splitlines()]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in log)
