@@ -20,7 +20,7 @@ import torch
 import imgmdp_env  # noqa: F401  (registers ImageView-v0)
 from imgmdp_env.datasets import ImageDataset, make_dataset
 from imgmdp_env.rewards import VectorCurationReward
-from imgmdp_env.views import render_views
+from imgmdp_env.views import relative_box, render_views
 
 
 def object_crops(ds: ImageDataset, size: int = 32, context: float = 1.4) -> ImageDataset:
@@ -43,9 +43,10 @@ def frame_goal(envs, info: dict, context: float = 1.4) -> np.ndarray:
     for i, (idx, goal) in enumerate(zip(info["image_index"], info["goal"], strict=True)):
         hits = ds.object_boxes[idx][np.array(ds.class_names)[ds.object_labels[idx]] == names[goal]]
         if len(hits):
-            b, v = hits[0], info["box"][i]
-            a[i, :2] = (b[:2] - v[:2]) / v[2:] / core.max_pan
-            a[i, 2:] = np.log(context * b[2:] / v[2:]) / np.log(core.max_zoom)
+            target = hits[0] * np.array([1, 1, context, context], np.float32)
+            rel = relative_box(torch.from_numpy(info["box"][i]), torch.from_numpy(target)).numpy()
+            a[i, :2] = rel[:2] / core.max_pan  # invert the env's action_to_relative
+            a[i, 2:] = np.log(rel[2:]) / np.log(core.max_zoom)
     return np.clip(a, -1, 1)
 
 

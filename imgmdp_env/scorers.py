@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from imgmdp_env.datasets import ImageDataset
-from imgmdp_env.views import box_iou, render_views
+from imgmdp_env.views import box_intersection, render_views
 
 __all__ = [
     "AnnotationScorer",
@@ -173,9 +173,8 @@ class ObjectVisibilityScorer:
         """image_idx: ``(B,)``; boxes: ``(B, 4)`` cxcywh. Returns ``(B, L)`` float32."""
         obj = self.boxes[image_idx.long()]  # (B, K, 4)
         view = boxes.float()[:, None, :]  # (B, 1, 4)
-        iou = box_iou(obj, view)  # the one box algebra; inter follows from iou and the areas
+        inter = box_intersection(obj, view)  # (B, K)
         a_obj, a_view = obj[..., 2:].prod(-1), view[..., 2:].prod(-1)
-        inter = iou * (a_obj + a_view) / (1 + iou)
         inside = (inter / a_obj.clamp(min=1e-12)).clamp(max=1.0)
         fills = (inter / (self.alpha * a_view).clamp(min=1e-12)).clamp(max=1.0)
         vis = inside * fills  # (B, K)

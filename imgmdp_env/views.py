@@ -46,6 +46,7 @@ from imgmdp_env import _crop_cpu
 __all__ = [
     "ImageBank",
     "apply_relative",
+    "box_intersection",
     "box_iou",
     "box_tokens",
     "clamp_boxes",
@@ -89,12 +90,17 @@ def apply_relative(b1: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     return torch.cat([b1[..., :2] + a[..., :2] * b1[..., 2:], a[..., 2:] * b1[..., 2:]], -1)
 
 
-def box_iou(b1: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
-    """Intersection over union of cxcywh boxes ``(..., 4)`` (broadcastable) -> ``(...)``."""
+def box_intersection(b1: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
+    """Area of the overlap of cxcywh boxes ``(..., 4)`` (broadcastable) -> ``(...)``."""
     p, q = cxcywh_to_xyxy(b1), cxcywh_to_xyxy(b2)
     lo = torch.maximum(p[..., :2], q[..., :2])
     hi = torch.minimum(p[..., 2:], q[..., 2:])
-    inter = (hi - lo).clamp(min=0).prod(-1)
+    return (hi - lo).clamp(min=0).prod(-1)
+
+
+def box_iou(b1: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
+    """Intersection over union of cxcywh boxes ``(..., 4)`` (broadcastable) -> ``(...)``."""
+    inter = box_intersection(b1, b2)
     union = b1[..., 2:].prod(-1) + b2[..., 2:].prod(-1) - inter
     return inter / union.clamp(min=1e-12)
 

@@ -42,6 +42,7 @@ def test_iou_known_values():
     a = torch.tensor([0.5, 0.5, 1.0, 1.0])
     assert V.box_iou(a, torch.tensor([1.0, 0.5, 1.0, 1.0])).item() == pytest.approx(1 / 3)
     assert V.box_iou(a, torch.tensor([3.0, 3.0, 1.0, 1.0])).item() == 0.0
+    assert V.box_intersection(a, torch.tensor([1.0, 0.75, 1.0, 0.5])).item() == pytest.approx(0.25)
 
 
 def test_xyxy_roundtrip():
