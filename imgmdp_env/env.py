@@ -14,7 +14,8 @@ same core (``num_envs=1``).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -24,10 +25,11 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from imgmdp_env import _checks as check
 from imgmdp_env.datasets import ImageDataset, make_dataset
 from imgmdp_env.views import apply_relative, clamp_boxes, render_views, sample_boxes
 
-__all__ = ["ImageViewEnv", "ImageViewVectorEnv", "action_to_relative"]
+__all__ = ["RESET_OPTIONS", "ImageViewEnv", "ImageViewVectorEnv", "action_to_relative"]
 
 BOX_ACTIONS = 4  # dx, dy, log-scale x, log-scale y
 AUG_ACTIONS = 4  # flip, rot90, brightness, saturation
@@ -44,19 +46,35 @@ def action_to_relative(action: torch.Tensor, max_pan: float, max_zoom: float) ->
     return torch.cat([a[..., :2] * max_pan, torch.exp(a[..., 2:] * math.log(max_zoom))], -1)
 
 
-def _dataset(spec: Any, kwargs: dict | None) -> ImageDataset:
+def _freeze(value: Any) -> Any:
+    """A hashable, type-exact key for a kwargs value (lists, dicts and arrays included)."""
+    if isinstance(value, Mapping):
+        return ("dict", tuple(sorted((str(k), _freeze(v)) for k, v in value.items())))
+    if isinstance(value, list | tuple):
+        return (type(value).__name__, tuple(_freeze(v) for v in value))
+    if isinstance(value, np.ndarray):
+        return ("ndarray", value.dtype.str, value.shape, value.tobytes())
+    hash(value)  # TypeError for anything else unhashable: then the dataset is not cached
+    return (type(value).__name__, value)
+
+
+def _dataset(spec: Any, kwargs: dict) -> ImageDataset:
     key = None
-    if isinstance(spec, str):
-        key = (spec, tuple(sorted((kwargs or {}).items())))
-        if key in _DATASET_CACHE:
+    if isinstance(spec, str | os.PathLike):
+        try:
+            key = (type(spec).__name__, os.fspath(spec), _freeze(kwargs))
+        except TypeError:
+            key = None
+        if key is not None and key in _DATASET_CACHE:
             return _DATASET_CACHE[key]
-    ds = make_dataset(spec, **(kwargs or {}))
+    ds = make_dataset(spec, **kwargs)
     if key is not None:  # named / folder datasets are decoded once per process
         _DATASET_CACHE[key] = ds
     return ds
 
 
 _DATASET_CACHE: dict[Any, ImageDataset] = {}
+RESET_OPTIONS = ("box", "image_index", "reset_mask")
 
 
 class ImageViewVectorEnv(VectorEnv):
@@ -119,35 +137,35 @@ class ImageViewVectorEnv(VectorEnv):
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         render_mode: str | None = None,
     ) -> None:
-        if not isinstance(num_envs, int) or num_envs < 1:
-            raise ValueError(f"num_envs ({num_envs!r}) must be a positive integer")
-        self.view_size = (view_size, view_size) if isinstance(view_size, int) else tuple(view_size)
-        if min(self.view_size) < 1:
-            raise ValueError(f"view_size ({view_size}) must be positive")
-        if max_pan <= 0 or max_zoom < 1:
-            raise ValueError(f"need max_pan > 0 and max_zoom >= 1, got {max_pan}, {max_zoom}")
-        if not (0 < min_size <= 1) or margin < 0:
-            raise ValueError(f"need 0 < min_size <= 1 and margin >= 0, got {min_size}, {margin}")
-        if obs_mode not in ("view", "dict"):
-            raise ValueError(f"obs_mode ({obs_mode!r}) must be 'view' or 'dict'")
-        if render_mode not in (None, *self.metadata["render_modes"]):
-            raise ValueError(f"render_mode ({render_mode!r}) must be None or 'rgb_array'")
+        # Every argument is checked before any work (the dataset is built last).
+        num_envs = check.integer("num_envs", num_envs, 1)
+        dataset_kwargs = check.mapping("dataset_kwargs", dataset_kwargs)
+        self.view_size = check.size_hw("view_size", view_size)
+        max_episode_steps = check.optional_integer("max_episode_steps", max_episode_steps, 1)
+        self.init_scale = check.number_range("init_scale", init_scale, 0, 1, lo_open=True)
+        self.init_ratio = check.number_range("init_ratio", init_ratio, 0, lo_open=True)
+        self.max_pan = check.number("max_pan", max_pan, 0, lo_open=True)
+        self.max_zoom = check.number("max_zoom", max_zoom, 1)
+        self.min_size = check.number("min_size", min_size, 0, 1, lo_open=True)
+        self.margin = check.number("margin", margin, 0)
+        augment = check.flag("augment", augment)
+        obs_mode = check.choice("obs_mode", obs_mode, ("view", "dict"))
+        antialias = check.flag("antialias", antialias)
+        fill = check.colour("fill", fill)
+        render_mode = check.choice("render_mode", render_mode,
+                                   (None, *self.metadata["render_modes"]))
         if augment and self.view_size[0] != self.view_size[1]:
             raise ValueError(f"augment=True rotates views: view_size {view_size} must be square")
-        self.autoreset_mode = AutoresetMode(autoreset_mode)
+        self.autoreset_mode = _autoreset_mode(autoreset_mode)
         self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
-        if max_episode_steps is not None and max_episode_steps < 1:
-            raise ValueError(f"max_episode_steps ({max_episode_steps}) must be >= 1 or None")
 
         self.num_envs = num_envs
         self.dataset = _dataset(dataset, dataset_kwargs)
-        self.bank = self.dataset.bank(levels=4 if antialias else 1, fill=tuple(fill))
+        self.bank = self.dataset.bank(levels=4 if antialias else 1, fill=fill)
         self.max_episode_steps = max_episode_steps
-        self.init_scale, self.init_ratio = tuple(init_scale), tuple(init_ratio)
-        self.max_pan, self.max_zoom = float(max_pan), float(max_zoom)
-        self.min_size, self.margin = float(min_size), float(margin)
         self.augment, self.obs_mode, self.antialias = augment, obs_mode, antialias
         self.render_mode = render_mode
+        margin = self.margin
 
         h, w = self.view_size
         view_space = spaces.Box(0, 255, (3, h, w), np.uint8)
@@ -166,6 +184,7 @@ class ImageViewVectorEnv(VectorEnv):
         self.steps = torch.zeros(num_envs, dtype=torch.int64)
         self.views = torch.zeros(num_envs, 3, h, w, dtype=torch.uint8)
         self._autoreset = np.zeros(num_envs, dtype=bool)
+        self._started = np.zeros(num_envs, dtype=bool)  # sub-envs reset at least once
         self._generator: torch.Generator | None = None
 
     # ------------------------------------------------------------------ state changes
@@ -174,19 +193,13 @@ class ImageViewVectorEnv(VectorEnv):
         k = int(mask.sum())
         options = options or {}
         if "image_index" in options:
-            idx = torch.as_tensor(np.asarray(options["image_index"]), dtype=torch.int64)
-            idx = idx.expand(self.num_envs)[mask] if idx.ndim <= 1 and idx.numel() in (
-                1, self.num_envs) else None
-            if idx is None or (idx < 0).any() or (idx >= len(self.bank)).any():
-                raise ValueError(f"options['image_index'] ({options['image_index']}) must be one "
-                                 f"int or {self.num_envs} ints in [0, {len(self.bank)})")
+            idx = check.index_array("options['image_index']", options["image_index"],
+                                    len(self.bank), [(), (1,), (self.num_envs,)])
+            idx = torch.from_numpy(idx).expand(self.num_envs)[mask]
         else:
             idx = torch.randint(len(self.bank), (k,), generator=self._generator)
         if "box" in options:
-            box = torch.as_tensor(np.asarray(options["box"], dtype=np.float32))
-            if box.shape not in ((4,), (self.num_envs, 4)) or not torch.isfinite(box).all():
-                raise ValueError(f"options['box'] must be finite with shape (4,) or "
-                                 f"({self.num_envs}, 4), got {tuple(box.shape)}")
+            box = torch.from_numpy(_start_box(options["box"], self.num_envs))
             box = clamp_boxes(box.expand(self.num_envs, 4)[mask], self.min_size, self.margin)
         else:
             box = sample_boxes(k, self.init_scale, self.init_ratio, self.bank.aspect[idx],
@@ -226,11 +239,11 @@ class ImageViewVectorEnv(VectorEnv):
         cxcywh) fix the start state, e.g. for evaluation; ``reset_mask`` ``(N,)`` bool resets
         only those sub-envs (the way to reset in ``AutoresetMode.DISABLED``).
         """
-        super().reset(seed=seed)
-        if seed is not None or self._generator is None:
-            seed = int(self.np_random.integers(2**62)) if seed is None else seed
-            self._generator = torch.Generator().manual_seed(int(seed))
-        options = dict(options or {})
+        seed = check.seed("seed", seed)
+        options = check.mapping("options", options)
+        check.check_keys(f"{type(self).__name__}.reset options", options, RESET_OPTIONS,
+                         " ('goal' is read by the reward wrappers of imgmdp_env.rewards)"
+                         if "goal" in options else "")
         mask = options.pop("reset_mask", None)
         if mask is None:
             mask = np.ones(self.num_envs, dtype=bool)
@@ -238,10 +251,20 @@ class ImageViewVectorEnv(VectorEnv):
         if mask.shape != (self.num_envs,) or mask.dtype != np.bool_:
             raise ValueError(f"options['reset_mask'] must be a bool array of shape "
                              f"({self.num_envs},), got {mask.dtype} {mask.shape}")
+        never = np.flatnonzero(~self._started & ~mask)
+        if len(never):
+            raise ValueError(f"options['reset_mask'] ({mask.tolist()}) leaves sub-env(s) "
+                             f"{never.tolist()} that were never reset without a state: the first "
+                             "reset must reset every sub-env (omit reset_mask)")
+        super().reset(seed=seed)
+        if seed is not None or self._generator is None:
+            seed = int(self.np_random.integers(2**62)) if seed is None else seed
+            self._generator = torch.Generator().manual_seed(seed)
         tmask = torch.from_numpy(mask)
         self._draw(tmask, options)
         self._render_obs(tmask)
         self._autoreset[mask] = False
+        self._started |= mask
         return self._obs(), self._info()
 
     def step(self, actions: Any):
@@ -317,6 +340,10 @@ class ImageViewVectorEnv(VectorEnv):
         """``(display, W, 3)`` uint8 frames, one per sub-env (see :meth:`render`)."""
         from PIL import Image, ImageDraw
 
+        display = check.integer("display", display, 1)
+        if not self._started.all():
+            raise RuntimeError("call reset() before render()")
+
         m = self.margin
         frames = []
         for i in range(self.num_envs):  # rendering is for people, not for throughput
@@ -357,6 +384,34 @@ class ImageViewVectorEnv(VectorEnv):
         if gen_state is not None:
             self._generator = torch.Generator()
             self._generator.set_state(gen_state)
+
+
+def _autoreset_mode(mode: Any) -> AutoresetMode:
+    try:
+        return AutoresetMode(mode)
+    except ValueError:
+        valid = [m.value for m in AutoresetMode]
+        raise ValueError(f"autoreset_mode ({mode!r}) must be an AutoresetMode or one of "
+                         f"{valid}") from None
+
+
+def _start_box(value: Any, n: int) -> np.ndarray:
+    """``options["box"]``: ``(4,)`` or ``(n, 4)`` finite numbers with positive sizes."""
+    name = "options['box']"
+    try:
+        box = np.asarray(value)
+    except (TypeError, ValueError):  # ragged
+        box = np.asarray(None)
+    if box.dtype.kind not in "iuf":
+        raise TypeError(f"{name} ({value!r}) must be cxcywh numbers, not {box.dtype} values")
+    if box.shape not in ((4,), (n, 4)):
+        raise ValueError(f"{name} must be finite with shape (4,) or ({n}, 4), got "
+                         f"{tuple(box.shape)}")
+    box = box.astype(np.float32)
+    if not np.isfinite(box).all() or (box[..., 2:] <= 0).any():
+        raise ValueError(f"{name} ({box.tolist()}) must be finite cxcywh boxes with width and "
+                         "height > 0")
+    return box
 
 
 def _augment(views: torch.Tensor, aug: torch.Tensor) -> torch.Tensor:
@@ -407,6 +462,7 @@ class ImageViewEnv(gym.Env):
         self.render_mode = render_mode
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        seed = check.seed("seed", seed)  # numpy ints too (gym.Env.reset takes only int)
         super().reset(seed=seed)
         obs, info = self.core.reset(seed=seed, options=options)
         return _first(obs), _first_info(info)

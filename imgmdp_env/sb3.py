@@ -21,7 +21,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -29,6 +29,8 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices
+
+from imgmdp_env import _checks as check
 
 __all__ = ["SB3VecEnv", "make_sb3_env"]
 
@@ -198,8 +200,24 @@ def make_sb3_env(
     ``VectorDiscreteViewActions`` or ``lambda e: VectorCaptionMatchReward(e, goal_obs=False)``),
     as an :class:`SB3VecEnv`.
     """
+    env_id = check.string("env_id", env_id)
+    if callable(wrappers) or isinstance(wrappers, str) or not isinstance(wrappers, Iterable):
+        raise TypeError(f"wrappers ({wrappers!r:.80}) must be a sequence of callables "
+                        "VectorEnv -> VectorEnv (for one wrapper: wrappers=[wrap])")
+    wrappers = list(wrappers)
+    bad = [i for i, w in enumerate(wrappers) if not callable(w)]
+    if bad:
+        raise TypeError(f"wrappers[{bad[0]}] ({wrappers[bad[0]]!r:.80}) is not callable; each "
+                        "wrapper is a callable VectorEnv -> VectorEnv")
+    mode = env_kwargs.pop("autoreset_mode", AutoresetMode.SAME_STEP)
+    if mode not in (AutoresetMode.SAME_STEP, AutoresetMode.SAME_STEP.value):
+        raise ValueError(f"autoreset_mode ({mode!r}) must be SAME_STEP in make_sb3_env (SB3 "
+                         "resets in the same step); build SB3VecEnv yourself for DISABLED")
     envs = gym.make_vec(env_id, num_envs=num_envs, autoreset_mode=AutoresetMode.SAME_STEP,
                         **env_kwargs)
-    for wrap in wrappers:
+    for i, wrap in enumerate(wrappers):
         envs = wrap(envs)
+        if not isinstance(envs, VectorEnv):
+            raise TypeError(f"wrappers[{i}] ({wrap!r:.80}) returned {type(envs).__name__}, "
+                            "not a gymnasium VectorEnv")
     return SB3VecEnv(envs)

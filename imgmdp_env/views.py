@@ -41,6 +41,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from imgmdp_env import _checks as check
 from imgmdp_env import _crop_cpu
 
 __all__ = [
@@ -137,10 +138,9 @@ def sample_boxes(
     image_aspect: image width / height in pixels, a float or ``(n,)`` tensor.
     Returns ``(n, 4)`` float32 cxcywh boxes, entirely inside ``[0, 1]^2``.
     """
-    if not (0 < scale[0] <= scale[1] <= 1):
-        raise ValueError(f"scale {scale} must satisfy 0 < min <= max <= 1")
-    if not (0 < ratio[0] <= ratio[1]):
-        raise ValueError(f"ratio {ratio} must satisfy 0 < min <= max")
+    n = check.integer("n", n, 0)
+    scale = check.number_range("scale", scale, 0, 1, lo_open=True)
+    ratio = check.number_range("ratio", ratio, 0, lo_open=True)
     u = torch.rand(n, 4, generator=generator, device=device)
     s = scale[0] + (scale[1] - scale[0]) * u[:, 0]
     log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[:, 1]
@@ -163,8 +163,7 @@ def box_tokens(
     range fall in the edge bins.
     a: ``(..., 4)`` relative boxes. Returns ``(..., 4)`` int64 tokens in ``[0, n_bins)``.
     """
-    if n_bins < 2:
-        raise ValueError(f"n_bins ({n_bins}) must be >= 2")
+    n_bins = check.integer("n_bins", n_bins, 2)
     shift = (a[..., :2] + max_shift) / (2 * max_shift)
     scale = (torch.log(a[..., 2:].clamp(min=1e-6)) + max_log_scale) / (2 * max_log_scale)
     u = torch.cat([shift, scale], dim=-1)
@@ -212,9 +211,9 @@ class ImageBank:
     ) -> None:
         if len(images) == 0:
             raise ValueError("ImageBank needs at least one image")
-        if levels < 1:
-            raise ValueError(f"levels ({levels}) must be >= 1")
-        self.fill = tuple(int(c) for c in fill)
+        levels = check.integer("levels", levels, 1)
+        min_side = check.integer("min_side", min_side, 1)
+        self.fill = check.colour("fill", fill)
         fill_px = np.array(self.fill + (255,), dtype=np.uint8).view(np.int32)[0]
         chunks, table = [], []  # table rows per level: offset, stride(W+2), H, W
         n_levels = []
@@ -302,7 +301,7 @@ def render_views(
                              f"{images.dtype}")
         images = ImageBank(images.permute(0, 2, 3, 1).cpu().numpy(),
                            levels=4 if antialias else 1)
-    h, w = (size, size) if isinstance(size, int) else size
+    h, w = _size(size)
     if boxes.ndim != 2 or boxes.shape[-1] != 4:
         raise ValueError(f"boxes must be (B, 4), got {tuple(boxes.shape)}")
     if image_idx.shape != boxes.shape[:1]:
@@ -320,6 +319,16 @@ def render_views(
                      antialias, out.numpy())
         return out
     return out.copy_(_render_torch(images, image_idx, boxes, h, w, antialias))
+
+
+def _size(size: object) -> tuple[int, int]:
+    """``size`` of :func:`render_views` as ``(h, w)``: the common cases without a call."""
+    if type(size) is int and size >= 1:
+        return size, size
+    if type(size) is tuple and len(size) == 2 and type(size[0]) is int is type(size[1]) and (
+            size[0] >= 1 and size[1] >= 1):
+        return size
+    return check.size_hw("size", size)
 
 
 def _cpu_numpy(t: torch.Tensor, dtype: torch.dtype) -> np.ndarray:

@@ -19,6 +19,7 @@ from gymnasium import spaces
 from gymnasium.vector import VectorActionWrapper, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from imgmdp_env import _checks as check
 from imgmdp_env.env import ImageViewVectorEnv
 
 __all__ = [
@@ -53,6 +54,7 @@ def view_action_table(core: ImageViewVectorEnv, pan: float, zoom: float) -> np.n
     (up/down); at most the env's ``max_pan``. zoom: size ratio per move (zoom in divides both
     sides by it, zoom out multiplies); in ``(1, max_zoom]``. Augmentation dims stay 0 (none).
     """
+    pan, zoom = check.number("pan", pan), check.number("zoom", zoom)
     if not 0 < pan <= core.max_pan:
         raise ValueError(f"pan ({pan}) must be in (0, {core.max_pan}], the env's max_pan")
     if not 1 < zoom <= core.max_zoom:
