@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from imgmdp_env import _checks as check
 from imgmdp_env.datasets.base import ImageDataset
 
 __all__ = ["from_arrays", "pil_to_rgb"]
@@ -123,6 +124,7 @@ def from_arrays(
     integers. Returns images ``(H, W, 3)`` uint8 (a list sharing memory with ``x`` when ``x``
     is already a contiguous channel-last numpy array).
     """
+    name = check.string("name", name)
     if isinstance(x, list | tuple):
         if len(x) == 0:
             raise ValueError("the list of images is empty")
@@ -134,15 +136,11 @@ def from_arrays(
                         "(N, H, W, 3) / (N, 3, H, W) uint8 array or tensor, or a list of PIL "
                         "images or (H, W, 3) uint8 arrays")
     if captions is not None:
-        captions = list(captions)
-        bad = [i for i, c in enumerate(captions) if not isinstance(c, str)]
-        if bad:
-            raise TypeError(f"captions must be strings; item {bad[0]} is "
-                            f"{type(captions[bad[0]]).__name__}")
+        captions = check.string_list("captions", captions)
     if labels is not None:
         labels = _to_numpy(labels)
-        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"labels must be (N,) integers, got {labels.dtype} of shape "
-                             f"{labels.shape}")
+        if labels.ndim != 1 or labels.dtype.kind not in "iu":
+            raise (ValueError if labels.dtype.kind in "iu" else TypeError)(
+                f"labels must be (N,) integers, got {labels.dtype} of shape {labels.shape}")
         labels = labels.astype(np.int64)
     return ImageDataset(images=images, captions=captions, labels=labels, name=name)

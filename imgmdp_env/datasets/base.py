@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from imgmdp_env import _checks as check
 from imgmdp_env.views import ImageBank
 
 
@@ -32,6 +34,10 @@ class ImageDataset:
     _banks: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        self.name = check.string("name", self.name)
+        if isinstance(self.images, str | bytes) or not isinstance(self.images, Sequence):
+            raise TypeError(f"dataset {self.name!r}: images must be a list of (H, W, 3) uint8 "
+                            f"arrays, not {type(self.images).__name__}")
         n = len(self.images)
         if n == 0:
             raise ValueError(f"dataset {self.name!r} has no images")
@@ -39,16 +45,46 @@ class ImageDataset:
             if not isinstance(img, np.ndarray) or img.dtype != np.uint8:
                 raise TypeError(f"dataset {self.name!r}: image {i} must be a uint8 numpy array, "
                                 f"got {type(img).__name__} {getattr(img, 'dtype', '')}")
-            if img.ndim != 3 or img.shape[2] != 3:
+            if img.ndim != 3 or img.shape[2] != 3 or 0 in img.shape:
                 raise ValueError(f"dataset {self.name!r}: image {i} has shape {img.shape}, "
-                                 "expected (H, W, 3)")
-        for key in ("captions", "object_boxes", "object_labels", "labels"):
-            value = getattr(self, key)
-            if value is not None and len(value) != n:
-                raise ValueError(f"dataset {self.name!r}: {key} has {len(value)} entries for "
-                                 f"{n} images")
+                                 "expected (H, W, 3) with H, W >= 1")
+        where = f"dataset {self.name!r}"
+        if self.captions is not None:
+            self.captions = check.string_list(f"{where}: captions", self.captions, n)
+        if self.class_names is not None:
+            self.class_names = check.string_list(f"{where}: class_names", self.class_names)
+        if self.labels is not None:
+            labels = np.asarray(self.labels)
+            if labels.dtype.kind not in "iu" or labels.shape != (n,):
+                raise (TypeError if labels.dtype.kind not in "iu" else ValueError)(
+                    f"{where}: labels must be ({n},) integers, got {labels.dtype} of shape "
+                    f"{labels.shape}")
+            self.labels = labels.astype(np.int64, copy=False)
         if (self.object_boxes is None) != (self.object_labels is None):
-            raise ValueError("object_boxes and object_labels go together")
+            raise ValueError(f"{where}: object_boxes and object_labels go together")
+        if self.object_boxes is not None:
+            self._check_objects(n, where)
+
+    def _check_objects(self, n: int, where: str) -> None:
+        for key in ("object_boxes", "object_labels"):
+            value = getattr(self, key)
+            if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+                raise TypeError(f"{where}: {key} must be a list (one array per image), not "
+                                f"{type(value).__name__}")
+            if len(value) != n:
+                raise ValueError(f"{where}: {key} has {len(value)} entries for {n} images")
+        for i, (b, lab) in enumerate(zip(self.object_boxes, self.object_labels, strict=True)):
+            b, lab = np.asarray(b), np.asarray(lab)
+            if b.dtype.kind not in "iuf" or lab.dtype.kind not in "iu":
+                raise TypeError(f"{where}: image {i} has object_boxes of {b.dtype} and "
+                                f"object_labels of {lab.dtype}; expected numbers and integers")
+            k = lab.shape[0] if lab.ndim == 1 else -1
+            if lab.ndim != 1 or b.shape not in ((k, 4),) + (((0,),) if k == 0 else ()):
+                raise ValueError(f"{where}: image {i} has object_boxes of shape {b.shape} and "
+                                 f"object_labels of shape {lab.shape}; expected (K, 4) and (K,)")
+            if not np.isfinite(b).all() or (b.reshape(-1, 4)[:, 2:] <= 0).any():
+                raise ValueError(f"{where}: image {i} has object boxes {b.tolist()}; boxes "
+                                 "must be finite cxcywh with width and height > 0")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -61,8 +97,9 @@ class ImageDataset:
         return self._banks[key]
 
     def subset(self, indices: np.ndarray | list[int]) -> ImageDataset:
-        """A dataset of the images at ``indices`` with their annotations."""
-        idx = [int(i) for i in indices]
+        """A dataset of the images at ``indices`` (integers in ``[0, len(self))``; floats,
+        bools and out-of-range indices are refused) with their annotations."""
+        idx = check.index_array("indices", indices, len(self)).reshape(-1).tolist()
         pick = lambda xs: None if xs is None else [xs[i] for i in idx]  # noqa: E731
         return ImageDataset(
             images=pick(self.images),

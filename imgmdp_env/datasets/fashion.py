@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from imgmdp_env import _checks as check
 from imgmdp_env.datasets.base import ImageDataset
 from imgmdp_env.datasets.scenes import (
     _background,
@@ -86,9 +87,8 @@ def _find(root: Path, stem: str) -> Path:
 
 def _load_split(split: str, root: str | Path | None) -> tuple[np.ndarray, np.ndarray]:
     """``(N, 28, 28)`` uint8 items and ``(N,)`` int64 labels of one split."""
-    if split not in FILES:
-        raise ValueError(f"split {split!r} is not one of {tuple(FILES)}")
-    root = DEFAULT_ROOT if root is None else Path(root)
+    check.choice("split", split, FILES)
+    root = DEFAULT_ROOT if root is None else Path(check.path_like("root", root))
     prefix = FILES[split]
     images = read_idx(_find(root, f"{prefix}-images-idx3-ubyte"))
     labels = read_idx(_find(root, f"{prefix}-labels-idx1-ubyte"))
@@ -119,6 +119,9 @@ def load_fashion(
     three channels), labels ``(N,)`` int64 into :data:`CLASS_NAMES`, captions
     ``"a photo of a sneaker"``.
     """
+    split = check.choice("split", split, FILES)
+    n = check.optional_integer("n", n, 1)
+    seed = check.seed("seed", seed)
     items, labels = _load_split(split, root)
     if n is not None:
         if not 1 <= n <= len(items):
@@ -208,15 +211,16 @@ def make_fashion_scenes(
     [0, 1], object_labels ``(K,)`` int64 into :data:`CLASS_NAMES`, labels ``(n,)``: the class of
     the largest item. Deterministic in ``(seed, split)``.
     """
-    h, w = (size, size) if isinstance(size, int | np.integer) else (int(size[0]), int(size[1]))
-    if n < 1:
-        raise ValueError(f"n ({n}) must be at least 1")
+    split = check.choice("split", split, FILES)
+    n = check.integer("n", n, 1)
+    h, w = check.size_hw("size", size)
     if min(h, w) < 32:
         raise ValueError(f"size {size} is too small: height and width must be at least 32")
+    min_objects = check.integer("min_objects", min_objects, 1)
+    max_objects = check.integer("max_objects", max_objects, 1)
     if not 1 <= min_objects <= max_objects:
         raise ValueError(f"need 1 <= min_objects ({min_objects}) <= max_objects ({max_objects})")
-    if seed < 0:
-        raise ValueError(f"seed ({seed}) must be non-negative")
+    seed = check.seed("seed", seed)
     items, labels = _load_split(split, root)
     root_seq = np.random.SeedSequence([seed, list(FILES).index(split), 1])
     grids = _background_grids(h, w, root_seq)
