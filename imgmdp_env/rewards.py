@@ -37,19 +37,25 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 from gymnasium.vector.utils import batch_space
 
-from imgmdp_env.datasets import ImageDataset, make_dataset
+from imgmdp_env import _checks as check
+from imgmdp_env.datasets import make_dataset
+from imgmdp_env.goals import (
+    GOAL_MODES,
+    _state,
+    _Task,
+    _views,
+    image_annotations,
+)
 from imgmdp_env.scorers import (
     AnnotationScorer,
     EdgeThumbnail,
     EmbeddingScorer,
     ObjectVisibilityScorer,
     check_scores,
-    check_vocabulary,
     curation_scorer,
 )
 from imgmdp_env.wrappers import view_env_core
@@ -63,7 +69,7 @@ __all__ = [
     "EdgeThumbnail",
     "EmbeddingScorer",
     "ObjectVisibilityScorer",
-        "VectorAnnotationReward",
+    "VectorAnnotationReward",
     "VectorCaptionMatchReward",
     "VectorCurationReward",
     "check_scores",
@@ -71,146 +77,7 @@ __all__ = [
     "image_annotations",
 ]
 
-GOAL_MODES = ("image", "vocabulary")
 _FINAL_KEYS = ("final_obs", "_final_obs", "final_info", "_final_info")
-
-
-def image_annotations(dataset: ImageDataset, vocabulary: list[str]) -> tuple[np.ndarray,
-                                                                             np.ndarray]:
-    """Which vocabulary entries each image carries: its object class names, its label's class
-    name and its caption, matched by exact string.
-
-    Returns ``ids`` ``(N, M)`` int64 (vocabulary indices, padded with -1) and ``counts`` ``(N,)``.
-    """
-    index = {name: i for i, name in enumerate(vocabulary)}
-    names = dataset.class_names or []
-    rows = []
-    for i in range(len(dataset)):
-        own = []
-        if dataset.object_labels is not None:
-            own += [names[c] for c in np.asarray(dataset.object_labels[i]).tolist()
-                    if 0 <= c < len(names)]
-        if dataset.labels is not None and 0 <= int(dataset.labels[i]) < len(names):
-            own.append(names[int(dataset.labels[i])])
-        if dataset.captions is not None:
-            own.append(dataset.captions[i])
-        rows.append(sorted({index[a] for a in own if a in index}))
-    counts = np.array([len(r) for r in rows], np.int64)
-    ids = np.full((len(rows), max(1, int(counts.max()))), -1, np.int64)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = r
-    return ids, counts
-
-
-class _Task:
-    """What the single and vector wrappers share: scorer, vocabulary, goals, observations."""
-
-    def __init__(self, env: Any, scorer: AnnotationScorer, goals: str | int, goal_obs: bool,
-                 terminate_at: float | None, goal_text: bool, owner: str) -> None:
-        if not isinstance(scorer, AnnotationScorer):
-            raise TypeError(f"{owner}: scorer {type(scorer).__name__} is not an AnnotationScorer "
-                            "(a callable (views, image_idx, boxes) -> (B, L) with a vocabulary)")
-        self.scorer, self.owner = scorer, owner
-        self.vocabulary = check_vocabulary(scorer.vocabulary, type(scorer).__name__)
-        self.names = np.array(self.vocabulary, dtype=object)
-        self.index = {name: i for i, name in enumerate(self.vocabulary)}
-        if terminate_at is not None and not 0 < terminate_at <= 1:
-            raise ValueError(f"terminate_at ({terminate_at}) must be in (0, 1] or None")
-        self.terminate_at, self.goal_obs, self.goal_text = terminate_at, goal_obs, goal_text
-        if isinstance(goals, str) and goals in GOAL_MODES:
-            self.mode, self.fixed = goals, None
-        else:
-            self.mode, self.fixed = "fixed", self.resolve(goals)
-        if self.mode == "image":
-            dataset = view_env_core(env).dataset
-            self.ids, self.counts = image_annotations(dataset, self.vocabulary)
-            if self.counts.sum() == 0:
-                raise ValueError(f"{owner}: goals='image' but no image of dataset "
-                                 f"{dataset.name!r} carries an annotation of the vocabulary "
-                                 f"{self.vocabulary[:8]}...; use goals='vocabulary' or a name")
-        self.rng = np.random.default_rng()
-
-    def resolve(self, goal: Any) -> int:
-        """An annotation name or id -> its id; unknown names list the valid ones."""
-        if isinstance(goal, str):
-            if goal not in self.index:
-                shown = self.vocabulary if len(self.vocabulary) <= 40 else (
-                    self.vocabulary[:40] + [f"... ({len(self.vocabulary)} in all)"])
-                raise ValueError(f"{self.owner}: unknown goal {goal!r}; valid goals are the "
-                                 f"sampling modes {list(GOAL_MODES)} or one of {shown}")
-            return self.index[goal]
-        if isinstance(goal, int | np.integer) and 0 <= goal < len(self.vocabulary):
-            return int(goal)
-        raise ValueError(f"{self.owner}: goal {goal!r} must be an annotation name or an id in "
-                         f"[0, {len(self.vocabulary)})")
-
-    def seed(self, seed: int) -> None:
-        self.rng = np.random.default_rng([int(seed), 0x60A1])
-
-    def draw(self, image_idx: np.ndarray) -> np.ndarray:
-        """One goal per image index ``(k,)`` -> ``(k,)`` int64, batched."""
-        k = len(image_idx)
-        if self.mode == "fixed":
-            return np.full(k, self.fixed, np.int64)
-        uniform = self.rng.integers(len(self.vocabulary), size=k)
-        if self.mode == "vocabulary":
-            return uniform
-        c = self.counts[image_idx]
-        j = np.minimum((self.rng.random(k) * c).astype(np.int64), np.maximum(c - 1, 0))
-        return np.where(c > 0, self.ids[image_idx, j], uniform)
-
-    def goals_from_option(self, goal: Any, n: int) -> np.ndarray:
-        if isinstance(goal, str | int | np.integer):
-            return np.full(n, self.resolve(goal), np.int64)
-        goal = list(goal)
-        if len(goal) != n:
-            raise ValueError(f"{self.owner}: options['goal'] has {len(goal)} entries for {n} "
-                             "sub-envs; pass one goal or one per sub-env")
-        return np.array([self.resolve(g) for g in goal], np.int64)
-
-    def score(self, views: np.ndarray, image_idx: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        """views ``(B, 3, h, w)`` uint8, image_idx ``(B,)``, boxes ``(B, 4)`` -> ``(B, L)``."""
-        b = len(views)
-        if b == 0:
-            return np.zeros((0, len(self.vocabulary)), np.float32)
-        out = self.scorer(torch.from_numpy(views), torch.from_numpy(image_idx),
-                          torch.from_numpy(boxes))
-        return check_scores(out, self.scorer, b, len(self.vocabulary)).numpy()
-
-    def reached(self, p_goal: np.ndarray) -> np.ndarray:
-        if self.terminate_at is None:
-            return np.zeros(np.shape(p_goal), bool)
-        return np.asarray(p_goal >= self.terminate_at)
-
-    def observation_space(self, inner: spaces.Space) -> spaces.Space:
-        if not self.goal_obs:
-            return inner
-        goal = spaces.Discrete(len(self.vocabulary))
-        if isinstance(inner, spaces.Dict):
-            return spaces.Dict({**inner.spaces, "goal": goal})
-        return spaces.Dict({"view": inner, "goal": goal})
-
-    def observe(self, obs: Any, goal: Any) -> Any:
-        if not self.goal_obs:
-            return obs
-        goal = np.array(goal, np.int64) if np.ndim(goal) else np.int64(goal)  # batch / single
-        return {**obs, "goal": goal} if isinstance(obs, dict) else {"view": obs, "goal": goal}
-
-
-def _views(obs: Any, owner: str) -> np.ndarray:
-    v = np.asarray(obs["view"] if isinstance(obs, dict) else obs)
-    if v.dtype != np.uint8 or v.ndim < 3 or v.shape[-3] != 3:
-        raise TypeError(f"{owner} reads uint8 (3, h, w) views from the observation, got "
-                        f"{v.dtype} {v.shape}: wrap ImageView-v0 before observation wrappers")
-    return v
-
-
-def _state(info: dict, owner: str) -> tuple[np.ndarray, np.ndarray]:
-    if "image_index" not in info or "box" not in info:
-        raise KeyError(f"{owner} needs info['image_index'] and info['box'] from ImageView-v0; "
-                       f"got keys {sorted(info)}: put reward wrappers directly over the env")
-    return (np.array(info["image_index"], np.int64, ndmin=1),
-            np.array(info["box"], np.float32, ndmin=2))
 
 
 class AnnotationReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
@@ -254,10 +121,8 @@ class AnnotationReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None
               ) -> tuple[Any, dict]:
-        options = dict(options or {})
+        seed, options = self.task.reset_args(seed, options)
         goal = options.pop("goal", None)
-        if seed is not None:
-            self.task.seed(seed)
         obs, info = self.env.reset(seed=seed, options=options)
         idx, boxes = _state(info, type(self).__name__)
         self.goal = int(self.task.goals_from_option(goal, 1)[0] if goal is not None
@@ -344,10 +209,8 @@ class VectorAnnotationReward(VectorWrapper):
               ) -> tuple[Any, dict]:
         """Reset (all, or ``options["reset_mask"]``) and draw their goals (or take
         ``options["goal"]``: one name / id, or one per sub-env)."""
-        options = dict(options or {})
+        seed, options = self.task.reset_args(seed, options)
         goal = options.pop("goal", None)
-        if seed is not None:
-            self.task.seed(seed)
         obs, info = self.env.reset(seed=seed, options=options)
         n = self.num_envs
         mask = np.asarray(options.get("reset_mask", np.ones(n, bool)), bool)
@@ -517,7 +380,7 @@ class _Curation:
         _record(self, curated=curated, curated_kwargs=curated_kwargs, embedding=embedding,
                 prototypes=prototypes, temperature=temperature, goals=goals, goal_obs=goal_obs,
                 terminate_at=terminate_at, goal_text=goal_text)
-        self.curated = make_dataset(curated, **(curated_kwargs or {}))
+        self.curated = make_dataset(curated, **check.mapping("curated_kwargs", curated_kwargs))
         space = env.single_observation_space if isinstance(env, VectorEnv) else (
             env.observation_space)
         view_space = space["view"] if isinstance(space, spaces.Dict) else space

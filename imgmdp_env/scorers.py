@@ -18,13 +18,14 @@ Shipped scorers:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from imgmdp_env import _checks as check
 from imgmdp_env.datasets import ImageDataset
 from imgmdp_env.views import box_intersection, render_views
 
@@ -64,12 +65,17 @@ class AnnotationScorer(Protocol):
 
 def check_vocabulary(vocabulary: Sequence[str], owner: str) -> list[str]:
     """Return ``vocabulary`` as a list, refusing an empty one, non-strings and duplicates."""
-    vocab = list(vocabulary) if vocabulary is not None else []
+    if vocabulary is None or isinstance(vocabulary, str | bytes) or not isinstance(
+            vocabulary, Iterable):
+        raise TypeError(f"{owner}: the vocabulary ({vocabulary!r:.80}) must be a list of "
+                        "strings (one string would be split into characters)")
+    vocab = list(vocabulary.tolist() if isinstance(vocabulary, np.ndarray) else vocabulary)
     if not vocab:
         raise ValueError(f"{owner}: the vocabulary is empty; it needs at least one annotation")
     bad = [v for v in vocab if not isinstance(v, str)]
     if bad:
         raise TypeError(f"{owner}: vocabulary entries must be strings, got {bad[:3]!r}")
+    vocab = [str(v) for v in vocab]
     seen: set[str] = set()
     dup = [v for v in vocab if v in seen or seen.add(v)]
     if dup:
@@ -140,15 +146,16 @@ class ObjectVisibilityScorer:
     """
 
     def __init__(self, dataset: ImageDataset, alpha: float = 0.5) -> None:
+        if not isinstance(dataset, ImageDataset):
+            raise TypeError(f"ObjectVisibilityScorer needs an ImageDataset (e.g. the env's "
+                            f"env.unwrapped.dataset), not {type(dataset).__name__}")
         missing = [k for k in ("object_boxes", "object_labels", "class_names")
                    if getattr(dataset, k, None) is None]
         if missing:
             raise ValueError(f"ObjectVisibilityScorer needs a dataset with object boxes; dataset "
                              f"{_dataset_name(dataset)!r} has no {', '.join(missing)}")
-        if not 0 < alpha <= 1:
-            raise ValueError(f"alpha ({alpha}) must be in (0, 1]")
+        self.alpha = check.number("alpha", alpha, 0, 1, lo_open=True)
         self.vocabulary = check_vocabulary(dataset.class_names, "ObjectVisibilityScorer")
-        self.alpha = float(alpha)
         n, n_cls = len(dataset), len(self.vocabulary)
         k_max = max(1, max(len(b) for b in dataset.object_boxes))
         self.boxes = torch.zeros(n, k_max, 4)
@@ -223,33 +230,41 @@ class EmbeddingScorer:
         temperature: float = 0.07,
         groups: Sequence[int] | np.ndarray | torch.Tensor | None = None,
     ) -> None:
-        self.vocabulary = check_vocabulary(vocabulary, type(self).__name__)
+        name = type(self).__name__
+        self.vocabulary = check_vocabulary(vocabulary, name)
+        if not callable(image_encoder):
+            raise TypeError(f"{name}: image_encoder ({image_encoder!r:.80}) must be callable "
+                            "(B, 3, h, w) uint8 -> (B, D)")
         if (text_embeddings is None) == (text_encoder is None):
-            raise ValueError(f"{type(self).__name__}: pass exactly one of text_embeddings and "
-                             "text_encoder")
-        if not temperature > 0:
-            raise ValueError(f"temperature ({temperature}) must be > 0")
+            raise ValueError(f"{name}: pass exactly one of text_embeddings and text_encoder")
+        if text_encoder is not None and not callable(text_encoder):
+            raise TypeError(f"{name}: text_encoder ({text_encoder!r:.80}) must be callable "
+                            "list[str] -> (L, D)")
+        temperature = check.number("temperature", temperature, 0, lo_open=True)
+        if groups is not None:
+            groups = check.index_array(f"{name}: groups", groups, len(self.vocabulary))
+            if groups.ndim != 1:
+                raise ValueError(f"{name}: groups must be a 1-D list of annotation ids, got "
+                                 f"shape {groups.shape}")
         if text_embeddings is None:
             with torch.no_grad():
                 text_embeddings = text_encoder(self.vocabulary)
-        emb = torch.as_tensor(np.asarray(text_embeddings) if not isinstance(
-            text_embeddings, torch.Tensor) else text_embeddings).detach().float().cpu()
+        try:
+            emb = torch.as_tensor(np.asarray(text_embeddings) if not isinstance(
+                text_embeddings, torch.Tensor) else text_embeddings).detach().float().cpu()
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{name}: annotation embeddings must be a (L, D) tensor or array "
+                            f"of numbers, got {type(text_embeddings).__name__}") from err
         n_rows = len(self.vocabulary) if groups is None else len(groups)
         if emb.ndim != 2 or len(emb) != n_rows or not torch.isfinite(emb).all():
-            raise ValueError(f"{type(self).__name__}: annotation embeddings must be finite with "
+            raise ValueError(f"{name}: annotation embeddings must be finite with "
                              f"shape ({n_rows}, D) (one row per "
                              f"{'annotation' if groups is None else 'group entry'}), got "
                              f"{tuple(emb.shape)}")
-        self.groups = None
-        if groups is not None:
-            self.groups = torch.as_tensor(np.asarray(groups), dtype=torch.int64)
-            if self.groups.ndim != 1 or ((self.groups < 0) | (self.groups >= len(
-                    self.vocabulary))).any():
-                raise ValueError(f"{type(self).__name__}: groups must be ({n_rows},) ints in "
-                                 f"[0, {len(self.vocabulary)})")
+        self.groups = None if groups is None else torch.from_numpy(groups)
         self.image_encoder = image_encoder
         self.text_embeddings = F.normalize(emb, dim=-1)
-        self.temperature = float(temperature)
+        self.temperature = temperature
 
     def __call__(
         self, views: torch.Tensor, image_idx: torch.Tensor, boxes: torch.Tensor
@@ -289,9 +304,7 @@ class EdgeThumbnail:
     """
 
     def __init__(self, size: int = 12) -> None:
-        if size < 1:
-            raise ValueError(f"size ({size}) must be >= 1")
-        self.size = int(size)
+        self.size = check.integer("size", size, 1)
 
     def __call__(self, views: torch.Tensor) -> torch.Tensor:
         x = views[:, 0].float().mul_(0.299 / 255)  # luminance in [0, 1], in place: fast
@@ -324,8 +337,17 @@ def curation_scorer(
     curated: an :class:`ImageDataset`; embedding: ``(B, 3, h, w) uint8 -> (B, D)`` (default
     :class:`EdgeThumbnail`); temperature: of the softmax over cosine similarities.
     """
-    if prototypes not in ("auto", "images", "classes"):
-        raise ValueError(f"prototypes ({prototypes!r}) must be 'auto', 'images' or 'classes'")
+    if not isinstance(curated, ImageDataset):
+        raise TypeError(f"curated must be an ImageDataset (see imgmdp_env.datasets."
+                        f"make_dataset), not {type(curated).__name__}")
+    view_size = check.size_hw("view_size", view_size)
+    if embedding is not None and not callable(embedding):
+        raise TypeError(f"embedding ({embedding!r:.80}) must be None or callable "
+                        "(B, 3, h, w) uint8 -> (B, D)")
+    prototypes = check.choice("prototypes", prototypes, ("auto", "images", "classes"))
+    check.number("temperature", temperature, 0, lo_open=True)
+    per_class = check.integer("per_class", per_class, 1)
+    batch_size = check.integer("batch_size", batch_size, 1)
     labelled = curated.labels is not None and curated.class_names is not None
     if prototypes == "auto":
         prototypes = "classes" if labelled else "images"
