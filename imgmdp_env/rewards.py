@@ -109,6 +109,9 @@ class AnnotationReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
         if isinstance(env, VectorEnv):
             raise TypeError(f"{type(self).__name__} wraps a single env; use "
                             f"Vector{type(self).__name__} for a vector env")
+        if not isinstance(env, gym.Env):
+            raise TypeError(f"{type(self).__name__} wraps a gym.make('ImageView-v0') env, not "
+                            f"{type(env).__name__}")
         gym.utils.RecordConstructorArgs.__init__(  # lets gym.make(env.spec) rebuild the stack
             self, _disable_deepcopy=True, scorer=scorer, goals=goals, goal_obs=goal_obs,
             terminate_at=terminate_at, goal_text=goal_text)
@@ -380,6 +383,7 @@ class _Curation:
         _record(self, curated=curated, curated_kwargs=curated_kwargs, embedding=embedding,
                 prototypes=prototypes, temperature=temperature, goals=goals, goal_obs=goal_obs,
                 terminate_at=terminate_at, goal_text=goal_text)
+        view_env_core(env)  # an ImageView-v0 env underneath, before any work
         self.curated = make_dataset(curated, **check.mapping("curated_kwargs", curated_kwargs))
         space = env.single_observation_space if isinstance(env, VectorEnv) else (
             env.observation_space)

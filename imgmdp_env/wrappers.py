@@ -36,14 +36,15 @@ VIEW_ACTIONS = ("stay", "left", "right", "up", "down", "zoom_in", "zoom_out")
 def view_env_core(env: gym.Env | VectorEnv) -> ImageViewVectorEnv:
     """The natively batched :class:`ImageViewVectorEnv` under any wrapping of ImageView-v0:
     a ``gym.make`` env, a ``gym.make_vec`` env, or a ``SyncVectorEnv`` of single envs."""
-    u = env.unwrapped
+    u = getattr(env, "unwrapped", None)
     if isinstance(u, ImageViewVectorEnv):
         return u
     if isinstance(getattr(u, "core", None), ImageViewVectorEnv):
         return u.core
     if getattr(u, "envs", None):
         return view_env_core(u.envs[0])
-    raise TypeError(f"{type(u).__name__} is not an ImageView-v0 environment: these wrappers need "
+    name = type(env if u is None else u).__name__
+    raise TypeError(f"{name} is not an ImageView-v0 environment: these wrappers need "
                     "gym.make('ImageView-v0') or gym.make_vec('ImageView-v0') underneath")
 
 
@@ -105,6 +106,9 @@ class DiscreteViewActions(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
         if isinstance(env, VectorEnv):
             raise TypeError("DiscreteViewActions wraps a single env; use "
                             "VectorDiscreteViewActions for a vector env")
+        if not isinstance(env, gym.Env):
+            raise TypeError(f"DiscreteViewActions wraps a gym.make('ImageView-v0') env, not "
+                            f"{type(env).__name__}")
         gym.utils.RecordConstructorArgs.__init__(self, pan=pan, zoom=zoom)
         super().__init__(env)
         self.table = view_action_table(view_env_core(env), pan, zoom)

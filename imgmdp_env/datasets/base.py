@@ -35,7 +35,8 @@ class ImageDataset:
 
     def __post_init__(self) -> None:
         self.name = check.string("name", self.name)
-        if isinstance(self.images, str | bytes) or not isinstance(self.images, Sequence):
+        if isinstance(self.images, str | bytes) or not isinstance(self.images,
+                                                                  Sequence | np.ndarray):
             raise TypeError(f"dataset {self.name!r}: images must be a list of (H, W, 3) uint8 "
                             f"arrays, not {type(self.images).__name__}")
         n = len(self.images)
@@ -91,7 +92,7 @@ class ImageDataset:
 
     def bank(self, levels: int = 4, fill: tuple[int, int, int] = (0, 0, 0)) -> ImageBank:
         """The images packed for :func:`imgmdp_env.views.render_views` (built once, cached)."""
-        key = (levels, tuple(fill))
+        key = (check.integer("levels", levels, 1), check.colour("fill", fill))
         if key not in self._banks:
             self._banks[key] = ImageBank(self.images, levels=levels, fill=fill)
         return self._banks[key]

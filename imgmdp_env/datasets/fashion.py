@@ -52,7 +52,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     uint32, then the data. Returns an array of that shape in native byte order, e.g.
     ``(N, 28, 28)`` uint8 for images or ``(N,)`` uint8 for labels.
     """
-    path = Path(path)
+    path = Path(check.path_like("path", path))
     raw = path.read_bytes()
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
