@@ -42,6 +42,8 @@ def action_to_relative(action: torch.Tensor, max_pan: float, max_zoom: float) ->
     ``sw, sh = max_zoom ** a[2:]`` (size ratio per step in ``[1/max_zoom, max_zoom]``).
     The zero action keeps the view. action: ``(..., >=4)``. Returns ``(..., 4)``.
     """
+    max_pan = check.number("max_pan", max_pan, 0, lo_open=True)
+    max_zoom = check.number("max_zoom", max_zoom, 1)
     a = action[..., :BOX_ACTIONS]
     return torch.cat([a[..., :2] * max_pan, torch.exp(a[..., 2:] * math.log(max_zoom))], -1)
 
@@ -453,7 +455,12 @@ class ImageViewEnv(gym.Env):
 
     def __init__(self, render_mode: str | None = None, max_episode_steps: int | None = None,
                  **kwargs: Any) -> None:
-        kwargs.pop("autoreset_mode", None)
+        if "autoreset_mode" in kwargs:  # silently dropped before: the caller got NEXT_STEP
+            raise TypeError(
+                f"autoreset_mode ({kwargs['autoreset_mode']!r}) applies to vector envs, not to "
+                "ImageViewEnv: use gym.make_vec('ImageView-v0', autoreset_mode=...) (the native "
+                "vector env), or vector_kwargs={'autoreset_mode': ...} with "
+                "vectorization_mode='sync' / 'async'")
         self.core = ImageViewVectorEnv(num_envs=1, autoreset_mode=AutoresetMode.DISABLED,
                                        render_mode=render_mode,
                                        max_episode_steps=max_episode_steps, **kwargs)

@@ -114,6 +114,8 @@ BAD_VALUES = {
     "fashion-scenes n 0": (lambda: make_fashion_scenes(n=0), "n (0)"),
     "fashion-scenes seed -1": (lambda: make_fashion_scenes(n=1, seed=-1), "seed (-1)"),
     "fashion n 0": (lambda: load_fashion(n=0), "n (0)"),
+    "action_to_relative max_zoom 0": (lambda: imgmdp_env.action_to_relative(
+        torch.zeros(1, 4), 0.5, 0.0), "max_zoom (0.0)"),
     "make_sb3_env autoreset_mode": (lambda: make_sb3_env(2, autoreset_mode="NextStep", **SMALL),
                                     "autoreset_mode ('NextStep')"),
 }
@@ -193,6 +195,8 @@ WRONG_TYPES = {
     "curation env": (lambda: VectorCurationReward(None, "scenes"), "not an ImageView-v0"),
     "action wrapper env": (lambda: DiscreteViewActions(object()), "not object"),
     "bank fill": (lambda: scenes().bank(fill="black"), "fill ('black')"),
+    "single env autoreset_mode": (lambda: single(autoreset_mode="SameStep"),
+                                  "autoreset_mode ('SameStep') applies to vector envs"),
     "sb3 wrappers callable": (lambda: make_sb3_env(2, wrappers=VectorDiscreteViewActions,
                                                    **SMALL), "wrappers ("),
 }
