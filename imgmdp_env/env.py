@@ -14,8 +14,7 @@ same core (``num_envs=1``).
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -26,7 +25,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from imgmdp_env import _checks as check
-from imgmdp_env.datasets import ImageDataset, make_dataset
+from imgmdp_env.datasets.cache import cached_dataset
 from imgmdp_env.views import apply_relative, clamp_boxes, render_views, sample_boxes
 
 __all__ = ["RESET_OPTIONS", "ImageViewEnv", "ImageViewVectorEnv", "action_to_relative"]
@@ -48,34 +47,6 @@ def action_to_relative(action: torch.Tensor, max_pan: float, max_zoom: float) ->
     return torch.cat([a[..., :2] * max_pan, torch.exp(a[..., 2:] * math.log(max_zoom))], -1)
 
 
-def _freeze(value: Any) -> Any:
-    """A hashable, type-exact key for a kwargs value (lists, dicts and arrays included)."""
-    if isinstance(value, Mapping):
-        return ("dict", tuple(sorted((str(k), _freeze(v)) for k, v in value.items())))
-    if isinstance(value, list | tuple):
-        return (type(value).__name__, tuple(_freeze(v) for v in value))
-    if isinstance(value, np.ndarray):
-        return ("ndarray", value.dtype.str, value.shape, value.tobytes())
-    hash(value)  # TypeError for anything else unhashable: then the dataset is not cached
-    return (type(value).__name__, value)
-
-
-def _dataset(spec: Any, kwargs: dict) -> ImageDataset:
-    key = None
-    if isinstance(spec, str | os.PathLike):
-        try:
-            key = (type(spec).__name__, os.fspath(spec), _freeze(kwargs))
-        except TypeError:
-            key = None
-        if key is not None and key in _DATASET_CACHE:
-            return _DATASET_CACHE[key]
-    ds = make_dataset(spec, **kwargs)
-    if key is not None:  # named / folder datasets are decoded once per process
-        _DATASET_CACHE[key] = ds
-    return ds
-
-
-_DATASET_CACHE: dict[Any, ImageDataset] = {}
 RESET_OPTIONS = ("box", "image_index", "reset_mask")
 
 
@@ -162,7 +133,7 @@ class ImageViewVectorEnv(VectorEnv):
         self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
 
         self.num_envs = num_envs
-        self.dataset = _dataset(dataset, dataset_kwargs)
+        self.dataset = cached_dataset(dataset, dataset_kwargs)
         self.bank = self.dataset.bank(levels=4 if antialias else 1, fill=fill)
         self.max_episode_steps = max_episode_steps
         self.augment, self.obs_mode, self.antialias = augment, obs_mode, antialias

@@ -20,9 +20,9 @@ from imgmdp_env import ImageBank, ImageViewVectorEnv, box_tokens, sample_boxes
 from imgmdp_env._checks import UnknownKeyError
 from imgmdp_env.datasets import ImageDataset, make_dataset
 from imgmdp_env.datasets.arrays import from_arrays
+from imgmdp_env.datasets.cache import _freeze
 from imgmdp_env.datasets.fashion import load_fashion, make_fashion_scenes
 from imgmdp_env.datasets.folder import load_folder, read_coco_captions
-from imgmdp_env.env import _freeze
 from imgmdp_env.rewards import (
     CaptionMatchReward,
     CurationReward,
