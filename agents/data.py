@@ -40,7 +40,8 @@ def simclr_augment(views: torch.Tensor, generator: torch.Generator | None = None
     are SimCLR's at strength 1 (Chen et al. 2020, Appendix A). No blur (the views are small).
 
     views: ``(B, 3, H, W)`` uint8 on any device; generator: a CPU generator for the per-view
-    parameters. Returns ``(B, 3, H, W)`` float in [0, 1] on the views' device.
+    parameters. Returns ``(B, 3, H, W)`` uint8 on the views' device (rounded back to 8 bits,
+    like torchvision's uint8 transforms), so that every view reaches an encoder in one dtype.
     """
     b, dev = views.shape[0], views.device
     u = torch.rand(b, 7, generator=generator).to(dev)
@@ -65,7 +66,8 @@ def simclr_augment(views: torch.Tensor, generator: torch.Generator | None = None
     m = torch.linalg.inv(yiq) @ rot @ yiq  # (B, 3, 3)
     x = torch.einsum("bij,bjhw->bihw", m, x).clamp_(0, 1)
     to_gray = (u[:, 6] < p_gray).view(b, 1, 1, 1)
-    return torch.where(to_gray, (x * gray_w).sum(1, keepdim=True).expand_as(x), x)
+    x = torch.where(to_gray, (x * gray_w).sum(1, keepdim=True).expand_as(x), x)
+    return x.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
 
 
 def pair_index(n: int) -> torch.Tensor:
@@ -130,13 +132,13 @@ class TransitionSampler:
         return render_views(bank, idx, boxes, self.view_size), boxes
 
     def sample_base(self, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-        """``base_views`` ``(V, B, 3, h, w)`` float in [0, 1] (V = 2 for SimCLR/DINO, 1 for
+        """``base_views`` ``(V, B, 3, h, w)`` uint8 (V = 2 for SimCLR/DINO, 1 for
         CLIP), ``base_index`` ``(B,)``, and for CLIP ``captions`` (rows of caption_inputs)."""
         g, b = self.base_gen, self.base_batch
         idx = torch.randint(len(self.base_bank), (b,), generator=g)
         if self.base == "clip":
             views, _ = self._crops(self.base_bank, idx, self.base_scale, g)
-            out = {"base_views": views.to(device).float().div_(255.0)[None],
+            out = {"base_views": views.to(device)[None],
                    "captions": self.caption_inputs[idx].to(device)}
         else:
             views, _ = self._crops(self.base_bank, idx.repeat(2), self.base_scale, g)

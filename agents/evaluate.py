@@ -54,8 +54,11 @@ __all__ = [
     "extract_features",
     "knn_probe",
     "linear_probe",
+    "RawPixels",
     "probe_all",
+    "probe_report",
     "probe_samples",
+    "probe_sets",
     "probe_table",
     "random_twin",
 ]
@@ -219,14 +222,20 @@ def knn_probe(
     temperature: float = 0.07,
     num_classes: int | None = None,
     chunk: int = 1024,
+    standardise: bool = True,
 ) -> float:
     """Test accuracy of weighted cosine kNN (DINO's ``knn_classifier``).
 
     train_x: ``(N, D)``, test_x: ``(M, D)``; labels ``(N,)``, ``(M,)`` int64. Each test feature
     votes with its ``k`` most cosine-similar train features, weighted ``exp(sim / temperature)``.
+    standardise: first standardise each feature with the train statistics (as the linear probe
+    does), so that a few large, constant channels (common in a randomly initialised or briefly
+    trained encoder) do not dominate the cosine.
     """
     c = num_classes or _num_classes(train_y, test_y)
     k = min(k, len(train_y))
+    if standardise:
+        train_x, test_x = _standardise(train_x.float(), test_x.float())
     train_n = F.normalize(train_x.float(), dim=-1)
     correct = 0
     for s in range(0, len(test_y), chunk):
@@ -376,6 +385,91 @@ def probe_all(
 
 
 # ---------------------------------------------------------------------------------------------
+# The protocol: fixed probe sets, baselines beside every result
+# ---------------------------------------------------------------------------------------------
+PROBE_TRAIN, PROBE_TEST = 2048, 1536  # images; scenes: ~2.6 objects each, test SE < 0.01
+PROBE_MAX_SAMPLES = 6000
+N_RANDOM_TWINS = 3
+
+
+class RawPixels(nn.Module):
+    """The raw-pixel baseline as an encoder: a view ``(B, 3, H, W)`` uint8 is area-averaged to
+    ``grid x grid`` pixels in [0, 1]; its tokens are the ``(grid / patch)^2`` patches of
+    ``patch x patch`` pixels ``(B, (grid / patch)^2, 3 patch^2)``, and its pooled feature is all
+    of them, flattened ``(B, 3 grid^2)`` (not a mean: a mean of raw patches would throw away
+    the layout). No parameters, nothing learned."""
+
+    def __init__(self, grid: int = 16, patch: int = 4) -> None:
+        super().__init__()
+        if grid % patch:
+            raise ValueError(f"patch ({patch}) must divide grid ({grid})")
+        self.grid, self.patch = grid, patch
+        self.config = {"kind": "raw", "grid": grid, "patch": patch}
+
+    def forward(self, views: torch.Tensor) -> torch.Tensor:
+        x = F.adaptive_avg_pool2d(views.float().div_(255.0), self.grid)  # (B, 3, g, g)
+        p, n = self.patch, self.grid // self.patch
+        x = x.view(len(x), 3, n, p, n, p).permute(0, 2, 4, 1, 3, 5)
+        return x.reshape(len(views), n * n, 3 * p * p)
+
+    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens.flatten(1)
+
+
+def probe_sets(name: str = "scenes", n_train: int = PROBE_TRAIN, n_test: int = PROBE_TEST,
+               image_size: int = 96) -> tuple[ImageDataset, ImageDataset]:
+    """The fixed probe data of a dataset: ``(train, test)``, seeded by
+    :data:`imgmdp_env.datasets.splits.PROBE_SEED`, never by a training seed, so every run and
+    every baseline is measured on the same labelled images. On ``scenes`` the probe's train
+    images come from the ``val`` split: neither the pre-training images (``train``) nor the
+    test images."""
+    from imgmdp_env.datasets.splits import PROBE_SEED, load_split
+
+    train_split = "val" if name == "scenes" else "train"
+    train = load_split(name, train_split, n_train, image_size, PROBE_SEED + 1)
+    return train, load_split(name, "test", n_test, image_size, PROBE_SEED)
+
+
+def probe_report(
+    encoder: nn.Module | None,
+    train_ds: ImageDataset,
+    test_ds: ImageDataset,
+    view_size: int = 64,
+    n_random: int = N_RANDOM_TWINS,
+    raw_pixels: bool = True,
+    max_samples: int | None = PROBE_MAX_SAMPLES,
+    probes: Sequence[str] = PROBES,
+    label: str = "trained",
+) -> dict[str, dict[str, float]]:
+    """Probe accuracies of ``encoder`` beside its baselines, on the same samples.
+
+    Rows: ``label`` (the encoder; left out if None), ``"random init"`` (the mean over
+    ``n_random`` randomly initialised twins, seeds 0..n_random-1, with ``"<probe>_sd"`` their
+    standard deviation; needs ``encoder`` or is left out) and ``"raw pixels"``
+    (:class:`RawPixels`). Each row also has ``"n_test"`` (test samples) so a reader can compute
+    the standard error ``sqrt(acc (1 - acc) / n_test)``. The probes' own seeds are fixed (0).
+    """
+    kw = dict(view_size=view_size, max_samples=max_samples, seed=0, probes=probes)
+    n_test = float(len(probe_samples(test_ds, max_samples=max_samples, seed=0)[2]))
+    out: dict[str, dict[str, float]] = {}
+    if encoder is not None:
+        out[label] = {**probe_all(encoder, train_ds, test_ds, **kw), "n_test": n_test}
+        if n_random > 0:
+            runs = [probe_all(random_twin(encoder, seed), train_ds, test_ds, **kw)
+                    for seed in range(n_random)]
+            row: dict[str, float] = {}
+            for p in runs[0]:
+                vals = np.array([r[p] for r in runs])
+                row[p] = float(vals.mean())
+                row[f"{p}_sd"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+            out["random init"] = {**row, "n_test": n_test}
+    if raw_pixels:
+        raw = RawPixels().to(_device_of(encoder) if encoder is not None else "cpu")
+        out["raw pixels"] = {**probe_all(raw, train_ds, test_ds, **kw), "n_test": n_test}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------------------------
 @dataclass
@@ -384,22 +478,22 @@ class Args:
     """checkpoint.pt (or its run folder) from agents/train_value.py (None: a random --kind)"""
     dataset: str = "scenes"
     """labelled dataset: "scenes", "fashion", "fashion-scenes" (object or image classes)"""
-    n_train: int = 1024
-    """images in the probes' train split (scenes: generated; others: a seeded subset)"""
-    n_test: int = 512
-    """images in the probes' test split"""
+    n_train: int = PROBE_TRAIN
+    """images in the fixed probe train set (scenes: generated; others: a seeded subset)"""
+    n_test: int = PROBE_TEST
+    """images in the fixed probe test set"""
     image_size: int = 96
     """size of generated scene images in pixels (scenes only)"""
     view_size: int | None = None
     """side of the probe views in pixels (None: the encoder's image_size, else 64)"""
-    max_samples: int = 4000
+    max_samples: int = PROBE_MAX_SAMPLES
     """at most this many samples (objects or images) per split"""
     kind: Literal["cnn", "vit", "vits16"] = "cnn"
     """encoder architecture when no checkpoint is given"""
-    random_baseline: bool = True
-    """also probe a randomly initialised encoder of the same architecture"""
-    seed: int = 0
-    """seed of the sample subsets, the probes and the random encoder"""
+    random_twins: int = N_RANDOM_TWINS
+    """randomly initialised twins of the checkpoint's architecture probed beside it (mean, sd)"""
+    raw_pixels: bool = True
+    """also probe raw pixels (16x16 per view) as a baseline"""
     threads: int = 2
     """torch CPU threads"""
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -421,11 +515,16 @@ def random_twin(encoder: nn.Module, seed: int = 0) -> nn.Module:
 
 
 def probe_table(results: dict[str, dict[str, float]]) -> str:
-    """A markdown table of probe accuracies, one row per encoder:
-    ``{"checkpoint": {"linear": .., "knn": .., "attentive": ..}, "random init": {...}}``."""
-    lines = ["| encoder | " + " | ".join(PROBES) + " |", "|---|" + "---:|" * len(PROBES)]
+    """A markdown table of probe accuracies, one row per encoder, as :func:`probe_report`
+    returns them (``"<probe>_sd"`` shown as ``+- sd``; ``n_test`` gives the standard error
+    column, the noise of one accuracy from the finite test set at accuracy 0.5)."""
+    lines = ["| encoder | " + " | ".join(PROBES) + " | test samples (SE) |",
+             "|---|" + "---:|" * (len(PROBES) + 1)]
     for name, acc in results.items():
-        cells = [f"{acc[p]:.3f}" if p in acc else "-" for p in PROBES]
+        cells = [(f"{acc[p]:.3f}" + (f" +- {acc[p + '_sd']:.3f}" if p + "_sd" in acc else ""))
+                 if p in acc else "-" for p in PROBES]
+        n = acc.get("n_test")
+        cells.append(f"{int(n)} ({0.5 / math.sqrt(n):.3f})" if n else "-")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -434,36 +533,26 @@ def _main(args: Args) -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device if args.device != "auto"
                           else "cuda" if torch.cuda.is_available() else "cpu")
-    encoders: dict[str, nn.Module] = {}
     if args.checkpoint is not None:
         from agents.ab import load_encoder
 
         path = args.checkpoint / "checkpoint.pt" if args.checkpoint.is_dir() else args.checkpoint
-        encoders[f"checkpoint {path}"] = load_encoder(path, device)
-        if args.random_baseline:
-            encoders["random init"] = random_twin(encoders[next(iter(encoders))], args.seed)
+        encoder, label = load_encoder(path, device), f"checkpoint {path}"
     else:
         from agents.networks import make_encoder
 
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(args.seed)
-            encoders[f"random init ({args.kind})"] = make_encoder(
-                args.kind, image_size=args.view_size or 64).to(device)
-    first = next(iter(encoders.values()))
-    view = args.view_size or int(getattr(first, "image_size", 64))
-    from agents.train_utils import load_dataset
-
+        encoder = random_twin(make_encoder(args.kind, image_size=args.view_size or 64), 0)
+        encoder, label = encoder.to(device), f"random init ({args.kind}, seed 0)"
+    view = args.view_size or int(getattr(encoder, "image_size", 64))
     t0 = time.perf_counter()
-    train = load_dataset(args.dataset, "train", args.n_train, args.image_size, args.seed)
-    test = load_dataset(args.dataset, "test", args.n_test, args.image_size, args.seed)
+    train, test = probe_sets(args.dataset, args.n_train, args.n_test, args.image_size)
     print(f"data: {args.dataset}, {len(train)} train / {len(test)} test images "
           f"({time.perf_counter() - t0:.1f} s); views {view}x{view}; device {device}")
-    results = {}
-    for name, encoder in encoders.items():
-        t0 = time.perf_counter()
-        results[name] = probe_all(encoder, train, test, view_size=view,
-                                  max_samples=args.max_samples, seed=args.seed)
-        print(f"probed {name} in {time.perf_counter() - t0:.1f} s")
+    t0 = time.perf_counter()
+    results = probe_report(encoder, train, test, view_size=view, label=label,
+                           n_random=args.random_twins if args.checkpoint is not None else 0,
+                           raw_pixels=args.raw_pixels, max_samples=args.max_samples)
+    print(f"probed in {time.perf_counter() - t0:.1f} s")
     print(probe_table(results))
 
 

@@ -3,12 +3,14 @@
 Contract (relied on by ``agents/evaluate.py`` and ``agents/sb3_extractor.py``)::
 
     encoder = make_encoder("cnn", image_size=64)      # or "vit", "vits16"
-    tokens = encoder(views)         # views (B, 3, H, W) uint8 (or float in [0, 1]) -> (B, T, D)
+    tokens = encoder(views)         # views (B, 3, H, W) uint8 -> tokens (B, T, D)
     feature = encoder.pool(tokens)  # (B, D), the mean over tokens
     encoder.embed_dim == D; encoder.num_tokens == T; encoder.image_size == H == W
 
-Inputs are normalised inside the encoder, so callers pass raw views from
-:func:`imgmdp_env.views.render_views`.
+One input contract: views are uint8 in [0, 255], as :func:`imgmdp_env.views.render_views`
+and the environment produce them, and are normalised once, inside the encoder. Float input is
+refused (a float tensor could be in [0, 1] or [0, 255]; guessing the scale silently gave some
+views 255x the brightness of others when uint8 and float batches were concatenated).
 
 The annotation decoder follows the paper (Ghosh & Levine 2025, Sec. 4): the relative box
 ``a = bb_{i->j}`` is discretised into 4 tokens by :func:`imgmdp_env.views.box_tokens`, each
@@ -45,7 +47,7 @@ STD = (0.229, 0.224, 0.225)
 
 
 class Encoder(nn.Module):
-    """Base class: views ``(B, 3, H, W)`` uint8 or float in [0, 1] -> tokens ``(B, T, D)``.
+    """Base class: views ``(B, 3, H, W)`` uint8 -> tokens ``(B, T, D)``.
 
     Subclasses implement :meth:`tokens` on normalised float views and set ``embed_dim``,
     ``num_tokens`` and ``image_size``.
@@ -61,10 +63,13 @@ class Encoder(nn.Module):
         self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
 
     def normalise(self, views: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, H, W)`` uint8 in [0, 255] or float in [0, 1] -> standardised float."""
-        if views.dtype == torch.uint8:
-            views = views.float().div_(255.0)
-        return (views - self.mean) / self.std
+        """``(B, 3, H, W)`` uint8 in [0, 255] -> standardised float32 (per-channel mean / std)."""
+        if views.dtype != torch.uint8:
+            raise TypeError(
+                f"encoder views must be uint8 in [0, 255], got {views.dtype}: pass the views as "
+                "render_views / the environment give them (float views in [0, 1]: "
+                "(views * 255).round().to(torch.uint8))")
+        return (views.float().div_(255.0) - self.mean) / self.std
 
     def tokens(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

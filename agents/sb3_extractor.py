@@ -20,7 +20,8 @@ or not, SB3's orthogonal initialisation (``ortho_init``) is kept off the encoder
 overwrite the pre-trained weights.
 
 SB3 divides uint8 image observations by 255 (``normalize_images=True``, its default), so the
-encoder receives floats in ``[0, 1]``, which the project's encoders accept as they accept uint8.
+extractor receives floats in ``[0, 1]``; it turns them back into the uint8 views they were
+(``x * 255`` rounded: exact, since they were ``uint8 / 255``), the encoders' one input contract.
 """
 
 from __future__ import annotations
@@ -160,12 +161,15 @@ class PretrainedViewExtractor(BaseFeaturesExtractor):
         return self
 
     def _pooled(self, views: torch.Tensor) -> torch.Tensor:
-        """views ``(B, 3, H, W)`` float in [0, 1] (or uint8) -> ``(B, D)``."""
-        if views.is_floating_point() and views.numel() and views.amax() > 1.0 + 1e-3:
-            raise ValueError(
-                "PretrainedViewExtractor: views arrive as floats above 1 (max "
-                f"{views.amax().item():.1f}); the encoder expects floats in [0, 1] or uint8. "
-                "Keep SB3's default normalize_images=True in policy_kwargs.")
+        """views ``(B, 3, H, W)`` float in [0, 1] (SB3's normalised images) or uint8
+        -> ``(B, D)``."""
+        if views.is_floating_point():
+            if views.numel() and views.amax() > 1.0 + 1e-3:
+                raise ValueError(
+                    "PretrainedViewExtractor: views arrive as floats above 1 (max "
+                    f"{views.amax().item():.1f}); the encoder expects floats in [0, 1] or uint8. "
+                    "Keep SB3's default normalize_images=True in policy_kwargs.")
+            views = views.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
             return self.encoder.pool(self.encoder(views))
 

@@ -16,7 +16,8 @@ from agents.ab import ABAgent, ABConfig, value_accuracy_by_iou
 from agents.data import TransitionSampler
 from agents.networks import make_encoder
 from agents.text import WordTokenizer
-from imgmdp_env.datasets import ImageDataset, make_dataset
+from imgmdp_env.datasets import ImageDataset
+from imgmdp_env.datasets.splits import load_split
 
 __all__ = [
     "atomic_save",
@@ -25,7 +26,6 @@ __all__ = [
     "cosine_schedule",
     "final_report",
     "load_checkpoint",
-    "load_dataset",
     "make_optimizer",
     "save_checkpoint",
 ]
@@ -49,25 +49,12 @@ def atomic_save(obj: dict, path: str) -> None:
     os.replace(tmp, path)
 
 
-def load_dataset(name: str, split: str, n: int, size: int, seed: int) -> ImageDataset:
-    """A named dataset's split (``n`` images; generated sources are deterministic in seed),
-    or a folder of images (no split: the same images for both)."""
-    if name == "scenes":
-        return make_dataset("scenes", n=n, size=size, seed=seed, split=split)
-    if name == "fashion-scenes":
-        return make_dataset(name, split=split, n=n, size=size, seed=seed)
-    ds = make_dataset(name, split=split) if name == "fashion" else make_dataset(name)
-    if len(ds) > n:
-        ds = ds.subset(np.sort(np.random.default_rng(seed).choice(len(ds), n, replace=False)))
-    return ds
-
-
 def build_datasets(args) -> dict[str, ImageDataset]:
     """``{"base": ..., "boot": ...}``: the training images (one object when coupled)."""
-    base = load_dataset(args.dataset, "train", args.dataset_size, args.image_size, args.seed)
+    base = load_split(args.dataset, "train", args.dataset_size, args.image_size, args.seed)
     boot = base
     if args.boot_dataset and args.boot_dataset != args.dataset:
-        boot = load_dataset(args.boot_dataset, "train", args.dataset_size, args.image_size,
+        boot = load_split(args.boot_dataset, "train", args.dataset_size, args.image_size,
                             args.seed)
     return {"base": base, "boot": boot}
 
@@ -183,12 +170,12 @@ def _plot(run_dir: Path, log: list[dict], value_acc: dict, probes: dict) -> None
     fig.savefig(run_dir / "value_accuracy_iou.png", dpi=100)
     plt.close(fig)
     if probes:
-        names = list(next(iter(probes.values())))
+        names = [p for p in ("linear", "knn", "attentive") if p in next(iter(probes.values()))]
         fig, ax = plt.subplots(figsize=(5, 3.5))
         width = 0.8 / len(probes)
         for k, (label, acc) in enumerate(probes.items()):
             ax.bar(np.arange(len(names)) + k * width, [acc[n] for n in names], width,
-                   label=label)
+                   yerr=[acc.get(f"{n}_sd", 0.0) for n in names], label=label)
         ax.set_xticks(np.arange(len(names)) + width * (len(probes) - 1) / 2, names)
         ax.set(ylabel="test accuracy", title="frozen-encoder probes")
         ax.legend()
@@ -199,45 +186,28 @@ def _plot(run_dir: Path, log: list[dict], value_acc: dict, probes: dict) -> None
 
 def final_report(args, agent: ABAgent, data: dict[str, ImageDataset], run_dir: Path,
                  writer=None) -> dict:
-    """Value accuracy by IoU on test images, probes of the trained vs a random encoder, plots,
-    and ``summary.json``. Prints a table; returns the summary."""
+    """Value accuracy by IoU on the fixed probe test images, probes of the trained encoder
+    beside random-init twins and raw pixels (:func:`agents.evaluate.probe_report`), plots, and
+    ``summary.json``. Prints both tables; returns the summary."""
+    from agents.evaluate import probe_report, probe_sets, probe_table
+
     name = args.probe_dataset or args.boot_dataset or args.dataset
-    test = load_dataset(name, "test", args.probe_test, args.image_size, args.seed)
-    test_sampler = TransitionSampler(
-        test, base=args.base, view_size=args.view_size, base_batch=args.base_batch,
-        boot_images=args.boot_images or max(args.base_batch // 8, 1), n_views=args.n_views,
-        boot_scale=tuple(args.boot_scale), base_scale=tuple(args.base_scale),
-        candidates=args.candidates, n_random=args.n_random,
-        caption_inputs=agent.caption_inputs(test.captions), seed=args.seed)
-    value_acc = value_accuracy_by_iou(agent, test_sampler, n_batches=8, seed=args.seed)
-    print("value accuracy by IoU (test images): " + ", ".join(
+    train, test = probe_sets(name, args.probe_train, args.probe_test, args.image_size)
+    value_acc = value_accuracy_by_iou(agent, test, n_batches=args.value_batches, seed=0)
+    print("value accuracy by IoU (probe test images): " + ", ".join(
         f"{k[4:]}: {v:.3f}" for k, v in value_acc.items() if k.startswith("iou_"))
         + f" (chance {value_acc['chance']:.3f}, majority {value_acc['majority']:.3f})")
     probes: dict[str, dict[str, float]] = {}
     labelled = test.labels is not None or test.object_boxes is not None
-    if args.probe and labelled:
-        try:
-            from agents.evaluate import probe_all
-        except ImportError:
-            print("agents.evaluate.probe_all is not available: probes skipped")
-            probe_all = None
-        if probe_all is not None:
-            train = load_dataset(name, "train", args.probe_train, args.image_size, args.seed)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(args.seed + 12345)
-                random_enc = make_encoder(**agent.encoder.config)
-            device = next(agent.parameters()).device
-            for label, enc in (("trained", agent.encoder), ("random init", random_enc)):
-                was = enc.training
-                probes[label] = probe_all(enc.to(device).eval(), train, test,
-                                          view_size=args.view_size,
-                                          max_samples=args.probe_max_samples, seed=args.seed)
-                enc.train(was)
-            keys = list(probes["trained"])
-            print(f"\nprobe accuracy on {name} (test split):")
-            print("| encoder | " + " | ".join(keys) + " |")
-            for label, acc in probes.items():
-                print(f"| {label} | " + " | ".join(f"{acc[k]:.3f}" for k in keys) + " |")
+    if not args.probe:
+        print("probes skipped (--no-probe)")
+    elif not labelled:
+        print(f"probes skipped: {name!r} has no labels or object boxes to classify")
+    else:
+        probes = probe_report(agent.encoder, train, test, view_size=args.view_size,
+                              n_random=args.random_twins, max_samples=args.probe_max_samples)
+        print(f"\nprobe accuracy on {name} (fixed probe sets, test split):")
+        print(probe_table(probes))
     log = [json.loads(ln) for ln in (run_dir / "log.jsonl").read_text().splitlines() if ln]
     _plot(run_dir, log, value_acc, probes)
     summary = {"step": args.total_steps, "value_accuracy_by_iou": value_acc, "probes": probes,

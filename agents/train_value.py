@@ -34,6 +34,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from agents.evaluate import PROBE_MAX_SAMPLES, PROBE_TEST, PROBE_TRAIN  # noqa: E402
 from agents.train_utils import (  # noqa: E402
     build_agent,
     build_datasets,
@@ -169,12 +170,16 @@ class Args:
     """at the end, probe the trained and a random encoder (linear, kNN, attentive)"""
     probe_dataset: str = ""
     """labelled probe data (empty: the bootstrapping dataset)"""
-    probe_train: int = 512
-    """images of the probes' train split"""
-    probe_test: int = 256
-    """images of the probes' test split"""
-    probe_max_samples: int = 2000
+    probe_train: int = PROBE_TRAIN
+    """images of the fixed probe train set (the same for every run and seed)"""
+    probe_test: int = PROBE_TEST
+    """images of the fixed probe test set (also the value-accuracy images)"""
+    probe_max_samples: int = PROBE_MAX_SAMPLES
     """at most this many probe samples (objects or images) per split"""
+    random_twins: int = 3
+    """randomly initialised encoders probed beside the trained one (their mean and sd)"""
+    value_batches: int = 16
+    """bootstrap batches of probe test images for the value accuracy by IoU"""
 
 
 PRESETS = {
@@ -183,8 +188,7 @@ PRESETS = {
         preset="gpu-vits16", encoder="vits16", view_size=224, image_size=256, dataset_size=20000,
         base_batch=256, total_steps=20000, lr=5e-4, min_lr=1e-6, warmup_steps=1000,
         proj_dim=256, proj_hidden=2048, decoder_width=384, decoder_heads=6, n_prototypes=4096,
-        log_every=50, checkpoint_every=1000, probe_train=4096, probe_test=1024,
-        probe_max_samples=8000, threads=8,
+        log_every=50, checkpoint_every=1000, probe_max_samples=8000, threads=8,
     ),
 }
 

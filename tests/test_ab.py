@@ -48,7 +48,7 @@ def test_sampler_batch_is_the_environment_dynamics(dataset):
     _, sampler = make(dataset)
     b = sampler.sample()
     assert b["base_views"].shape == (2, 8, 3, VIEW, VIEW)
-    assert b["base_views"].dtype == torch.float32 and 0 <= b["base_views"].min()
+    assert b["base_views"].dtype == torch.uint8  # one dtype for every view (the encoder's)
     assert b["boot_views"].shape == (6, 3, VIEW, VIEW) and b["boot_views"].dtype == torch.uint8
     boxes, actions = b["boot_boxes"], b["actions"].view(2, 3, 2, 4)
     # the action from view i to its s-th other view lands exactly on that view's box
@@ -71,10 +71,11 @@ def test_simclr_augment_is_seeded_and_in_range():
     views = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8)
     x = simclr_augment(views, torch.Generator().manual_seed(0))
     y = simclr_augment(views, torch.Generator().manual_seed(0))
-    assert torch.equal(x, y) and x.shape == views.shape and 0 <= x.min() and x.max() <= 1
+    assert torch.equal(x, y) and x.shape == views.shape and x.dtype == torch.uint8
     none = simclr_augment(views, torch.Generator().manual_seed(0), jitter=0, hue=0, p_gray=0)
-    flipped = (none - views.float() / 255).abs().amax((1, 2, 3)) > 1e-6
-    assert torch.allclose(none[flipped], views.float().flip(-1)[flipped] / 255, atol=1e-5)
+    flipped = (none != views).flatten(1).any(1)
+    assert torch.equal(none[flipped], views.flip(-1)[flipped])  # the identity or a flip, exactly
+    assert torch.equal(none[~flipped], views[~flipped])
 
 
 def test_ema_update():
@@ -112,6 +113,18 @@ def test_target_gets_no_gradient_and_follows_the_ema(dataset, base):
     for b, t, o in zip(before, agent.target.parameters(), agent.online.parameters(),
                        strict=True):
         assert torch.allclose(t, 0.5 * b + 0.5 * o, atol=1e-6)
+
+
+@pytest.mark.parametrize("base", ["simclr", "clip", "dino"])
+def test_every_encoder_pass_of_a_step_gets_uint8_views(dataset, base):
+    """Base crops (augmented) and bootstrap views reach the online and the target encoder in
+    the one input dtype, so a joint pass never promotes one part to another scale."""
+    agent, sampler = make(dataset, base=base)
+    seen = []
+    for enc in (agent.online.encoder, agent.target.encoder):
+        enc.register_forward_pre_hook(lambda m, args: seen.append(args[0].dtype))
+    agent.loss(sampler.sample())
+    assert len(seen) >= 2 and all(d == torch.uint8 for d in seen), seen
 
 
 @pytest.mark.parametrize("base,cand,mode", [("simclr", "views", "annotation"),

@@ -111,7 +111,9 @@ def test_scene_boxes_are_where_the_objects_are():
         inside_fracs.append(near[mask].mean())
         outside_fracs.append(near[~mask].mean())
     inside, outside = np.array(inside_fracs), np.array(outside_fracs)
-    assert np.median(inside) > 0.4 and inside.min() > 0.2  # typically 0.5 and 0.3
+    # textured fills (half the pattern is a shade of the colour) and turned shapes (which
+    # fill less of their axis-aligned box) leave about a third of the box near the colour
+    assert np.median(inside) > 0.2 and inside.min() > 0.02  # typically 0.3 and 0.1
     assert np.median(outside) < 0.002 and outside.max() < 0.02  # typically 0 and 0.003
 
 

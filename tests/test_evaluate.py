@@ -8,12 +8,15 @@ from torch import nn
 
 from agents.evaluate import (
     AttentiveProbe,
+    RawPixels,
     attentive_probe,
     extract_features,
     knn_probe,
     linear_probe,
     probe_all,
+    probe_report,
     probe_samples,
+    probe_sets,
 )
 from imgmdp_env.datasets import ImageDataset
 
@@ -192,7 +195,8 @@ def test_knn_matches_a_hand_written_reference():
                  for c in range(3)]
         pred.append(int(np.argmax(votes)))
     ref = float(np.mean(np.array(pred) == yte.numpy()))
-    assert knn_probe(tr, ytr, te, yte, k=5, temperature=0.1, chunk=7) == pytest.approx(ref)
+    assert knn_probe(tr, ytr, te, yte, k=5, temperature=0.1, chunk=7,
+                     standardise=False) == pytest.approx(ref)
 
 
 def test_linear_and_attentive_probes_are_deterministic():
@@ -232,11 +236,69 @@ def test_cli_prints_the_checkpoint_beside_a_random_encoder(tmp_path, make_checkp
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run(
         [sys.executable, str(root / "agents" / "evaluate.py"), "--checkpoint",
-         str(tmp_path), "--n-train", "12", "--n-test", "6", "--threads", "1"],
+         str(tmp_path), "--n-train", "12", "--n-test", "6", "--random-twins", "2",
+         "--threads", "1"],
         capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     rows = [ln for ln in out.stdout.splitlines() if ln.startswith("| ")]
     assert rows[0].split("|")[2:5] == [" linear ", " knn ", " attentive "]
-    assert "checkpoint" in rows[1] and "random init" in rows[2]
-    accs = [float(x) for row in rows[1:] for x in row.split("|")[2:5]]
+    assert "checkpoint" in rows[1] and "random init" in rows[2] and "raw pixels" in rows[3]
+    assert "+-" in rows[2]  # the twins' spread
+    accs = [float(x.split("+-")[0]) for row in rows[2:] for x in row.split("|")[2:5]]
     assert len(accs) == 6 and all(0 <= a <= 1 for a in accs)
+
+
+# ---------------------------------------------------------------------------------------------
+# The probe protocol
+# ---------------------------------------------------------------------------------------------
+def test_probe_sets_are_fixed_and_apart_from_the_training_images():
+    from imgmdp_env.datasets.splits import load_split
+
+    train, test = probe_sets("scenes", 6, 5, 48)
+    again_train, again_test = probe_sets("scenes", 6, 5, 48)
+    assert all(np.array_equal(a, b) for a, b in zip(train.images, again_train.images,
+                                                    strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(test.images, again_test.images, strict=True))
+    seen = {img.tobytes() for seed in (0, 1, 2) for img in
+            load_split("scenes", "train", 6, 48, seed).images}  # what training seeds draw
+    assert not seen & {img.tobytes() for img in train.images + test.images}
+    assert not {i.tobytes() for i in train.images} & {i.tobytes() for i in test.images}
+
+
+def test_raw_pixels_tokens_are_patches_and_pooled_is_all_of_them():
+    raw = RawPixels(grid=8, patch=4)
+    views = torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
+    views[0, 1, 16:, :16] = 255  # green bottom-left quarter = patch (1, 0) of the 2x2 grid
+    tokens = raw(views)
+    assert tokens.shape == (1, 4, 48)
+    lit = tokens.view(1, 4, 3, 16).amax(-1)  # (1, patch, channel)
+    assert lit[0, 2, 1] == 1 and lit.sum() == 1
+    assert raw.pool(tokens).shape == (1, 192)
+    with pytest.raises(ValueError, match="divide"):
+        RawPixels(grid=10, patch=4)
+
+
+def test_knn_standardises_so_a_loud_channel_does_not_drown_the_signal():
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 2, (400,), generator=g)
+    loud = 30 * torch.randn(400, 2, generator=g)  # label-free channels, 30x the signal's scale
+    x = torch.cat([loud, (y + 0.1 * torch.randn(400, generator=g))[:, None]], 1)
+    plain = knn_probe(x[:300], y[:300], x[300:], y[300:], standardise=False)
+    assert knn_probe(x[:300], y[:300], x[300:], y[300:]) > 0.85 and plain < 0.7
+
+
+def test_probe_report_puts_the_twins_mean_and_raw_pixels_beside_the_encoder():
+    from agents.evaluate import random_twin
+    from agents.networks import make_encoder
+
+    train, test = colour_scenes(20, 0), colour_scenes(10, 1)
+    enc = make_encoder("cnn", 32, widths=(8, 16))
+    rep = probe_report(enc, train, test, view_size=32, n_random=2, probes=("linear", "knn"))
+    assert list(rep) == ["trained", "random init", "raw pixels"]
+    twins = [probe_all(random_twin(enc, s), train, test, view_size=32, probes=("linear", "knn"),
+                       seed=0, max_samples=6000) for s in (0, 1)]
+    for p in ("linear", "knn"):
+        vals = np.array([t[p] for t in twins])
+        assert rep["random init"][p] == pytest.approx(vals.mean())
+        assert rep["random init"][f"{p}_sd"] == pytest.approx(vals.std(ddof=1))
+    assert rep["trained"]["n_test"] == 20  # 2 objects per test image

@@ -17,8 +17,9 @@ def test_encoder_contract(kind):
     assert tokens.shape == (3, enc.num_tokens, enc.embed_dim)
     assert enc.pool(tokens).shape == (3, enc.embed_dim)
     assert torch.allclose(enc.pool(tokens), tokens.mean(1))
-    # uint8 and float in [0, 1] are the same input
-    assert torch.allclose(enc(views.float() / 255), tokens, atol=1e-5)
+    # one input contract: uint8; a float batch (whose scale cannot be known) is refused
+    with pytest.raises(TypeError, match="uint8"):
+        enc(views.float() / 255)
     # each view's tokens depend on that view only (no batch statistics)
     assert torch.allclose(enc(views[:1]), tokens[:1], atol=1e-5)
     twin = make_encoder(**enc.config)
@@ -92,3 +93,20 @@ def test_word_tokenizer_and_text_encoder():
     # padding does not change a caption's embedding
     short = enc(ids[1:2, :4])
     assert torch.allclose(short, out[1:2], atol=1e-5)
+
+
+@pytest.mark.parametrize("kind,size", [("cnn", 32), ("vit", 32), ("vits16", 224)])
+def test_one_batched_pass_equals_separate_passes(kind, size):
+    """The agent encodes base crops and bootstrap views in one call (``ab._encode``): for every
+    encoder kind this must give each part the tokens a separate pass gives it."""
+    from agents.ab import _encode
+    from agents.data import simclr_augment
+
+    torch.manual_seed(0)
+    enc = make_encoder(kind, image_size=size).eval()
+    raw = torch.randint(0, 256, (3, 3, size, size), dtype=torch.uint8)
+    augmented = simclr_augment(raw[:2], torch.Generator().manual_seed(0))  # base crops
+    joint = _encode(enc, [augmented, raw[2:]])
+    with torch.no_grad():
+        for part, tokens in zip([augmented, raw[2:]], joint, strict=True):
+            assert torch.allclose(tokens, enc(part), atol=1e-4), kind

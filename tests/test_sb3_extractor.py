@@ -45,10 +45,11 @@ def test_ppo_learns_with_a_frozen_encoder_that_never_changes():
     after = params(encoder)
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not any(p.requires_grad for p in encoder.parameters())
-    # the head did learn, the encoder stayed in eval mode and saw floats in [0, 1]
+    # the head did learn, the encoder stayed in eval mode and saw the uint8 views (SB3's
+    # floats in [0, 1] turned back into the bytes they were)
     assert any(not torch.equal(head_before[k], v) for k, v in params(extractor.linear).items())
     assert seen and all(not training for training, _, _ in seen)
-    assert all(dtype == torch.float32 and mx <= 1.0 for _, dtype, mx in seen)
+    assert all(dtype == torch.uint8 for _, dtype, _ in seen)
 
 
 def test_unfrozen_encoder_is_fine_tuned():

@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--dataset-size", "24", "--image-size", "48", "--view-size", "32", "--base-batch", "8",
         "--proj-dim", "16", "--proj-hidden", "32", "--decoder-width", "16", "--decoder-depth",
         "1", "--warmup-steps", "2", "--probe-train", "12", "--probe-test", "8",
-        "--probe-max-samples", "24", "--threads", "1"]
+        "--probe-max-samples", "24", "--random-twins", "2", "--value-batches", "2",
+        "--threads", "1"]
 
 
 def tiny(tmp_path, name, **kw) -> Args:
@@ -123,9 +124,22 @@ def test_script_smoke_run_writes_log_checkpoint_and_plots(tmp_path):
         assert (run / f).stat().st_size > 0, f
     assert list((run / "tb").glob("events.*"))
     assert sorted(losses(run)) == [2, 4]
-    assert "random init" in res.stdout and "trained" in res.stdout
+    assert all(row in res.stdout for row in ("| trained", "| random init", "| raw pixels"))
     summary = json.loads((run / "summary.json").read_text())
-    assert set(summary["probes"]["trained"]) == {"linear", "knn", "attentive"}
+    assert set(summary["probes"]) == {"trained", "random init", "raw pixels"}
+    assert {"linear", "knn", "attentive", "n_test"} <= set(summary["probes"]["trained"])
+    assert {"linear_sd", "knn_sd", "attentive_sd"} <= set(summary["probes"]["random init"])
+
+
+def test_probes_do_not_move_with_the_training_seed(tmp_path):
+    """The fixed probe sets and the random-init twins do not depend on --seed: two runs of
+    different seeds report identical baseline rows (and differ in the trained row's weights)."""
+    rows = []
+    for seed in (1, 2):
+        args = replace(tiny(tmp_path, f"s{seed}", seed=seed), probe=True, total_steps=2)
+        rows.append(train(args)["probes"])
+    assert rows[0]["random init"] == rows[1]["random init"]
+    assert rows[0]["raw pixels"] == rows[1]["raw pixels"]
 
 
 def test_clip_run_on_the_frozen_sentence_backbone(tmp_path):

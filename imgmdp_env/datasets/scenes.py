@@ -28,15 +28,14 @@ from imgmdp_env.datasets.base import ImageDataset
 
 __all__ = ["CLASS_NAMES", "COLOUR_NAMES", "SPLITS", "caption_for", "make_scenes"]
 
-CLASS_NAMES = ["circle", "square", "triangle", "ring", "cross", "diamond", "star", "stripes"]
+CLASS_NAMES = ["circle", "square", "triangle", "ring", "cross", "star", "crescent", "arrow"]
 COLOUR_NAMES = ["red", "orange", "yellow", "green", "cyan", "blue", "purple", "white"]
 COLOURS = np.array(
     [[220, 40, 40], [245, 140, 30], [240, 220, 40], [40, 170, 60],
      [40, 200, 220], [40, 70, 220], [150, 60, 200], [245, 245, 245]], dtype=np.float32,
 )
 SPLITS = ("train", "val", "test")
-_PLURAL = {"stripes"}
-_ROTATES = {"square", "triangle", "cross", "star", "stripes"}  # shapes drawn with a small tilt
+_PLURAL = {"stripes"}  # names that take no article ("orange stripes")
 
 
 def caption_for(objects: list[str]) -> str:
@@ -125,14 +124,12 @@ def _shape_distance(name: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     au, av = np.abs(u), np.abs(v)
     if name == "circle":
         return np.sqrt(u * u + v * v) - 1
-    if name in ("square", "stripes"):
+    if name == "square":
         return np.maximum(au, av) - 1
     if name == "ring":
-        return np.abs(np.sqrt(u * u + v * v) - 0.7) - 0.3
+        return np.abs(np.sqrt(u * u + v * v) - 0.72) - 0.28
     if name == "cross":
-        return np.minimum(np.maximum(au - 1, av - 0.34), np.maximum(au - 0.34, av - 1))
-    if name == "diamond":
-        return (au + av - 1) / np.sqrt(2)
+        return np.minimum(np.maximum(au - 1, av - 0.3), np.maximum(au - 0.3, av - 1))
     if name == "triangle":
         return np.maximum(v - 1, (2 * au - v - 1) / np.sqrt(5))
     if name == "star":  # five points, straight edges from tip (radius 1) to notch (radius 0.45)
@@ -140,30 +137,57 @@ def _shape_distance(name: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         phi = np.abs(np.mod(np.arctan2(u, -v) + half, 2 * half) - half)  # 0 on a tip's axis
         edge = 0.45 * np.sin(half) / (np.sin(phi) + 0.45 * np.sin(half - phi))
         return (np.sqrt(u * u + v * v) - edge) * 0.5
+    if name == "crescent":  # the unit disc minus a disc of radius 0.8 shifted right by 0.45
+        return np.maximum(np.sqrt(u * u + v * v) - 1, 0.8 - np.sqrt((u - 0.45) ** 2 + v * v))
+    if name == "arrow":  # a triangular head (v in [-1, 0]) on a shaft (v in [-0.1, 1])
+        head_v = 2 * v + 1
+        head = 0.5 * np.maximum(head_v - 1, (2 * au - head_v - 1) / np.sqrt(5))
+        return np.minimum(head, np.maximum(au - 0.32, np.abs(v - 0.45) - 0.55))
     raise ValueError(f"unknown shape {name!r}; valid: {CLASS_NAMES}")
+
+
+def _pattern(kind: int, r: list[float], px: np.ndarray, py: np.ndarray, side: float
+             ) -> np.ndarray:
+    """A texture in [0, 1] over pixel centres ``px (1, w), py (h, 1)``: 0 solid, 1 stripes,
+    2 checker, 3 dots, 4 gradient; its angle and period (in pixels, from ``side``) from ``r``."""
+    if kind == 0:
+        return np.zeros((py.shape[0], px.shape[1]), np.float32)
+    a = np.pi * r[0]
+    ca, sa = np.float32(np.cos(a)), np.float32(np.sin(a))
+    period = np.float32((0.06 + 0.12 * r[1]) * side)
+    s, t = (ca * px + sa * py) / period, (-sa * px + ca * py) / period
+    if kind == 1:
+        return (np.mod(s, 1.0) < 0.5).astype(np.float32)
+    if kind == 2:
+        return ((np.floor(s) + np.floor(t)) % 2).astype(np.float32)
+    if kind == 3:
+        fs, ft = np.mod(s, 1.0) - 0.5, np.mod(t, 1.0) - 0.5
+        return (fs * fs + ft * ft < 0.09).astype(np.float32)
+    return _clip01((s - s.min()) / max(float(s.max() - s.min()), 1e-6))
 
 
 def _draw_object(img: np.ndarray, rng: np.random.Generator, cls: int, colour: np.ndarray,
                  cx: float, cy: float, hw: float, hh: float) -> np.ndarray | None:
     """Draw one object into ``img`` (``(3, H, W)`` float32, in place); centre and half-sizes in
-    pixels. Returns its ``(4,)`` cxcywh box (normalised) measured from the drawn mask."""
+    pixels. Returns its ``(4,)`` cxcywh box (normalised) measured from the drawn mask.
+
+    The class is the shape only: the shape is turned by a uniform random angle and filled with
+    a random texture (solid, stripes, checker, dots or a gradient) between its colour and a
+    darker or lighter shade of it, so orientation, texture and colour carry no label."""
     h, w = img.shape[1:]
     name = CLASS_NAMES[cls]
     sy, sx, py, px = _window(cx, cy, hw, hh, h, w)
     u, v = (px - cx) / hw, (py - cy) / hh
-    r = rng.random(3).tolist()
-    if name in _ROTATES:
-        a = 0.7 * r[0] - 0.35
-        k = abs(np.cos(a)) + abs(np.sin(a))  # shrink so the tilted shape stays in its window
-        u, v = (np.cos(a) * u + np.sin(a) * v) * k, (-np.sin(a) * u + np.cos(a) * v) * k
+    r = rng.random(5).tolist()
+    a = 2 * np.pi * r[0]
+    k = abs(np.cos(a)) + abs(np.sin(a))  # shrink so the turned shape stays in its window
+    u, v = (np.cos(a) * u + np.sin(a) * v) * k, (-np.sin(a) * u + np.cos(a) * v) * k
     alpha = _clip01(0.5 - _shape_distance(name, u, v) * min(hw, hh))
     shade = 1.08 - 0.16 * (py - (cy - hh)) / (2 * hh)  # lit from the top: (hy, 1)
     col = colour[:, None, None] * shade  # (3, hy, 1)
-    if name == "stripes":
-        period = 0.45 + 0.25 * r[1]
-        along = u if r[2] < 0.5 else u + v
-        dark = np.mod(along / period, 1.0) < 0.5
-        col = np.where(dark, col * 0.3, col)
+    texture = _pattern(int(5 * r[1]), r[2:4], px, py, float(min(h, w)))
+    other = col * np.float32(0.3 + 0.25 * r[4]) if r[4] < 0.6 else (255 - col) * 0.5 + col
+    col = col + texture * (other - col)
     region = img[:, sy, sx]
     region += alpha * (col - region)
     inside = alpha >= 0.5
@@ -174,6 +198,18 @@ def _draw_object(img: np.ndarray, rng: np.random.Generator, cls: int, colour: np
     y0, y1 = sy.start + rows.min(), sy.start + rows.max() + 1
     return np.array([(x0 + x1) / (2 * w), (y0 + y1) / (2 * h), (x1 - x0) / w, (y1 - y0) / h],
                     np.float32)
+
+
+def _busy_background(rng: np.random.Generator, img: np.ndarray) -> None:
+    """Overlay a strong random texture of a random colour on a background (in place), so that
+    edges and textures are everywhere, not only on objects."""
+    h, w = img.shape[1:]
+    r = rng.random(6).tolist()
+    ys = np.arange(h, dtype=np.float32)[:, None] + 0.5
+    xs = np.arange(w, dtype=np.float32)[None, :] + 0.5
+    texture = _pattern(1 + int(4 * r[0]), r[1:3], xs, ys, float(min(h, w)))
+    tint = _hsv(r[3], 0.2 + 0.6 * r[4], 0.25 + 0.7 * r[5])
+    img += np.float32(0.25 + 0.35 * r[5]) * texture * (tint[:, None, None] - img)
 
 
 def _clutter(img: np.ndarray, rng: np.random.Generator) -> None:
@@ -216,22 +252,23 @@ def _overlaps(box: tuple[float, ...], placed: list[tuple[float, ...]], limit: fl
 def _scene(rng: np.random.Generator, h: int, w: int, min_objects: int, max_objects: int,
            grids: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     img = _background(rng, h, w, *grids)
+    _busy_background(rng, img)
     _clutter(img, rng)
     side = min(h, w)
     boxes, labels, names, placed = [], [], [], []
     for _ in range(int(rng.integers(min_objects, max_objects + 1))):
         r = rng.random(3).tolist()
         cls, colour = int(r[0] * len(CLASS_NAMES)), int(r[1] * len(COLOURS))
-        frac = 0.15 + 0.3 * r[2]
+        frac = 0.18 + 0.3 * r[2]  # a turned shape is drawn up to 1.4x smaller (its window)
         for _ in range(12):  # rejection sampling for limited overlap, shrinking as it fails
             q = rng.random(3).tolist()
             aspect = np.sqrt(np.exp(0.4 * q[0] - 0.2))
             hw, hh = min(frac * side * aspect, w) / 2, min(frac * side / aspect, h) / 2
             cx, cy = hw + (w - 2 * hw) * q[1], hh + (h - 2 * hh) * q[2]
             corners = (cx - hw, cy - hh, cx + hw, cy + hh)
-            if not _overlaps(corners, placed):
+            if not _overlaps(corners, placed, limit=0.35):
                 break
-            frac = max(0.15, frac * 0.85)
+            frac = max(0.18, frac * 0.85)
         placed.append(corners)
         tint = np.clip(COLOURS[colour] + rng.uniform(-15, 15, 3).astype(np.float32), 0, 255)
         box = _draw_object(img, rng, cls, tint, cx, cy, hw, hh)
@@ -239,6 +276,7 @@ def _scene(rng: np.random.Generator, h: int, w: int, min_objects: int, max_objec
             boxes.append(box)
             labels.append(cls)
             names.append(f"{COLOUR_NAMES[colour]} {CLASS_NAMES[cls]}")
+    _clutter(img, rng)  # clutter drawn last occludes parts of objects
     u8 = np.clip(img, 0, 255, out=img).astype(np.uint8)
     image = np.stack((u8[0], u8[1], u8[2]), -1)  # faster than a transposed copy
     return (image, np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int64),
