@@ -5,25 +5,21 @@
 - :mod:`agents.losses`: SimCLR / CLIP / DINO base losses and the bootstrapping target.
 - :mod:`agents.text`: the caption tokenizer and text encoder (CLIP base).
 - :mod:`agents.data`: training batches from the environment's dynamics.
-- :mod:`agents.ab`: the agent (online + EMA target), ``load_encoder`` for downstream use and
-  the value-accuracy diagnostic.
-- ``agents/train_value.py``: the training CLI; ``agents/evaluate.py``: frozen-feature probes.
+- :mod:`agents.ab`: the agent (online + EMA target), ``load_encoder`` for downstream use.
+- :mod:`agents.evaluate`: frozen-feature probes with their baselines, and the value-accuracy
+  diagnostic; ``agents/train_value.py``: the training CLI.
 """
 
-from agents.ab import (
-    ABAgent,
-    ABConfig,
-    load_agent,
-    load_encoder,
-    value_accuracy_by_iou,
-)
-from agents.data import TransitionSampler, simclr_augment
+from agents.ab import ABAgent, ABConfig, load_agent, load_encoder
+from agents.data import Batch, TransitionSampler, simclr_augment
+from agents.evaluate import value_accuracy_by_iou
 from agents.networks import AnnotationDecoder, Encoder, make_encoder
 
 __all__ = [
     "ABAgent",
     "ABConfig",
     "AnnotationDecoder",
+    "Batch",
     "Encoder",
     "TransitionSampler",
     "load_agent",

@@ -21,24 +21,23 @@ import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agents.data import BASES, TransitionSampler, pair_index
+from agents.data import BASES, Batch, pair_index
 from agents.losses import (
+    bootstrap_loss,
     bootstrap_target,
     clip_loss,
     dino_loss,
     nt_xent_loss,
-    soft_cross_entropy,
     update_center,
 )
 from agents.networks import AnnotationDecoder, Encoder, LogitScale, ProjectionHead, make_encoder
 from agents.text import FrozenText, TextEncoder, WordTokenizer
-from imgmdp_env.datasets import ImageDataset
-from imgmdp_env.views import box_iou
 
 __all__ = [
     "ABAgent",
@@ -47,7 +46,6 @@ __all__ = [
     "ema_update",
     "load_agent",
     "load_encoder",
-    "value_accuracy_by_iou",
 ]
 
 
@@ -91,6 +89,23 @@ class ABConfig:
             raise ValueError(f"ab_weight ({self.ab_weight}) must be >= 0")
         if self.text_backbone not in ("words", "minilm"):
             raise ValueError(f"text_backbone {self.text_backbone!r} must be 'words' or 'minilm'")
+
+
+class Encoded(NamedTuple):
+    """The encoder outputs of one step, by name (:meth:`ABAgent.encode`).
+
+    base_tokens: ``(V B, T, D)`` online tokens of the base crops (crop 0 of every image first).
+    boot_tokens: ``(M, T, D)`` online tokens of the bootstrap views (None without them).
+    ema_boot_tokens: ``(M, T, D)`` target tokens of the bootstrap views (None without them).
+    ema_ann_pooled: ``(L, D)`` target pooled features of SimCLR's annotation crops (else None).
+    ema_base_pooled: ``(V B, D)`` target pooled features of the base crops (DINO's teacher).
+    """
+
+    base_tokens: torch.Tensor
+    boot_tokens: torch.Tensor | None
+    ema_boot_tokens: torch.Tensor | None
+    ema_ann_pooled: torch.Tensor | None
+    ema_base_pooled: torch.Tensor | None
 
 
 def _encode(encoder: nn.Module, parts: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -207,26 +222,9 @@ class ABAgent(nn.Module):
         """EMA step of the target network toward the online one (``rate`` = 1 - momentum)."""
         ema_update(self.target, self.online, rate)
 
-    def _annotation_sources(self, batch: dict, pooled: torch.Tensor | None,
-                            ema_pooled: torch.Tensor | None = None):
-        """(online source, target source) of the annotations ``l`` for this batch.
-
-        ema_pooled: the target's pooled features of the SimCLR annotation crops, when the
-        caller already encoded them (one batched target pass); computed here otherwise."""
-        if self.cfg.base == "dino":
-            return None, None
-        n = self.n_annotations(batch)
-        if self.cfg.base == "clip":
-            return batch["captions"][:n], batch["captions"][:n]
-        if ema_pooled is None:
-            with torch.no_grad():
-                ema_pooled = self.target.encoder.pool(
-                    self.target.encoder(batch["base_views"][0, :n]))
-        return pooled[:n], ema_pooled
-
-    def n_annotations(self, batch: dict) -> int:
+    def n_annotations(self, batch: Batch) -> int:
         """How many annotations ``l`` this batch carries (SimCLR crops or CLIP captions)."""
-        return min(self.cfg.ann_batch, batch["base_views"].shape[1])
+        return min(self.cfg.ann_batch, batch.base_views.shape[1])
 
     def _pairs(self, n_images: int, n_views: int, device: torch.device) -> torch.Tensor:
         """``(M, n - 1)`` row index of each pair's target view ``x_j``."""
@@ -235,87 +233,103 @@ class ABAgent(nn.Module):
         base = torch.arange(n_images)[:, None, None] * n_views
         return (base + self.others[None]).reshape(-1, n_views - 1).to(device)
 
-    def bootstrap_terms(self, batch: dict, psi_ab: torch.Tensor, ema_psi: torch.Tensor,
-                        ema_psi_ab: torch.Tensor, tokens: torch.Tensor | None = None,
-                        ema_tokens: torch.Tensor | None = None,
-                        ) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        """Online ``Q_AB`` logits ``(M, n - 1, L)`` and the target ``(M, n - 1, L)`` per pair,
-        plus diagnostics (``p_ema`` logits of each view and each pair's target row).
-
-        tokens, ema_tokens: the online / target encoder tokens ``(M, T, D)`` of the bootstrap
-        views when the caller computed them in a batched pass; encoded here otherwise."""
+    def encode(self, batch: Batch, bootstrap: bool = True) -> Encoded:
+        """Every encoder output a step needs, in one online pass (with gradients) over the base
+        crops and the bootstrap views, and one target pass (no gradients) over the target's
+        inputs: DINO's teacher crops or SimCLR's annotation crops, and the bootstrap views.
+        GroupNorm / LayerNorm have no batch statistics, so this equals separate passes."""
         net, tgt, cfg = self.online, self.target, self.cfg
-        views, actions = batch["boot_views"], batch["actions"]
-        n_images, n_views = batch["boot_boxes"].shape[:2]
-        tokens = net.encoder(views) if tokens is None else tokens
-        pred = net.ab_scale() * net.query(tokens, actions) @ psi_ab.T
+        base = batch.base_views.flatten(0, 1)  # (V B, 3, h, w), crop 0 of every image first
+        bootstrap = bootstrap and batch.bootstrap
+        online = _encode(net.encoder, [base] + ([batch.boot_views] if bootstrap else []))
+        target_in = {}
+        if cfg.base == "dino":
+            target_in["base"] = base
+        elif cfg.base == "simclr" and bootstrap:
+            target_in["ann"] = batch.base_views[0, : self.n_annotations(batch)]
+        if bootstrap:
+            target_in["boot"] = batch.boot_views
         with torch.no_grad():
-            tok = tgt.encoder(views) if ema_tokens is None else ema_tokens
+            parts = _encode(tgt.encoder, list(target_in.values())) if target_in else []
+            ema = dict(zip(target_in, parts, strict=True))
+            pool = tgt.encoder.pool
+            return Encoded(
+                base_tokens=online[0], boot_tokens=online[1] if bootstrap else None,
+                ema_boot_tokens=ema.get("boot"),
+                ema_ann_pooled=pool(ema["ann"]) if "ann" in ema else None,
+                ema_base_pooled=pool(ema["base"]) if "base" in ema else None)
+
+    def bootstrap_logits(self, batch: Batch, enc: Encoded
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The logits of the bootstrapping loss: online ``Q_AB(. | x_i, a_ij)`` per ordered pair
+        ``(M, n - 1, L)`` (with gradients), and, from the EMA target without gradients,
+        ``p_ema(. | x_j)`` per view ``(M, L)`` and ``Q_ema(. | x_j, a')`` over the candidates
+        ``(M, C, L)`` (``C = 0`` when gamma = 0: the max term has weight 0, so its decoder pass
+        is skipped), and ``j`` ``(M, n - 1)``: the row of each pair's target view."""
+        net, tgt, cfg = self.online, self.target, self.cfg
+        n = self.n_annotations(batch)
+        if cfg.base == "dino":
+            src = ema_src = None
+        elif cfg.base == "clip":
+            src = ema_src = batch.captions[:n]
+        else:  # SimCLR: the first crop of the first n base images
+            src, ema_src = net.encoder.pool(enc.base_tokens[:n]), enc.ema_ann_pooled
+        _, psi_ab = net.annotations(src)
+        pred = net.ab_scale() * net.query(enc.boot_tokens, batch.actions) @ psi_ab.T
+        with torch.no_grad():
+            ema_psi, ema_psi_ab = tgt.annotations(ema_src)
+            tok = enc.ema_boot_tokens
             p_logits = tgt.base_logits(tgt.encoder.pool(tok), ema_psi, self.center)
             if cfg.gamma > 0:
-                cand = actions if cfg.candidates == "views" else batch["candidates"]
+                cand = batch.actions if cfg.candidates == "views" else batch.candidates
                 q_logits = tgt.ab_scale() * tgt.query(tok, cand) @ ema_psi_ab.T
-            else:  # the max term has weight 0: skip the EMA decoder pass
+            else:
                 q_logits = p_logits.new_zeros(len(p_logits), 0, p_logits.shape[-1])
-            target = bootstrap_target(p_logits, q_logits, cfg.gamma, cfg.max_mode)
-            j = self._pairs(n_images, n_views, views.device)
-        return pred, target[j], {"p_logits": p_logits, "j": j}
+            n_images, n_views = batch.boot_boxes.shape[:2]
+            j = self._pairs(n_images, n_views, tok.device)
+        return pred, p_logits, q_logits, j
 
-    def loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        """The training loss of one batch from :class:`agents.data.TransitionSampler`.
+    def base_loss(self, batch: Batch, enc: Encoded) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The base annotation loss and, for DINO, the teacher scores ``(V B, K)`` (for the
+        centre update)."""
+        net, tgt, cfg = self.online, self.target, self.cfg
+        n_crops, b = batch.base_views.shape[:2]
+        pooled = net.encoder.pool(enc.base_tokens)  # (V B, D)
+        if cfg.base == "simclr":
+            z = net.phi(pooled).view(n_crops, b, -1)
+            return nt_xent_loss(z[0], z[1], net.scale()), None
+        if cfg.base == "clip":
+            return clip_loss(net.phi(pooled), net.psi(net.text(batch.captions)), net.scale()), None
+        student = F.normalize(net.phi(pooled), dim=-1) @ F.normalize(net.prototypes, dim=-1).T
+        with torch.no_grad():
+            t_protos = F.normalize(tgt.prototypes, dim=-1)
+            teacher = F.normalize(tgt.phi(enc.ema_base_pooled), dim=-1) @ t_protos.T
+        loss = dino_loss(student.view(n_crops, b, -1), teacher.view(n_crops, b, -1),
+                         self.center, cfg.student_temperature, cfg.teacher_temperature)
+        return loss, teacher
+
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        """The training loss of one :class:`agents.data.Batch`.
 
         Returns ``(loss, metrics)``: a scalar with gradients and floats for logging (``loss``,
         ``base_loss``, ``t``; with bootstrapping also ``ab_loss``, ``ab_kl`` = ab_loss minus
         the target's entropy, ``t_ab``, ``value_acc``). Updates the DINO centre.
         """
-        net, tgt, cfg = self.online, self.target, self.cfg
-        views = batch["base_views"]  # (V, B, 3, h, w)
-        n_crops, b = views.shape[:2]
-        bootstrap = cfg.ab_weight > 0 and "boot_views" in batch
-        # One online and one target encoder pass over all the views a step needs: the same
-        # per-view features as separate passes (GroupNorm: no batch statistics), fewer calls.
-        online_in = [views.flatten(0, 1)] + ([batch["boot_views"]] if bootstrap else [])
-        tokens = _encode(net.encoder, online_in)
-        pooled = net.encoder.pool(tokens[0])  # (V B, D)
-        target_in = []
-        if cfg.base == "dino":
-            target_in.append(views.flatten(0, 1))
-        elif cfg.base == "simclr" and bootstrap:
-            target_in.append(views[0, : self.n_annotations(batch)])
-        if bootstrap:
-            target_in.append(batch["boot_views"])
-        with torch.no_grad():
-            ema_tokens = _encode(tgt.encoder, target_in) if target_in else []
-        teacher = None
-        if cfg.base == "simclr":
-            z = net.phi(pooled).view(n_crops, b, -1)
-            base_loss = nt_xent_loss(z[0], z[1], net.scale())
-        elif cfg.base == "clip":
-            text = net.text(batch["captions"])
-            base_loss = clip_loss(net.phi(pooled), net.psi(text), net.scale())
-        else:
-            protos = F.normalize(net.prototypes, dim=-1)
-            student = F.normalize(net.phi(pooled), dim=-1) @ protos.T
-            with torch.no_grad():
-                t_pooled = tgt.encoder.pool(ema_tokens[0])
-                t_protos = F.normalize(tgt.prototypes, dim=-1)
-                teacher = F.normalize(tgt.phi(t_pooled), dim=-1) @ t_protos.T
-            base_loss = dino_loss(student.view(n_crops, b, -1), teacher.view(n_crops, b, -1),
-                                  self.center, cfg.student_temperature, cfg.teacher_temperature)
+        net, cfg = self.online, self.cfg
+        bootstrap = cfg.ab_weight > 0 and batch.bootstrap
+        enc = self.encode(batch, bootstrap)
+        base_loss, teacher = self.base_loss(batch, enc)
         metrics = {"base_loss": base_loss.detach(), "t": net.scale().detach()}
         loss = base_loss
         if bootstrap:
-            ema_ann = tgt.encoder.pool(ema_tokens[0]) if cfg.base == "simclr" else None
-            src, ema_src = self._annotation_sources(batch, pooled[:b], ema_ann)
-            _, psi_ab = net.annotations(src)
-            with torch.no_grad():
-                ema_psi, ema_psi_ab = tgt.annotations(ema_src)
-            pred, target, info = self.bootstrap_terms(batch, psi_ab, ema_psi, ema_psi_ab,
-                                                      tokens[-1], ema_tokens[-1])
-            ab_loss = soft_cross_entropy(target, pred)
+            pred, p_logits, q_logits, j = self.bootstrap_logits(batch, enc)
+            pairs = (pred.flatten(0, 1), p_logits[j].flatten(0, 1), q_logits[j].flatten(0, 1))
+            ab_loss = bootstrap_loss(*pairs, cfg.gamma, cfg.max_mode)
             loss = base_loss + cfg.ab_weight * ab_loss
-            hit = pred.argmax(-1) == info["p_logits"][info["j"]].argmax(-1)
-            entropy = -(target * target.clamp(min=1e-12).log()).sum(-1).mean()
+            with torch.no_grad():
+                target = bootstrap_target(*pairs[1:], cfg.gamma, cfg.max_mode)
+                entropy = -(target * target.clamp(min=1e-12).log()).sum(-1).mean()
+                hit = pred.argmax(-1) == p_logits[j].argmax(-1)
             metrics.update(ab_loss=ab_loss.detach(), ab_kl=ab_loss.detach() - entropy,
                            t_ab=net.ab_scale().detach(), value_acc=hit.float().mean())
         if teacher is not None and self.training:
@@ -339,72 +353,6 @@ class ABAgent(nn.Module):
         _, psi_ab = net.annotations(annotations)
         logits = net.ab_scale() * net.query(net.encoder(views), actions) @ psi_ab.T
         return logits.softmax(-1)
-
-
-DEFAULT_IOU_BINS = (0.0, 0.05, 0.2, 0.4, 0.6, 1.0)
-
-
-@torch.no_grad()
-def value_accuracy_by_iou(agent: ABAgent, data, bins: tuple[float, ...] = DEFAULT_IOU_BINS,
-                          n_batches: int = 8, seed: int = 0) -> dict[str, float]:
-    """The paper's value-accuracy diagnostic: how often ``argmax_l Q_AB(l | x_i, a_ij)``
-    (online) equals ``argmax_l p_ema(l | x_j)`` (the target network's annotation of the target
-    view), over ordered view pairs binned by ``IoU(box_i, box_j)``.
-
-    data: an ``ImageDataset`` (views drawn as in training: ``n_views`` = 4, scale (0.05, 1),
-    ``2 * ann_batch`` base images and ``ann_batch / 4`` bootstrap images per batch), a
-    :class:`TransitionSampler`, one batch dict (base and bootstrap parts) or a list of them.
-    Samplers draw ``n_batches`` batches seeded by ``seed`` (a sampler's own streams are
-    restored afterwards). bins: IoU bin edges; a pair falls in ``[lo, hi)`` (the last bin
-    includes ``hi``). Returns ``{"iou_LO-HI": accuracy (nan if empty), "count_LO-HI": pairs,
-    "all": overall accuracy, "chance": 1 / number of annotations, "majority": accuracy of
-    always answering each batch's most frequent target annotation}`` (the trivial baselines).
-    """
-    if isinstance(data, ImageDataset):
-        cfg = agent.cfg
-        data = TransitionSampler(
-            data, base=cfg.base, view_size=agent.encoder.image_size,
-            base_batch=2 * cfg.ann_batch, boot_images=max(cfg.ann_batch // 4, 1),
-            candidates=cfg.candidates, n_random=cfg.n_random,
-            caption_inputs=agent.caption_inputs(data.captions), seed=seed)
-    if isinstance(data, TransitionSampler):
-        state = data.state_dict()
-        data.base_gen.manual_seed(seed)
-        data.boot_gen.manual_seed(seed + 1)
-        device = next(agent.parameters()).device
-        batches = [data.sample(device) for _ in range(n_batches)]
-        data.load_state_dict(state)
-    else:
-        batches = [data] if isinstance(data, dict) else list(data)
-    was_training = agent.training
-    agent.eval()
-    hits, ious, majority, n_ann = [], [], [], 1
-    for batch in batches:
-        net, tgt = agent.online, agent.target
-        pooled = net.encoder.pool(net.encoder(batch["base_views"][0]))
-        src, ema_src = agent._annotation_sources(batch, pooled)
-        _, psi_ab = net.annotations(src)
-        ema_psi, ema_psi_ab = tgt.annotations(ema_src)
-        pred, _, info = agent.bootstrap_terms(batch, psi_ab, ema_psi, ema_psi_ab)
-        want = info["p_logits"][info["j"]].argmax(-1)
-        hits.append((pred.argmax(-1) == want).flatten().cpu())
-        majority.append((want == want.flatten().mode().values).flatten().cpu())
-        boxes = batch["boot_boxes"]
-        others = pair_index(boxes.shape[1]).to(boxes.device)
-        ious.append(box_iou(boxes[:, :, None], boxes[:, others]).flatten().cpu())
-        n_ann = pred.shape[-1]
-    agent.train(was_training)
-    hit, iou = torch.cat(hits).float(), torch.cat(ious)
-    out = {}
-    for k, (lo, hi) in enumerate(zip(bins[:-1], bins[1:], strict=True)):
-        sel = (iou >= lo) & ((iou < hi) | ((k == len(bins) - 2) & (iou <= hi)))
-        key = f"{lo:.2f}-{hi:.2f}"
-        out[f"iou_{key}"] = float(hit[sel].mean()) if sel.any() else float("nan")
-        out[f"count_{key}"] = float(sel.sum())
-    out["all"] = float(hit.mean())
-    out["chance"] = 1.0 / n_ann
-    out["majority"] = float(torch.cat(majority).float().mean())
-    return out
 
 
 def _read_checkpoint(path, map_location) -> dict:

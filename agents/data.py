@@ -20,13 +20,14 @@ batch, so the base batches are identical with and without bootstrapping (``ab_we
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, fields
 
 import torch
 
 from imgmdp_env.datasets import ImageDataset
 from imgmdp_env.views import relative_box, render_views, sample_boxes
 
-__all__ = ["BASES", "TransitionSampler", "pair_index", "simclr_augment"]
+__all__ = ["BASES", "Batch", "TransitionSampler", "pair_index", "simclr_augment"]
 
 BASES = ("simclr", "dino", "clip")
 
@@ -74,6 +75,41 @@ def pair_index(n: int) -> torch.Tensor:
     """``(n, n - 1)`` int64: row ``i`` lists the other views ``j != i`` in increasing order."""
     idx = torch.arange(n)
     return torch.stack([torch.cat([idx[:i], idx[i + 1:]]) for i in range(n)])
+
+
+@dataclass
+class Batch:
+    """One training batch of :class:`TransitionSampler` (every view uint8, the encoders' input).
+
+    base_views: ``(V, B, 3, h, w)`` uint8, ``V`` crops of ``B`` base images (SimCLR / DINO: 2
+        augmented crops; CLIP: 1 crop). base_index: ``(B,)`` int64 image indices.
+    captions: CLIP only: ``(B, S)`` int64 token ids or ``(B, F)`` float32 caption features.
+    boot_views: ``(M, 3, h, w)`` uint8, ``M = Bb * n`` un-augmented views (image ``b`` at rows
+        ``b n ... b n + n - 1``); None without bootstrapping.
+    boot_boxes: ``(Bb, n, 4)`` float32 cxcywh boxes of those views; boot_index ``(Bb,)`` int64.
+    actions: ``(M, n - 1, 4)`` float32: row ``b n + i``, slot ``s``, the relative box from view
+        ``i`` to view ``pair_index(n)[i, s]`` of the same image (the transitions).
+    candidates: ``(M, R, 4)`` float32 random relative boxes (``candidates="random"`` only).
+    """
+
+    base_views: torch.Tensor
+    base_index: torch.Tensor
+    captions: torch.Tensor | None = None
+    boot_views: torch.Tensor | None = None
+    boot_boxes: torch.Tensor | None = None
+    boot_index: torch.Tensor | None = None
+    actions: torch.Tensor | None = None
+    candidates: torch.Tensor | None = None
+
+    @property
+    def bootstrap(self) -> bool:
+        """Whether the batch carries a bootstrap part."""
+        return self.boot_views is not None
+
+    def to(self, device: torch.device | str) -> Batch:
+        """The same batch with every tensor on ``device``."""
+        return Batch(**{f.name: None if getattr(self, f.name) is None
+                        else getattr(self, f.name).to(device) for f in fields(self)})
 
 
 class TransitionSampler:
@@ -132,8 +168,9 @@ class TransitionSampler:
         return render_views(bank, idx, boxes, self.view_size), boxes
 
     def sample_base(self, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-        """``base_views`` ``(V, B, 3, h, w)`` uint8 (V = 2 for SimCLR/DINO, 1 for
-        CLIP), ``base_index`` ``(B,)``, and for CLIP ``captions`` (rows of caption_inputs)."""
+        """The base fields of a :class:`Batch`: ``base_views`` ``(V, B, 3, h, w)`` uint8
+        (V = 2 for SimCLR/DINO, 1 for CLIP), ``base_index`` ``(B,)``, and for CLIP
+        ``captions`` (rows of caption_inputs)."""
         g, b = self.base_gen, self.base_batch
         idx = torch.randint(len(self.base_bank), (b,), generator=g)
         if self.base == "clip":
@@ -149,8 +186,9 @@ class TransitionSampler:
         return out
 
     def sample_boot(self, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-        """``boot_views`` ``(M, 3, h, w)`` uint8 with ``M = boot_images * n_views`` (views of
-        image ``b`` at rows ``b * n_views ...``), ``boot_boxes`` ``(boot_images, n_views, 4)``,
+        """The bootstrap fields of a :class:`Batch`: ``boot_views`` ``(M, 3, h, w)`` uint8 with
+        ``M = boot_images * n_views`` (views of image ``b`` at rows ``b * n_views ...``),
+        ``boot_boxes`` ``(boot_images, n_views, 4)``,
         ``actions`` ``(M, n_views - 1, 4)`` (row ``m = b n + i``, slot ``s``: the relative box
         from view ``i`` to view ``others[i, s]``), ``boot_index`` ``(boot_images,)`` and, with
         ``candidates="random"``, ``candidates`` ``(M, n_random, 4)`` random relative boxes."""
@@ -177,11 +215,10 @@ class TransitionSampler:
         base = self.base_batch * (1 if self.base == "clip" else 2)
         return base + (self.boot_images * self.n_views if bootstrap else 0)
 
-    def sample(self, device: torch.device | str = "cpu",
-               bootstrap: bool = True) -> dict[str, torch.Tensor]:
-        """One training batch: :meth:`sample_base` plus, if ``bootstrap`` and
+    def sample(self, device: torch.device | str = "cpu", bootstrap: bool = True) -> Batch:
+        """One training :class:`Batch`: :meth:`sample_base` plus, if ``bootstrap`` and
         ``boot_images > 0``, :meth:`sample_boot`."""
-        batch = self.sample_base(device)
+        parts = self.sample_base(device)
         if bootstrap and self.boot_images > 0:
-            batch.update(self.sample_boot(device))
-        return batch
+            parts.update(self.sample_boot(device))
+        return Batch(**parts)

@@ -61,6 +61,7 @@ __all__ = [
     "probe_sets",
     "probe_table",
     "random_twin",
+    "value_accuracy_by_iou",
 ]
 
 PROBES = ("linear", "knn", "attentive")
@@ -381,6 +382,74 @@ def probe_all(
     if keep:
         out["attentive"] = attentive_probe(tr.tokens, tr.labels, te.tokens, te.labels,
                                            num_classes=c, seed=seed)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The value function's own diagnostic
+# ---------------------------------------------------------------------------------------------
+DEFAULT_IOU_BINS = (0.0, 0.05, 0.2, 0.4, 0.6, 1.0)
+
+
+@torch.no_grad()
+def value_accuracy_by_iou(agent, data, bins: tuple[float, ...] = DEFAULT_IOU_BINS,
+                          n_batches: int = 8, seed: int = 0) -> dict[str, float]:
+    """The paper's value-accuracy diagnostic: how often ``argmax_l Q_AB(l | x_i, a_ij)``
+    (online) equals ``argmax_l p_ema(l | x_j)`` (the target network's annotation of the target
+    view), over ordered view pairs binned by ``IoU(box_i, box_j)``.
+
+    data: an ``ImageDataset`` (views drawn as in training: ``n_views`` = 4, scale (0.05, 1),
+    ``2 * ann_batch`` base images and ``ann_batch / 4`` bootstrap images per batch), a
+    :class:`~agents.data.TransitionSampler`, one :class:`~agents.data.Batch` (with its
+    bootstrap part) or a list of them. agent: an :class:`agents.ab.ABAgent`.
+    Samplers draw ``n_batches`` batches seeded by ``seed`` (a sampler's own streams are
+    restored afterwards). bins: IoU bin edges; a pair falls in ``[lo, hi)`` (the last bin
+    includes ``hi``). Returns ``{"iou_LO-HI": accuracy (nan if empty), "count_LO-HI": pairs,
+    "all": overall accuracy, "chance": 1 / number of annotations, "majority": accuracy of
+    always answering each batch's most frequent target annotation}`` (the trivial baselines).
+    """
+    from agents.data import TransitionSampler, pair_index
+    from imgmdp_env.views import box_iou
+
+    if isinstance(data, ImageDataset):
+        cfg = agent.cfg
+        data = TransitionSampler(
+            data, base=cfg.base, view_size=agent.encoder.image_size,
+            base_batch=2 * cfg.ann_batch, boot_images=max(cfg.ann_batch // 4, 1),
+            candidates=cfg.candidates, n_random=cfg.n_random,
+            caption_inputs=agent.caption_inputs(data.captions), seed=seed)
+    if isinstance(data, TransitionSampler):
+        state = data.state_dict()
+        data.base_gen.manual_seed(seed)
+        data.boot_gen.manual_seed(seed + 1)
+        device = next(agent.parameters()).device
+        batches = [data.sample(device) for _ in range(n_batches)]
+        data.load_state_dict(state)
+    else:
+        batches = list(data) if isinstance(data, list | tuple) else [data]
+    was_training = agent.training
+    agent.eval()
+    hits, ious, majority, n_ann = [], [], [], 1
+    for batch in batches:  # the training loss's own path: encode, then the bootstrap logits
+        pred, p_logits, _, j = agent.bootstrap_logits(batch, agent.encode(batch))
+        want = p_logits[j].argmax(-1)
+        hits.append((pred.argmax(-1) == want).flatten().cpu())
+        majority.append((want == want.flatten().mode().values).flatten().cpu())
+        boxes = batch.boot_boxes
+        others = pair_index(boxes.shape[1]).to(boxes.device)
+        ious.append(box_iou(boxes[:, :, None], boxes[:, others]).flatten().cpu())
+        n_ann = pred.shape[-1]
+    agent.train(was_training)
+    hit, iou = torch.cat(hits).float(), torch.cat(ious)
+    out = {}
+    for k, (lo, hi) in enumerate(zip(bins[:-1], bins[1:], strict=True)):
+        sel = (iou >= lo) & ((iou < hi) | ((k == len(bins) - 2) & (iou <= hi)))
+        key = f"{lo:.2f}-{hi:.2f}"
+        out[f"iou_{key}"] = float(hit[sel].mean()) if sel.any() else float("nan")
+        out[f"count_{key}"] = float(sel.sum())
+    out["all"] = float(hit.mean())
+    out["chance"] = 1.0 / n_ann
+    out["majority"] = float(torch.cat(majority).float().mean())
     return out
 
 

@@ -1,18 +1,19 @@
 """The boilerplate of ``agents/train_value.py``: datasets, agent and optimiser construction,
-checkpoints, and the final report (value accuracy by IoU, probes, plots). The algorithm itself
-(the training loop) stays in the script."""
+and the final report (value accuracy by IoU, probes, plots). Checkpoints live in
+:mod:`agents.checkpoint`, run folders (names, locks, resume) in :mod:`agents.runs`. The
+algorithm itself (the training loop) stays in the script."""
 
 from __future__ import annotations
 
 import json
-import os
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from agents.ab import ABAgent, ABConfig, value_accuracy_by_iou
+from agents.ab import ABAgent, ABConfig
+from agents.checkpoint import save_checkpoint  # noqa: F401 - re-exported (tests, benchmarks)
+from agents.checkpoint import write_checkpoint as atomic_save  # noqa: F401 - re-exported
 from agents.data import TransitionSampler
 from agents.networks import make_encoder
 from agents.text import WordTokenizer
@@ -20,14 +21,11 @@ from imgmdp_env.datasets import ImageDataset
 from imgmdp_env.datasets.splits import load_split
 
 __all__ = [
-    "atomic_save",
     "build_agent",
     "build_datasets",
     "cosine_schedule",
     "final_report",
-    "load_checkpoint",
     "make_optimizer",
-    "save_checkpoint",
 ]
 
 
@@ -39,14 +37,6 @@ def cosine_schedule(base: float, final: float, steps: int, warmup_steps: int = 0
     warm = np.linspace(warmup_start, base, warmup_steps, endpoint=False)
     t = np.arange(steps - warmup_steps) / max(steps - warmup_steps, 1)
     return np.concatenate([warm, final + 0.5 * (base - final) * (1 + np.cos(np.pi * t))])
-
-
-def atomic_save(obj: dict, path: str) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then ``os.replace``: a crash never
-    leaves a half-written checkpoint."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def build_datasets(args) -> dict[str, ImageDataset]:
@@ -109,36 +99,6 @@ def make_optimizer(args, agent: ABAgent, amp: torch.dtype | None):
     return optimizer, scaler
 
 
-def save_checkpoint(path: Path, args, agent: ABAgent, optimizer, scaler,
-                    sampler: TransitionSampler, step: int) -> None:
-    """Everything needed to continue exactly, in one file written atomically."""
-    atomic_save({
-        "step": step,
-        "args": asdict(args),
-        "encoder": dict(agent.encoder.config),
-        "ab_config": asdict(agent.cfg),
-        "tokenizer": agent.tokenizer.state_dict() if agent.tokenizer is not None else None,
-        "text_dim": agent.text_dim,
-        "agent": agent.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else None,
-        "sampler": sampler.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-    }, str(path))
-
-
-def load_checkpoint(path: str) -> dict:
-    """A checkpoint file, or ``checkpoint.pt`` inside a run folder; records its run folder."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "checkpoint.pt"
-    if not p.exists():
-        raise SystemExit(f"no checkpoint at {p}: pass a run folder or a checkpoint.pt to --resume")
-    ckpt = torch.load(p, map_location="cpu", weights_only=False)
-    ckpt["run_dir"] = str(p.parent)
-    return ckpt
-
-
 def _plot(run_dir: Path, log: list[dict], value_acc: dict, probes: dict) -> None:
     import matplotlib
 
@@ -189,7 +149,7 @@ def final_report(args, agent: ABAgent, data: dict[str, ImageDataset], run_dir: P
     """Value accuracy by IoU on the fixed probe test images, probes of the trained encoder
     beside random-init twins and raw pixels (:func:`agents.evaluate.probe_report`), plots, and
     ``summary.json``. Prints both tables; returns the summary."""
-    from agents.evaluate import probe_report, probe_sets, probe_table
+    from agents.evaluate import probe_report, probe_sets, probe_table, value_accuracy_by_iou
 
     name = args.probe_dataset or args.boot_dataset or args.dataset
     train, test = probe_sets(name, args.probe_train, args.probe_test, args.image_size)

@@ -124,7 +124,7 @@ def lightly_simclr(args: Args, ds, device: torch.device, amp: bool, ntxent, head
 
     def step() -> float:
         t0 = time.perf_counter()
-        views = sampler.sample_base(device)["base_views"]  # (2, B, 3, h, w) float in [0, 1]
+        views = sampler.sample_base(device)["base_views"]  # (2, B, 3, h, w) uint8
         t_data = time.perf_counter() - t0
         with torch.autocast(device.type, torch.bfloat16, enabled=amp):
             z = head(backbone.pool(backbone(views.flatten(0, 1))))

@@ -10,9 +10,9 @@ from agents.ab import (
     ema_update,
     load_agent,
     load_encoder,
-    value_accuracy_by_iou,
 )
 from agents.data import TransitionSampler, pair_index, simclr_augment
+from agents.evaluate import value_accuracy_by_iou
 from agents.networks import make_encoder
 from agents.text import WordTokenizer
 from agents.train_utils import atomic_save, cosine_schedule
@@ -47,23 +47,23 @@ def make(dataset, base="simclr", **cfg):
 def test_sampler_batch_is_the_environment_dynamics(dataset):
     _, sampler = make(dataset)
     b = sampler.sample()
-    assert b["base_views"].shape == (2, 8, 3, VIEW, VIEW)
-    assert b["base_views"].dtype == torch.uint8  # one dtype for every view (the encoder's)
-    assert b["boot_views"].shape == (6, 3, VIEW, VIEW) and b["boot_views"].dtype == torch.uint8
-    boxes, actions = b["boot_boxes"], b["actions"].view(2, 3, 2, 4)
+    assert b.base_views.shape == (2, 8, 3, VIEW, VIEW)
+    assert b.base_views.dtype == torch.uint8  # one dtype for every view (the encoder's)
+    assert b.boot_views.shape == (6, 3, VIEW, VIEW) and b.boot_views.dtype == torch.uint8
+    boxes, actions = b.boot_boxes, b.actions.view(2, 3, 2, 4)
     # the action from view i to its s-th other view lands exactly on that view's box
     others = pair_index(3)
     reached = apply_relative(boxes[:, :, None], actions)
     assert torch.allclose(reached, boxes[:, others], atol=1e-5)
     assert sampler.views_per_step() == 16 + 6
-    assert "boot_views" not in sampler.sample(bootstrap=False)
+    assert not sampler.sample(bootstrap=False).bootstrap
 
 
 def test_base_batches_do_not_depend_on_bootstrapping(dataset):
     _, s1 = make(dataset)
     _, s2 = make(dataset)
-    a = [s1.sample(bootstrap=True)["base_views"] for _ in range(2)]
-    b = [s2.sample(bootstrap=False)["base_views"] for _ in range(2)]
+    a = [s1.sample(bootstrap=True).base_views for _ in range(2)]
+    b = [s2.sample(bootstrap=False).base_views for _ in range(2)]
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 
@@ -156,7 +156,7 @@ def test_ab_weight_zero_is_the_base_method(dataset):
 def test_value_and_value_accuracy(dataset):
     agent, sampler = make(dataset)
     b = sampler.sample()
-    q = agent.value(b["boot_views"][:2], b["actions"][:2], b["base_views"][0, :5])
+    q = agent.value(b.boot_views[:2], b.actions[:2], b.base_views[0, :5])
     assert q.shape == (2, 2, 5) and torch.allclose(q.sum(-1), torch.ones(2, 2))
     acc = value_accuracy_by_iou(agent, sampler, bins=(0.0, 0.3, 1.0), n_batches=3)
     counts = acc["count_0.00-0.30"] + acc["count_0.30-1.00"]
@@ -167,7 +167,7 @@ def test_value_and_value_accuracy(dataset):
     # the sampler's streams are restored: it goes on as if the diagnostic had not run
     twin = make(dataset)[1]
     twin.sample()
-    assert torch.equal(sampler.sample()["boot_views"], twin.sample()["boot_views"])
+    assert torch.equal(sampler.sample().boot_views, twin.sample().boot_views)
 
 
 def test_load_encoder_and_agent_round_trip(dataset, tmp_path):
@@ -175,7 +175,7 @@ def test_load_encoder_and_agent_round_trip(dataset, tmp_path):
     path = str(tmp_path / "checkpoint.pt")
     atomic_save({"encoder": agent.encoder.config, "ab_config": vars(agent.cfg),
                  "tokenizer": agent.tokenizer.state_dict(), "agent": agent.state_dict()}, path)
-    views = sampler.sample()["boot_views"]
+    views = sampler.sample().boot_views
     enc = load_encoder(path)
     assert not enc.training
     assert torch.allclose(enc(views), agent.encoder(views), atol=1e-6)
@@ -184,3 +184,16 @@ def test_load_encoder_and_agent_round_trip(dataset, tmp_path):
     again = load_agent(path)
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(),
                                                  agent.state_dict().values(), strict=True))
+
+
+@pytest.mark.parametrize("base", ["simclr", "dino"])
+def test_the_diagnostic_and_the_training_loss_score_the_same_pairs(dataset, base):
+    """value_accuracy_by_iou runs the loss's own path (encode, bootstrap_logits): on one batch
+    its overall accuracy is the loss's value_acc metric."""
+    agent, sampler = make(dataset, base=base)
+    batch = sampler.sample()
+    agent.eval()
+    _, metrics = agent.loss(batch)
+    acc = value_accuracy_by_iou(agent, batch, bins=(0.0, 1.0))
+    assert acc["all"] == pytest.approx(metrics["value_acc"])
+    assert acc["count_0.00-1.00"] == 2 * 3 * 2
