@@ -423,3 +423,15 @@ def test_make_dataset_dispatch(fashion_root, image_folder):
         make_dataset("no-such-dataset")
     with pytest.raises(TypeError, match="type int"):
         make_dataset(3)
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    ({"n": True}, TypeError, "n"), ({"n": 2.5}, TypeError, "n"), ({"n": 0}, ValueError, "n"),
+    ({"size": 64.0}, TypeError, "size"), ({"size": (64,)}, ValueError, "size"),
+    ({"seed": 2**70}, ValueError, "seed"), ({"seed": -1}, ValueError, "seed"),
+    ({"seed": 1.5}, TypeError, "seed"), ({"min_objects": 0}, ValueError, "min_objects"),
+    ({"max_objects": "3"}, TypeError, "max_objects"), ({"split": "dev"}, ValueError, "split"),
+])
+def test_scenes_refuse_bad_arguments_naming_them(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        make_scenes(**{"n": 2, "size": 32, **kwargs})

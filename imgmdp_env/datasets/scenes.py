@@ -24,6 +24,7 @@ import colorsys
 
 import numpy as np
 
+from imgmdp_env import _checks as check
 from imgmdp_env.datasets.base import ImageDataset
 
 __all__ = ["CLASS_NAMES", "COLOUR_NAMES", "SPLITS", "caption_for", "make_scenes"]
@@ -299,17 +300,16 @@ def make_scenes(
     the class of the largest object. Deterministic in ``(seed, split)``; splits are disjoint
     random streams.
     """
-    h, w = (size, size) if isinstance(size, int | np.integer) else (int(size[0]), int(size[1]))
-    if n < 1:
-        raise ValueError(f"n ({n}) must be at least 1")
+    n = check.integer("n", n, 1)
+    h, w = check.size_hw("size", size, 1)
     if min(h, w) < 16:
         raise ValueError(f"size {size} is too small: height and width must be at least 16")
-    if not 1 <= min_objects <= max_objects:
+    min_objects = check.integer("min_objects", min_objects, 1)
+    max_objects = check.integer("max_objects", max_objects, 1)
+    if min_objects > max_objects:
         raise ValueError(f"need 1 <= min_objects ({min_objects}) <= max_objects ({max_objects})")
-    if split not in SPLITS:
-        raise ValueError(f"split {split!r} is not one of {SPLITS}")
-    if seed < 0:
-        raise ValueError(f"seed ({seed}) must be non-negative")
+    split = check.choice("split", split, SPLITS)
+    seed = check.integer("seed", seed, 0, check.MAX_SEED - 1)
     root = np.random.SeedSequence([seed, SPLITS.index(split)])
     grids = _background_grids(h, w, root)
     streams = root.spawn(n)
