@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -356,9 +355,12 @@ class ABAgent(nn.Module):
 
 
 def _read_checkpoint(path, map_location) -> dict:
-    path = Path(path)
-    return torch.load(path / "checkpoint.pt" if path.is_dir() else path,
-                      map_location=map_location, weights_only=False)
+    """A verified checkpoint (:func:`agents.checkpoint.read_checkpoint`) that holds a model."""
+    from agents.checkpoint import read_checkpoint, require
+
+    ckpt = read_checkpoint(path, map_location)
+    require(ckpt, ("encoder", "agent"), path, "loading a model")
+    return ckpt
 
 
 def load_agent(checkpoint_path: str, map_location: str | torch.device = "cpu") -> ABAgent:

@@ -17,11 +17,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import sys
-import threading
 import time
-from dataclasses import asdict, dataclass, replace
+from contextlib import ExitStack
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal
 
@@ -34,15 +33,21 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from agents.arg_checks import check_train_args  # noqa: E402
+from agents.checkpoint import (  # noqa: E402
+    CHECKPOINT,
+    non_finite,
+    restore_checkpoint,
+    save_checkpoint,
+)
 from agents.evaluate import PROBE_MAX_SAMPLES, PROBE_TEST, PROBE_TRAIN  # noqa: E402
+from agents.runs import StopSignals, flags_given, open_run, repair_log  # noqa: E402
 from agents.train_utils import (  # noqa: E402
     build_agent,
     build_datasets,
     cosine_schedule,
     final_report,
-    load_checkpoint,
     make_optimizer,
-    save_checkpoint,
 )
 
 
@@ -192,6 +197,17 @@ PRESETS = {
     ),
 }
 
+# --resume: these flags may change (applied, each change printed; the schedules are recomputed
+# for the new values); any other flag that differs from the run's is refused (data, model,
+# loss, seed: the run's identity). RESUME_PER_RUN belong to one invocation, never inherited.
+RESUME_MAY_CHANGE = {
+    "total_steps", "lr", "min_lr", "warmup_steps", "weight_decay", "grad_clip",
+    "log_every", "checkpoint_every", "tensorboard", "probe", "probe_dataset", "probe_train",
+    "probe_test", "probe_max_samples", "random_twins", "value_batches",
+    "threads", "device", "precision",
+}
+RESUME_PER_RUN = {"resume", "stop_at"}
+
 
 def parse_args(argv: list[str] | None = None) -> Args:
     """``--preset NAME`` picks the defaults; every other flag overrides them."""
@@ -209,27 +225,40 @@ def parse_args(argv: list[str] | None = None) -> Args:
     return tyro.cli(Args, default=PRESETS[preset], args=argv, description=__doc__)
 
 
-def train(args: Args) -> dict:
-    """Run (or resume) one training job; returns the final summary (also in summary.json)."""
+def default_name(args: Args) -> str:
+    return f"{args.base}_{args.encoder}_ab{args.ab_weight:g}_g{args.gamma:g}_s{args.seed}"
+
+
+def given_fields(args: Args) -> set[str]:
+    """For a programmatic ``train(args)``: the fields that differ from the preset's defaults
+    count as given (the CLI passes the flags it saw instead)."""
+    default = PRESETS.get(args.preset, Args())
+    return {f.name for f in fields(Args) if getattr(args, f.name) != getattr(default, f.name)}
+
+
+def train(args: Args, given: set[str] | None = None) -> dict:
+    """Run (or resume) one training job; returns the final summary (also in summary.json).
+
+    given: the fields set on the command line (None: those that differ from the preset); on
+    ``--resume`` they are applied (RESUME_MAY_CHANGE) or refused (any other that differs)."""
+    check_train_args(args)
+    with StopSignals() as stop, ExitStack() as held:  # SIGINT / SIGTERM; the run folder's lock
+        args, run_dir, resumed = open_run(
+            args, given_fields(args) if given is None else given, held, default_name(args),
+            RESUME_MAY_CHANGE, RESUME_PER_RUN)
+        check_train_args(args)
+        return _run(args, run_dir, resumed, stop)
+
+
+def _run(args: Args, run_dir: Path, resumed: dict | None, stop: StopSignals) -> dict:
     from tqdm import tqdm
 
-    resumed = None
-    if args.resume:
-        resumed = load_checkpoint(args.resume)
-        saved = Args(**{**asdict(args), **resumed["args"]})
-        args = replace(saved, resume=args.resume, stop_at=args.stop_at, probe=args.probe,
-                       threads=args.threads, device=args.device)
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else ("cpu" if args.device == "auto" else args.device))
     amp = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16,
            "auto": torch.bfloat16}[args.precision] if device.type == "cuda" else None
-    name = args.name or (f"{args.base}_{args.encoder}_ab{args.ab_weight:g}_g{args.gamma:g}"
-                         f"_s{args.seed}")
-    run_dir = Path(resumed["run_dir"]) if resumed else Path(args.runs_dir) / name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path = run_dir / "checkpoint.pt"
-    (run_dir / "config.json").write_text(json.dumps(asdict(args), indent=2))
+    ckpt_path = run_dir / CHECKPOINT
 
     # data, agent, optimiser, schedules
     torch.manual_seed(args.seed)
@@ -245,19 +274,10 @@ def train(args: Args) -> dict:
                     else np.full(args.total_steps, args.ema_rate))
     step = 0
     if resumed is not None:
-        step = resumed["step"]
-        agent.load_state_dict(resumed["agent"])
-        optimizer.load_state_dict(resumed["optimizer"])
-        if scaler is not None and resumed.get("scaler"):
-            scaler.load_state_dict(resumed["scaler"])
-        sampler.load_state_dict(resumed["sampler"])
-        torch.set_rng_state(resumed["torch_rng"])
+        step = restore_checkpoint(resumed, agent, optimizer, scaler, sampler, args.weight_decay)
         print(f"resumed {run_dir} at step {step}/{args.total_steps}")
     log_path = run_dir / "log.jsonl"
-    if log_path.exists():  # drop log lines past the checkpoint (an interrupted run's tail)
-        keep = [ln for ln in log_path.read_text().splitlines()
-                if ln.strip() and json.loads(ln)["step"] <= step]
-        log_path.write_text("".join(ln + "\n" for ln in keep))
+    repair_log(log_path, step)  # drop lines past the checkpoint (and a torn last line)
     writer = None
     if args.tensorboard:
         from torch.utils.tensorboard import SummaryWriter
@@ -266,46 +286,44 @@ def train(args: Args) -> dict:
 
     saved_step = step if resumed is not None else None
 
-    def checkpoint() -> None:
+    def checkpoint(log) -> None:
         nonlocal saved_step
-        save_checkpoint(ckpt_path, args, agent, optimizer, scaler, sampler, step)
-        saved_step = step
+        log.flush()
+        os.fsync(log.fileno())  # the log up to a checkpoint is as durable as the checkpoint
+        with stop.blocked():  # a second Ctrl-C waits until the file is complete
+            save_checkpoint(ckpt_path, args, agent, optimizer, scaler, sampler, step)
+            saved_step = step
+
+    def kept() -> str:
+        return (f"the last checkpoint is kept: {ckpt_path} (step {saved_step})"
+                if saved_step is not None else "no checkpoint was written yet")
 
     # ALGO LOGIC: the training loop
     last = args.total_steps if not args.stop_at else min(args.stop_at, args.total_steps)
     views_per_step = sampler.views_per_step(bootstrap=args.ab_weight > 0)
-    bar = tqdm(total=args.total_steps, initial=step, desc=name, dynamic_ncols=True,
+    bar = tqdm(total=args.total_steps, initial=step, desc=run_dir.name, dynamic_ncols=True,
                disable=None)
     t_last, step_last = time.perf_counter(), step
     t_start, step_start = t_last, step
     plain_every = max(args.total_steps // 10, 1)  # progress lines when tqdm is off (no TTY)
-    # Ctrl-C: finish the current step, save, exit (exact resumption); a second one stops now.
-    interrupted = []
-
-    def on_sigint(signum, frame) -> None:
-        if interrupted:
-            raise KeyboardInterrupt
-        interrupted.append(step)
-        print("\nCtrl-C: saving a checkpoint after this step (again to stop at once)",
-              flush=True)
-
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous_handler = signal.signal(signal.SIGINT, on_sigint) if main_thread else None
+    # Ctrl-C / SIGTERM: finish the current step, save, exit (exact resumption); a second one
+    # stops at once. `between` marks the part of a step after which the state is half-updated
+    # (sampler and RNG advanced, weights maybe stepped, `step` not yet incremented).
+    between = False
+    stop.defer = True
     try:
         with log_path.open("a") as log:
-            while step < last:
+            while step < last and not stop.received:
                 for group in optimizer.param_groups:
-                    group["lr"] = lr_schedule[step]
+                    group["lr"] = float(lr_schedule[step])
+                between = True
                 batch = sampler.sample(device, bootstrap=args.ab_weight > 0)
                 with torch.autocast(device.type, dtype=amp or torch.float32,
                                     enabled=amp is not None):
                     loss, metrics = agent.loss(batch)
                 if not math.isfinite(metrics["loss"]):
-                    kept = (f"the last good checkpoint is kept: {ckpt_path} (step {saved_step})"
-                            if saved_step is not None else "no checkpoint was written yet")
-                    raise FloatingPointError(
-                        f"non-finite loss ({metrics['loss']}) at step {step + 1}: stopping; "
-                        f"{kept}. Try a lower --lr or --precision fp32, then --resume {run_dir}")
+                    raise FloatingPointError(f"non-finite loss ({metrics['loss']}) at step "
+                                             f"{step + 1}")
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is not None:
                     scaler.scale(loss).backward()
@@ -320,7 +338,12 @@ def train(args: Args) -> dict:
                 else:
                     optimizer.step()
                 agent.update_target(float(ema_schedule[step]))
+                bad = non_finite(agent.online.named_parameters())
+                if bad:  # the loss was finite but the update was not
+                    raise FloatingPointError(f"non-finite weights {bad[:3]} after step "
+                                             f"{step + 1}")
                 step += 1
+                between = False
                 bar.update(1)
                 if step % args.log_every == 0 or step == last:
                     now = time.perf_counter()
@@ -341,38 +364,58 @@ def train(args: Args) -> dict:
                     print(f"step {step}/{args.total_steps} loss {metrics['loss']:.3f} "
                           f"{rate * views_per_step:.0f} views/s "
                           f"ETA {(args.total_steps - step) / max(rate, 1e-9):.0f} s", flush=True)
-                if step % args.checkpoint_every == 0 or step == last or interrupted:
-                    checkpoint()
-                if interrupted:
-                    raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        if not interrupted:  # raised mid-step (not by our handler): save what there is
-            checkpoint()
+                if step % args.checkpoint_every == 0 or step == last or stop.received:
+                    checkpoint(log)
+            if stop.received and saved_step != step:  # a signal between the check and here
+                checkpoint(log)
+    except KeyboardInterrupt:  # a second signal, or raised by code: stop at once
+        if not stop.received and not between and step != saved_step:
+            with log_path.open("a") as log:  # a clean step boundary: it can still be saved
+                checkpoint(log)
         bar.close()
-        print(f"\ninterrupted: saved {ckpt_path} at step {step}; continue with "
-              f"--resume {run_dir}")
-        return {"step": step, "interrupted": True}
+        why = (f"stopped at once ({' then '.join(stop.received)})" if stop.received
+               else "interrupted")
+        print(f"\n{why}: {kept()}"
+              + (f"; continue with --resume {run_dir}" if saved_step is not None else ""))
+        return {"step": saved_step, "interrupted": True, "signal": stop.exit_code()}
     except FloatingPointError as e:
         bar.close()
-        raise SystemExit(str(e)) from None
+        raise SystemExit(
+            f"{e}: stopping; {kept()}. Try a lower --lr (e.g. --lr {args.lr / 10:g}) or "
+            f"--precision fp32: --resume {run_dir} --lr {args.lr / 10:g} applies it") from None
     finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGINT, previous_handler)
+        stop.defer = False
     bar.close()
     if writer is not None:
         writer.flush()
+    if stop.received:
+        print(f"\n{stop.received[0]}: saved {ckpt_path} at step {step}; continue with "
+              f"--resume {run_dir}")
+        return {"step": step, "interrupted": True, "signal": stop.exit_code()}
     if step < args.total_steps:
         print(f"stopped at step {step}/{args.total_steps}: continue with --resume {run_dir}")
         return {"step": step, "interrupted": False}
-    summary = final_report(args, agent, data, run_dir, writer)
+    try:
+        summary = final_report(args, agent, data, run_dir, writer)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted during the final report: training is complete and {ckpt_path} "
+              f"(step {step}) is kept; --resume {run_dir} runs the report again")
+        return {"step": step, "interrupted": True, "signal": stop.exit_code() or 130}
     if writer is not None:
         writer.close()
     return summary
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        train(parse_args())
-    except KeyboardInterrupt:  # before the loop started: nothing to save yet
-        raise SystemExit("interrupted before training started; nothing saved") from None
+        out = train(parse_args(argv), given=flags_given(argv, Args))
+    except KeyboardInterrupt:  # before the loop started: nothing new to save
+        print("interrupted before training started: nothing new was saved", file=sys.stderr)
+        return 130
+    return (out.get("signal") or 130) if out.get("interrupted") else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from agents.ab import ABAgent
+from agents.checkpoint import read_checkpoint
 from agents.train_value import Args, parse_args, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,11 +41,11 @@ def test_resume_gives_the_same_next_losses(tmp_path, base, candidates):
     train(tiny(tmp_path, "full", **kw))
     train(tiny(tmp_path, "split", stop_at=3, **kw))
     assert sorted(losses(tmp_path / "split")) == [1, 2, 3]
-    train(replace(tiny(tmp_path, "other"), resume=str(tmp_path / "split")))
+    train(replace(tiny(tmp_path, "split"), resume=str(tmp_path / "split")))
     full, split = losses(tmp_path / "full"), losses(tmp_path / "split")
     assert sorted(split) == list(range(1, 7))
     assert [split[s] for s in range(1, 7)] == [full[s] for s in range(1, 7)]
-    ckpt = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=False)
+    ckpt = read_checkpoint(tmp_path / "split")
     assert ckpt["step"] == 6 and ckpt["args"]["base"] == base
     assert (tmp_path / "split" / "value_accuracy_iou.png").exists()
 
@@ -62,8 +63,8 @@ def test_ctrl_c_saves_after_the_step_and_resume_is_exact(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ABAgent, "loss", loss_with_ctrl_c)
     out = train(tiny(tmp_path, "run"))
-    assert out == {"step": 4, "interrupted": True}
-    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert out == {"step": 4, "interrupted": True, "signal": 128 + signal.SIGINT}
+    ckpt = read_checkpoint(tmp_path / "run")
     assert ckpt["step"] == 4
     monkeypatch.setattr(ABAgent, "loss", real)
     train(replace(tiny(tmp_path, "run"), resume=str(tmp_path / "run")))
@@ -81,8 +82,8 @@ def test_keyboard_interrupt_mid_step_still_saves(tmp_path, monkeypatch):
         return real(self, batch)
 
     monkeypatch.setattr(ABAgent, "loss", loss_then_interrupt)
-    assert train(tiny(tmp_path, "run")) == {"step": 2, "interrupted": True}
-    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["step"] == 2
+    assert train(tiny(tmp_path, "run")) == {"step": 2, "interrupted": True, "signal": 0}
+    assert read_checkpoint(tmp_path / "run")["step"] == 2
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
@@ -99,7 +100,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
     monkeypatch.setattr(ABAgent, "loss", nan_at_step_5)
     with pytest.raises(SystemExit, match=r"non-finite loss \(nan\) at step 5.*step 4"):
         train(tiny(tmp_path, "run"))
-    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    ckpt = read_checkpoint(tmp_path / "run")
     assert ckpt["step"] == 4
     assert all(torch.isfinite(v).all() for v in ckpt["agent"].values() if v.is_floating_point())
 

@@ -1,0 +1,155 @@
+"""Argument checks of the two CLIs (``agents/train_value.py``, ``agents/evaluate.py``), run
+before any work: each names the flag, shows the bad value and says what is valid (the helpers
+of :mod:`imgmdp_env._checks`). Errors become ``SystemExit`` with that message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from imgmdp_env import _checks as check
+from imgmdp_env.datasets import NAMED
+
+__all__ = ["check_eval_args", "check_train_args", "dataset_spec"]
+
+MAX_TRAIN_SEED = 2**63  # the sampler adds an offset to the seed for its second stream
+_VIEW_RULES = {"cnn": (16, 1), "vit": (8, 8), "vits16": (16, 16)}  # (minimum, multiple of)
+
+
+def flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def dataset_spec(name: str, value, *, empty: bool = False) -> str:
+    """A named dataset or an existing folder (checked now, not after training)."""
+    value = check.string(name, value, empty=True)
+    if empty and not value:
+        return value
+    if value in NAMED or Path(value).is_dir():
+        return value
+    raise ValueError(f"{name} ({value!r}) is neither a named dataset {list(NAMED)} nor an "
+                     "existing folder of images")
+
+
+def _view_size(name: str, value, kind: str) -> int:
+    lo, mult = _VIEW_RULES.get(kind, (1, 1))
+    side = check.integer(name, value, lo)
+    if side % mult:
+        raise ValueError(f"{name} ({side}) must be a multiple of {mult} (the patch size of "
+                         f"--encoder {kind})")
+    return side
+
+
+def _device(value) -> None:
+    check.choice("--device", value, ["auto", "cpu", "cuda"])
+    if value == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda: no CUDA device is available here (use auto or cpu)")
+
+
+def _run(checks) -> None:
+    try:
+        checks()
+    except (TypeError, ValueError) as e:
+        raise SystemExit(f"invalid argument: {e}") from None
+
+
+def check_train_args(a) -> None:
+    """Every field of ``train_value.Args``; raises ``SystemExit`` naming the first bad one."""
+    def checks() -> None:
+        f = flag
+        check.choice(f("preset"), a.preset, ["cpu-small", "gpu-vits16"])
+        name = check.string(f("name"), a.name, empty=True)
+        if name and (Path(name).name != name or name in (".", "..")):
+            raise ValueError(f"--name ({name!r}) must be a plain folder name (no '/'); put "
+                             "the parent folder in --runs-dir")
+        check.path_like(f("runs_dir"), a.runs_dir)
+        check.string(f("resume"), a.resume, empty=True)
+        check.integer(f("seed"), a.seed, 0, MAX_TRAIN_SEED - 1)
+        _device(a.device)
+        check.choice(f("precision"), a.precision, ["auto", "fp32", "bf16", "fp16"])
+        check.integer(f("threads"), a.threads, 1)
+        dataset_spec(f("dataset"), a.dataset)
+        dataset_spec(f("boot_dataset"), a.boot_dataset, empty=True)
+        check.integer(f("dataset_size"), a.dataset_size, 1)
+        check.integer(f("image_size"), a.image_size, 16)
+        check.choice(f("encoder"), a.encoder, ["cnn", "vit", "vits16"])
+        _view_size(f("view_size"), a.view_size, a.encoder)
+        check.integer(f("base_batch"), a.base_batch, 2)
+        check.integer(f("ann_batch"), a.ann_batch, 0)
+        check.integer(f("boot_images"), a.boot_images, 0)
+        check.integer(f("n_views"), a.n_views, 2)
+        check.number_range(f("boot_scale"), a.boot_scale, 0, 1, lo_open=True)
+        check.number_range(f("base_scale"), a.base_scale, 0, 1, lo_open=True)
+        check.number(f("color_jitter"), a.color_jitter, 0)
+        check.choice(f("base"), a.base, ["simclr", "dino", "clip"])
+        check.integer(f("proj_dim"), a.proj_dim, 1)
+        check.integer(f("proj_hidden"), a.proj_hidden, 1)
+        check.number(f("temperature"), a.temperature, 0, lo_open=True)
+        check.number(f("ab_temperature"), a.ab_temperature, 0, lo_open=True)
+        width = check.integer(f("decoder_width"), a.decoder_width, 1)
+        check.integer(f("decoder_depth"), a.decoder_depth, 1)
+        heads = check.integer(f("decoder_heads"), a.decoder_heads, 1)
+        if width % heads:
+            raise ValueError(f"--decoder-heads ({heads}) must divide --decoder-width ({width})")
+        check.integer(f("n_bins"), a.n_bins, 2)
+        check.number(f("max_shift"), a.max_shift, 0, lo_open=True)
+        check.number(f("max_log_scale"), a.max_log_scale, 0, lo_open=True)
+        check.flag(f("action_tokens"), a.action_tokens)
+        check.integer(f("n_prototypes"), a.n_prototypes, 1)
+        check.number(f("teacher_temperature"), a.teacher_temperature, 0, lo_open=True)
+        check.number(f("student_temperature"), a.student_temperature, 0, lo_open=True)
+        check.choice(f("text_backbone"), a.text_backbone, ["words", "minilm"])
+        check.number(f("ab_weight"), a.ab_weight, 0)
+        check.number(f("gamma"), a.gamma, 0, 1, hi_open=True)
+        check.choice(f("candidates"), a.candidates, ["views", "random"])
+        check.integer(f("n_random"), a.n_random, 1)
+        check.choice(f("max_mode"), a.max_mode, ["annotation", "scalar"])
+        check.number(f("ema_rate"), a.ema_rate, 0, 1, lo_open=True)
+        check.choice(f("ema_schedule"), a.ema_schedule, ["auto", "constant", "cosine"])
+        check.integer(f("total_steps"), a.total_steps, 1)
+        lr = check.number(f("lr"), a.lr, 0, lo_open=True)
+        if check.number(f("min_lr"), a.min_lr, 0) > lr:
+            raise ValueError(f"--min-lr ({a.min_lr!r}) must be <= --lr ({a.lr!r})")
+        check.integer(f("warmup_steps"), a.warmup_steps, 0)
+        check.number(f("weight_decay"), a.weight_decay, 0)
+        check.number(f("grad_clip"), a.grad_clip, 0)
+        check.integer(f("log_every"), a.log_every, 1)
+        check.integer(f("checkpoint_every"), a.checkpoint_every, 1)
+        check.integer(f("stop_at"), a.stop_at, 0)
+        check.flag(f("tensorboard"), a.tensorboard)
+        check.flag(f("probe"), a.probe)
+        dataset_spec(f("probe_dataset"), a.probe_dataset, empty=True)
+        check.integer(f("probe_train"), a.probe_train, 1)
+        check.integer(f("probe_test"), a.probe_test, 1)
+        check.integer(f("probe_max_samples"), a.probe_max_samples, 1)
+        check.integer(f("random_twins"), a.random_twins, 0)
+        check.integer(f("value_batches"), a.value_batches, 1)
+
+    _run(checks)
+
+
+def check_eval_args(a) -> None:
+    """Every field of ``evaluate.Args``; raises ``SystemExit`` naming the first bad one."""
+    def checks() -> None:
+        f = flag
+        if a.checkpoint is not None:
+            p = Path(check.path_like(f("checkpoint"), a.checkpoint))
+            if not p.exists():
+                raise ValueError(f"--checkpoint ({str(p)!r}) does not exist: pass a run folder "
+                                 "(runs/<name>) or its checkpoint.pt")
+        dataset_spec(f("dataset"), a.dataset)
+        check.integer(f("n_train"), a.n_train, 1)
+        check.integer(f("n_test"), a.n_test, 1)
+        check.integer(f("image_size"), a.image_size, 16)
+        kind = check.choice(f("kind"), a.kind, ["cnn", "vit", "vits16"])
+        if a.view_size is not None:
+            _view_size(f("view_size"), a.view_size, kind if a.checkpoint is None else "")
+        check.integer(f("max_samples"), a.max_samples, 1)
+        check.integer(f("random_twins"), a.random_twins, 0)
+        check.flag(f("raw_pixels"), a.raw_pixels)
+        check.integer(f("threads"), a.threads, 1)
+        _device(a.device)
+
+    _run(checks)

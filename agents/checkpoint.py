@@ -1,0 +1,224 @@
+"""The one checkpoint format of ``agents/train_value.py``, its one writer and its one reader.
+
+A checkpoint is one file: a text header line, then the ``torch.save`` bytes of a dict::
+
+    IMGMDP-CHECKPOINT 1 <payload bytes> <sha256 of the payload>\\n<payload>
+
+- written atomically: a temporary file in the same folder, ``fsync``, ``os.replace``, then an
+  ``fsync`` of the folder; a crash leaves the old checkpoint or the new one, never a mix (a
+  leftover ``checkpoint.pt.tmp*`` is removed by the next run that locks the folder);
+- verified on every load (:func:`read_checkpoint`): the marker (a foreign file such as
+  ``config.json``, an empty or random file), the length (a truncated file) and the digest
+  (silent bit corruption) are checked before anything is unpickled, and the payload is loaded
+  with ``weights_only=True`` (tensors and plain data only);
+- never non-finite: :func:`save_checkpoint` refuses a state with NaN / inf weights, so a
+  checkpoint on disk is always one a run may continue from.
+
+Used by the training job (``--resume``), :func:`agents.ab.load_agent` /
+:func:`agents.ab.load_encoder`, ``agents/evaluate.py`` and the SB3 extractor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+__all__ = [
+    "CHECKPOINT",
+    "CheckpointError",
+    "non_finite",
+    "read_checkpoint",
+    "remove_temporaries",
+    "require",
+    "resolve",
+    "restore_checkpoint",
+    "save_checkpoint",
+    "write_checkpoint",
+]
+
+CHECKPOINT = "checkpoint.pt"  # its name inside a run folder
+MAGIC = b"IMGMDP-CHECKPOINT"
+VERSION = 1
+_HEADER_MAX = 256  # the header line is shorter than this
+
+
+class CheckpointError(ValueError):
+    """A file is not a readable checkpoint (foreign, truncated, corrupted or incomplete)."""
+
+
+def resolve(path: str | os.PathLike) -> Path:
+    """A checkpoint file, or ``checkpoint.pt`` inside a run folder."""
+    p = Path(path)
+    return p / CHECKPOINT if p.is_dir() else p
+
+
+def non_finite(tensors: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]]
+               ) -> list[str]:
+    """Names of the floating-point tensors that hold a NaN or an infinity."""
+    items = tensors.items() if isinstance(tensors, Mapping) else tensors
+    named = [(k, v) for k, v in items if isinstance(v, torch.Tensor) and v.is_floating_point()]
+    if not named:
+        return []
+    # one fused reduction (a norm is non-finite iff an element is) and one device sync
+    norms = torch._foreach_norm([v.detach().float() for _, v in named])
+    bad = ~torch.isfinite(torch.stack([n.cpu() for n in norms]))
+    return [k for (k, _), b in zip(named, bad.tolist(), strict=True) if b]
+
+
+def write_checkpoint(state: dict, path: str | os.PathLike) -> None:
+    """Write ``state`` (tensors and plain data) to ``path`` in the checkpoint format,
+    atomically; the temporary file is removed if anything fails (or is interrupted)."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    payload = buf.getbuffer()
+    header = f"{MAGIC.decode()} {VERSION} {len(payload)} {hashlib.sha256(payload).hexdigest()}\n"
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(header.encode())
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:  # some filesystems cannot fsync a folder
+        pass
+
+
+def _describe(head: bytes) -> str:
+    """What a file that lacks the marker seems to be."""
+    text = head.lstrip()
+    if text[:1] in (b"{", b"["):
+        return ("it is JSON text (config.json, summary.json or log.jsonl passed by mistake? "
+                "pass the run folder or its checkpoint.pt)")
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        return ("it is a plain torch.save file, not one written by agents/train_value.py "
+                "(no checkpoint marker)")
+    return f"it does not start with the checkpoint marker {MAGIC.decode()!r}"
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu"
+                    ) -> dict:
+    """The state dict of a checkpoint file (or of ``checkpoint.pt`` in a run folder), verified.
+
+    Raises :class:`CheckpointError` (a ``ValueError``) naming the file and what it is not:
+    missing, empty, foreign (no marker), of another format version, truncated, corrupted
+    (digest mismatch) or unreadable."""
+    p = resolve(path)
+    where = f"{p} is not a usable checkpoint"
+    if not p.exists():
+        raise CheckpointError(f"no checkpoint at {p}: pass a run folder (runs/<name>) or its "
+                              f"{CHECKPOINT}")
+    if not p.is_file():
+        raise CheckpointError(f"{where}: it is not a regular file")
+    with open(p, "rb") as f:
+        head = f.read(_HEADER_MAX)
+        if not head:
+            raise CheckpointError(f"{where}: it is empty (0 bytes; a crash or a full disk "
+                                  "while it was copied?)")
+        if not head.startswith(MAGIC + b" "):
+            raise CheckpointError(f"{where}: {_describe(head)}")
+        end = head.find(b"\n")
+        fields = head[:end].decode("ascii", "replace").split() if end > 0 else []
+        if len(fields) != 4 or not fields[1].isdigit() or not fields[2].isdigit():
+            raise CheckpointError(f"{where}: its header line is damaged ({head[:80]!r})")
+        version, size, digest = int(fields[1]), int(fields[2]), fields[3]
+        if version != VERSION:
+            raise CheckpointError(f"{where}: it has format version {version}; this code reads "
+                                  f"version {VERSION}")
+        f.seek(end + 1)
+        payload = f.read(size + 1)
+    if len(payload) != size:
+        raise CheckpointError(f"{where}: it is truncated or has trailing bytes ({len(payload)} "
+                              f"payload bytes, the header says {size})")
+    actual = hashlib.sha256(payload).hexdigest()
+    if actual != digest:
+        raise CheckpointError(f"{where}: it is corrupted (sha256 of the payload is "
+                              f"{actual[:16]}..., the header says {digest[:16]}...)")
+    try:
+        state = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - re-raised with the file's name
+        raise CheckpointError(f"{where}: its payload does not load ({type(e).__name__}: "
+                              f"{e})") from e
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{where}: its payload is a {type(state).__name__}, not a dict")
+    return state
+
+
+def require(state: dict, keys: Iterable[str], path: str | os.PathLike, what: str) -> None:
+    """Refuse a verified checkpoint that lacks the entries ``what`` needs."""
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise CheckpointError(f"{resolve(path)} is not a usable checkpoint for {what}: it has "
+                              f"no {missing} (its keys: {sorted(state)})")
+
+
+def save_checkpoint(path: str | os.PathLike, args, agent, optimizer, scaler, sampler,
+                    step: int) -> None:
+    """Everything needed to continue a run exactly, in one file written atomically.
+
+    Raises ``FloatingPointError`` (and writes nothing) if a weight or an optimizer state is
+    NaN or infinite: the checkpoint already on disk is never replaced by a broken one."""
+    agent_state = agent.state_dict()
+    bad = non_finite(agent_state) + non_finite(
+        (f"optimizer.{i}.{k}", v) for i, s in optimizer.state_dict()["state"].items()
+        for k, v in s.items())
+    if bad:
+        raise FloatingPointError(f"non-finite values in {bad[:5]}"
+                                 f"{f' and {len(bad) - 5} more' if len(bad) > 5 else ''} at "
+                                 f"step {step}: not saved")
+    write_checkpoint({
+        "step": step,
+        "args": asdict(args),
+        "encoder": dict(agent.encoder.config),
+        "ab_config": asdict(agent.cfg),
+        "tokenizer": agent.tokenizer.state_dict() if agent.tokenizer is not None else None,
+        "text_dim": agent.text_dim,
+        "agent": agent_state,
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "sampler": sampler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+    }, path)
+
+
+def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove leftover ``checkpoint.pt.tmp*`` files of killed writers (call it only while
+    holding the folder's lock: a live writer's temporary file must not vanish)."""
+    gone = sorted(Path(folder).glob(f"{CHECKPOINT}.tmp*"))
+    for p in gone:
+        p.unlink(missing_ok=True)
+    return gone
+
+
+def restore_checkpoint(state: dict, agent, optimizer, scaler, sampler,
+                       weight_decay: float | None = None) -> int:
+    """Load a training state written by :func:`save_checkpoint` into freshly built objects
+    (and the torch RNG); ``weight_decay`` replaces the saved one of the decayed group (a flag
+    that may change on resume). Returns the step."""
+    require(state, ("step", "agent", "optimizer", "sampler", "torch_rng"), "the checkpoint",
+            "resuming a run")
+    agent.load_state_dict(state["agent"])
+    optimizer.load_state_dict(state["optimizer"])
+    if weight_decay is not None:
+        optimizer.param_groups[0]["weight_decay"] = weight_decay
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    sampler.load_state_dict(state["sampler"])
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["step"])
