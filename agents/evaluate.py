@@ -599,14 +599,21 @@ def probe_table(results: dict[str, dict[str, float]]) -> str:
 
 
 def _main(args: Args) -> None:
+    from agents.arg_checks import check_eval_args
+
+    check_eval_args(args)  # every flag, before any work
     torch.set_num_threads(args.threads)
     device = torch.device(args.device if args.device != "auto"
                           else "cuda" if torch.cuda.is_available() else "cpu")
     if args.checkpoint is not None:
         from agents.ab import load_encoder
+        from agents.checkpoint import CheckpointError, resolve
 
-        path = args.checkpoint / "checkpoint.pt" if args.checkpoint.is_dir() else args.checkpoint
-        encoder, label = load_encoder(path, device), f"checkpoint {path}"
+        path = resolve(args.checkpoint)
+        try:
+            encoder, label = load_encoder(path, device), f"checkpoint {path}"
+        except CheckpointError as e:
+            raise SystemExit(f"--checkpoint: {e}") from None
     else:
         from agents.networks import make_encoder
 

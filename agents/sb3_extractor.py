@@ -107,8 +107,12 @@ class PretrainedViewExtractor(BaseFeaturesExtractor):
             raise ValueError("pass either encoder= or checkpoint=, not both")
         if encoder is None and checkpoint is not None:
             from agents.ab import load_encoder
+            from agents.checkpoint import CheckpointError
 
-            encoder = load_encoder(checkpoint, map_location="cpu")
+            try:  # the one verified reader: a foreign / truncated / corrupted file is refused
+                encoder = load_encoder(checkpoint, map_location="cpu")
+            except CheckpointError as e:
+                raise CheckpointError(f"PretrainedViewExtractor(checkpoint=...): {e}") from None
         elif encoder is None:
             from agents.networks import make_encoder
 

@@ -26,8 +26,8 @@ TINY = ["--dataset-size", "24", "--image-size", "48", "--view-size", "32", "--ba
 
 def tiny(tmp_path, name, **kw) -> Args:
     args = parse_args(TINY + ["--runs-dir", str(tmp_path), "--name", name])
-    return replace(args, total_steps=6, log_every=1, checkpoint_every=2, tensorboard=False,
-                   probe=False, **kw)
+    return replace(args, **{"total_steps": 6, "log_every": 1, "checkpoint_every": 2,
+                            "tensorboard": False, "probe": False, **kw})
 
 
 def losses(run_dir: Path) -> dict[int, float]:
@@ -148,3 +148,216 @@ def test_clip_run_on_the_frozen_sentence_backbone(tmp_path):
     assert summary["step"] == 6
     log = [json.loads(x) for x in (tmp_path / "clip" / "log.jsonl").read_text().splitlines()]
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in log)
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 8: nothing lost, nothing overwritten
+# ---------------------------------------------------------------------------------------------
+def records(run_dir: Path) -> list[dict]:
+    """The log without its timing column (the one thing a resumed run may not reproduce)."""
+    rows = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "views_per_s"} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory):
+    root = tmp_path_factory.mktemp("full")
+    train(tiny(root, "full"))
+    return records(root / "full")
+
+
+def test_a_fresh_run_never_overwrites_a_run(tmp_path, capsys):
+    train(tiny(tmp_path, "run", total_steps=2))
+    log = (tmp_path / "run" / "log.jsonl").read_text()
+    with pytest.raises(SystemExit, match=r"already holds a run.*--resume .*run.*--name"):
+        train(tiny(tmp_path, "run", total_steps=2))
+    assert (tmp_path / "run" / "log.jsonl").read_text() == log
+    # the default name (`make train` twice) gets the next free suffix instead
+    for _ in range(2):
+        train(tiny(tmp_path, "", total_steps=1, stop_at=1))
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["run", "simclr_cnn_ab1_g0.5_s1", "simclr_cnn_ab1_g0.5_s1-2"]
+    assert "this run is simclr_cnn_ab1_g0.5_s1-2" in capsys.readouterr().out
+
+
+def test_a_second_process_on_a_run_folder_refuses(tmp_path):
+    from agents.runs import RunLock
+
+    train(tiny(tmp_path, "run", stop_at=2))
+    with RunLock(tmp_path / "run"):  # what another live process holds
+        with pytest.raises(SystemExit, match=f"in use by another training process.*{os.getpid()}"):
+            train(replace(tiny(tmp_path, "run"), resume=str(tmp_path / "run")))
+    assert not (tmp_path / "run" / "lock").exists()
+    train(replace(tiny(tmp_path, "run"), resume=str(tmp_path / "run")))  # released: it runs
+
+
+def test_resume_applies_the_flags_that_may_change_and_refuses_the_others(tmp_path, capsys):
+    train(tiny(tmp_path, "run", stop_at=3))
+    resume = replace(tiny(tmp_path, "run"), resume=str(tmp_path / "run"))
+    with pytest.raises(SystemExit, match=r"--base 'dino' \(the run has 'simclr'\).*--lr"):
+        train(replace(resume, base="dino", lr=1e-4))
+    with pytest.raises(SystemExit, match=r"--view-size 48 \(the run has 32\)"):
+        train(replace(resume, view_size=48))
+    # the CLI passes the flags it saw (a programmatic call: those that differ from the preset)
+    train(replace(resume, lr=1e-4, total_steps=8, threads=2),
+          given={"resume", "lr", "total_steps", "threads"})
+    out = capsys.readouterr().out
+    assert "--lr 0.001 -> 0.0001" in out and "--total-steps 6 -> 8" in out
+    assert "--threads 2 (the run had 1)" in out and "not guaranteed to be bit-exact" in out
+    rows = records(tmp_path / "run")
+    assert [r["step"] for r in rows] == list(range(1, 9))
+    assert max(r["lr"] for r in rows[3:]) <= 1e-4 < rows[2]["lr"]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["lr"] == 1e-4
+
+
+def test_a_torn_log_line_and_a_leftover_temporary_never_block_a_resume(tmp_path, full):
+    train(tiny(tmp_path, "run", stop_at=3))
+    run = tmp_path / "run"
+    with (run / "log.jsonl").open("a") as f:
+        f.write('{"step": 4, "loss": 3.9')  # cut by a crash or a full disk
+    (run / "checkpoint.pt.tmp99999").write_bytes(b"half a checkpoint")
+    with pytest.warns(UserWarning, match="dropped 1 unreadable line"):
+        train(replace(tiny(tmp_path, "run"), resume=str(run)))
+    assert records(run) == full
+    assert not list(run.glob("*.tmp*"))
+
+
+def test_a_non_finite_update_never_replaces_the_good_checkpoint(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = ABAgent.update_target
+
+    def poison_at_step_5(self, rate):
+        calls["n"] += 1
+        real(self, rate)
+        if calls["n"] == 5:  # a finite loss, but the update blew the weights up
+            with torch.no_grad():
+                next(self.online.parameters()).view(-1)[0] = float("inf")
+
+    monkeypatch.setattr(ABAgent, "update_target", poison_at_step_5)
+    with pytest.raises(SystemExit, match=r"non-finite weights .* after step 5.*\(step 4\).*"
+                                         r"--resume .*run --lr 0\.0001"):
+        train(tiny(tmp_path, "run", checkpoint_every=1))
+    ckpt = read_checkpoint(tmp_path / "run")
+    assert ckpt["step"] == 4
+    assert all(torch.isfinite(v).all() for v in ckpt["agent"].values() if v.is_floating_point())
+
+
+def test_sigterm_saves_like_ctrl_c(tmp_path, monkeypatch, full):
+    calls = {"n": 0}
+    real = ABAgent.loss
+
+    def loss_with_sigterm(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            signal.raise_signal(signal.SIGTERM)
+        return real(self, batch)
+
+    monkeypatch.setattr(ABAgent, "loss", loss_with_sigterm)
+    out = train(tiny(tmp_path, "run"))
+    assert out == {"step": 3, "interrupted": True, "signal": 128 + signal.SIGTERM}
+    assert read_checkpoint(tmp_path / "run")["step"] == 3
+    monkeypatch.setattr(ABAgent, "loss", real)
+    train(replace(tiny(tmp_path, "run"), resume=str(tmp_path / "run")))
+    assert records(tmp_path / "run") == full
+
+
+def test_a_second_ctrl_c_names_the_step_actually_saved(tmp_path, monkeypatch, capsys):
+    calls = {"n": 0}
+    real = ABAgent.loss
+
+    def loss_with_two_ctrl_c(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
+        return real(self, batch)
+
+    monkeypatch.setattr(ABAgent, "loss", loss_with_two_ctrl_c)
+    assert train(tiny(tmp_path, "run"))["step"] == 2
+    assert "stopped at once (SIGINT then SIGINT): the last checkpoint is kept: " in \
+        capsys.readouterr().out
+    assert read_checkpoint(tmp_path / "run")["step"] == 2
+
+
+def test_an_interrupt_between_the_update_and_the_step_count_saves_no_half_step(
+        tmp_path, monkeypatch, full):
+    calls = {"n": 0}
+    real = ABAgent.update_target
+
+    def interrupt_after_step_3s_update(self, rate):
+        calls["n"] += 1
+        real(self, rate)
+        if calls["n"] == 3:  # optimizer.step() is done, step += 1 is not
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ABAgent, "update_target", interrupt_after_step_3s_update)
+    assert train(tiny(tmp_path, "run"))["step"] == 2
+    assert read_checkpoint(tmp_path / "run")["step"] == 2
+    monkeypatch.setattr(ABAgent, "update_target", real)
+    train(replace(tiny(tmp_path, "run"), resume=str(tmp_path / "run")))
+    assert records(tmp_path / "run") == full
+
+
+def test_an_interrupt_in_the_final_report_keeps_the_checkpoint(tmp_path, monkeypatch, capsys):
+    import agents.train_value as tv
+
+    real = tv.final_report
+    monkeypatch.setattr(tv, "final_report", lambda *a, **k: (_ for _ in ()).throw(
+        KeyboardInterrupt))
+    assert train(tiny(tmp_path, "run"))["interrupted"]
+    assert "training is complete and" in capsys.readouterr().out
+    assert read_checkpoint(tmp_path / "run")["step"] == 6
+    monkeypatch.setattr(tv, "final_report", real)
+    summary = train(replace(tiny(tmp_path, "run"), resume=str(tmp_path / "run")))
+    assert summary["step"] == 6 and (tmp_path / "run" / "summary.json").exists()
+
+
+def test_resume_of_a_run_killed_before_its_first_checkpoint_restarts_it(tmp_path, full):
+    train(tiny(tmp_path, "run", stop_at=1, checkpoint_every=5))
+    (tmp_path / "run" / "checkpoint.pt").unlink()  # as if killed before the first checkpoint
+    train(replace(tiny(tmp_path, "run"), resume=str(tmp_path / "run")))
+    assert records(tmp_path / "run") == full
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 8: arguments are refused at the door, naming the flag
+# ---------------------------------------------------------------------------------------------
+NAN, INF = float("nan"), float("inf")
+BAD_TRAIN = [
+    ("ema_rate", NAN), ("ema_rate", -0.1), ("ema_rate", 1.5), ("proj_dim", 0),
+    ("proj_dim", -3), ("total_steps", 0), ("base_batch", 1), ("color_jitter", -1.0),
+    ("color_jitter", INF), ("log_every", 0), ("checkpoint_every", 0), ("min_lr", 1.0),
+    ("lr", NAN), ("decoder_heads", 3), ("view_size", 0), ("view_size", 32.5),
+    ("view_size", 36), ("seed", 2**64), ("seed", -1), ("probe_dataset", "/no/such/folder"),
+    ("dataset", "imagenet"), ("gamma", 1.0), ("boot_scale", (0.5, 0.1)), ("threads", 0),
+    ("name", "a/b"), ("temperature", 0.0), ("n_views", 1), ("grad_clip", -1.0),
+]
+
+
+@pytest.mark.parametrize("field,bad", BAD_TRAIN, ids=[f"{f}={v!r}" for f, v in BAD_TRAIN])
+def test_train_refuses_bad_arguments_before_any_work(tmp_path, field, bad):
+    args = replace(tiny(tmp_path, "run"), **{field: bad})
+    if field == "view_size" and bad == 36:
+        args = replace(args, encoder="vit")
+    flag = "--" + field.replace("_", "-")
+    with pytest.raises(SystemExit, match=f"invalid argument: {flag}") as e:
+        train(args)
+    assert repr(bad) in str(e.value) or str(bad) in str(e.value)
+    assert not list(tmp_path.iterdir())  # no run folder was even created
+
+
+def test_evaluate_refuses_bad_arguments():
+    from agents.evaluate import Args as EvalArgs
+    from agents.evaluate import _main
+
+    for field, bad in [("n_train", 0), ("threads", -1), ("view_size", 0),
+                       ("checkpoint", Path("/no/such/run")), ("dataset", "imagenet")]:
+        with pytest.raises(SystemExit, match="--" + field.replace("_", "-")):
+            _main(EvalArgs(**{field: bad}))
+
+
+def test_flags_given_reads_the_command_line():
+    from agents.runs import flags_given
+
+    argv = ["--lr", "1e-4", "--no-probe", "--total-steps=9", "--boot-scale", "0.1", "1.0"]
+    assert flags_given(argv, Args) == {"lr", "probe", "total_steps", "boot_scale"}

@@ -1,0 +1,127 @@
+"""agents/checkpoint.py: one format, written atomically, verified on every load by every reader
+(--resume, load_encoder / load_agent, evaluate.py, the SB3 extractor), never non-finite."""
+
+import os
+from dataclasses import replace
+
+import pytest
+import torch
+
+from agents.ab import load_agent, load_encoder
+from agents.checkpoint import (
+    CheckpointError,
+    read_checkpoint,
+    remove_temporaries,
+    save_checkpoint,
+    write_checkpoint,
+)
+
+
+def test_round_trip_and_no_temporary_left(tmp_path):
+    state = {"step": 3, "x": torch.arange(5.0), "args": {"lr": 1e-3, "scale": (0.1, 1.0)}}
+    write_checkpoint(state, tmp_path / "checkpoint.pt")
+    back = read_checkpoint(tmp_path)  # the run folder works too
+    assert back["step"] == 3 and torch.equal(back["x"], state["x"])
+    assert back["args"] == state["args"]
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+def test_a_failed_write_keeps_the_old_file_and_removes_its_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    write_checkpoint({"step": 1}, path)
+    monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        write_checkpoint({"step": 2}, path)
+    assert read_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+def test_remove_temporaries(tmp_path):
+    (tmp_path / "checkpoint.pt.tmp123").write_bytes(b"half")
+    (tmp_path / "log.jsonl").write_text("")
+    assert [p.name for p in remove_temporaries(tmp_path)] == ["checkpoint.pt.tmp123"]
+    assert [p.name for p in tmp_path.iterdir()] == ["log.jsonl"]
+
+
+def _damage(path, how):
+    data = path.read_bytes()
+    if how == "empty":
+        path.write_bytes(b"")
+    elif how == "random":
+        path.write_bytes(os.urandom(4096))
+    elif how == "json":
+        path.write_text('{"base": "simclr", "lr": 0.001}\n')
+    elif how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "bit flip":
+        i = len(data) - 1000
+        path.write_bytes(data[:i] + bytes([data[i] ^ 1]) + data[i + 1:])
+    elif how == "plain torch.save":
+        torch.save({"agent": {}}, path)
+
+
+DAMAGE = {"empty": "it is empty", "random": "does not start with the checkpoint marker",
+          "json": "it is JSON text", "truncated": "truncated", "bit flip": "corrupted",
+          "plain torch.save": "plain torch.save file"}
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory):
+    from agents.train_utils import build_agent, make_optimizer
+    from agents.train_value import Args
+    from imgmdp_env.datasets import make_dataset
+
+    args = replace(Args(), dataset_size=4, base_batch=4, proj_dim=16, proj_hidden=32,
+                   decoder_width=16, decoder_depth=1, view_size=32)
+    ds = make_dataset("scenes", n=4, size=48, seed=0)
+    torch.manual_seed(0)
+    agent, sampler = build_agent(args, {"base": ds, "boot": ds})
+    optimizer, scaler = make_optimizer(args, agent, None)
+    path = tmp_path_factory.mktemp("good") / "checkpoint.pt"
+    save_checkpoint(path, args, agent, optimizer, scaler, sampler, 0)
+    return path.read_bytes(), agent, optimizer, sampler, args
+
+
+@pytest.mark.parametrize("how", list(DAMAGE))
+def test_every_reader_names_the_file_and_what_it_is_not(tmp_path, good, how):
+    from gymnasium import spaces
+
+    from agents.evaluate import Args as EvalArgs
+    from agents.evaluate import _main as evaluate_main
+    from agents.sb3_extractor import PretrainedViewExtractor
+    from agents.train_value import train
+
+    run = tmp_path / "run"
+    run.mkdir()
+    path = run / "checkpoint.pt"
+    path.write_bytes(good[0])
+    _damage(path, how)
+    want = DAMAGE[how]
+    for read in (read_checkpoint, load_encoder, load_agent):
+        with pytest.raises(CheckpointError, match=want) as e:
+            read(path)
+        assert str(path) in str(e.value)
+    with pytest.raises(CheckpointError, match=f"PretrainedViewExtractor.*{want}"):
+        PretrainedViewExtractor(spaces.Box(0, 255, (3, 32, 32), "uint8"), checkpoint=path)
+    with pytest.raises(SystemExit, match=f"--checkpoint: {path}.*{want}"):
+        evaluate_main(EvalArgs(checkpoint=run))
+    with pytest.raises(SystemExit, match=f"--resume: {path}.*{want}"):
+        train(replace(good[4], resume=str(run)))
+
+
+def test_a_non_finite_state_is_never_written(tmp_path, good):
+    _, agent, optimizer, sampler, args = good
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, args, agent, optimizer, None, sampler, 1)
+    p = next(agent.online.parameters())
+    keep = p.detach().clone()
+    with torch.no_grad():
+        p.view(-1)[0] = float("nan")
+    try:
+        with pytest.raises(FloatingPointError, match="non-finite values in.*step 2: not saved"):
+            save_checkpoint(path, args, agent, optimizer, None, sampler, 2)
+    finally:
+        with torch.no_grad():
+            p.copy_(keep)
+    assert read_checkpoint(path)["step"] == 1
+    assert [q.name for q in tmp_path.iterdir()] == ["checkpoint.pt"]
