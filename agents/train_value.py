@@ -10,6 +10,11 @@ Writes ``runs/<name>/``: ``config.json``, ``log.jsonl`` (one JSON object per log
 TensorBoard events, ``checkpoint.pt`` (atomic; the latest state) and PNG plots (losses, probe
 accuracy, value accuracy by IoU). Ends with probe accuracies of the trained encoder beside a
 randomly initialised one (``agents.evaluate.probe_all``).
+
+A fresh run never writes into an existing run (``--name`` of one is refused; the default name
+takes the next free ``-2``, ``-3``); one process per run folder (``<run>/lock``); ``--resume``
+applies the flags that may change (``RESUME_MAY_CHANGE``) and refuses the others; SIGTERM
+saves like Ctrl-C. What survives which fault: docs/architecture.md.
 """
 
 from __future__ import annotations
