@@ -106,8 +106,8 @@ def check_train_args(a) -> None:
         check.choice(f("candidates"), a.candidates, ["views", "random"])
         check.integer(f("n_random"), a.n_random, 1)
         check.choice(f("max_mode"), a.max_mode, ["annotation", "scalar"])
-        check.number(f("ema_rate"), a.ema_rate, 0, 1, lo_open=True)
-        check.choice(f("ema_schedule"), a.ema_schedule, ["auto", "constant", "cosine"])
+        check.number(f("ema_rate"), a.ema_rate, 0, 1)  # 0 = auto (train_utils.ema_rates)
+        check.choice(f("ema_schedule"), a.ema_schedule, ["constant", "cosine"])
         check.integer(f("total_steps"), a.total_steps, 1)
         lr = check.number(f("lr"), a.lr, 0, lo_open=True)
         if check.number(f("min_lr"), a.min_lr, 0) > lr:

@@ -35,7 +35,6 @@ if __package__ in (None, ""):  # `python agents/train_value.py`: make the projec
 # (any other process) otherwise slows each step about 10x. Must be set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from agents.arg_checks import check_train_args  # noqa: E402
@@ -51,6 +50,7 @@ from agents.train_utils import (  # noqa: E402
     build_agent,
     build_datasets,
     cosine_schedule,
+    ema_rates,
     final_report,
     make_optimizer,
 )
@@ -148,10 +148,12 @@ class Args:
     """random candidate boxes per view (candidates = random)"""
     max_mode: Literal["annotation", "scalar"] = "annotation"
     """max over a' per annotation then renormalise, or one a' by its max probability"""
-    ema_rate: float = 0.004
-    """EMA rate of the target network (1 - momentum; 1.0 = no EMA, the ablation)"""
-    ema_schedule: Literal["auto", "constant", "cosine"] = "auto"
-    """EMA rate schedule: cosine anneals it to 0 (auto: cosine for SimCLR/DINO, else constant)"""
+    ema_rate: float = 0.0
+    """EMA rate of the target network (1 - momentum; 1.0 = no EMA, the ablation); 0 = auto:
+    max(0.004, 40 / total_steps), a time constant of 1/40 of the run, never slower than the
+    paper's 0.004"""
+    ema_schedule: Literal["constant", "cosine"] = "constant"
+    """EMA rate schedule: constant, or cosine-annealed to 0 (the paper's for SimCLR/DINO)"""
 
     # optimisation
     total_steps: int = 600
@@ -273,10 +275,7 @@ def _run(args: Args, run_dir: Path, resumed: dict | None, stop: StopSignals) -> 
     optimizer, scaler = make_optimizer(args, agent, amp)
     # schedules, precomputed per step (DINO style)
     lr_schedule = cosine_schedule(args.lr, args.min_lr, args.total_steps, args.warmup_steps)
-    cosine_ema = args.ema_rate < 1 and (args.ema_schedule == "cosine" or (
-        args.ema_schedule == "auto" and args.base in ("simclr", "dino")))
-    ema_schedule = (cosine_schedule(args.ema_rate, 0.0, args.total_steps) if cosine_ema
-                    else np.full(args.total_steps, args.ema_rate))
+    ema_schedule = ema_rates(args.ema_rate, args.ema_schedule, args.total_steps)
     step = 0
     if resumed is not None:
         step = restore_checkpoint(resumed, agent, optimizer, scaler, sampler, args.weight_decay)

@@ -4,7 +4,7 @@ The bare ImageView-v0 env pays nothing. These wrappers score the views the env a
 rendered with an :class:`~imgmdp_env.scorers.AnnotationScorer` (once per step, batched), pay
 the probability of each sub-env's current goal annotation, and put the whole ``p(. | view)``
 vector in ``info["annotation_probs"]`` (the general-value-function view: one reward channel per
-annotation, METHOD.md section 1).
+annotation, docs/method.md section 1).
 
 Goals: per episode, drawn from the image's own annotations (``goals="image"``: its object
 classes, image label or caption, wherever they are in the vocabulary; an image with none draws

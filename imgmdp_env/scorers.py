@@ -1,6 +1,6 @@
 """Annotation scorers: ``p(l | view)`` over a vocabulary of annotations, batched.
 
-A scorer is the reward model of the view MDP (METHOD.md section 1): one reward channel per
+A scorer is the reward model of the view MDP (docs/method.md, section 1): one reward channel per
 annotation ``l``, ``r(l; x') = p(l | x')``. Every scorer follows one protocol,
 :class:`AnnotationScorer`, and runs once per environment step on the batch of views that the
 environment already rendered. Reward wrappers (:mod:`imgmdp_env.rewards`) check every output

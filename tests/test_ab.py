@@ -15,7 +15,7 @@ from agents.data import TransitionSampler, pair_index, simclr_augment
 from agents.evaluate import value_accuracy_by_iou
 from agents.networks import make_encoder
 from agents.text import WordTokenizer
-from agents.train_utils import atomic_save, cosine_schedule
+from agents.train_utils import atomic_save, cosine_schedule, ema_rates
 from imgmdp_env.datasets import ImageDataset
 from imgmdp_env.views import apply_relative
 
@@ -197,3 +197,11 @@ def test_the_diagnostic_and_the_training_loss_score_the_same_pairs(dataset, base
     acc = value_accuracy_by_iou(agent, batch, bins=(0.0, 1.0))
     assert acc["all"] == pytest.approx(metrics["value_acc"])
     assert acc["count_0.00-1.00"] == 2 * 3 * 2
+
+
+def test_ema_rate_auto_ties_the_time_constant_to_the_run():
+    assert np.all(ema_rates(0.0, "constant", 1200) == 40 / 1200)  # 30-step time constant
+    assert np.all(ema_rates(0.0, "constant", 100_000) == 0.004)  # long runs: the paper's rate
+    cos = ema_rates(0.02, "cosine", 50)
+    assert cos[0] == 0.02 and cos[-1] < 1e-4 and np.all(np.diff(cos) <= 0)
+    assert np.all(ema_rates(1.0, "cosine", 10) == 1.0)  # no EMA stays no EMA
