@@ -42,7 +42,7 @@ CELLS: dict[str, tuple[list[str], str]] = {
                   "sharper initial temperatures (both heads)"),
     "decoder-1": (["--decoder-depth", "1"], "a one-layer annotation decoder"),
     "decoder-256": (["--decoder-width", "256", "--decoder-heads", "8"], "a wider decoder"),
-    "near-crops": (["--boot-scale", "0.3", "1.0"], "bootstrap crops of 30-100% area (nearer pairs)"),
+    "near-crops": (["--boot-scale", "0.3", "1.0"], "bootstrap crops of 30-100% area (near pairs)"),
 }
 
 
