@@ -62,6 +62,7 @@ __all__ = [
     "probe_table",
     "random_twin",
     "value_accuracy_by_iou",
+    "value_table",
 ]
 
 PROBES = ("linear", "knn", "attentive")
@@ -405,8 +406,10 @@ def value_accuracy_by_iou(agent, data, bins: tuple[float, ...] = DEFAULT_IOU_BIN
     Samplers draw ``n_batches`` batches seeded by ``seed`` (a sampler's own streams are
     restored afterwards). bins: IoU bin edges; a pair falls in ``[lo, hi)`` (the last bin
     includes ``hi``). Returns ``{"iou_LO-HI": accuracy (nan if empty), "count_LO-HI": pairs,
-    "all": overall accuracy, "chance": 1 / number of annotations, "majority": accuracy of
-    always answering each batch's most frequent target annotation}`` (the trivial baselines).
+    "copy_LO-HI": accuracy of answering the source view's own annotation
+    ``argmax_l p_ema(l | x_i)`` (a value function that ignores the action: the bar for "it
+    uses the action"), "all": overall accuracy, "chance": 1 / number of annotations,
+    "majority": accuracy of always answering each batch's most frequent target annotation}``.
     """
     from agents.data import TransitionSampler, pair_index
     from imgmdp_env.views import box_iou
@@ -429,28 +432,48 @@ def value_accuracy_by_iou(agent, data, bins: tuple[float, ...] = DEFAULT_IOU_BIN
         batches = list(data) if isinstance(data, list | tuple) else [data]
     was_training = agent.training
     agent.eval()
-    hits, ious, majority, n_ann = [], [], [], 1
+    hits, copies, ious, majority, n_ann = [], [], [], [], 1
     for batch in batches:  # the training loss's own path: encode, then the bootstrap logits
         pred, p_logits, _, j = agent.bootstrap_logits(batch, agent.encode(batch))
-        want = p_logits[j].argmax(-1)
+        labels = p_logits.argmax(-1)  # (M,) the target's annotation of every view
+        want = labels[j]  # (M, n - 1): of each pair's target view x_j
         hits.append((pred.argmax(-1) == want).flatten().cpu())
+        copies.append((labels[:, None] == want).flatten().cpu())  # answer x_i's own annotation
         majority.append((want == want.flatten().mode().values).flatten().cpu())
         boxes = batch.boot_boxes
         others = pair_index(boxes.shape[1]).to(boxes.device)
         ious.append(box_iou(boxes[:, :, None], boxes[:, others]).flatten().cpu())
         n_ann = pred.shape[-1]
     agent.train(was_training)
-    hit, iou = torch.cat(hits).float(), torch.cat(ious)
+    hit, copy, iou = torch.cat(hits).float(), torch.cat(copies).float(), torch.cat(ious)
     out = {}
     for k, (lo, hi) in enumerate(zip(bins[:-1], bins[1:], strict=True)):
         sel = (iou >= lo) & ((iou < hi) | ((k == len(bins) - 2) & (iou <= hi)))
         key = f"{lo:.2f}-{hi:.2f}"
         out[f"iou_{key}"] = float(hit[sel].mean()) if sel.any() else float("nan")
+        out[f"copy_{key}"] = float(copy[sel].mean()) if sel.any() else float("nan")
         out[f"count_{key}"] = float(sel.sum())
     out["all"] = float(hit.mean())
     out["chance"] = 1.0 / n_ann
     out["majority"] = float(torch.cat(majority).float().mean())
     return out
+
+
+def value_table(value_acc: dict[str, float]) -> str:
+    """A markdown table of :func:`value_accuracy_by_iou`: one column per IoU bin; rows for
+    the value function, the copy-the-source baseline and the pair counts; then the chance and
+    majority rates."""
+    bins = [k[4:] for k in value_acc if k.startswith("iou_")]
+    rows = [("value function Q_AB", "iou"), ("copy x_i's own annotation", "copy"),
+            ("pairs", "count")]
+    lines = ["| IoU(x_i, x_j) | " + " | ".join(bins) + " |", "|---|" + "---:|" * len(bins)]
+    for label, key in rows:
+        fmt = "{:.0f}" if key == "count" else "{:.3f}"
+        lines.append(f"| {label} | " + " | ".join(
+            fmt.format(value_acc.get(f"{key}_{b}", float("nan"))) for b in bins) + " |")
+    lines.append(f"chance {value_acc['chance']:.3f}; majority {value_acc['majority']:.3f} "
+                 f"(always the most frequent target annotation of the batch)")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -145,12 +145,16 @@ def _plot(run_dir: Path, log: list[dict], value_acc: dict, probes: dict) -> None
     plt.close(fig)
     bins = [k[4:] for k in value_acc if k.startswith("iou_")]
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.bar(bins, [value_acc[f"iou_{b}"] for b in bins])
+    x = np.arange(len(bins))
+    ax.bar(x - 0.2, [value_acc[f"iou_{b}"] for b in bins], 0.4, label="value function")
+    ax.bar(x + 0.2, [value_acc.get(f"copy_{b}", np.nan) for b in bins], 0.4,
+           label="copy the source view's annotation")
+    ax.set_xticks(x, bins)
     ax.axhline(value_acc["chance"], color="k", ls="--", label="chance (1 / annotations)")
     ax.axhline(value_acc["majority"], color="grey", ls=":", label="most frequent target")
     ax.set(xlabel="IoU(source view, target view)", ylabel="accuracy",
            title="value accuracy by IoU (test images)")
-    ax.legend()
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(run_dir / "value_accuracy_iou.png", dpi=100)
     plt.close(fig)
@@ -174,14 +178,19 @@ def final_report(args, agent: ABAgent, data: dict[str, ImageDataset], run_dir: P
     """Value accuracy by IoU on the fixed probe test images, probes of the trained encoder
     beside random-init twins and raw pixels (:func:`agents.evaluate.probe_report`), plots, and
     ``summary.json``. Prints both tables; returns the summary."""
-    from agents.evaluate import probe_report, probe_sets, probe_table, value_accuracy_by_iou
+    from agents.evaluate import (
+        probe_report,
+        probe_sets,
+        probe_table,
+        value_accuracy_by_iou,
+        value_table,
+    )
 
     name = args.probe_dataset or args.boot_dataset or args.dataset
     train, test = probe_sets(name, args.probe_train, args.probe_test, args.image_size)
     value_acc = value_accuracy_by_iou(agent, test, n_batches=args.value_batches, seed=0)
-    print("value accuracy by IoU (probe test images): " + ", ".join(
-        f"{k[4:]}: {v:.3f}" for k, v in value_acc.items() if k.startswith("iou_"))
-        + f" (chance {value_acc['chance']:.3f}, majority {value_acc['majority']:.3f})")
+    print(f"\nvalue accuracy by IoU of source and target view ({name}, probe test images):")
+    print(value_table(value_acc))
     probes: dict[str, dict[str, float]] = {}
     labelled = test.labels is not None or test.object_boxes is not None
     if not args.probe:

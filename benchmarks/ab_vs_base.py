@@ -115,16 +115,18 @@ def main() -> None:
     print("\nvalue accuracy by IoU of source and target view (probe test images, AB runs):")
     print("| IoU | " + " | ".join(bins) + " | chance | majority |")
     print("|---|" + "---:|" * (len(bins) + 2))
-    cells = []
-    for b in bins:
-        xs = [v[f"iou_{b}"] for v in vals]
-        cells.append(f"{statistics.mean(xs):.3f} +- "
-                     f"{statistics.stdev(xs) if len(xs) > 1 else 0.0:.3f}")
-    maj = [v["majority"] for v in vals]
-    print(f"| accuracy ({len(vals)} seeds) | " + " | ".join(cells)
-          + f" | {vals[0]['chance']:.3f} | {statistics.mean(maj):.3f} |")
+    for label, key in (("value function Q_AB", "iou"), ("copy x_i's own annotation", "copy")):
+        cells = []
+        for b in bins:
+            xs = [v[f"{key}_{b}"] for v in vals]
+            cells.append(f"{statistics.mean(xs):.3f} +- "
+                         f"{statistics.stdev(xs) if len(xs) > 1 else 0.0:.3f}")
+        maj = statistics.mean(v["majority"] for v in vals)
+        print(f"| {label} ({len(vals)} seeds) | " + " | ".join(cells)
+              + f" | {vals[0]['chance']:.3f} | {maj:.3f} |")
     print("| pairs per seed | " + " | ".join(f"{vals[0][f'count_{b}']:.0f}" for b in bins)
           + " | | |")
+
 
 if __name__ == "__main__":
     main()

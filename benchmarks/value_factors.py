@@ -74,17 +74,18 @@ def run_cell(name: str, flags: list[str], out: Path, threads: int, steps: int) -
 def table(cells: list[dict]) -> str:
     bins = [k[4:] for k in cells[0]["value_accuracy_by_iou"] if k.startswith("iou_")]
     lines = ["| cell | flags | " + " | ".join(f"IoU {b}" for b in bins)
-             + " | majority | ab_kl | base_loss |",
-             "|---|---|" + "---:|" * (len(bins) + 3)]
+             + " | copy x_i, IoU >= 0.4 | majority | ab_kl | base_loss |",
+             "|---|---|" + "---:|" * (len(bins) + 4)]
     for c in cells:
         v, f = c["value_accuracy_by_iou"], c["final"]
         lines.append(f"| {c['name']} | `{' '.join(c['flags']) or '(default)'}` | "
                      + " | ".join(f"{v[f'iou_{b}']:.3f}" for b in bins)
+                     + f" | {v['copy_0.40-0.60']:.3f} / {v['copy_0.60-1.00']:.3f}"
                      + f" | {v['majority']:.3f} | {f.get('ab_kl', float('nan')):.3f} | "
                      f"{f['base_loss']:.3f} |")
     counts = cells[0]["value_accuracy_by_iou"]
     lines.append("| pairs per bin | | " + " | ".join(f"{counts[f'count_{b}']:.0f}" for b in bins)
-                 + " | | | |")
+                 + " | | | | |")
     return "\n".join(lines)
 
 

@@ -100,10 +100,12 @@ def box_intersection(b1: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
 
 
 def box_iou(b1: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
-    """Intersection over union of cxcywh boxes ``(..., 4)`` (broadcastable) -> ``(...)``."""
+    """Intersection over union of cxcywh boxes ``(..., 4)`` (broadcastable) -> ``(...)`` in
+    [0, 1]. Clamped: the corners are rebuilt from centres and sizes in floating point, so two
+    identical boxes could otherwise score 1 + 1e-6 and fall out of a ``[lo, 1]`` bin."""
     inter = box_intersection(b1, b2)
     union = b1[..., 2:].prod(-1) + b2[..., 2:].prod(-1) - inter
-    return inter / union.clamp(min=1e-12)
+    return (inter / union.clamp(min=1e-12)).clamp_(0.0, 1.0)
 
 
 def clamp_boxes(

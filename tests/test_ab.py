@@ -205,3 +205,23 @@ def test_ema_rate_auto_ties_the_time_constant_to_the_run():
     cos = ema_rates(0.02, "cosine", 50)
     assert cos[0] == 0.02 and cos[-1] < 1e-4 and np.all(np.diff(cos) <= 0)
     assert np.all(ema_rates(1.0, "cosine", 10) == 1.0)  # no EMA stays no EMA
+
+
+def test_copy_baseline_is_exact_when_target_and_source_views_are_the_same(dataset):
+    """With every view of an image the same view (IoU 1), answering the source view's own
+    annotation is always right; a value function that ignores the action can reach that."""
+    from dataclasses import replace as dc_replace
+
+    from imgmdp_env.views import relative_box
+
+    agent, sampler = make(dataset)
+    b = sampler.sample()
+    n = b.boot_boxes.shape[1]
+    first = torch.arange(0, len(b.boot_views), n).repeat_interleave(n)
+    boxes = b.boot_boxes[:, :1].expand_as(b.boot_boxes).contiguous()
+    same = dc_replace(b, boot_views=b.boot_views[first], boot_boxes=boxes,
+                      actions=relative_box(boxes.view(-1, 1, 4), boxes.view(-1, 1, 4)).expand(
+                          -1, n - 1, -1).contiguous())
+    acc = value_accuracy_by_iou(agent, same, bins=(0.0, 0.99, 1.0))
+    assert acc["count_0.99-1.00"] == len(b.boot_views) * (n - 1)
+    assert acc["copy_0.99-1.00"] == 1.0

@@ -33,9 +33,17 @@ def test_relative_boxes_compose(b1, b2, b3):
 @given(box, box)
 def test_iou_symmetric_bounded_and_one_on_self(b1, b2):
     iou = V.box_iou(b1, b2)
-    assert 0 <= iou <= 1 + 1e-9
+    assert 0 <= iou <= 1
     assert torch.isclose(iou, V.box_iou(b2, b1))
     assert torch.isclose(V.box_iou(b1, b1), torch.tensor(1.0, dtype=torch.float64))
+
+
+def test_iou_of_a_float32_box_with_itself_is_never_above_one():
+    # float32 corners rebuilt from centre and size gave 1 + 7e-7 for 29% of boxes, which fell
+    # out of the last IoU bin of the value-accuracy diagnostic
+    b = V.sample_boxes(1000, scale=(0.05, 1.0), generator=torch.Generator().manual_seed(0))
+    iou = V.box_iou(b, b)
+    assert iou.max() <= 1.0 and iou.min() > 1 - 1e-5
 
 
 def test_iou_known_values():
