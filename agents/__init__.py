@@ -6,8 +6,9 @@
 - :mod:`agents.text`: the caption tokenizer and text encoder (CLIP base).
 - :mod:`agents.data`: training batches from the environment's dynamics.
 - :mod:`agents.ab`: the agent (online + EMA target), ``load_encoder`` for downstream use.
-- :mod:`agents.evaluate`: frozen-feature probes with their baselines, and the value-accuracy
-  diagnostic; ``agents/train_value.py``: the training CLI.
+- :mod:`agents.probes`: frozen-feature probes (linear, kNN, attentive).
+- :mod:`agents.evaluate`: the probe protocol (fixed sets, random-init twins, raw pixels) and the
+  value-accuracy diagnostic; ``agents/train_value.py``: the training CLI.
 """
 
 from agents.ab import ABAgent, ABConfig, load_agent, load_encoder

@@ -36,9 +36,13 @@ def simclr_augment(views: torch.Tensor, generator: torch.Generator | None = None
                    jitter: float = 0.8, hue: float = 0.2, p_jitter: float = 0.8,
                    p_gray: float = 0.2) -> torch.Tensor:
     """SimCLR's view augmentations, batched: horizontal flip, colour jitter (brightness,
-    contrast, saturation by factors in ``[1 - jitter, 1 + jitter]``, hue shift up to ``hue``
-    turns) with probability ``p_jitter``, grayscale with probability ``p_gray``. The defaults
-    are SimCLR's at strength 1 (Chen et al. 2020, Appendix A). No blur (the views are small).
+    contrast, saturation by factors in ``[1 - jitter, 1 + jitter]``, a hue change of up to
+    ``hue`` turns) with probability ``p_jitter``, grayscale with probability ``p_gray``. The
+    strengths are SimCLR's at s = 1 (Chen et al. 2020, Appendix A); two steps differ from
+    torchvision's ``ColorJitter``: the four jitters are applied in a fixed order (torchvision
+    permutes them), and the hue change is a rotation of the chroma plane in YIQ space (linear,
+    cheap, batched), an approximation of torchvision's shift of the HSV hue channel that gives
+    different colours for the same angle. No blur (the views are small).
 
     views: ``(B, 3, H, W)`` uint8 on any device; generator: a CPU generator for the per-view
     parameters. Returns ``(B, 3, H, W)`` uint8 on the views' device (rounded back to 8 bits,

@@ -201,11 +201,6 @@ class AnnotationDecoder(nn.Module):
         self.n_bins, self.max_shift, self.max_log_scale = n_bins, max_shift, max_log_scale
         self.action_tokens = action_tokens
         self.token_embed = nn.Embedding(n_bins, width)
-        # Small embeddings (std 0.02, as ViT / BERT / DETR initialise theirs), not nn.Embedding's
-        # N(0, 1): with unit-variance queries the pre-norm decoder's output is at first almost
-        # only the action, the source view's content a small residual, and the value function
-        # took most of a CPU-scale run to learn even "the target view looks like the source".
-        nn.init.normal_(self.token_embed.weight, std=0.02)
         self.slot_embed = nn.Parameter(torch.randn(4, width) * 0.02)
         self.memory_proj = nn.Linear(embed_dim, width)
         self.memory_pos = nn.Parameter(torch.randn(1, num_tokens, width) * 0.02)

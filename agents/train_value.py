@@ -9,7 +9,7 @@
 Writes ``runs/<name>/``: ``config.json``, ``log.jsonl`` (one JSON object per logged step),
 TensorBoard events, ``checkpoint.pt`` (atomic; the latest state) and PNG plots (losses, probe
 accuracy, value accuracy by IoU). Ends with probe accuracies of the trained encoder beside a
-randomly initialised one (``agents.evaluate.probe_all``).
+randomly initialised twins and raw pixels (``agents.evaluate.probe_report``).
 
 A fresh run never writes into an existing run (``--name`` of one is refused; the default name
 takes the next free ``-2``, ``-3``); one process per run folder (``<run>/lock``); ``--resume``
@@ -90,8 +90,9 @@ class Args:
     """images per base-loss batch (SimCLR/DINO: 2 augmented crops each)"""
     ann_batch: int = 0
     """annotations per step for SimCLR/CLIP (0: base_batch / 2, the paper's ratio)"""
-    boot_images: int = 0
-    """images per bootstrapping batch (0: base_batch / 8, the paper's ratio)"""
+    boot_images: int = 16
+    """images per bootstrapping batch (0: base_batch / 8, the paper's ratio; cpu-small: 16 =
+    base_batch / 4, since 8 images (96 pairs) a step left the value function far behind)"""
     n_views: int = 4
     """views per bootstrapping image; all n (n - 1) ordered pairs are used"""
     boot_scale: tuple[float, float] = (0.05, 1.0)
@@ -156,7 +157,7 @@ class Args:
     """EMA rate schedule: constant, or cosine-annealed to 0 (the paper's for SimCLR/DINO)"""
 
     # optimisation
-    total_steps: int = 600
+    total_steps: int = 1200
     """optimizer steps"""
     lr: float = 1e-3
     """peak AdamW learning rate"""
@@ -198,7 +199,7 @@ PRESETS = {
     "cpu-small": Args(),
     "gpu-vits16": Args(
         preset="gpu-vits16", encoder="vits16", view_size=224, image_size=256, dataset_size=20000,
-        base_batch=256, total_steps=20000, lr=5e-4, min_lr=1e-6, warmup_steps=1000,
+        base_batch=256, boot_images=0, total_steps=20000, lr=5e-4, min_lr=1e-6, warmup_steps=1000,
         proj_dim=256, proj_hidden=2048, decoder_width=384, decoder_heads=6, n_prototypes=4096,
         log_every=50, checkpoint_every=1000, probe_max_samples=8000, threads=8,
     ),
@@ -254,7 +255,11 @@ def train(args: Args, given: set[str] | None = None) -> dict:
             args, given_fields(args) if given is None else given, held, default_name(args),
             RESUME_MAY_CHANGE, RESUME_PER_RUN)
         check_train_args(args)
-        return _run(args, run_dir, resumed, stop)
+        threads = torch.get_num_threads()
+        try:
+            return _run(args, run_dir, resumed, stop)
+        finally:  # the caller's thread pool as it was: a larger one left behind makes a later
+            torch.set_num_threads(threads)  # fork (e.g. AsyncVectorEnv) hang in libgomp
 
 
 def _run(args: Args, run_dir: Path, resumed: dict | None, stop: StopSignals) -> dict:

@@ -35,6 +35,7 @@ CELLS: dict[str, tuple[list[str], str]] = {
                         "the paper's rate, not annealed"),
     "ema-cosine": (["--ema-schedule", "cosine"], "the default rate, cosine-annealed to 0"),
     "ema-0.1": (["--ema-rate", "0.1"], "a target 10 steps behind"),
+    "boot-8": (["--boot-images", "0"], "the paper's bootstrap batch: base_batch / 8 = 8 images"),
     "gamma-0": (["--gamma", "0"], "gamma = 0 (the earlier loss)"),
     "gamma-0.9": (["--gamma", "0.9"], "gamma = 0.9"),
     "ann-16": (["--ann-batch", "16"], "16 annotations per step (fewer, easier targets)"),
@@ -44,6 +45,11 @@ CELLS: dict[str, tuple[list[str], str]] = {
     "decoder-256": (["--decoder-width", "256", "--decoder-heads", "8"], "a wider decoder"),
     "near-crops": (["--boot-scale", "0.3", "1.0"], "bootstrap crops of 30-100% area (near pairs)"),
 }
+
+
+# the cells a plain run measures (the others on request with --only)
+DEFAULT_CELLS = ["default", "ema-paper", "ema-cosine", "boot-8", "gamma-0", "temp-0.05",
+                 "decoder-1", "near-crops"]
 
 
 def run_cell(name: str, flags: list[str], out: Path, threads: int, steps: int) -> dict:
@@ -92,13 +98,14 @@ def table(cells: list[dict]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="docs/results/value_factors", help="one JSON per cell")
-    p.add_argument("--only", nargs="*", default=None, help=f"cells to run: {list(CELLS)}")
+    p.add_argument("--only", nargs="*", default=None,
+                   help=f"cells to run (default {DEFAULT_CELLS}); all: {list(CELLS)}")
     p.add_argument("--parallel", type=int, default=2, help="cells at once (1 thread each)")
     p.add_argument("--steps", type=int, default=0, help="steps per cell (0: the preset's)")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    names = args.only or list(CELLS)
+    names = args.only or DEFAULT_CELLS
     unknown = set(names) - set(CELLS)
     if unknown:
         raise SystemExit(f"unknown cells {sorted(unknown)}; valid: {list(CELLS)}")

@@ -1,22 +1,20 @@
-"""Frozen-encoder probes: they read what is decodable, not what is not; scene samples are the
-objects' boxes."""
+"""Frozen-encoder probes (agents.probes): they read what is decodable, not what is not; scene
+samples are the objects' boxes. The probe protocol (agents.evaluate): fixed sets, baselines."""
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from agents.evaluate import (
+from agents.evaluate import RawPixels, probe_report, probe_sets
+from agents.probes import (
     AttentiveProbe,
-    RawPixels,
     attentive_probe,
     extract_features,
     knn_probe,
     linear_probe,
     probe_all,
-    probe_report,
     probe_samples,
-    probe_sets,
 )
 from imgmdp_env.datasets import ImageDataset
 

@@ -361,3 +361,11 @@ def test_flags_given_reads_the_command_line():
 
     argv = ["--lr", "1e-4", "--no-probe", "--total-steps=9", "--boot-scale", "0.1", "1.0"]
     assert flags_given(argv, Args) == {"lr", "probe", "total_steps", "boot_scale"}
+
+
+def test_train_leaves_the_callers_thread_count(tmp_path):
+    """train() sets --threads for the run and restores the caller's count after: a larger
+    OpenMP pool left behind made a later fork (AsyncVectorEnv's workers) hang."""
+    torch.set_num_threads(1)
+    train(replace(tiny(tmp_path, "threads"), threads=2, total_steps=2))
+    assert torch.get_num_threads() == 1
