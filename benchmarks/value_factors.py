@@ -90,7 +90,8 @@ def table(cells: list[dict]) -> str:
                      + f" | {v['majority']:.3f} | {f.get('ab_kl', float('nan')):.3f} | "
                      f"{f['base_loss']:.3f} |")
     counts = cells[0]["value_accuracy_by_iou"]
-    lines.append("| pairs per bin | | " + " | ".join(f"{counts[f'count_{b}']:.0f}" for b in bins)
+    lines.append(f"| pairs per bin ({cells[0]['name']}) | | "
+                 + " | ".join(f"{counts[f'count_{b}']:.0f}" for b in bins)
                  + " | | | | |")
     return "\n".join(lines)
 

@@ -21,7 +21,7 @@ TINY = ["--dataset-size", "24", "--image-size", "48", "--view-size", "32", "--ba
         "--proj-dim", "16", "--proj-hidden", "32", "--decoder-width", "16", "--decoder-depth",
         "1", "--warmup-steps", "2", "--probe-train", "12", "--probe-test", "8",
         "--probe-max-samples", "24", "--random-twins", "2", "--value-batches", "2",
-        "--threads", "1"]
+        "--boot-images", "2", "--n-views", "4", "--threads", "1"]
 
 
 def tiny(tmp_path, name, **kw) -> Args:
