@@ -71,26 +71,23 @@ def non_finite(tensors: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.T
     return [k for (k, _), b in zip(named, bad.tolist(), strict=True) if b]
 
 
-def write_checkpoint(state: dict, path: str | os.PathLike) -> None:
-    """Write ``state`` (tensors and plain data) to ``path`` in the checkpoint format,
-    atomically; the temporary file is removed if anything fails (or is interrupted)."""
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    payload = buf.getbuffer()
-    header = f"{MAGIC.decode()} {VERSION} {len(payload)} {hashlib.sha256(payload).hexdigest()}\n"
+def atomic_write(path: str | os.PathLike, *parts: bytes | memoryview) -> None:
+    """Replace ``path`` with the concatenated ``parts``, atomically: a temporary file beside it,
+    fsynced, ``os.replace``d, the folder fsynced (the rename itself durable). The temporary
+    file is removed if anything fails (or is interrupted)."""
     path = Path(path)
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            f.write(header.encode())
-            f.write(payload)
+            for part in parts:
+                f.write(part)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    try:  # make the rename itself durable
+    try:
         fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -98,6 +95,16 @@ def write_checkpoint(state: dict, path: str | os.PathLike) -> None:
             os.close(fd)
     except OSError:  # some filesystems cannot fsync a folder
         pass
+
+
+def write_checkpoint(state: dict, path: str | os.PathLike) -> None:
+    """Write ``state`` (tensors and plain data) to ``path`` in the checkpoint format,
+    atomically (:func:`atomic_write`)."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    payload = buf.getbuffer()
+    header = f"{MAGIC.decode()} {VERSION} {len(payload)} {hashlib.sha256(payload).hexdigest()}\n"
+    atomic_write(path, header.encode(), payload)
 
 
 def _describe(head: bytes) -> str:

@@ -28,7 +28,13 @@ from contextlib import ExitStack
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from agents.checkpoint import CheckpointError, read_checkpoint, remove_temporaries, resolve
+from agents.checkpoint import (
+    CheckpointError,
+    atomic_write,
+    read_checkpoint,
+    remove_temporaries,
+    resolve,
+)
 
 __all__ = [
     "RUN_FILES",
@@ -46,17 +52,8 @@ RUN_FILES = ("config.json", "log.jsonl", "checkpoint.pt", "summary.json")
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Replace a small text file atomically (temporary file + fsync + ``os.replace``)."""
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Replace a small text file atomically (:func:`agents.checkpoint.atomic_write`)."""
+    atomic_write(path, text.encode())
 
 
 def _has_run(folder: Path) -> list[str]:
