@@ -168,7 +168,7 @@ def main() -> None:
     ds = make_dataset("scenes", n=args.images, size=96, seed=0)
     train = replace(PRESETS["cpu-small"], base="simclr", encoder=args.encoder,
                     view_size=args.view_size, base_batch=args.batch, n_views=args.n_views,
-                    seed=0)
+                    boot_images=0, seed=0)  # 0: the paper's ratio, base batch / 8 (as printed)
     rows = [
         ours("AB_SimCLR (ours, ab_weight=1)", replace(train, ab_weight=1.0), ds, device, amp),
         ours("SimCLR (ours, ab_weight=0)", replace(train, ab_weight=0.0), ds, device, amp),
