@@ -20,7 +20,7 @@ batch, so the base batches are identical with and without bootstrapping (``ab_we
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 
@@ -109,11 +109,6 @@ class Batch:
     def bootstrap(self) -> bool:
         """Whether the batch carries a bootstrap part."""
         return self.boot_views is not None
-
-    def to(self, device: torch.device | str) -> Batch:
-        """The same batch with every tensor on ``device``."""
-        return Batch(**{f.name: None if getattr(self, f.name) is None
-                        else getattr(self, f.name).to(device) for f in fields(self)})
 
 
 class TransitionSampler:
