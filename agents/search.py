@@ -1,0 +1,334 @@
+"""Value-guided view search: the AB value function ``Q_AB(l | x, a)`` used as a policy.
+
+The agent learns how likely annotation ``l`` becomes if the view ``x`` moves by the relative box
+``a``. To find a goal annotation, score ``K`` candidate moves of every view and take the best
+(greedy) or sample ``a ~ Q^(1/T)`` (softmax over ``log Q / T``)::
+
+    from agents.ab import load_agent
+    from agents.search import ValueSearch, GoalValue, curated_goals
+    agent = load_agent("runs/<run>/checkpoint.pt")
+    goals = curated_goals(agent, curated)          # SimCLR: curated images, summed per class
+    search = ValueSearch(GoalValue(agent, goals), envs, candidates="grid")
+    actions = search.act(obs, goal=obs["goal"], boxes=info["box"])   # env's own action space
+
+Goals (the annotation set the softmax of ``Q_AB`` runs over): :func:`caption_goals` (CLIP:
+captions), :func:`curated_goals` (SimCLR: curated images, optionally grouped by class) and
+:func:`prototype_goals` (DINO: the AB head's prototypes). A goal is an id into
+``goals.vocabulary``.
+
+Candidates (per view, ``K`` actions in the env's action space, scored as the relative boxes
+they reach): ``"discrete"``, the 7 moves of :data:`imgmdp_env.wrappers.VIEW_ACTIONS` (the
+env's own table under ``VectorDiscreteViewActions``); ``"grid"``, pan levels ``x`` pan levels
+``x`` isotropic zoom levels spread over ``[-1, 1]``; ``"random"``, ``n_random`` uniform
+actions per view per step. With the views' current ``boxes`` (``info["box"]`` or a Dict
+observation's ``"box"``), each candidate is scored as the box the env will actually reach
+(``clamp_boxes`` at the image margin), not the one it asks for.
+
+Cost per step: one encoder pass over all ``N`` views, one decoder pass over the ``N x K``
+candidates (:meth:`agents.ab.ABNetwork.query`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gymnasium import spaces
+from gymnasium.vector import VectorEnv
+
+from imgmdp_env import _checks as check
+from imgmdp_env.datasets import ImageDataset
+from imgmdp_env.env import action_to_relative
+from imgmdp_env.views import apply_relative, clamp_boxes, relative_box
+from imgmdp_env.wrappers import view_action_table, view_env_core
+
+__all__ = [
+    "CANDIDATES",
+    "POLICIES",
+    "GoalValue",
+    "Goals",
+    "ValueSearch",
+    "caption_goals",
+    "curated_goals",
+    "prototype_goals",
+    "relative_to_action",
+]
+
+CANDIDATES = ("discrete", "grid", "random")
+POLICIES = ("greedy", "softmax")
+NETWORKS = ("online", "target")
+
+
+def relative_to_action(rel: torch.Tensor, max_pan: float, max_zoom: float) -> torch.Tensor:
+    """The inverse of :func:`imgmdp_env.env.action_to_relative`: relative boxes
+    ``(..., 4)`` ``(dx, dy, sw, sh)`` -> box actions ``(..., 4)`` in ``[-1, 1]``.
+
+    ``a[:2] = (dx, dy) / max_pan``, ``a[2:] = log(sw, sh) / log(max_zoom)``, then clipped to
+    ``[-1, 1]`` (the env clips too): a relative box within the per-step bounds maps back
+    exactly; one beyond them becomes the largest move toward it in each coordinate. With
+    ``max_zoom == 1`` the size cannot change and ``a[2:] = 0``. Sizes must be positive.
+    """
+    max_pan = check.number("max_pan", max_pan, 0, lo_open=True)
+    max_zoom = check.number("max_zoom", max_zoom, 1)
+    if not bool((rel[..., 2:] > 0).all()):
+        raise ValueError(f"relative boxes need positive size ratios (sw, sh), got "
+                         f"{rel[..., 2:].min().item():.4g}")
+    log_zoom = math.log(max_zoom)
+    zoom = rel[..., 2:].log() / log_zoom if log_zoom > 0 else torch.zeros_like(rel[..., 2:])
+    return torch.cat([rel[..., :2] / max_pan, zoom], -1).clamp(-1.0, 1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Goals: the annotation set of Q_AB
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Goals:
+    """An annotation set for ``Q_AB``: ``source`` is what :meth:`ABNetwork.annotations` takes
+    (caption inputs ``(P, ...)`` for CLIP, pooled image features are computed from ``images``
+    for SimCLR, None for DINO's prototypes); ``groups`` ``(P,)`` int64 maps each of the ``P``
+    annotations to a goal id in ``[0, len(vocabulary))`` (None: one goal per annotation):
+    ``Q(goal) = sum of Q over its annotations``, as :class:`imgmdp_env.scorers.EmbeddingScorer`
+    sums prototypes. ``base`` is the agent base the set was built for."""
+
+    vocabulary: list[str]
+    base: str
+    source: torch.Tensor | None = None
+    images: torch.Tensor | None = None
+    groups: torch.Tensor | None = None
+
+
+def caption_goals(agent: Any, captions: Sequence[str]) -> Goals:
+    """CLIP goals: each caption is one goal (the vocabulary), encoded by the agent's text side."""
+    _need_base(agent, "clip", "caption_goals")
+    captions = check.string_list("captions", list(captions))
+    return Goals(list(captions), "clip", source=agent.caption_inputs(list(captions)))
+
+
+def curated_goals(agent: Any, curated: ImageDataset, prototypes: str = "auto",
+                  per_class: int = 64) -> Goals:
+    """SimCLR goals: curated images rendered whole at the encoder's size (the same rendering
+    and grouping as :func:`imgmdp_env.scorers.curation_scorer`): one goal per image, or per
+    labelled class (``prototypes="classes"``, the default with labels; up to ``per_class``
+    images each, ``Q`` summed over them)."""
+    from imgmdp_env.scorers import curation_scorer
+
+    _need_base(agent, "simclr", "curated_goals")
+    size = agent.encoder.image_size
+    holder: list[torch.Tensor] = []
+
+    def keep(views: torch.Tensor) -> torch.Tensor:  # the rendered views, in order
+        holder.append(views)
+        return views.flatten(1).float()
+
+    scorer = curation_scorer(curated, size, embedding=keep, prototypes=prototypes,
+                             per_class=per_class)
+    return Goals(scorer.vocabulary, "simclr", images=torch.cat(holder), groups=scorer.groups)
+
+
+def prototype_goals(agent: Any) -> Goals:
+    """DINO goals: the AB head's prototypes, named ``prototype[k]``."""
+    _need_base(agent, "dino", "prototype_goals")
+    return Goals([f"prototype[{k}]" for k in range(agent.cfg.n_prototypes)], "dino")
+
+
+def _need_base(agent: Any, base: str, what: str) -> None:
+    have = getattr(getattr(agent, "cfg", None), "base", None)
+    if have != base:
+        fixes = {"clip": "caption_goals", "simclr": "curated_goals", "dino": "prototype_goals"}
+        raise ValueError(f"{what} needs a {base!r} agent; this agent's base is {have!r} (use "
+                         f"{fixes.get(have, 'an ABAgent')})")
+
+
+class GoalValue:
+    """``Q_AB(goal | x, a)`` of an :class:`agents.ab.ABAgent` over a :class:`Goals` set.
+
+    ``__call__(views (N, 3, H, W) uint8, rel (N, K, 4) relative boxes, goal (N,) int64)``
+    -> ``(N, K)`` float32 probabilities: one encoder pass over the views, one decoder pass over
+    all ``N x K`` boxes. The annotation embeddings ``psi_AB`` are computed once, here.
+    network: ``"online"`` (as :meth:`ABAgent.value`) or ``"target"`` (the EMA copy).
+    """
+
+    def __init__(self, agent: Any, goals: Goals, network: str = "online") -> None:
+        network = check.choice("network", network, NETWORKS)
+        if goals.base != agent.cfg.base:
+            raise ValueError(f"goals were built for a {goals.base!r} agent; this agent's base is "
+                             f"{agent.cfg.base!r}")
+        self.net = agent.online if network == "online" else agent.target
+        self.vocabulary = list(goals.vocabulary)
+        self.image_size = agent.encoder.image_size
+        self.groups = goals.groups
+        device = next(self.net.parameters()).device
+        with torch.no_grad():
+            src = goals.source
+            if goals.base == "simclr":
+                src = self.net.encoder.pool(self.net.encoder(goals.images.to(device)))
+            elif src is not None:
+                src = src.to(device)
+            _, self.psi_ab = self.net.annotations(src)  # (P, d) unit
+        self.device = device
+
+    @torch.no_grad()
+    def __call__(self, views: torch.Tensor, rel: torch.Tensor, goal: torch.Tensor
+                 ) -> torch.Tensor:
+        net = self.net
+        tokens = net.encoder(views.to(self.device))  # (N, T, D): one pass for all views
+        logits = net.ab_scale() * net.query(tokens, rel.to(self.device)) @ self.psi_ab.T
+        p = logits.float().softmax(-1)  # (N, K, P)
+        if self.groups is not None:
+            p = p.new_zeros(*p.shape[:2], len(self.vocabulary)).index_add_(
+                2, self.groups.to(p.device), p)
+        idx = goal.to(p.device).long()[:, None, None].expand(-1, p.shape[1], 1)
+        return p.gather(2, idx)[..., 0].cpu()
+
+
+# ---------------------------------------------------------------------------------------------
+# The policy
+# ---------------------------------------------------------------------------------------------
+def _discrete_table(env: Any) -> np.ndarray | None:
+    """The ``(7, A)`` table of a ``(Vector)DiscreteViewActions`` in the wrapper chain, if any."""
+    e = env
+    while e is not None:
+        if isinstance(getattr(e, "table", None), np.ndarray):
+            return e.table
+        e = getattr(e, "env", None)
+    return None
+
+
+class ValueSearch:
+    """A policy that takes, per view, the candidate move of highest goal value.
+
+    Args:
+        value_fn: ``(views (N, 3, H, W) uint8, rel (N, K, 4), goal (N,) int64) -> (N, K)``
+            values, e.g. a :class:`GoalValue` (any callable: tests pass a stub).
+        env: the (vector or single) ImageView-v0 env the actions are for, possibly wrapped:
+            its action space (continuous ``Box(-1, 1, (A,))`` or ``Discrete(7)`` from
+            ``(Vector)DiscreteViewActions``) is the one :meth:`act` returns, and its
+            ``max_pan``, ``max_zoom``, ``min_size``, ``margin`` map actions to boxes.
+        candidates: ``"discrete"``, ``"grid"`` or ``"random"`` (module doc); a discrete action
+            space allows only ``"discrete"``.
+        pan, zoom: the moves of ``"discrete"`` on a continuous env (as
+            :func:`imgmdp_env.wrappers.view_action_table`).
+        grid: ``(pan levels, zoom levels)`` of ``"grid"``: ``pan^2 * zoom`` candidates.
+        n_random: candidates per view of ``"random"``.
+        policy: ``"greedy"`` (ties: the first candidate, ``stay`` for ``"discrete"``) or
+            ``"softmax"``: sample with probabilities ``Q^(1/temperature)`` normalised.
+        temperature: of ``"softmax"``, > 0.
+        seed: of the random candidates and the softmax draws.
+    """
+
+    def __init__(self, value_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor],
+                                          torch.Tensor],
+                 env: Any, candidates: str = "discrete", pan: float = 0.25, zoom: float = 1.5,
+                 grid: tuple[int, int] = (3, 3), n_random: int = 32, policy: str = "greedy",
+                 temperature: float = 1.0, seed: int | None = None) -> None:
+        if not callable(value_fn):
+            raise TypeError(f"value_fn ({value_fn!r:.80}) must be callable (views, rel, goal) "
+                            "-> (N, K) values, e.g. agents.search.GoalValue")
+        self.candidates = check.choice("candidates", candidates, CANDIDATES)
+        self.policy = check.choice("policy", policy, POLICIES)
+        self.temperature = check.number("temperature", temperature, 0, lo_open=True)
+        self.n_random = check.integer("n_random", n_random, 1)
+        seed = check.seed("seed", seed)
+        self.value_fn = value_fn
+        core = view_env_core(env)
+        self.core = core
+        self.max_pan, self.max_zoom = core.max_pan, core.max_zoom
+        self.min_size, self.margin = core.min_size, core.margin
+        self.action_dim = core.single_action_space.shape[0]
+        space = env.single_action_space if isinstance(env, VectorEnv) else env.action_space
+        self.discrete = isinstance(space, spaces.Discrete)
+        table = _discrete_table(env)
+        if self.discrete:
+            if table is None:
+                raise TypeError(f"a Discrete action space ({space}) needs DiscreteViewActions / "
+                                "VectorDiscreteViewActions in the wrapper chain")
+            if self.candidates != "discrete":
+                raise ValueError(f"candidates={candidates!r} on a discrete action space: its "
+                                 "actions are the 7 moves, use candidates='discrete'")
+        elif table is None and self.candidates == "discrete":
+            table = view_action_table(core, pan, zoom)
+        if self.candidates == "discrete":
+            fixed = torch.from_numpy(table)
+        elif self.candidates == "grid":
+            n_pan, n_zoom = (check.integer(f"grid[{i}]", g, 1) for i, g in enumerate(grid))
+            p = torch.linspace(-1, 1, n_pan) if n_pan > 1 else torch.zeros(1)
+            z = torch.linspace(-1, 1, n_zoom) if n_zoom > 1 else torch.zeros(1)
+            dx, dy, s = torch.meshgrid(p, p, z, indexing="ij")
+            fixed = torch.stack([dx, dy, s, s], -1).reshape(-1, 4)
+            fixed = F.pad(fixed, (0, self.action_dim - 4))
+        else:
+            fixed = None
+        self.fixed = fixed  # (K, A) env actions, or None (random)
+        self.generator = torch.Generator().manual_seed(0 if seed is None else seed)
+
+    # ------------------------------------------------------------------ candidates and values
+    def candidate_actions(self, n: int) -> torch.Tensor:
+        """``(n, K, A)`` float32 env actions to score for ``n`` views."""
+        if self.fixed is not None:
+            return self.fixed[None].expand(n, -1, -1)
+        a = torch.rand(n, self.n_random, 4, generator=self.generator) * 2 - 1
+        return F.pad(a, (0, self.action_dim - 4))
+
+    def scores(self, views: Any, goal: Any, boxes: Any = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Values ``(N, K)`` and the candidate env actions ``(N, K, A)`` they belong to.
+
+        views: ``(N, 3, H, W)`` uint8; goal: ``(N,)`` ids; boxes: ``(N, 4)`` current cxcywh
+        boxes (optional): each candidate is then scored as the box the env reaches
+        (``clamp_boxes``), else as the relative box the action asks for."""
+        views = torch.as_tensor(np.asarray(views))
+        if views.dtype != torch.uint8 or views.ndim != 4 or views.shape[1] != 3:
+            raise ValueError(f"views must be (N, 3, H, W) uint8, got {views.dtype} "
+                             f"{tuple(views.shape)}")
+        n = len(views)
+        goal = torch.as_tensor(np.asarray(goal, np.int64).reshape(-1))
+        if goal.shape != (n,):
+            raise ValueError(f"goal must hold one id per view ({n}), got shape "
+                             f"{tuple(goal.shape)}")
+        acts = self.candidate_actions(n)
+        rel = action_to_relative(acts, self.max_pan, self.max_zoom)  # (N, K, 4)
+        if boxes is not None:
+            b = torch.as_tensor(np.asarray(boxes, np.float32)).reshape(n, 1, 4)
+            reached = clamp_boxes(apply_relative(b, rel), self.min_size, self.margin)
+            rel = relative_box(b, reached)
+        values = torch.as_tensor(self.value_fn(views, rel, goal)).float()
+        if values.shape != (n, acts.shape[1]):
+            raise ValueError(f"value_fn returned shape {tuple(values.shape)}; expected "
+                             f"({n}, {acts.shape[1]}) = (views, candidates)")
+        return values, acts
+
+    def act(self, obs: Any, goal: Any = None, boxes: Any = None) -> np.ndarray:
+        """Actions in the env's action space for a batch of observations.
+
+        obs: views ``(N, 3, H, W)`` uint8 (or one ``(3, H, W)`` view: one action back), or a
+        Dict observation with ``"view"`` (and ``"goal"``, ``"box"`` used when ``goal`` /
+        ``boxes`` are not given). Returns ``(N, A)`` float32 in ``[-1, 1]`` (continuous) or
+        ``(N,)`` int64 move ids (discrete)."""
+        if isinstance(obs, dict):
+            goal = obs.get("goal") if goal is None else goal
+            boxes = obs.get("box") if boxes is None else boxes
+            obs = obs["view"]
+        if goal is None:
+            raise ValueError("act() needs the goal ids: pass goal= or a Dict observation with "
+                             "'goal' (the reward wrappers' goal_obs=True)")
+        views = np.asarray(obs)
+        single = views.ndim == 3
+        if single:
+            views, goal = views[None], np.reshape(goal, (1,))
+            boxes = None if boxes is None else np.reshape(boxes, (1, 4))
+        values, acts = self.scores(views, goal, boxes)
+        if self.policy == "greedy":
+            k = values.argmax(1)
+        else:
+            logits = values.clamp(min=1e-12).log() / self.temperature
+            k = torch.multinomial(logits.softmax(1), 1, generator=self.generator)[:, 0]
+        if self.discrete:
+            out = k.numpy().astype(np.int64)
+        else:
+            out = acts[torch.arange(len(k)), k].numpy().astype(np.float32)
+        return out[0] if single else out

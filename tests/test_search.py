@@ -1,0 +1,192 @@
+"""Value-guided search (agents/search.py): the best-valued move is taken, actions are valid in
+both action spaces and reach the intended relative box, batched equals per-env, and the
+values are the agent's Q_AB."""
+
+from dataclasses import replace
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import imgmdp_env  # noqa: F401  (registers ImageView-v0)
+from agents.learned_rewards import object_crops
+from agents.search import (
+    GoalValue,
+    ValueSearch,
+    caption_goals,
+    curated_goals,
+    prototype_goals,
+    relative_to_action,
+)
+from imgmdp_env.datasets import make_dataset
+from imgmdp_env.env import action_to_relative
+from imgmdp_env.views import apply_relative, clamp_boxes
+from imgmdp_env.wrappers import VIEW_ACTIONS, VectorDiscreteViewActions
+
+VIEW = 32
+
+
+def envs(n=3, **kw):
+    return gym.make_vec("ImageView-v0", num_envs=n, dataset="scenes",
+                        dataset_kwargs={"n": 8, "size": 48}, view_size=VIEW, **kw)
+
+
+def tiny_agent(base="simclr"):
+    from agents.train_utils import build_agent
+    from agents.train_value import Args
+
+    args = replace(Args(), base=base, dataset_size=4, base_batch=4, view_size=VIEW,
+                   proj_dim=16, proj_hidden=32, decoder_width=16, decoder_depth=1,
+                   n_prototypes=16)
+    ds = make_dataset("scenes", n=4, size=48, seed=0)
+    torch.manual_seed(0)
+    agent, _ = build_agent(args, {"base": ds, "boot": ds})
+    return agent.eval(), ds
+
+
+def right_and_down(views, rel, goal):
+    """A stub value with a known argmax: the further right (then down) the better."""
+    return rel[..., 0] + 0.1 * rel[..., 1]
+
+
+def unique_best(views, rel, goal):
+    """A probability-like stub with one best grid move: right, down, then zoomed out."""
+    return torch.sigmoid(rel[..., 0] + 0.1 * rel[..., 1] + 0.01 * rel[..., 2])
+
+
+def test_relative_to_action_inverts_the_env_mapping_and_clips():
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(64, 4, generator=g) * 2 - 1
+    for pan, zoom in [(0.5, 2.0), (0.3, 1.7)]:
+        rel = action_to_relative(a, pan, zoom)
+        assert torch.allclose(relative_to_action(rel, pan, zoom), a, atol=1e-5)
+    far = torch.tensor([[1.5, -2.0, 8.0, 0.1]])  # beyond the per-step bounds: the largest move
+    assert relative_to_action(far, 0.5, 2.0).tolist() == [[1.0, -1.0, 1.0, -1.0]]
+    assert relative_to_action(torch.tensor([[0.1, 0, 3.0, 1]]), 0.5, 1.0)[0, 2:].tolist() == [0, 0]
+    with pytest.raises(ValueError, match="positive size"):
+        relative_to_action(torch.tensor([[0, 0, 0.0, 1]]), 0.5, 2.0)
+
+
+def test_greedy_takes_the_best_valued_move_and_reaches_its_box():
+    env = envs()
+    obs, info = env.reset(seed=0)
+    goal = np.zeros(3, np.int64)
+    discrete = ValueSearch(right_and_down, env, candidates="discrete")
+    act = discrete.act(obs, goal)
+    assert act.shape == (3, 4) and env.action_space.contains(act)
+    assert np.array_equal(act, np.repeat(discrete.fixed[VIEW_ACTIONS.index("right")][None]
+                                         .numpy(), 3, 0))
+    grid = ValueSearch(right_and_down, env, candidates="grid", grid=(5, 3))
+    act = grid.act(obs, goal)
+    assert len(grid.fixed) == 75 and np.allclose(act[:, :2], [1.0, 1.0])
+    # the action reaches the relative box that was scored best, through the env's own mapping
+    rel = action_to_relative(torch.from_numpy(act), env.unwrapped.max_pan, env.unwrapped.max_zoom)
+    values, cands = grid.scores(obs, goal)
+    best = action_to_relative(cands[0, values[0].argmax()], 0.5, 2.0)
+    assert torch.allclose(rel[0], best)
+    _, _, _, _, info2 = env.step(act)
+    want = clamp_boxes(apply_relative(torch.from_numpy(info["box"]), rel), 0.05, 0.25)
+    assert np.allclose(info2["box"], want.numpy(), atol=1e-6)
+
+
+def test_discrete_action_space_gets_move_ids():
+    env = VectorDiscreteViewActions(envs(), pan=0.2, zoom=1.25)
+    obs, _ = env.reset(seed=0)
+    zoom_in = ValueSearch(lambda v, rel, g: -rel[..., 2], env)  # smaller is better
+    act = zoom_in.act(obs, np.zeros(3, np.int64))
+    assert act.dtype == np.int64 and env.action_space.contains(act)
+    assert act.tolist() == [VIEW_ACTIONS.index("zoom_in")] * 3
+    assert np.array_equal(zoom_in.fixed.numpy(), env.table)  # the wrapper's own moves
+    env.step(act)
+    with pytest.raises(ValueError, match="candidates='discrete'"):
+        ValueSearch(right_and_down, env, candidates="grid")
+
+
+def test_boxes_score_the_box_the_env_reaches():
+    env = envs(n=1)
+    obs, _ = env.reset(seed=0, options={"box": [1.25 - 0.3, 0.5, 0.6, 0.6]})  # right edge
+    search = ValueSearch(right_and_down, env, candidates="discrete")
+    free, _ = search.scores(obs, [0])
+    edge, _ = search.scores(obs, [0], boxes=[[0.95, 0.5, 0.6, 0.6]])
+    right = VIEW_ACTIONS.index("right")
+    assert free[0, right] == pytest.approx(0.25) and edge[0, right] == pytest.approx(0.0)
+    assert search.act(obs, [0], boxes=[[0.95, 0.5, 0.6, 0.6]]).tolist() == [
+        search.fixed[VIEW_ACTIONS.index("down")].tolist()]
+
+
+def test_random_candidates_and_softmax_are_valid_actions():
+    env = envs(augment=True)
+    obs, _ = env.reset(seed=0)
+    search = ValueSearch(right_and_down, env, candidates="random", n_random=16, seed=1,
+                         policy="softmax", temperature=0.5)
+    act = search.act(obs, np.zeros(3, np.int64))
+    assert act.shape == (3, 8) and env.action_space.contains(act)
+    assert np.all(act[:, 4:] == 0)  # no augmentation
+    cold = ValueSearch(unique_best, env, candidates="grid", policy="softmax",
+                       temperature=1e-4)
+    greedy = ValueSearch(unique_best, env, candidates="grid")
+    assert np.array_equal(cold.act(obs, [0, 0, 0]), greedy.act(obs, [0, 0, 0]))
+    assert np.allclose(greedy.act(obs, [0, 0, 0])[:, :4], [1, 1, 1, 1])
+
+
+def test_goal_value_is_the_agents_q_ab_and_batched_equals_per_env():
+    agent, ds = tiny_agent("simclr")
+    crops = object_crops(ds, VIEW)
+    images = curated_goals(agent, crops, prototypes="images")
+    value = GoalValue(agent, images)
+    env = envs(n=4)
+    obs, info = env.reset(seed=0)
+    search = ValueSearch(value, env, candidates="grid")
+    goal = np.array([0, 1, 2, 3])
+    values, cands = search.scores(obs, goal)
+    rel = action_to_relative(cands, 0.5, 2.0)
+    q = agent.value(torch.from_numpy(obs), rel, images.images)  # (N, K, L)
+    assert torch.allclose(values, q[torch.arange(4), :, goal], atol=1e-6)
+    batched = search.act(obs, goal, boxes=info["box"])
+    single = np.stack([search.act(obs[i], goal[i], boxes=info["box"][i]) for i in range(4)])
+    assert np.allclose(batched, single, atol=1e-6)
+    # per class: Q summed over the class's images
+    classes = curated_goals(agent, crops)
+    assert classes.vocabulary == [ds.class_names[c] for c in sorted(set(crops.labels))]
+    per_class = GoalValue(agent, classes)(torch.from_numpy(obs), rel, torch.zeros(4))
+    first = [i for i, c in enumerate(crops.labels) if c == crops.labels.min()]
+    assert torch.allclose(per_class, q[..., first].sum(-1), atol=1e-5)
+
+
+def test_clip_and_dino_goals():
+    clip, ds = tiny_agent("clip")
+    goals = caption_goals(clip, ds.captions)
+    env = envs(n=2)
+    obs, _ = env.reset(seed=0)
+    act = ValueSearch(GoalValue(clip, goals), env, candidates="grid").act(obs, [0, 1])
+    assert env.action_space.contains(act)
+    dino, _ = tiny_agent("dino")
+    goals = prototype_goals(dino)
+    assert len(goals.vocabulary) == 16
+    value = GoalValue(dino, goals, network="target")
+    v, _ = ValueSearch(value, env).scores(obs, [3, 5])
+    assert v.shape == (2, 7) and bool(((v >= 0) & (v <= 1)).all())
+    with pytest.raises(ValueError, match="base is 'dino'"):
+        caption_goals(dino, ["a red circle"])
+    with pytest.raises(ValueError, match="built for a 'clip'"):
+        GoalValue(dino, caption_goals(clip, ["a red circle"]))
+
+
+def test_bad_arguments_are_named():
+    env = envs()
+    obs, _ = env.reset(seed=0)
+    with pytest.raises(ValueError, match="candidates"):
+        ValueSearch(right_and_down, env, candidates="beam")
+    with pytest.raises(ValueError, match="temperature"):
+        ValueSearch(right_and_down, env, policy="softmax", temperature=0)
+    with pytest.raises(TypeError, match="value_fn"):
+        ValueSearch(None, env)
+    search = ValueSearch(right_and_down, env)
+    with pytest.raises(ValueError, match="one id per view"):
+        search.act(obs, [0, 1])
+    with pytest.raises(ValueError, match="needs the goal"):
+        search.act(obs)
+    bad = ValueSearch(lambda v, r, g: torch.zeros(3, 2), env)
+    with pytest.raises(ValueError, match=r"expected \(3, 7\)"):
+        bad.act(obs, [0, 0, 0])
