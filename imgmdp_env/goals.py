@@ -20,10 +20,11 @@ from imgmdp_env.env import RESET_OPTIONS
 from imgmdp_env.scorers import AnnotationScorer, check_scores, check_vocabulary
 from imgmdp_env.wrappers import view_env_core
 
-__all__ = ["GOAL_MODES", "WRAPPER_RESET_OPTIONS", "image_annotations"]
+__all__ = ["GOAL_MODES", "TERMINAL_PAYMENTS", "WRAPPER_RESET_OPTIONS", "image_annotations"]
 
 WRAPPER_RESET_OPTIONS = (*RESET_OPTIONS, "goal")  # what a reward wrapper's reset() reads
 GOAL_MODES = ("image", "vocabulary")
+TERMINAL_PAYMENTS = ("stay", "none")  # what a success termination (terminate_at) pays
 
 
 def image_annotations(dataset: ImageDataset, vocabulary: list[str]) -> tuple[np.ndarray,
@@ -57,7 +58,8 @@ class _Task:
     """What the single and vector wrappers share: scorer, vocabulary, goals, observations."""
 
     def __init__(self, env: Any, scorer: AnnotationScorer, goals: str | int, goal_obs: bool,
-                 terminate_at: float | None, goal_text: bool, owner: str) -> None:
+                 terminate_at: float | None, goal_text: bool, owner: str, *,
+                 terminal_payment: str = "stay", gamma: float = 0.99) -> None:
         if not isinstance(scorer, AnnotationScorer):
             raise TypeError(f"{owner}: scorer {type(scorer).__name__} is not an AnnotationScorer "
                             "(a callable (views, image_idx, boxes) -> (B, L) with a vocabulary)")
@@ -68,6 +70,9 @@ class _Task:
         if terminate_at is not None:
             terminate_at = check.number("terminate_at", terminate_at, 0, 1, lo_open=True)
         goal_obs, goal_text = check.flag("goal_obs", goal_obs), check.flag("goal_text", goal_text)
+        self.terminal_payment = check.choice("terminal_payment", terminal_payment,
+                                             TERMINAL_PAYMENTS)
+        self.gamma = check.number("gamma", gamma, 0, 1, hi_open=True)
         self.terminate_at, self.goal_obs, self.goal_text = terminate_at, goal_obs, goal_text
         if isinstance(goals, str) and goals in GOAL_MODES:
             self.mode, self.fixed = goals, None
@@ -151,6 +156,17 @@ class _Task:
         if self.terminate_at is None:
             return np.zeros(np.shape(p_goal), bool)
         return np.asarray(p_goal >= self.terminate_at)
+
+    def pay(self, p_goal: Any, hit: Any) -> np.ndarray:
+        """The reward of a step: ``p(goal | view)``, except on a success step (``hit``: the
+        step that ``terminate_at`` ends) with ``terminal_payment="stay"``, which pays
+        ``p / (1 - gamma)`` in all: the discounted return of staying at that view forever
+        (``p`` now plus ``gamma p / (1 - gamma)`` for the steps it no longer gets). Truncation
+        pays nothing extra. p_goal, hit: ``(N,)`` (or scalars) -> float64 of the same shape."""
+        p = np.asarray(p_goal, np.float64)
+        if self.terminal_payment == "none":
+            return p
+        return np.where(hit, p / (1.0 - self.gamma), p)
 
     def observation_space(self, inner: spaces.Space) -> spaces.Space:
         if not self.goal_obs:

@@ -14,6 +14,15 @@ reset. The goal id is ``info["goal"]`` and, with ``goal_obs=True``, the ``"goal"
 (``Discrete(L)``) of a Dict observation (the view goes under ``"view"``); ``goal_text=True``
 adds ``info["goal_text"]``. ``terminate_at=p`` ends an episode once ``p(goal | view) >= p``.
 
+Success is worth reaching: with ``terminate_at``, the step that ends an episode by success pays
+``p / (1 - gamma)`` in all (``terminal_payment="stay"``, the default; ``gamma=0.99`` as SB3's
+and CleanRL's PPO / DQN): the discounted return of staying at that view forever. Without it
+(``terminal_payment="none"``) the dense, non-negative reward makes ending the episode a loss,
+and hovering just below the threshold beats reaching it. With the payment the episode is worth
+what it would be if the view froze at the first success, so a success view is worth more than
+any view below the threshold held forever. Truncation (the time limit) never pays it. Set
+``gamma`` to the learner's discount.
+
 Wrappers, grouped by what they pay:
 
 - :class:`AnnotationReward` / :class:`VectorAnnotationReward`: any scorer.
@@ -91,6 +100,10 @@ class AnnotationReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
         goal_obs: observe ``{"view": ..., "goal": Discrete(L)}`` (or add ``"goal"`` to a Dict).
         terminate_at: end the episode once ``p(goal | view) >= terminate_at`` (None: never).
         goal_text: add the goal's name as ``info["goal_text"]``.
+        terminal_payment: ``"stay"`` (default): the success step pays ``p / (1 - gamma)``, the
+            return of staying at the view forever; ``"none"``: it pays ``p``, like any step.
+            Only ``terminate_at`` terminations pay it, never truncation (see module doc).
+        gamma: the discount of that payment, in ``[0, 1)``; set it to the learner's.
 
     Example::
 
@@ -105,7 +118,8 @@ class AnnotationReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     def __init__(self, env: gym.Env, scorer: AnnotationScorer, goals: str | int = "image",
                  goal_obs: bool = True, terminate_at: float | None = None,
-                 goal_text: bool = False) -> None:
+                 goal_text: bool = False, terminal_payment: str = "stay",
+                 gamma: float = 0.99) -> None:
         if isinstance(env, VectorEnv):
             raise TypeError(f"{type(self).__name__} wraps a single env; use "
                             f"Vector{type(self).__name__} for a vector env")
@@ -114,10 +128,11 @@ class AnnotationReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
                             f"{type(env).__name__}")
         gym.utils.RecordConstructorArgs.__init__(  # lets gym.make(env.spec) rebuild the stack
             self, _disable_deepcopy=True, scorer=scorer, goals=goals, goal_obs=goal_obs,
-            terminate_at=terminate_at, goal_text=goal_text)
+            terminate_at=terminate_at, goal_text=goal_text, terminal_payment=terminal_payment,
+            gamma=gamma)
         super().__init__(env)
         self.task = _Task(env, scorer, goals, goal_obs, terminate_at, goal_text,
-                          type(self).__name__)
+                          type(self).__name__, terminal_payment=terminal_payment, gamma=gamma)
         self.vocabulary = self.task.vocabulary
         self.observation_space = self.task.observation_space(env.observation_space)
         self.goal = 0
@@ -134,9 +149,10 @@ class AnnotationReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
         obs, _, terminated, truncated, info = self.env.step(action)
-        info, reward = self._info(info, obs, *_state(info, type(self).__name__))
-        terminated = bool(terminated) or bool(self.task.reached(reward))
-        return self.task.observe(obs, self.goal), reward, terminated, truncated, info
+        info, p_goal = self._info(info, obs, *_state(info, type(self).__name__))
+        hit = bool(self.task.reached(p_goal))
+        reward = float(self.task.pay(p_goal, hit))
+        return self.task.observe(obs, self.goal), reward, bool(terminated) or hit, truncated, info
 
     def _info(self, info: dict, obs: Any, idx: np.ndarray, boxes: np.ndarray
               ) -> tuple[dict, float]:
@@ -191,13 +207,15 @@ class VectorAnnotationReward(VectorWrapper):
 
     def __init__(self, env: VectorEnv, scorer: AnnotationScorer, goals: str | int = "image",
                  goal_obs: bool = True, terminate_at: float | None = None,
-                 goal_text: bool = False) -> None:
+                 goal_text: bool = False, terminal_payment: str = "stay",
+                 gamma: float = 0.99) -> None:
         name = type(self).__name__
         if not isinstance(env, VectorEnv):
             raise TypeError(f"{name} wraps a vector env; use {name.removeprefix('Vector')} "
                             "for a single env")
         super().__init__(env)
-        self.task = _Task(env, scorer, goals, goal_obs, terminate_at, goal_text, name)
+        self.task = _Task(env, scorer, goals, goal_obs, terminate_at, goal_text, name,
+                          terminal_payment=terminal_payment, gamma=gamma)
         self.vocabulary = self.task.vocabulary
         self.single_observation_space = self.task.observation_space(env.single_observation_space)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
@@ -252,9 +270,10 @@ class VectorAnnotationReward(VectorWrapper):
         probs = self.task.score(views, idx, boxes)
         if fresh.any():
             self.goals[fresh] = self.task.draw(idx[fresh])
-        reward = probs[np.arange(n), self.goals].astype(np.float64)
-        reward[fresh] = 0.0
-        hit = self.task.reached(reward) & ~fresh
+        p_goal = probs[np.arange(n), self.goals].astype(np.float64)
+        p_goal[fresh] = 0.0
+        hit = self.task.reached(p_goal) & ~fresh
+        reward = self.task.pay(p_goal, hit)
         extra = hit & ~(term | trunc)  # episodes only this wrapper ends
         term = term | hit
         if self.autoreset_mode == AutoresetMode.SAME_STEP:
@@ -328,13 +347,15 @@ def _record(wrapper: Any, **kwargs: Any) -> None:
 class _CaptionMatch:
     def __init__(self, env: Any, scorer: AnnotationScorer | None = None,
                  goals: str | int = "image", goal_obs: bool = True,
-                 terminate_at: float | None = None, goal_text: bool = False) -> None:
+                 terminate_at: float | None = None, goal_text: bool = False,
+                 terminal_payment: str = "stay", gamma: float = 0.99) -> None:
         _record(self, scorer=scorer, goals=goals, goal_obs=goal_obs, terminate_at=terminate_at,
-                goal_text=goal_text)
+                goal_text=goal_text, terminal_payment=terminal_payment, gamma=gamma)
         if scorer is None:
             scorer = ObjectVisibilityScorer(view_env_core(env).dataset)
         super().__init__(env, scorer, goals=goals, goal_obs=goal_obs,
-                         terminate_at=terminate_at, goal_text=goal_text)
+                         terminate_at=terminate_at, goal_text=goal_text,
+                         terminal_payment=terminal_payment, gamma=gamma)
 
 
 class CaptionMatchReward(_CaptionMatch, AnnotationReward):
@@ -379,10 +400,12 @@ class _Curation:
     def __init__(self, env: Any, curated: Any, curated_kwargs: dict | None = None,
                  embedding: Any = None, prototypes: str = "auto", temperature: float = 0.05,
                  goals: str | int = "vocabulary", goal_obs: bool = True,
-                 terminate_at: float | None = None, goal_text: bool = False) -> None:
+                 terminate_at: float | None = None, goal_text: bool = False,
+                 terminal_payment: str = "stay", gamma: float = 0.99) -> None:
         _record(self, curated=curated, curated_kwargs=curated_kwargs, embedding=embedding,
                 prototypes=prototypes, temperature=temperature, goals=goals, goal_obs=goal_obs,
-                terminate_at=terminate_at, goal_text=goal_text)
+                terminate_at=terminate_at, goal_text=goal_text,
+                terminal_payment=terminal_payment, gamma=gamma)
         view_env_core(env)  # an ImageView-v0 env underneath, before any work
         self.curated = make_dataset(curated, **check.mapping("curated_kwargs", curated_kwargs))
         space = env.single_observation_space if isinstance(env, VectorEnv) else (
@@ -391,7 +414,8 @@ class _Curation:
         scorer = curation_scorer(self.curated, tuple(view_space.shape[1:]), embedding,
                                  prototypes, temperature)
         super().__init__(env, scorer, goals=goals, goal_obs=goal_obs,
-                         terminate_at=terminate_at, goal_text=goal_text)
+                         terminate_at=terminate_at, goal_text=goal_text,
+                         terminal_payment=terminal_payment, gamma=gamma)
 
 
 class CurationReward(_Curation, AnnotationReward):

@@ -110,7 +110,8 @@ def test_single_env_reward_and_terminate_at():
     _, reward, terminated, truncated, _ = env.step(np.zeros(4, np.float32))
     assert reward == pytest.approx(0.5, abs=1e-5) and not terminated
     _, reward, terminated, truncated, _ = env.step(np.array([0, 0, -1, -1], np.float32))
-    assert reward == pytest.approx(1.0, abs=1e-5) and terminated and not truncated
+    # success pays p / (1 - gamma) (terminal_payment="stay", gamma=0.99 by default)
+    assert reward == pytest.approx(100.0, abs=1e-3) and terminated and not truncated
 
 
 def _classes(ds, i):
@@ -216,7 +217,8 @@ def test_terminate_at_ends_episodes_in_every_autoreset_mode(mode):
     scorer = Switch(2)
     inner = make_vec(num_envs=2, autoreset_mode=mode)
     envs = RecordEpisodeStatistics(VectorAnnotationReward(inner, scorer, goals="on",
-                                                          terminate_at=0.5))
+                                                          terminate_at=0.5,
+                                                          terminal_payment="none"))
     envs.reset(seed=0)
     zero = np.zeros((2, 4), np.float32)
     envs.step(zero)

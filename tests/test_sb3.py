@@ -135,7 +135,8 @@ def test_sb3_algorithms_learn_through_the_adapter(case):
     model.learn(total_timesteps=256)
     assert model.num_timesteps >= 256
     returns = [ep["r"] for ep in model.ep_info_buffer]
-    assert len(returns) >= 256 // 8 and all(0 <= r <= 8 for r in returns)
+    # at most 8 steps paying p <= 1, one of them a success paying p / (1 - 0.99)
+    assert len(returns) >= 256 // 8 and all(0 <= r <= 7 + 100 for r in returns)
     if case == "dqn-discrete":
         assert model._n_updates > 0
     obs = venv.reset()
