@@ -5,7 +5,11 @@ spec:
 - ``"scenes"``: procedurally generated multi-object scenes (the embedded default, no download).
 - ``"fashion"``: Fashion-MNIST single centred items (Debian package ``dataset-fashion-mnist``).
 - ``"fashion-scenes"``: Fashion-MNIST items composited into cluttered multi-object scenes.
-- a path to a folder of images (recursive), optionally with ``captions=`` a COCO-style JSON.
+- a path to a folder of images (recursive), optionally with COCO ``captions=`` /
+  ``instances=`` JSON files; resized on load to ``max_side`` within a ``memory_budget``.
+- webdataset shards: ``.tar`` paths, a brace pattern ``data/shard-{000..009}.tar``, a comma
+  list, or a folder of ``.tar`` files (``stream=True``: a bounded streaming buffer).
+- a video file, or a folder of videos: every ``frame_stride``-th frame (PyAV, extra ``video``).
 - an array or tensor ``(N, H, W, 3)`` / ``(N, 3, H, W)`` uint8, or a list of PIL images.
 - an :class:`ImageDataset` (returned as is).
 """
@@ -25,7 +29,31 @@ from imgmdp_env.datasets.base import ImageDataset
 
 NAMED = ("scenes", "fashion", "fashion-scenes")
 
-__all__ = ["NAMED", "ImageDataset", "make_dataset"]
+__all__ = ["NAMED", "ImageDataset", "is_source", "make_dataset", "source_kind"]
+
+
+def source_kind(spec: Any) -> str | None:
+    """``"named"``, ``"shards"``, ``"video"``, ``"folder"`` for a spec naming a source that
+    exists, else None (arrays and ``ImageDataset`` objects are not names)."""
+    if isinstance(spec, str) and spec in NAMED:
+        return "named"
+    from imgmdp_env.datasets.shards import is_shard_spec
+
+    if is_shard_spec(spec):
+        return "shards"
+    from imgmdp_env.datasets.video import is_video_spec
+
+    if is_video_spec(spec):
+        return "video"
+    if isinstance(spec, str | os.PathLike) and Path(os.fspath(spec)).is_dir():
+        return "folder"
+    return None
+
+
+def is_source(spec: Any) -> bool:
+    """Whether ``spec`` names a dataset :func:`make_dataset` can open (a name, a folder of
+    images or videos, a video file, shards)."""
+    return source_kind(spec) is not None
 
 
 def _call(source: Callable[..., ImageDataset], what: str, kwargs: dict, *first: Any
@@ -40,9 +68,13 @@ def make_dataset(spec: Any = "scenes", **kwargs: Any) -> ImageDataset:
     """Build an :class:`ImageDataset` from a name, a folder, arrays or PIL images.
 
     kwargs go to the source: e.g. ``n``, ``size``, ``seed`` for ``"scenes"``; ``split`` for the
-    Fashion-MNIST sources; ``captions`` for a folder. Unknown kwargs are refused (the error
-    lists the source's valid ones), and so is ``""`` (it is not the current folder; pass
-    ``"."``).
+    Fashion-MNIST sources; ``captions``, ``instances``, ``max_side``, ``memory_budget``,
+    ``split``, ``holdout`` for a folder (:func:`~imgmdp_env.datasets.folder.load_folder`);
+    for shards those of :func:`~imgmdp_env.datasets.shards.read_shards`, or with
+    ``stream=True`` those of :class:`~imgmdp_env.datasets.shards.ShardStream`; for videos
+    those of :func:`~imgmdp_env.datasets.video.load_video`. Unknown kwargs are refused (the
+    error lists the source's valid ones), and so is ``""`` (it is not the current folder;
+    pass ``"."``).
     """
     if isinstance(spec, ImageDataset):
         check.check_keys("an existing ImageDataset takes no kwargs", kwargs, ())
@@ -60,11 +92,25 @@ def make_dataset(spec: Any = "scenes", **kwargs: Any) -> ImageDataset:
     if isinstance(spec, str) and not spec.strip():
         raise ValueError(f"dataset ({spec!r}) is empty: pass a named dataset {NAMED}, or a "
                          "folder path ('.' for the current folder)")
+    kind = source_kind(spec) if isinstance(spec, str | os.PathLike | list | tuple) else None
+    if kind == "shards":
+        from imgmdp_env.datasets import shards
+
+        kwargs = dict(kwargs)
+        if kwargs.pop("stream", False):
+            return _call(shards.ShardStream, "shards", kwargs, spec)
+        return _call(shards.read_shards, "shards", kwargs, spec)
+    if kind == "video":
+        from imgmdp_env.datasets.video import load_video
+
+        return _call(load_video, "video", kwargs, spec)
     if isinstance(spec, str | os.PathLike):
         text = check.path_like("dataset", spec)
         if not Path(text).is_dir():
             raise ValueError(
-                f"dataset {text!r} is neither a named dataset {NAMED} nor a folder of images"
+                f"dataset {text!r} is neither a named dataset {NAMED}, a folder of images or "
+                "videos, a video file, nor webdataset shards (.tar paths or a pattern such as "
+                "data/shard-{000..009}.tar)"
             )
         from imgmdp_env.datasets.folder import load_folder
 

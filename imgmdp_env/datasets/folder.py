@@ -1,113 +1,47 @@
-"""A folder of image files (searched recursively), with optional COCO-style captions.
+"""A folder of image files (searched recursively), with optional COCO captions and boxes.
 
-Files are read in sorted order of their path relative to the folder, decoded once with PIL and
-held in RAM at full size (the crop kernel takes any size, smaller than a view included). EXIF
-orientation is applied; modes are converted by :func:`imgmdp_env.datasets.arrays.pil_to_rgb`
-(alpha composited onto black). Symlinked sub-folders are followed. Unreadable or corrupt files,
-folders that cannot be listed and dangling links are skipped and reported together in one
-warning: nothing is dropped silently.
+Files are read in sorted order of their path relative to the folder and decoded once with PIL,
+resized on load so that their longer side is at most ``max_side`` (default 256; ``None``: full
+size), after the RAM they will take has been estimated from their headers and checked against
+``memory_budget`` (:mod:`imgmdp_env.datasets.decode`). EXIF orientation is applied; modes are
+converted by :func:`imgmdp_env.datasets.arrays.pil_to_rgb` (alpha composited onto black).
+Symlinked sub-folders are followed. Unreadable or corrupt files, folders that cannot be listed
+and dangling links are skipped and reported together in one warning: nothing is dropped
+silently.
 
-Captions file (COCO ``captions_*.json`` layout)::
+Annotations (:mod:`imgmdp_env.datasets.coco`): ``captions=`` a COCO ``captions_*.json`` (each
+image takes its first caption), ``instances=`` a COCO ``instances_*.json`` (object boxes and
+category names). Images are matched by their path relative to the folder (``./a/b.jpg`` is
+``a/b.jpg``), else by their file name alone when that name is unique in the file.
 
-    {"images": [{"id": 1, "file_name": "a/b.jpg"}, ...],
-     "annotations": [{"image_id": 1, "caption": "a dog on a sofa"}, ...]}
-
-Each image takes the first caption listed for it, matched by its path relative to the folder
-(file names are normalised: ``./a/b.jpg`` is ``a/b.jpg``), else by its file name alone when
-that name is unique in the captions file.
+Splits: ``split="train"`` / ``"test"`` keep the images outside / inside a deterministic
+held-out set (:func:`imgmdp_env.datasets.splits.held_out`: a ``holdout`` fraction chosen by a
+hash of each relative path, the same on every machine and for every seed); ``"all"`` keeps
+every image. ``n`` then takes a seeded subset, before anything is decoded.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import posixpath
 import warnings
-from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from imgmdp_env import _checks as check
-from imgmdp_env.datasets.arrays import pil_to_rgb
+from imgmdp_env.datasets import decode
 from imgmdp_env.datasets.base import ImageDataset
+from imgmdp_env.datasets.coco import (
+    match_names,
+    read_coco_captions,
+    read_coco_instances,
+    warn_dropped,
+)
 
-__all__ = ["EXTENSIONS", "load_folder", "read_coco_captions"]
+__all__ = ["EXTENSIONS", "SPLITS", "list_images", "load_folder", "read_coco_captions"]
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-
-
-def _decode(path: Path) -> np.ndarray:
-    """One file -> ``(H, W, 3)`` uint8 (raises on anything PIL cannot fully decode)."""
-    from PIL import Image, ImageOps
-
-    with Image.open(path) as img:
-        img.load()  # decode now, so truncated data fails here and not later
-        img = ImageOps.exif_transpose(img) or img
-        return pil_to_rgb(img)
-
-
-def _coco_name(name: str) -> str:
-    """``./a//b.png``, ``a\\b.png`` -> ``a/b.png``: file names compare as normalised relative
-    POSIX paths."""
-    return posixpath.normpath(name.replace("\\", "/"))
-
-
-def read_coco_captions(path: str | Path) -> dict[str, str]:
-    """A COCO-style captions JSON -> ``{file_name: first caption}`` in file order.
-
-    The file is UTF-8 JSON (a byte-order mark is allowed); file names are normalised
-    (``./a/b.png`` -> ``a/b.png``, backslashes -> ``/``). Raises ValueError naming the file and
-    the entry for anything else: unreadable or non-UTF-8 bytes, bad JSON, a missing key, or a
-    caption / file name that is not a string (never stringified).
-    """
-    path = Path(check.path_like("captions", path))
-    layout = ("expected {'images': [{'id', 'file_name'}], "
-              "'annotations': [{'image_id', 'caption'}]}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except UnicodeDecodeError as err:
-        raise ValueError(f"captions file {path} is not UTF-8 text (byte {err.start}: "
-                         f"{err.reason}); JSON must be UTF-8: re-save it as UTF-8") from err
-    except OSError as err:
-        raise ValueError(f"captions file {path} could not be read ({type(err).__name__}: "
-                         f"{err})") from err
-    except json.JSONDecodeError as err:
-        raise ValueError(f"captions file {path} is not valid JSON ({err}); {layout}") from err
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), list)
-                                             for k in ("images", "annotations")):
-        raise ValueError(f"captions file {path} could not be read as COCO captions: its top "
-                         f"level is {_brief(data)}; {layout}")
-    names: dict[Any, str] = {}
-    for i, img in enumerate(data["images"]):
-        file_name = img.get("file_name") if isinstance(img, dict) else None
-        if not isinstance(img, dict) or not _is_id(img.get("id")) or not isinstance(
-                file_name, str) or not file_name.strip():
-            raise ValueError(f"captions file {path}: images[{i}] is {_brief(img)}; each image "
-                             "needs an integer or string 'id' and a non-empty string "
-                             f"'file_name' ({layout})")
-        names[img["id"]] = _coco_name(file_name)
-    firsts: dict[str, str] = {}
-    for j, ann in enumerate(data["annotations"]):
-        if not isinstance(ann, dict) or not _is_id(ann.get("image_id")) or not isinstance(
-                ann.get("caption"), str):
-            raise ValueError(f"captions file {path}: annotations[{j}] is {_brief(ann)}; each "
-                             "annotation needs an integer or string 'image_id' and a string "
-                             f"'caption' ({layout})")
-        name = names.get(ann["image_id"])
-        if name is not None and name not in firsts:
-            firsts[name] = ann["caption"].strip()
-    return firsts
-
-
-def _is_id(value: Any) -> bool:
-    return isinstance(value, int | str) and not isinstance(value, bool)
-
-
-def _brief(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+SPLITS = ("all", "train", "test")
 
 
 def _walk(root: Path, exts: tuple[str, ...]) -> tuple[list[Path], list[str]]:
@@ -140,61 +74,148 @@ def _walk(root: Path, exts: tuple[str, ...]) -> tuple[list[Path], list[str]]:
     return sorted(files, key=rel), problems
 
 
-def load_folder(
-    path: str | Path,
-    captions: str | Path | None = None,
-    extensions: tuple[str, ...] = EXTENSIONS,
-) -> ImageDataset:
-    """Every image file under ``path`` (recursive, sorted) as an :class:`ImageDataset`.
-
-    Symlinked sub-folders are followed (each real folder is read once). Files that cannot be
-    decoded, folders that cannot be listed and dangling links are reported together in one
-    warning, never dropped silently. captions: an optional COCO-style captions JSON (see the
-    module docstring); images without a caption get ``""`` and one warning counts them.
-    extensions: file suffixes to read, case-insensitive (a tuple, e.g. ``(".png",)``).
-    Returns images ``(H_i, W_i, 3)`` uint8 at their own sizes.
-    Raises ValueError for a missing or empty folder, or when no file could be decoded.
-    """
-    root = Path(check.path_like("path", path))
-    if captions is not None:
-        captions = check.path_like("captions", captions)
+def _extensions(extensions: tuple[str, ...]) -> tuple[str, ...]:
     exts = check.string_list("extensions", extensions)
     if not exts or not all(e.strip(". ") for e in exts):
         raise ValueError(f"extensions ({extensions!r}) must be a non-empty list of file "
                          "suffixes such as ('.png', '.jpg')")
+    return tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in exts)
+
+
+def list_images(path: str | Path, extensions: tuple[str, ...] = EXTENSIONS
+                ) -> tuple[list[str], list[str]]:
+    """The image files under ``path`` (recursive, symlinked folders followed once) as sorted
+    POSIX paths relative to it, and the problems met (unlistable folders, dangling links)."""
+    root = Path(check.path_like("path", path))
     if not root.is_dir():
         raise ValueError(f"image folder {str(path)!r} does not exist or is not a folder")
-    exts = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in exts)
-    files, problems = _walk(root, exts)
-    if not files:
+    files, problems = _walk(root, _extensions(extensions))
+    return [p.relative_to(root).as_posix() for p in files], problems
+
+
+def select(names: list[str], split: str, holdout: float, n: int | None, seed: int,
+           what: str) -> list[str]:
+    """The names of ``split`` (``"all"``, ``"train"``: outside the held-out set, ``"test"``:
+    inside it), then at most ``n`` of them, a seeded subset kept in order."""
+    from imgmdp_env.datasets.splits import held_out
+
+    split = check.choice("split", split, SPLITS)
+    holdout = check.number("holdout", holdout, 0, 1, hi_open=True)
+    n = check.optional_integer("n", n, 1)
+    seed = check.seed("seed", seed) or 0
+    if split != "all":
+        if split == "test" and holdout == 0:
+            raise ValueError(f"{what}: split='test' with holdout=0 holds no image; pass "
+                             "holdout > 0 (e.g. 0.1) or a separate test folder")
+        mask = held_out(names, holdout)
+        names = [x for x, m in zip(names, mask, strict=True) if m == (split == "test")]
+        if not names:
+            raise ValueError(f"{what}: the {split} split is empty (holdout={holdout}); use "
+                             "another holdout or a separate test folder")
+    if n is not None and len(names) > n:
+        pick = np.random.default_rng(seed).choice(len(names), n, replace=False)
+        names = [names[i] for i in np.sort(pick)]
+    return names
+
+
+def load_folder(
+    path: str | Path,
+    captions: str | Path | None = None,
+    instances: str | Path | None = None,
+    extensions: tuple[str, ...] = EXTENSIONS,
+    max_side: int | None = decode.DEFAULT_MAX_SIDE,
+    memory_budget: float | None = None,
+    workers: int = 1,
+    split: str = "all",
+    holdout: float = 0.1,
+    n: int | None = None,
+    seed: int = 0,
+) -> ImageDataset:
+    """The image files under ``path`` (recursive, sorted) as an :class:`ImageDataset`.
+
+    captions / instances: optional COCO ``captions_*.json`` / ``instances_*.json`` (module
+    docstring); images without a caption get ``""``, images without boxes no objects, and one
+    warning counts each. extensions: file suffixes to read, case-insensitive (a tuple).
+    max_side: resize on load so that the longer side is at most this (None or 0: full size).
+    memory_budget: GiB the decoded images may take (None: half the physical RAM); estimated
+    from the headers before decoding, refused with the figure and the fixes (MemoryError).
+    workers: decoding processes (1: this process). split / holdout / n / seed: which images
+    (module docstring). Returns images ``(H_i, W_i, 3)`` uint8, object boxes cxcywh
+    normalised, labels indexing ``class_names`` (COCO categories in increasing id).
+    Raises ValueError for a missing or empty folder, or when no file could be decoded.
+    """
+    root = Path(check.path_like("path", path))
+    captions = None if captions is None else check.path_like("captions", captions)
+    instances = None if instances is None else check.path_like("instances", instances)
+    max_side = decode.check_max_side(max_side)
+    decode.budget_bytes(memory_budget)  # checks the value before any work
+    workers = check.integer("workers", workers, 1)
+    names, problems = list_images(root, extensions)
+    exts = _extensions(extensions)
+    if not names:
         detail = f" ({'; '.join(problems[:10])})" if problems else ""
         raise ValueError(f"image folder {str(path)!r} holds no files with extensions {exts} "
                          f"(searched recursively){detail}")
-    images, kept, skipped = [], [], []
-    for p in files:
+    names = select(names, split, holdout, n, seed, f"image folder {str(path)!r}")
+    ann = read_coco_instances(instances) if instances is not None else None
+    firsts = read_coco_captions(captions) if captions is not None else None
+    sizes, readable, skipped = [], [], []
+    for rel in names:
         try:
-            images.append(_decode(p))
-            kept.append(p.relative_to(root).as_posix())
+            h, w = decode.header_size(root / rel)
         except Exception as err:  # PIL raises many exception types for corrupt files
-            skipped.append(f"{p.relative_to(root).as_posix()} ({type(err).__name__}: {err})")
+            skipped.append(f"{rel} ({type(err).__name__}: {err})")
+            continue
+        sizes.append(decode.fit_size(h, w, max_side))
+        readable.append((rel, (h, w)))
+    if readable:
+        decode.check_budget(sizes, memory_budget, f"image folder {str(path)!r}",
+                            "; or a split / holdout")
+    out = decode.decode_many([root / rel for rel, _ in readable], max_side, workers)
+    images, kept = [], []
+    for (rel, hw), img in zip(readable, out, strict=True):
+        if isinstance(img, str):
+            skipped.append(f"{rel} ({img})")
+        else:
+            images.append(img)
+            kept.append((rel, hw))
     if skipped or problems:
         shown = skipped + problems
         text = "; ".join(shown[:10]) + ("; ..." if len(shown) > 10 else "")
-        warnings.warn(f"load_folder: skipped {len(skipped)} unreadable file(s) of {len(files)} "
+        warnings.warn(f"load_folder: skipped {len(skipped)} unreadable file(s) of {len(names)} "
                       f"and {len(problems)} unreadable folder(s) or dangling link(s) in {root}: "
                       f"{text}", stacklevel=2)
     if not images:
-        raise ValueError(f"image folder {str(path)!r}: none of its {len(files)} image file(s) "
+        raise ValueError(f"image folder {str(path)!r}: none of its {len(names)} image file(s) "
                          "could be decoded (see the warning for why)")
+    rels = [rel for rel, _ in kept]
     texts = None
-    if captions is not None:
-        firsts = read_coco_captions(captions)
-        counts = Counter(Path(name).name for name in firsts)
-        by_base = {Path(n).name: c for n, c in firsts.items() if counts[Path(n).name] == 1}
-        texts = [firsts.get(rel, by_base.get(Path(rel).name, "")) for rel in kept]
-        missing = sum(1 for rel in kept if rel not in firsts and Path(rel).name not in by_base)
+    if firsts is not None:
+        found, missing = match_names(rels, firsts)
+        texts = [t if t is not None else "" for t in found]
         if missing:
-            warnings.warn(f"load_folder: {missing} of {len(kept)} image(s) in {root} have no "
+            warnings.warn(f"load_folder: {missing} of {len(rels)} image(s) in {root} have no "
                           f"caption in {captions}; they get the empty caption \"\"",
                           stacklevel=2)
-    return ImageDataset(images=images, captions=texts, name=root.name or str(root))
+    boxes = labels = class_names = None
+    if ann is not None:
+        warn_dropped(ann.dropped, instances)
+        found, missing = match_names(rels, {k: k for k in ann.boxes})
+        boxes, labels = [], []
+        for (_, hw), key in zip(kept, found, strict=True):
+            b, lab = ann.for_image(key, hw) if key is not None else ann.for_image("")
+            boxes.append(b)
+            labels.append(lab)
+        class_names = ann.class_names
+        if missing == len(rels):
+            warnings.warn(f"load_folder: none of the {len(rels)} image(s) in {root} has a box "
+                          f"in {instances} (are the file names those of this folder?)",
+                          stacklevel=2)
+        elif missing:
+            warnings.warn(f"load_folder: {missing} of {len(rels)} image(s) in {root} have no "
+                          f"object box in {instances}; they have no objects", stacklevel=2)
+    name = root.name or str(root)
+    if split != "all":
+        name = f"{name}[{split}]"
+    return ImageDataset(images=images, captions=texts, object_boxes=boxes,
+                        object_labels=labels, class_names=class_names, name=name)

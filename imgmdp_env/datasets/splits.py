@@ -1,10 +1,17 @@
-"""Named datasets by split and size: what training and the probes load.
+"""Datasets by split and size: what training and the probes load.
 
-``load_split(name, split, n, size, seed)`` is the one way the training job
+``load_split(name, split, n, size, seed, **source)`` is the one way the training job
 (``agents/train_value.py``), the probes (``agents/evaluate.py``) and the benchmarks ask for
 ``n`` images of a split. Generated sources (``scenes``, ``fashion-scenes``) are deterministic
-in ``(seed, split)``; ``fashion`` takes a seeded subset of its split; a folder has no split and
-gives a seeded subset of its images whatever ``split`` says.
+in ``(seed, split)``; ``fashion`` takes a seeded subset of its split.
+
+File-backed sources (a folder of images, webdataset shards, videos) split by a deterministic
+held-out set (:func:`held_out`): ``"train"`` is everything outside it, ``"test"`` (and
+``"val"``) inside it, or, with ``source["test"]`` (a separate folder / shard pattern, with
+its own ``test_captions`` / ``test_instances``), ``"train"`` is the whole source and
+``"test"`` the whole test source. The other ``source`` keys go to the source
+(``captions``, ``instances``, ``max_side``, ``memory_budget``, ``workers``, ``holdout``,
+``frame_stride``...; see :func:`imgmdp_env.datasets.make_dataset`).
 
 The probes use :data:`PROBE_SEED` for their data, whatever the training seed, so every run is
 measured on the same labelled images (see :func:`agents.evaluate.probe_sets`).
@@ -12,23 +19,65 @@ measured on the same labelled images (see :func:`agents.evaluate.probe_sets`).
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 
-from imgmdp_env.datasets import ImageDataset, make_dataset
+from imgmdp_env.datasets import NAMED, ImageDataset, make_dataset
 
-__all__ = ["PROBE_SEED", "load_split"]
+__all__ = ["PROBE_SEED", "held_out", "load_split"]
 
 PROBE_SEED = 0
 
 
-def load_split(name: str, split: str, n: int, size: int, seed: int) -> ImageDataset:
-    """``n`` images of ``split`` (``"train"``, ``"val"`` for scenes only, ``"test"``) of a named
-    dataset or a folder. size: side of generated images in pixels (scenes, fashion-scenes)."""
+def _unit(name: str) -> float:
+    """A name's position in [0, 1), from the first 8 bytes of its SHA-1 (the same on every
+    machine, Python version and seed, unlike ``hash``)."""
+    return int.from_bytes(hashlib.sha1(name.encode("utf-8")).digest()[:8], "big") / 2**64
+
+
+def held_out(names: Sequence[str], fraction: float) -> np.ndarray:
+    """``(N,)`` bool: which of ``names`` (relative paths, sample keys) are held out for
+    testing: those whose SHA-1 position is below ``fraction``. A name's side never depends on
+    the other names, so adding files or shards never moves an image between train and test.
+    For a finite list with ``0 < fraction`` and at least 2 names, at least one is held out and
+    at least one is not (the lowest / highest position), so a tiny folder still has both."""
+    u = np.array([_unit(x) for x in names], np.float64)
+    mask = u < fraction
+    if fraction > 0 and len(names) >= 2:
+        mask[int(np.argmin(u))] = True
+        mask[int(np.argmax(u))] = False
+    return mask
+
+
+def load_split(name: str, split: str, n: int, size: int, seed: int, **source: Any
+               ) -> ImageDataset:
+    """``n`` images of ``split`` (``"train"``, ``"val"``, ``"test"``) of a named dataset or a
+    file-backed source (module docstring). size: side of generated images in pixels (scenes,
+    fashion-scenes)."""
     if name == "scenes":
-        return make_dataset("scenes", n=n, size=size, seed=seed, split=split)
+        return make_dataset("scenes", n=n, size=size, seed=seed, split=split, **source)
     if name == "fashion-scenes":
-        return make_dataset(name, split=split, n=n, size=size, seed=seed)
-    ds = make_dataset(name, split=split) if name == "fashion" else make_dataset(name)
-    if len(ds) > n:
-        ds = ds.subset(np.sort(np.random.default_rng(seed).choice(len(ds), n, replace=False)))
-    return ds
+        return make_dataset(name, split=split, n=n, size=size, seed=seed, **source)
+    if name == "fashion":
+        ds = make_dataset(name, split=split, **source)
+        if len(ds) > n:
+            ds = ds.subset(np.sort(np.random.default_rng(seed).choice(len(ds), n,
+                                                                      replace=False)))
+        return ds
+    if name in NAMED:  # pragma: no cover - every named source is handled above
+        raise ValueError(f"load_split: no split rule for {name!r}")
+    source = dict(source)
+    test = source.pop("test", "") or ""
+    test_kw = {k[5:]: source.pop(k) for k in list(source) if k.startswith("test_")}
+    split = "test" if split == "val" else split
+    if test:
+        if split == "test":
+            kwargs = {k: v for k, v in source.items()
+                      if k not in ("captions", "instances", "holdout")}
+            return make_dataset(test, n=n, seed=seed, **kwargs, **test_kw)
+        source.pop("holdout", None)
+        return make_dataset(name, n=n, seed=seed, **source)
+    return make_dataset(name, split=split, n=n, seed=seed, **source)
