@@ -83,6 +83,7 @@ def check_train_args(a) -> None:
         check.number_range(f("boot_scale"), a.boot_scale, 0, 1, lo_open=True)
         check.number_range(f("base_scale"), a.base_scale, 0, 1, lo_open=True)
         check.number(f("color_jitter"), a.color_jitter, 0)
+        check.number(f("boot_color_jitter"), a.boot_color_jitter, 0)
         check.choice(f("base"), a.base, ["simclr", "dino", "clip"])
         check.integer(f("proj_dim"), a.proj_dim, 1)
         check.integer(f("proj_hidden"), a.proj_hidden, 1)

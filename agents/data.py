@@ -10,7 +10,8 @@ One batch (a dict, see :meth:`TransitionSampler.sample`) holds:
 - the *base* batch: ``V`` augmented crops of ``base_batch`` images (SimCLR/DINO: 2 crops with
   flip and colour jitter; CLIP: 1 crop and the image's caption);
 - the *bootstrap* batch: ``n_views`` un-augmented views of ``boot_images`` images (scale
-  ``(0.05, 1)`` by default), their boxes and the relative boxes between every ordered pair.
+  ``(0.05, 1)`` by default; colour-jittered with ``boot_color_jitter > 0``), their boxes and
+  the relative boxes between every ordered pair.
 
 Base and bootstrap images may come from different datasets (the paper's decoupled setting:
 ``base_dataset="fashion"``, ``boot_dataset="fashion-scenes"``). Two random streams, one per
@@ -34,8 +35,9 @@ BASES = ("simclr", "dino", "clip")
 
 def simclr_augment(views: torch.Tensor, generator: torch.Generator | None = None,
                    jitter: float = 0.8, hue: float = 0.2, p_jitter: float = 0.8,
-                   p_gray: float = 0.2) -> torch.Tensor:
-    """SimCLR's view augmentations, batched: horizontal flip, colour jitter (brightness,
+                   p_gray: float = 0.2, p_flip: float = 0.5) -> torch.Tensor:
+    """SimCLR's view augmentations, batched: horizontal flip (probability ``p_flip``; 0 for
+    views whose boxes must stay exact, such as bootstrap views), colour jitter (brightness,
     contrast, saturation by factors in ``[1 - jitter, 1 + jitter]``, a hue change of up to
     ``hue`` turns) with probability ``p_jitter``, grayscale with probability ``p_gray``. The
     strengths are SimCLR's at s = 1 (Chen et al. 2020, Appendix A); two steps differ from
@@ -51,7 +53,7 @@ def simclr_augment(views: torch.Tensor, generator: torch.Generator | None = None
     b, dev = views.shape[0], views.device
     u = torch.rand(b, 7, generator=generator).to(dev)
     x = views.float().div_(255.0)
-    x = torch.where((u[:, 0] < 0.5).view(b, 1, 1, 1), x.flip(-1), x)
+    x = torch.where((u[:, 0] < p_flip).view(b, 1, 1, 1), x.flip(-1), x)
     on = (u[:, 1] < p_jitter).float().view(b, 1, 1, 1)
     bright, contrast, sat = (1 + on * jitter * (2 * u[:, i].view(b, 1, 1, 1) - 1)
                              for i in (2, 3, 4))
@@ -122,7 +124,9 @@ class TransitionSampler:
     ``"random"`` (also ``n_random`` random boxes from each view, in ``batch["candidates"]``);
     caption_inputs: ``(N_base, S)`` token ids or ``(N_base, F)`` features of every base image's
     caption (CLIP only); color_jitter: SimCLR's colour strength ``s`` (brightness, contrast,
-    saturation ``0.8 s``, hue ``0.2 s``) of the base crops; seed: seeds the two random streams.
+    saturation ``0.8 s``, hue ``0.2 s``) of the base crops; boot_color_jitter: the same for the
+    bootstrap views (0, the default: un-augmented; > 0 is the "augmentations" ablation; never
+    flipped, so the relative boxes stay exact); seed: seeds the two random streams.
     """
 
     def __init__(self, base_dataset: ImageDataset, boot_dataset: ImageDataset | None = None,
@@ -131,7 +135,8 @@ class TransitionSampler:
                  boot_scale: tuple[float, float] = (0.05, 1.0),
                  base_scale: tuple[float, float] = (0.08, 1.0), candidates: str = "views",
                  n_random: int = 4, caption_inputs: torch.Tensor | None = None,
-                 color_jitter: float = 1.0, seed: int = 0) -> None:
+                 color_jitter: float = 1.0, boot_color_jitter: float = 0.0,
+                 seed: int = 0) -> None:
         if base not in BASES:
             raise ValueError(f"base {base!r} is not one of {BASES}")
         if candidates not in ("views", "random"):
@@ -148,7 +153,7 @@ class TransitionSampler:
         self.boot_scale, self.base_scale = boot_scale, base_scale
         self.candidates, self.n_random = candidates, n_random
         self.caption_inputs = caption_inputs
-        self.color_jitter = color_jitter
+        self.color_jitter, self.boot_color_jitter = color_jitter, boot_color_jitter
         self.base_gen = torch.Generator().manual_seed(seed)
         self.boot_gen = torch.Generator().manual_seed(seed + 1_000_003)
         self.others = pair_index(n_views)
@@ -195,6 +200,9 @@ class TransitionSampler:
         img = torch.randint(len(self.boot_bank), (self.boot_images,), generator=g)
         idx = img.repeat_interleave(n)
         views, boxes = self._crops(self.boot_bank, idx, self.boot_scale, g)
+        if self.boot_color_jitter > 0:
+            s = self.boot_color_jitter
+            views = simclr_augment(views, g, jitter=0.8 * s, hue=0.2 * s, p_flip=0.0)
         boxes = boxes.view(self.boot_images, n, 4)
         src = boxes[:, :, None, :]  # (Bb, n, 1, 4)
         dst = boxes[:, self.others]  # (Bb, n, n - 1, 4)

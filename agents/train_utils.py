@@ -104,7 +104,8 @@ def build_agent(args, data: dict[str, ImageDataset]) -> tuple[ABAgent, Transitio
         base_batch=args.base_batch, boot_images=args.boot_images or max(args.base_batch // 8, 1),
         n_views=args.n_views, boot_scale=tuple(args.boot_scale),
         base_scale=tuple(args.base_scale), candidates=args.candidates, n_random=args.n_random,
-        caption_inputs=inputs, color_jitter=args.color_jitter, seed=args.seed,
+        caption_inputs=inputs, color_jitter=args.color_jitter,
+        boot_color_jitter=args.boot_color_jitter, seed=args.seed,
     )
     return agent, sampler
 
@@ -199,7 +200,9 @@ def final_report(args, agent: ABAgent, data: dict[str, ImageDataset], run_dir: P
         print(f"probes skipped: {name!r} has no labels or object boxes to classify")
     else:
         probes = probe_report(agent.encoder, train, test, view_size=args.view_size,
-                              n_random=args.random_twins, max_samples=args.probe_max_samples)
+                              n_random=args.random_twins if args.probe_baselines else 0,
+                              raw_pixels=args.probe_baselines,
+                              max_samples=args.probe_max_samples)
         print(f"\nprobe accuracy on {name} (fixed probe sets, test split):")
         print(probe_table(probes))
     log = [json.loads(ln) for ln in (run_dir / "log.jsonl").read_text().splitlines() if ln]

@@ -101,6 +101,9 @@ class Args:
     """area range of base-loss crops"""
     color_jitter: float = 1.0
     """SimCLR/DINO colour-jitter strength s of the base crops (0 = flip and grayscale only)"""
+    boot_color_jitter: float = 0.0
+    """colour-jitter strength of the bootstrap views (0: none, the paper's method; > 0: the
+    "augmentations" ablation; never flipped)"""
 
     # model
     encoder: Literal["cnn", "vit", "vits16"] = "cnn"
@@ -191,6 +194,9 @@ class Args:
     """at most this many probe samples (objects or images) per split"""
     random_twins: int = 3
     """randomly initialised encoders probed beside the trained one (their mean and sd)"""
+    probe_baselines: bool = True
+    """probe the baselines (random-init twins, raw pixels) beside the trained encoder; they
+    depend only on the probe sets, so a study computes them once (benchmarks/representation.py)"""
     value_batches: int = 16
     """bootstrap batches of probe test images for the value accuracy by IoU"""
 
@@ -211,7 +217,7 @@ PRESETS = {
 RESUME_MAY_CHANGE = {
     "total_steps", "lr", "min_lr", "warmup_steps", "weight_decay", "grad_clip",
     "log_every", "checkpoint_every", "tensorboard", "probe", "probe_dataset", "probe_train",
-    "probe_test", "probe_max_samples", "random_twins", "value_batches",
+    "probe_test", "probe_max_samples", "random_twins", "probe_baselines", "value_batches",
     "threads", "device", "precision",
 }
 RESUME_PER_RUN = {"resume", "stop_at"}

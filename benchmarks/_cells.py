@@ -1,0 +1,69 @@
+"""One study cell = one ``agents/train_value.py`` run whose figures are kept as a JSON file.
+
+Shared by the resumable studies (``representation.py``, ``value_factors.py``): a finished cell
+is a file ``<out>/<cell id>.json`` (written atomically, with the config, the figures, the wall
+time, the machine and its load), and a rerun skips it; a cell's run folder under
+``<out>/runs/`` is scratch (not committed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from _machine import cpu_model  # noqa: E402
+
+from agents.checkpoint import atomic_write  # noqa: E402
+
+
+def machine() -> str:
+    """The machine a cell ran on, as the JSON files record it."""
+    return f"{cpu_model()}, {os.cpu_count()} cores, python {platform.python_version()}"
+
+
+def load_cell(out: Path, cell_id: str) -> dict | None:
+    """The finished cell's record, or None if it has not run."""
+    path = out / f"{cell_id}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def save_cell(out: Path, cell_id: str, record: dict) -> None:
+    """Write a finished cell's record atomically (a torn file never counts as finished)."""
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / f"{cell_id}.json", json.dumps(record, indent=2).encode())
+
+
+def run_train(flags: list[str], out: Path, name: str, threads: int) -> tuple[dict, float, str]:
+    """Run ``train_value.py`` with ``flags`` into ``<out>/runs/<name>`` (a leftover folder of an
+    interrupted attempt is resumed, so a cell is never trained twice from scratch); returns
+    ``(summary.json, wall seconds, load average during the run)``. Raises RuntimeError with the
+    run's stderr tail if it fails."""
+    runs = out / "runs"
+    run_dir = runs / name
+    if (run_dir / "checkpoint.pt").exists():
+        cmd = ["--resume", str(run_dir)]
+    else:
+        if run_dir.exists():  # created but never checkpointed: nothing to keep
+            import shutil
+
+            shutil.rmtree(run_dir)
+        cmd = ["--runs-dir", str(runs), "--name", name, *flags]
+    cmd = [sys.executable, str(ROOT / "agents" / "train_value.py"), *cmd,
+           "--threads", str(threads), "--no-tensorboard"]
+    load0 = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+    wall = time.perf_counter() - t0
+    if res.returncode:
+        raise RuntimeError(f"{name} failed ({' '.join(cmd)}):\n{res.stderr[-3000:]}")
+    load = f"{load0:.1f} -> {os.getloadavg()[0]:.1f}"
+    return json.loads((run_dir / "summary.json").read_text()), wall, load

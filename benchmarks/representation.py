@@ -1,0 +1,482 @@
+"""Does bootstrapping help? AB vs its base method, ablations and a scaling curve, cell by cell.
+
+Every cell is one ``agents/train_value.py`` run (a method, a variant, a budget, a seed) probed on
+the fixed probe sets of its dataset (``agents.evaluate.probe_sets``); a dataset's baselines
+(random-init twins, raw pixels) are one more cell, computed once. Finished cells are JSON files
+under ``--out`` (committed: ``docs/results/representation/<scale>/``); a rerun skips them, so the
+study resumes cell by cell across sessions. ``--report`` regenerates the tables and plots from
+the files alone (and the study's section of ``docs/results.md``).
+
+The base method runs at **equal views seen**: ``budget x views(AB step) / views(base step)``
+steps, since an AB step also renders the bootstrap views. Groups (``--groups``):
+
+- ``core``: SimCLR vs AB_SimCLR on ``fashion-scenes`` (the table the issue sizes at <= 60 min);
+- ``default``: the same on the embedded default data (``scenes``);
+- ``bases``: DINO vs AB_DINO, CLIP vs AB_CLIP (captions) on ``fashion-scenes``;
+- ``decoupled``: base loss on ``fashion`` single items, bootstrapping on ``fashion-scenes``;
+- ``ablations`` of AB_SimCLR on ``fashion-scenes``: no EMA target, no action tokens, no
+  bootstrapping loss (the base method at equal *steps*), colour augmentation of the bootstrap
+  views, gamma 0 and 0.9 (default 0.5), near and far crop pairs, bootstrap pairs from the base
+  crops (the cheap variant);
+- ``scaling``: the AB minus base gap at several budgets.
+
+    python benchmarks/representation.py --groups core              # the core table (~60 min)
+    python benchmarks/representation.py                            # everything (many hours)
+    python benchmarks/representation.py --quick                    # every cell tiny (smoke)
+    python benchmarks/representation.py --scale gpu                # larger cells, ViT-S/16
+    python benchmarks/representation.py --report                   # tables from the files
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _cells import ROOT, load_cell, machine, run_train, save_cell  # noqa: E402
+
+PROBES = ("linear", "knn", "attentive")
+FS = "fashion-scenes"
+
+# scale -> the train_value flags of every cell, the main budget (AB steps), the scaling budgets
+SCALES: dict[str, dict] = {
+    "cpu": {"flags": [], "budget": 1200, "scaling": [300, 600, 1200, 2400]},
+    "gpu": {"flags": ["--preset", "gpu-vits16"], "budget": 20000,
+            "scaling": [5000, 10000, 20000, 40000]},
+    "quick": {"flags": ["--dataset-size", "64", "--base-batch", "16", "--boot-images", "2",
+                        "--n-views", "2", "--warmup-steps", "2", "--log-every", "5",
+                        "--probe-train", "48", "--probe-test", "32", "--probe-max-samples",
+                        "96", "--value-batches", "1", "--decoder-depth", "1",
+                        "--proj-hidden", "64", "--checkpoint-every", "1000"],
+              "budget": 8, "scaling": [4, 8]},
+}
+
+# variant -> (train_value flags, what it tests); "" is the method as defined
+VARIANTS: dict[str, tuple[list[str], str]] = {
+    "": ([], "the method as defined"),
+    "no-ema": (["--ema-rate", "1"], "no EMA target (the target is the online network)"),
+    "no-action-tokens": (["--no-action-tokens"], "the decoder sees no box tokens"),
+    "no-boot-loss": (["--ab-weight", "0"], "no bootstrapping loss, at equal steps"),
+    "boot-aug": (["--boot-color-jitter", "1"], "colour-jittered bootstrap views"),
+    "gamma-0": (["--gamma", "0"], "gamma = 0: predict p(l | x_j), no bootstrapping in time"),
+    "gamma-0.9": (["--gamma", "0.9"], "gamma = 0.9"),
+    "near": (["--boot-scale", "0.3", "1.0"], "near crop pairs (30-100% of the image)"),
+    "far": (["--boot-scale", "0.05", "0.3"], "far crop pairs (5-30% of the image)"),
+}
+
+METHODS = {"simclr": "SimCLR", "dino": "DINO", "clip": "CLIP"}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run: ``method`` is a base name (the base alone, at equal views) or ``ab_<base>``."""
+
+    group: str
+    dataset: str
+    method: str
+    variant: str = ""
+    budget: int = 0
+    seed: int = 1
+    boot_dataset: str = ""
+    probe_dataset: str = ""
+
+    @property
+    def ab(self) -> bool:
+        return self.method.startswith("ab_")
+
+    @property
+    def base(self) -> str:
+        return self.method.removeprefix("ab_")
+
+    @property
+    def cell_id(self) -> str:
+        data = self.dataset + (f"+{self.boot_dataset}" if self.boot_dataset else "")
+        var = f"+{self.variant}" if self.variant else ""
+        return f"{data}__{self.method}{var}__{self.budget}__s{self.seed}"
+
+    @property
+    def label(self) -> str:
+        name = ("AB_" if self.ab else "") + METHODS[self.base]
+        return name + (f" {self.variant}" if self.variant else "")
+
+    def flags(self, scale_flags: list[str], steps: int) -> list[str]:
+        f = [*scale_flags, "--dataset", self.dataset, "--base", self.base, "--seed",
+             str(self.seed), "--total-steps", str(steps), "--no-probe-baselines"]
+        if self.boot_dataset:
+            f += ["--boot-dataset", self.boot_dataset]
+        if self.probe_dataset:
+            f += ["--probe-dataset", self.probe_dataset]
+        if not self.ab:
+            f += ["--ab-weight", "0"]
+        return f + VARIANTS[self.variant][0]
+
+
+@dataclass
+class Plan:
+    """The cells of the chosen groups, seeds and scale, and how to size them."""
+
+    scale: str
+    seeds: list[int]
+    groups: list[str]
+    cells: list[Cell] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        cfg, cells = SCALES[self.scale], []
+        b = cfg["budget"]
+
+        def pair(group, dataset, base, budget=b, **kw):
+            for s in self.seeds:
+                cells.append(Cell(group, dataset, base, budget=budget, seed=s, **kw))
+                cells.append(Cell(group, dataset, f"ab_{base}", budget=budget, seed=s, **kw))
+
+        for g in self.groups:
+            if g == "core":
+                pair(g, FS, "simclr")
+            elif g == "default":
+                pair(g, "scenes", "simclr")
+            elif g == "bases":
+                pair(g, FS, "dino")
+                pair(g, FS, "clip")
+            elif g == "decoupled":
+                pair(g, "fashion", "simclr", boot_dataset=FS, probe_dataset=FS)
+            elif g == "ablations":
+                for v in VARIANTS:
+                    if v:
+                        cells += [Cell(g, FS, "ab_simclr", v, b, s) for s in self.seeds]
+            elif g == "scaling":
+                for budget in cfg["scaling"]:
+                    pair(g, FS, "simclr", budget=budget)
+            else:
+                raise SystemExit(f"unknown group {g!r}; valid: {GROUPS}")
+        seen: set[str] = set()  # a cell shared by two groups (core at the main budget) runs once
+        self.cells = [c for c in cells if not (c.cell_id in seen or seen.add(c.cell_id))]
+
+
+GROUPS = ["core", "default", "bases", "decoupled", "ablations", "scaling"]
+
+
+def views_per_step(flags: list[str], bootstrap: bool) -> int:
+    """Training views of one step of the run these flags describe (from the real sampler)."""
+    from agents.train_utils import build_agent, build_datasets
+    from agents.train_value import parse_args
+
+    args = parse_args([*flags, "--dataset-size", "64", "--no-probe"])
+    _, sampler = build_agent(args, build_datasets(args))
+    return sampler.views_per_step(bootstrap and args.ab_weight > 0)
+
+
+def steps_for(cell: Cell, scale_flags: list[str], cache: dict) -> int:
+    """Optimizer steps of a cell: its budget for AB runs (and the equal-steps ablation), the
+    budget scaled to equal views seen for base runs."""
+    if cell.ab:
+        return cell.budget
+    key = (cell.dataset, cell.boot_dataset, cell.base)
+    if key not in cache:
+        ab = Cell(cell.group, cell.dataset, f"ab_{cell.base}", boot_dataset=cell.boot_dataset)
+        flags = ab.flags(scale_flags, 1)
+        cache[key] = (views_per_step(flags, True), views_per_step(flags + ["--ab-weight", "0"],
+                                                                  False))
+    ab_views, base_views = cache[key]
+    return round(cell.budget * ab_views / base_views)
+
+
+def run_cell(cell: Cell, out: Path, scale: str, threads: int, cache: dict,
+             runner: Callable = run_train) -> dict:
+    """Run one cell unless its file exists; returns its record."""
+    done = load_cell(out, cell.cell_id)
+    if done is not None:
+        return done
+    scale_flags = SCALES[scale]["flags"]
+    steps = steps_for(cell, scale_flags, cache)
+    flags = cell.flags(scale_flags, steps)
+    summary, wall, load = runner(flags, out, cell.cell_id, threads)
+    record = {"cell": cell.__dict__, "id": cell.cell_id, "flags": flags, "steps": steps,
+              "probes": summary["probes"].get("trained", {}),
+              "value_accuracy_by_iou": summary["value_accuracy_by_iou"],
+              "final": summary["final"], "wall_s": wall, "threads": threads, "load": load,
+              "machine": machine()}
+    save_cell(out, cell.cell_id, record)
+    print(f"done {cell.cell_id}: " + ", ".join(
+        f"{k} {record['probes'].get(k, float('nan')):.3f}" for k in PROBES)
+        + f" ({wall:.0f} s, load {load})", flush=True)
+    return record
+
+
+def baseline_cell(dataset: str, out: Path, scale: str, threads: int) -> dict:
+    """The fixed baselines of a dataset's probe sets: random-init twins and raw pixels."""
+    cell_id = f"{dataset}__baselines"
+    done = load_cell(out, cell_id)
+    if done is not None:
+        return done
+    import time
+
+    import torch
+
+    from agents.evaluate import probe_report, probe_sets
+    from agents.networks import make_encoder
+    from agents.train_value import parse_args
+
+    torch.set_num_threads(threads)
+    args = parse_args([*SCALES[scale]["flags"], "--dataset", dataset])
+    t0 = time.perf_counter()
+    train, test = probe_sets(dataset, args.probe_train, args.probe_test, args.image_size)
+    rows = probe_report(make_encoder(args.encoder, args.view_size), train, test,
+                        view_size=args.view_size, n_random=args.random_twins,
+                        max_samples=args.probe_max_samples)
+    rows.pop("trained")  # a random encoder: the twins are the row that counts
+    record = {"id": cell_id, "dataset": dataset, "probes": rows,
+              "wall_s": time.perf_counter() - t0, "machine": machine()}
+    save_cell(out, cell_id, record)
+    return record
+
+
+# ---------------------------------------------------------------------------------------------
+# statistics and the report
+# ---------------------------------------------------------------------------------------------
+# two-sided 95% critical values of Student's t by degrees of freedom (Welch's df, rounded down)
+T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26,
+       10: 2.23, 15: 2.13, 20: 2.09, 30: 2.04}
+
+
+def t95(df: float) -> float:
+    """Critical value for ``df`` (the table's next lower entry: conservative)."""
+    keys = [k for k in T95 if k <= max(df, 1)]
+    return T95[max(keys)]
+
+
+def mean_sd(xs: list[float]) -> tuple[float, float]:
+    return statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0
+
+
+def difference(a: list[float], b: list[float]) -> tuple[float, float, bool]:
+    """``mean(a) - mean(b)``, its half-width at 95% (Welch), and whether it is outside the noise
+    (the interval excludes 0). With one seed per side there is no estimate of the noise:
+    never significant."""
+    if len(a) < 2 or len(b) < 2:
+        return statistics.mean(a) - statistics.mean(b), math.inf, False
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    se = math.sqrt(va + vb)
+    d = statistics.mean(a) - statistics.mean(b)
+    if se == 0:
+        return d, 0.0, d != 0
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    half = t95(df) * se
+    return d, half, abs(d) > half
+
+
+def _fmt(xs: list[float]) -> str:
+    m, sd = mean_sd(xs)
+    return f"{m:.3f} +- {sd:.3f}"
+
+
+def _value_hi(rec: dict) -> float:
+    """Value accuracy at IoU >= 0.4 (the pair-weighted mean of the two top bins)."""
+    v = rec["value_accuracy_by_iou"]
+    bins = [k[4:] for k in v if k.startswith("iou_") and float(k[4:].split("-")[0]) >= 0.4]
+    n = sum(v[f"count_{b}"] for b in bins)
+    return sum(v[f"iou_{b}"] * v[f"count_{b}"] for b in bins) / max(n, 1)
+
+
+def _metric(rec: dict, key: str) -> float:
+    return _value_hi(rec) if key == "value" else rec["probes"][key]
+
+
+def group_table(records: list[dict], baselines: dict[str, dict]) -> str:
+    """Markdown: one row per (label, budget), mean +- sd over seeds, then the baselines."""
+    keys = [*PROBES, "value"]
+    rows: dict[tuple, list[dict]] = {}
+    for r in records:
+        c = r["cell"]
+        label = ("AB_" if c["method"].startswith("ab_") else "") + METHODS[
+            c["method"].removeprefix("ab_")] + (f" {c['variant']}" if c["variant"] else "")
+        data = c["dataset"] + (f" + boot {c['boot_dataset']}" if c["boot_dataset"] else "")
+        rows.setdefault((data, label, c["budget"]), []).append(r)
+    lines = ["| data | method | AB steps | seeds | " + " | ".join(PROBES)
+             + " | value acc IoU >= 0.4 | majority | wall s / cell |",
+             "|---|---|---:|---:|" + "---:|" * (len(keys) + 2)]
+    for (data, label, budget), rs in rows.items():
+        cells = [_fmt([_metric(r, k) for r in rs]) if k in rs[0]["probes"] or k == "value"
+                 else "-" for k in keys]
+        maj = statistics.mean(r["value_accuracy_by_iou"]["majority"] for r in rs)
+        wall = statistics.mean(r["wall_s"] for r in rs)
+        lines.append(f"| {data} | {label} | {budget} | {len(rs)} | " + " | ".join(cells)
+                     + f" | {maj:.3f} | {wall:.0f} |")
+    for ds in dict.fromkeys(r["cell"]["probe_dataset"] or r["cell"]["boot_dataset"]
+                            or r["cell"]["dataset"] for r in records):
+        if ds not in baselines:
+            continue
+        b = baselines[ds]["probes"]
+        rnd = b["random init"]
+        lines.append(f"| {ds} | random init | - | twins | " + " | ".join(
+            f"{rnd[k]:.3f} +- {rnd[k + '_sd']:.3f}" for k in PROBES) + " | | | |")
+        lines.append(f"| {ds} | raw pixels | - | - | " + " | ".join(
+            f"{b['raw pixels'][k]:.3f}" for k in PROBES) + " | | | |")
+    return "\n".join(lines)
+
+
+def gap_table(records: list[dict], pairs: Iterable[tuple[str, str]]) -> str:
+    """Markdown: AB minus base per (dataset, budget), with its 95% half-width and a verdict."""
+    keys = [*PROBES, "value"]
+    by: dict[tuple, list[dict]] = {}
+    for r in records:
+        c = r["cell"]
+        by.setdefault((c["dataset"], c["boot_dataset"], c["method"], c["variant"], c["budget"]),
+                      []).append(r)
+    lines = ["| data | comparison | AB steps | " + " | ".join(PROBES) + " |",
+             "|---|---|---:|" + "---:|" * len(PROBES)]
+    for (ab_m, ab_v), (base_m, base_v) in pairs:
+        for (ds, boot, m, v, budget), rs in sorted(by.items(), key=lambda kv: str(kv[0])):
+            if m != ab_m or v != ab_v:
+                continue
+            other = by.get((ds, boot, base_m, base_v, budget))
+            if not other:
+                continue
+            cells = []
+            for k in keys[:len(PROBES)]:
+                d, half, sig = difference([_metric(r, k) for r in rs],
+                                          [_metric(r, k) for r in other])
+                cells.append(f"{d:+.3f} +- {half:.3f}" + ("" if sig else " (noise)"))
+            name_a = ab_m + (f"+{ab_v}" if ab_v else "")
+            name_b = base_m + (f"+{base_v}" if base_v else "")
+            lines.append(f"| {ds}{'+' + boot if boot else ''} | {name_a} - {name_b} | {budget} | "
+                         + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _simclr_pair(r: dict) -> bool:
+    """Whether a record is a plain SimCLR / AB_SimCLR cell on fashion-scenes (the core table
+    and the scaling curve)."""
+    c = r["cell"]
+    return (c["dataset"] == FS and not c["variant"] and not c["boot_dataset"]
+            and c["method"] in ("simclr", "ab_simclr"))
+
+
+def scaling_plot(records: list[dict], path: Path) -> bool:
+    """PNG: AB_SimCLR minus SimCLR by budget (mean and 95% interval), one line per probe."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by: dict[tuple, list[dict]] = {}
+    for r in filter(_simclr_pair, records):
+        by.setdefault((r["cell"]["method"], r["cell"]["budget"]), []).append(r)
+    budgets = sorted({b for m, b in by if (("simclr", b) in by and ("ab_simclr", b) in by)})
+    if len(budgets) < 2:
+        return False
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for k in PROBES:
+        ds = [difference([_metric(r, k) for r in by[("ab_simclr", b)]],
+                         [_metric(r, k) for r in by[("simclr", b)]]) for b in budgets]
+        ax.errorbar(budgets, [d for d, _, _ in ds],
+                    yerr=[h if math.isfinite(h) else 0 for _, h, _ in ds], label=k, capsize=3,
+                    marker="o")
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("AB steps (the base method: equal views)")
+    ax.set_ylabel("AB_SimCLR - SimCLR accuracy")
+    ax.set_title(f"{FS}: the gain by budget (95% intervals)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+BEGIN, END = "<!-- representation:begin -->", "<!-- representation:end -->"
+
+
+def report(out: Path, scale: str, results_md: Path | None) -> str:
+    """Tables (and the scaling plot) from the cell files in ``out``; writes ``out/README.md``
+    and, if given, replaces the study's section of ``results_md``."""
+    import json
+
+    files = sorted(p for p in out.glob("*.json"))
+    records = [json.loads(p.read_text()) for p in files]
+    baselines = {r["dataset"]: r for r in records if r["id"].endswith("__baselines")}
+    cells = [r for r in records if "cell" in r]
+    if not cells:
+        return f"no finished cells in {out}"
+    where = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
+    parts = [f"Scale `{scale}`: {len(cells)} finished cells in `{where}`, "
+             f"machine(s): {'; '.join(sorted({r['machine'] for r in cells}))}. "
+             f"Total {sum(r['wall_s'] for r in cells) / 3600:.1f} h of cell time. "
+             "Each row: mean +- sd over seeds; a difference is called one only when its 95% "
+             "interval (Welch) excludes 0, else it is marked (noise).", ""]
+    for g in GROUPS:
+        rs = [r for r in cells if r["cell"]["group"] == g]
+        if g in ("core", "scaling"):  # one set of cells (run once, under the first group)
+            rs = [r for r in cells if _simclr_pair(r) and (
+                g == "scaling" or r["cell"]["budget"] == SCALES[scale]["budget"])]
+        if not rs:
+            continue
+        parts += [f"### {g}", "", group_table(rs, baselines), ""]
+        if g == "ablations":
+            core = [r for r in cells if r["cell"]["method"] == "ab_simclr"
+                    and r["cell"]["dataset"] == FS and not r["cell"]["variant"]
+                    and r["cell"]["budget"] == SCALES[scale]["budget"]]
+            pairs = [(("ab_simclr", v), ("ab_simclr", "")) for v in VARIANTS if v]
+            parts += [gap_table(rs + core, pairs), ""]
+        else:
+            pairs = [((f"ab_{b}", ""), (b, "")) for b in METHODS]
+            parts += [gap_table(rs, pairs), ""]
+    png = out / "scaling.png"
+    if scaling_plot(cells, png):
+        rel = png.relative_to(ROOT / "docs") if png.is_relative_to(ROOT / "docs") else png
+        parts += [f"![the gain by budget]({rel})", ""]
+    text = "\n".join(parts)
+    (out / "README.md").write_text(text + "\n")
+    if results_md is not None and results_md.exists():
+        doc = results_md.read_text()
+        if BEGIN in doc and END in doc:
+            head, rest = doc.split(BEGIN, 1)
+            doc = head + BEGIN + "\n" + text + "\n" + END + rest.split(END, 1)[1]
+            results_md.write_text(doc)
+    return text
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--groups", nargs="+", default=GROUPS, help=f"of {GROUPS}")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--scale", choices=list(SCALES), default="cpu")
+    p.add_argument("--quick", action="store_true", help="--scale quick: every cell tiny")
+    p.add_argument("--out", default="", help="cell files (default docs/results/representation/"
+                   "<scale>)")
+    p.add_argument("--parallel", type=int, default=1, help="cells at once")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads per cell (0: 2 // parallel, at least 1)")
+    p.add_argument("--report", action="store_true", help="only regenerate the tables")
+    p.add_argument("--dry-run", action="store_true", help="list the cells and stop")
+    args = p.parse_args()
+    scale = "quick" if args.quick else args.scale
+    out = Path(args.out) if args.out else ROOT / "docs" / "results" / "representation" / scale
+    results_md = ROOT / "docs" / "results.md" if not args.out and scale != "quick" else None
+    if args.report:
+        print(report(out, scale, results_md))
+        return
+    plan = Plan(scale, args.seeds, args.groups)
+    todo = [c for c in plan.cells if load_cell(out, c.cell_id) is None]
+    print(f"{len(plan.cells)} cells, {len(todo)} to run; out {out}")
+    if args.dry_run:
+        for c in plan.cells:
+            print(("  todo " if c in todo else "  done ") + c.cell_id)
+        return
+    threads = args.threads or max(1, 2 // args.parallel)
+    for ds in dict.fromkeys(c.probe_dataset or c.boot_dataset or c.dataset for c in plan.cells):
+        baseline_cell(ds, out, scale, threads)
+    cache: dict = {}
+    with ThreadPoolExecutor(args.parallel) as pool:
+        list(pool.map(lambda c: run_cell(c, out, scale, threads, cache), plan.cells))
+    print(report(out, scale, results_md))
+
+
+if __name__ == "__main__":
+    main()
