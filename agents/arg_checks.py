@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from imgmdp_env import _checks as check
-from imgmdp_env.datasets import NAMED
+from imgmdp_env.datasets import NAMED, is_source, source_kind
 
 __all__ = ["check_eval_args", "check_train_args", "dataset_spec"]
 
@@ -24,10 +24,21 @@ def dataset_spec(name: str, value, *, empty: bool = False) -> str:
     value = check.string(name, value, empty=True)
     if empty and not value:
         return value
-    if value in NAMED or Path(value).is_dir():
+    try:
+        ok = is_source(value)
+    except ValueError as err:  # e.g. a malformed shard pattern
+        raise ValueError(f"{name} ({value!r}): {err}") from None
+    if ok:
         return value
-    raise ValueError(f"{name} ({value!r}) is neither a named dataset {list(NAMED)} nor an "
-                     "existing folder of images")
+    raise ValueError(f"{name} ({value!r}) is neither a named dataset {list(NAMED)}, an "
+                     "existing folder of images or videos, a video file, nor webdataset shards "
+                     "(.tar paths or a pattern such as data/shard-{000..009}.tar)")
+
+
+def _file(name: str, value) -> None:
+    value = check.string(name, value, empty=True)
+    if value and not Path(value).is_file():
+        raise ValueError(f"{name} ({value!r}) is not an existing file (a COCO JSON file)")
 
 
 def _view_size(name: str, value, kind: str) -> int:
@@ -72,6 +83,28 @@ def check_train_args(a) -> None:
         check.integer(f("threads"), a.threads, 1)
         dataset_spec(f("dataset"), a.dataset)
         dataset_spec(f("boot_dataset"), a.boot_dataset, empty=True)
+        dataset_spec(f("test_dataset"), a.test_dataset, empty=True)
+        for key in ("captions", "instances", "test_captions", "test_instances"):
+            _file(f(key), getattr(a, key))
+        for key, of in (("captions", "dataset"), ("instances", "dataset"),
+                        ("test_captions", "test_dataset"), ("test_instances", "test_dataset")):
+            if getattr(a, key) and source_kind(getattr(a, of)) != "folder":
+                raise ValueError(f"{f(key)} annotates the images of a folder; {f(of)} "
+                                 f"({getattr(a, of)!r}) is not one (shards carry their own "
+                                 "annotations in each sample's .json)")
+        holdout = check.number(f("holdout"), a.holdout, 0, 1, hi_open=True)
+        if (holdout == 0 and not a.test_dataset and a.probe and not a.probe_dataset
+                and source_kind(a.boot_dataset or a.dataset) not in (None, "named")):
+            raise ValueError("--holdout 0 leaves no held-out images for the probes and the "
+                             "value accuracy (they would run on the training images): pass "
+                             "--test-dataset, --holdout > 0 (e.g. 0.1), or --no-probe")
+        if a.max_side != 0:
+            check.integer(f("max_side"), a.max_side, 8)
+        check.number(f("memory_budget"), a.memory_budget, 0)
+        check.integer(f("decode_workers"), a.decode_workers, 1)
+        check.flag(f("stream"), a.stream)
+        check.integer(f("stream_refresh"), a.stream_refresh, 1)
+        check.integer(f("frame_stride"), a.frame_stride, 1)
         check.integer(f("dataset_size"), a.dataset_size, 1)
         check.integer(f("image_size"), a.image_size, 16)
         check.choice(f("encoder"), a.encoder, ["cnn", "vit", "vits16"])

@@ -168,17 +168,19 @@ class RawPixels(nn.Module):
 
 
 def probe_sets(name: str = "scenes", n_train: int = PROBE_TRAIN, n_test: int = PROBE_TEST,
-               image_size: int = 96) -> tuple[ImageDataset, ImageDataset]:
+               image_size: int = 96, **source) -> tuple[ImageDataset, ImageDataset]:
     """The fixed probe data of a dataset: ``(train, test)``, seeded by
     :data:`imgmdp_env.datasets.splits.PROBE_SEED`, never by a training seed, so every run and
     every baseline is measured on the same labelled images. On ``scenes`` the probe's train
     images come from the ``val`` split: neither the pre-training images (``train``) nor the
-    test images."""
+    test images. A folder, shards or videos: the train split and the held-out test split (or
+    the separate test source) of :func:`imgmdp_env.datasets.splits.load_split`; ``source``
+    (COCO files, memory bound, holdout, test source) goes to it."""
     from imgmdp_env.datasets.splits import PROBE_SEED, load_split
 
     train_split = "val" if name == "scenes" else "train"
-    train = load_split(name, train_split, n_train, image_size, PROBE_SEED + 1)
-    return train, load_split(name, "test", n_test, image_size, PROBE_SEED)
+    train = load_split(name, train_split, n_train, image_size, PROBE_SEED + 1, **source)
+    return train, load_split(name, "test", n_test, image_size, PROBE_SEED, **source)
 
 
 def probe_report(

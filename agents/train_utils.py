@@ -23,6 +23,8 @@ from imgmdp_env.datasets.splits import load_split
 __all__ = [
     "build_agent",
     "build_datasets",
+    "source_kwargs",
+    "sync_streams",
     "cosine_schedule",
     "ema_rates",
     "final_report",
@@ -64,14 +66,90 @@ def ema_rates(rate: float, schedule: str, total_steps: int) -> np.ndarray:
     return np.full(total_steps, rate)
 
 
-def build_datasets(args) -> dict[str, ImageDataset]:
-    """``{"base": ..., "boot": ...}``: the training images (one object when coupled)."""
-    base = load_split(args.dataset, "train", args.dataset_size, args.image_size, args.seed)
+def source_kwargs(args, name: str) -> dict:
+    """The kwargs of :func:`imgmdp_env.datasets.splits.load_split` for dataset ``name``: for a
+    file-backed source (folder, shards, video) the memory bound and the split (``--max-side``,
+    ``--memory-budget``, ``--holdout``, ...); for ``--dataset`` itself also its COCO files and
+    its test source (``--captions``, ``--instances``, ``--test-dataset`` with
+    ``--test-captions`` / ``--test-instances``). Named datasets take none."""
+    from imgmdp_env.datasets import source_kind
+
+    def own(kind: str | None) -> dict:
+        if kind in (None, "named"):
+            return {}
+        kw = {"max_side": args.max_side or None, "memory_budget": args.memory_budget or None}
+        if kind == "folder":
+            kw["workers"] = args.decode_workers
+        if kind == "video":
+            kw["frame_stride"] = args.frame_stride
+        return kw
+
+    kw = own(source_kind(name))
+    if not kw:
+        return kw
+    if name == args.dataset:
+        kw.update({k: getattr(args, k) for k in ("captions", "instances") if getattr(args, k)})
+        if args.test_dataset:
+            kw["test"] = args.test_dataset
+            test = own(source_kind(args.test_dataset))
+            test.update({k: getattr(args, f"test_{k}") for k in ("captions", "instances")
+                         if getattr(args, f"test_{k}")})
+            kw.update({f"test_{k}": v for k, v in test.items()})
+    if "test" not in kw:
+        kw["holdout"] = args.holdout
+    return kw
+
+
+def _reader() -> tuple[int, int]:
+    """This process's ``(rank, world_size)`` from torchrun's environment (0 of 1 without)."""
+    import os
+
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def build_datasets(args, rank: int | None = None, world_size: int | None = None
+                   ) -> dict[str, ImageDataset]:
+    """``{"base": ..., "boot": ...}``: the training images (one object when coupled): the
+    ``"train"`` split of each source (:func:`source_kwargs`). Shards with ``--stream`` give a
+    :class:`imgmdp_env.datasets.shards.ShardStream` of ``--dataset-size`` images, refreshed
+    every ``--stream-refresh`` steps (the loop calls :func:`sync_streams`), reading the shards
+    of rank ``rank`` of ``world_size`` (None: from torchrun's ``RANK`` / ``WORLD_SIZE``)."""
+    from imgmdp_env.datasets import make_dataset, source_kind
+
+    env_rank, env_world = _reader()
+    rank = env_rank if rank is None else rank
+    world_size = env_world if world_size is None else world_size
+
+    def load(name: str) -> ImageDataset:
+        kw = source_kwargs(args, name)
+        if source_kind(name) != "shards" or not args.stream:
+            return load_split(name, "train", args.dataset_size, args.image_size, args.seed,
+                              **kw)
+        if args.base == "clip":
+            raise SystemExit("--base clip reads each image's caption once, at the start, so it "
+                             "cannot follow a streaming buffer: pass --no-stream (loads "
+                             "--dataset-size samples of the shards into RAM) or a folder")
+        split = "all" if "test" in kw else "train"
+        kw = {k: v for k, v in kw.items() if not k.startswith("test")}
+        return make_dataset(name, stream=True, buffer=args.dataset_size,
+                            refresh_every=args.stream_refresh, split=split, seed=args.seed,
+                            rank=rank, world_size=world_size, **kw)
+
+    base = load(args.dataset)
     boot = base
     if args.boot_dataset and args.boot_dataset != args.dataset:
-        boot = load_split(args.boot_dataset, "train", args.dataset_size, args.image_size,
-                            args.seed)
+        boot = load(args.boot_dataset)
     return {"base": base, "boot": boot}
+
+
+def sync_streams(data: dict[str, ImageDataset], step: int) -> None:
+    """Before the batch of ``step``: move every streaming dataset of ``data`` to its buffer
+    for that step (a no-op for datasets in RAM; exact on ``--resume``)."""
+    from imgmdp_env.datasets.shards import ShardStream
+
+    for ds in {id(d): d for d in data.values()}.values():
+        if isinstance(ds, ShardStream):
+            ds.at_step(step)
 
 
 def build_agent(args, data: dict[str, ImageDataset]) -> tuple[ABAgent, TransitionSampler]:
@@ -188,7 +266,8 @@ def final_report(args, agent: ABAgent, data: dict[str, ImageDataset], run_dir: P
     )
 
     name = args.probe_dataset or args.boot_dataset or args.dataset
-    train, test = probe_sets(name, args.probe_train, args.probe_test, args.image_size)
+    train, test = probe_sets(name, args.probe_train, args.probe_test, args.image_size,
+                             **source_kwargs(args, name))
     value_acc = value_accuracy_by_iou(agent, test, n_batches=args.value_batches, seed=0)
     print(f"\nvalue accuracy by IoU of source and target view ({name}, probe test images):")
     print(value_table(value_acc))
@@ -197,7 +276,9 @@ def final_report(args, agent: ABAgent, data: dict[str, ImageDataset], run_dir: P
     if not args.probe:
         print("probes skipped (--no-probe)")
     elif not labelled:
-        print(f"probes skipped: {name!r} has no labels or object boxes to classify")
+        print(f"probes skipped: {name!r} has no labels or object boxes to classify (a folder "
+              "needs --instances, a COCO instances_*.json; or pass --probe-dataset with a "
+              "labelled dataset such as scenes)")
     else:
         probes = probe_report(agent.encoder, train, test, view_size=args.view_size,
                               n_random=args.random_twins if args.probe_baselines else 0,

@@ -53,6 +53,7 @@ from agents.train_utils import (  # noqa: E402
     ema_rates,
     final_report,
     make_optimizer,
+    sync_streams,
 )
 
 
@@ -77,7 +78,36 @@ class Args:
 
     # data: transitions of the view MDP
     dataset: str = "scenes"
-    """images of the base loss: "scenes", "fashion", "fashion-scenes" or a folder"""
+    """images of the base loss: "scenes", "fashion", "fashion-scenes", a folder of images or
+    videos, a video file, or webdataset shards (.tar paths, data/shard-{000..009}.tar)"""
+    captions: str = ""
+    """COCO captions_*.json of a --dataset folder (each image's first caption: --base clip)"""
+    instances: str = ""
+    """COCO instances_*.json of a --dataset folder (object boxes and classes: the probes)"""
+    test_dataset: str = ""
+    """held-out source of a file-backed --dataset for the probes and the value accuracy
+    (empty: a deterministic --holdout split of --dataset)"""
+    test_captions: str = ""
+    """COCO captions_*.json of --test-dataset"""
+    test_instances: str = ""
+    """COCO instances_*.json of --test-dataset"""
+    holdout: float = 0.1
+    """fraction of a file-backed --dataset held out for testing, chosen by a hash of each file
+    name / sample key (the same for every seed and machine); unused with --test-dataset"""
+    max_side: int = 256
+    """file-backed images are resized on load to this longer side in pixels (0: full size)"""
+    memory_budget: float = 0.0
+    """GiB the decoded images may take (0: half the RAM): estimated before decoding, refused
+    with the figure and the fixes when over"""
+    decode_workers: int = 1
+    """processes decoding a folder's images (1: the training process)"""
+    stream: bool = True
+    """shards: stream through a buffer of --dataset-size images (--no-stream: load
+    --dataset-size samples into RAM)"""
+    stream_refresh: int = 100
+    """shards: steps between buffer refreshes (half the buffer's images are replaced)"""
+    frame_stride: int = 30
+    """videos: keep every k-th frame"""
     boot_dataset: str = ""
     """images of the bootstrapping loss (empty: the same as dataset; else the decoupled setting)"""
     dataset_size: int = 2048
@@ -332,6 +362,7 @@ def _run(args: Args, run_dir: Path, resumed: dict | None, stop: StopSignals) -> 
                 for group in optimizer.param_groups:
                     group["lr"] = float(lr_schedule[step])
                 between = True
+                sync_streams(data, step)  # streaming shards: the buffer of this step
                 batch = sampler.sample(device, bootstrap=args.ab_weight > 0)
                 with torch.autocast(device.type, dtype=amp or torch.float32,
                                     enabled=amp is not None):
