@@ -183,7 +183,8 @@ def build_agent(args, data: dict[str, ImageDataset]) -> tuple[ABAgent, Transitio
         n_views=args.n_views, boot_scale=tuple(args.boot_scale),
         base_scale=tuple(args.base_scale), candidates=args.candidates, n_random=args.n_random,
         caption_inputs=inputs, color_jitter=args.color_jitter,
-        boot_color_jitter=args.boot_color_jitter, seed=args.seed,
+        boot_color_jitter=args.boot_color_jitter,
+        boot_source=args.boot_source, seed=args.seed,
     )
     return agent, sampler
 

@@ -134,6 +134,9 @@ class Args:
     boot_color_jitter: float = 0.0
     """colour-jitter strength of the bootstrap views (0: none, the paper's method; > 0: the
     "augmentations" ablation; never flipped)"""
+    boot_source: Literal["views", "base"] = "views"
+    """bootstrap pairs: fresh un-augmented views (the method), or the 2 augmented crops of the
+    first boot_images base images (the cheap variant: no extra encoder pass; needs n_views 2)"""
 
     # model
     encoder: Literal["cnn", "vit", "vits16"] = "cnn"

@@ -199,7 +199,7 @@ def load_folder(
                           stacklevel=2)
     boxes = labels = class_names = None
     if ann is not None:
-        warn_dropped(ann.dropped, instances)
+        warn_dropped(ann.dropped, instances, lambda t: warnings.warn(t, stacklevel=3))
         found, missing = match_names(rels, {k: k for k in ann.boxes})
         boxes, labels = [], []
         for (_, hw), key in zip(kept, found, strict=True):
