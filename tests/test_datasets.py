@@ -342,6 +342,73 @@ def test_load_folder_coco_captions(image_folder, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
+# Bounded memory: resize on load, the budget checked from the headers before decoding
+# ---------------------------------------------------------------------------------------------
+def _photo(h: int, w: int) -> np.ndarray:
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([x * 255 // max(w - 1, 1), y * 255 // max(h - 1, 1),
+                     (x + y) % 256], -1).astype(np.uint8)
+
+
+@pytest.mark.parametrize("h,w,fmt", [(600, 900, "png"), (900, 600, "jpg"), (301, 1203, "jpg"),
+                                     (100, 80, "png")])
+def test_resize_on_load_keeps_aspect_and_matches_the_estimate(tmp_path, h, w, fmt):
+    from imgmdp_env.datasets import decode
+
+    path = tmp_path / f"x.{fmt}"
+    Image.fromarray(_photo(h, w)).save(path, quality=90)
+    assert decode.header_size(path) == (h, w)
+    img = decode.decode_image(path, 256)
+    want = decode.fit_size(h, w, 256)
+    assert max(img.shape[:2]) <= 256 and abs(img.shape[0] - want[0]) <= 1
+    assert abs(img.shape[1] - want[1]) <= 1
+    if max(h, w) <= 256:
+        assert img.shape[:2] == (h, w)  # never enlarged
+    # the content is the image, shrunk: its colour gradient survives (no crop, no flip)
+    assert img[0, -1, 0] > 200 and img[-1, 0, 1] > 200 and img[0, 0, :2].max() < 40
+
+
+def test_folder_over_the_memory_budget_is_refused_before_decoding(tmp_path, monkeypatch):
+    from imgmdp_env.datasets import decode
+
+    for i in range(3):
+        Image.fromarray(_photo(400, 300)).save(tmp_path / f"{i}.png")
+    monkeypatch.setattr(decode, "decode_many", lambda *a, **k: pytest.fail("decoded"))
+    need = 3 * 256 * 192 * decode.BYTES_PER_PIXEL / 2**30
+    with pytest.raises(MemoryError, match=r"3 image\(s\).*0\.00 GiB.*--max-side.*shards"):
+        load_folder(tmp_path, memory_budget=need * 0.9)
+    with pytest.raises(MemoryError, match="over the memory budget"):
+        load_folder(tmp_path, max_side=None, memory_budget=need * 1.1)  # full size: 400x300
+    monkeypatch.undo()
+    ds = load_folder(tmp_path, memory_budget=need * 1.1)  # fits at 256
+    assert [im.shape for im in ds.images] == [(256, 192, 3)] * 3
+
+
+def test_parallel_decoding_gives_the_same_images(image_folder):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        one = load_folder(image_folder)
+        two = load_folder(image_folder, workers=2)
+    assert len(one) == len(two) and all(np.array_equal(a, b) for a, b in
+                                        zip(one.images, two.images, strict=True))
+
+
+def test_folder_n_and_split_pick_files_before_decoding(tmp_path, monkeypatch):
+    from imgmdp_env.datasets import decode
+
+    for i in range(10):
+        Image.fromarray(np.full((8, 8, 3), i * 20, np.uint8)).save(tmp_path / f"{i}.png")
+    seen = []
+    real = decode.decode_many
+    monkeypatch.setattr(decode, "decode_many", lambda paths, *a: seen.extend(paths) or
+                        real(paths, *a))
+    ds = load_folder(tmp_path, n=3, seed=4)
+    assert len(ds) == 3 and len(seen) == 3  # only the chosen files are decoded
+    assert [int(im[0, 0, 0]) for im in ds.images] == sorted(int(im[0, 0, 0]) for im in
+                                                            ds.images)  # file order kept
+
+
+# ---------------------------------------------------------------------------------------------
 # Arrays
 # ---------------------------------------------------------------------------------------------
 _NHWC = np.random.default_rng(0).integers(0, 256, (4, 10, 12, 3), dtype=np.uint8)

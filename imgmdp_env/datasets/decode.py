@@ -151,8 +151,9 @@ def _decode_chunk(args: tuple[list[str], int | None]) -> list[np.ndarray | str]:
 def decode_many(paths: Sequence[str | Path], max_side: int | None, workers: int = 1
                 ) -> list[np.ndarray | str]:
     """:func:`decode_image` of every path, in order: an array, or the error text for a file
-    that could not be decoded. workers: processes (1 = in this process; more: a spawned pool,
-    each worker decoding a contiguous chunk, the slow part of loading a folder)."""
+    that could not be decoded. workers: processes (1 = in this process; more: a forked pool,
+    each worker decoding a few contiguous chunks: decoding is the slow part of loading a
+    folder)."""
     workers = check.integer("workers", workers, 1)
     paths = [os.fspath(p) for p in paths]
     if workers == 1 or len(paths) < 2 * workers:
@@ -162,5 +163,8 @@ def decode_many(paths: Sequence[str | Path], max_side: int | None, workers: int 
 
     per = math.ceil(len(paths) / (4 * workers))  # a few chunks per worker: balanced, few pickles
     chunks = [(paths[i:i + per], max_side) for i in range(0, len(paths), per)]
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+    # fork: the workers only run PIL and numpy (never torch or OpenMP), and start at once;
+    # spawn would re-import the package (and torch) in every worker
+    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context(method)) as pool:
         return [x for part in pool.map(_decode_chunk, chunks) for x in part]
