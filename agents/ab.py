@@ -236,24 +236,43 @@ class ABAgent(nn.Module):
         """Every encoder output a step needs, in one online pass (with gradients) over the base
         crops and the bootstrap views, and one target pass (no gradients) over the target's
         inputs: DINO's teacher crops or SimCLR's annotation crops, and the bootstrap views.
-        GroupNorm / LayerNorm have no batch statistics, so this equals separate passes."""
+        GroupNorm / LayerNorm have no batch statistics, so this equals separate passes. With
+        ``batch.boot_from_base`` the bootstrap tokens are rows of the base crops' (online and
+        target), so neither network encodes a view twice."""
         net, tgt, cfg = self.online, self.target, self.cfg
         base = batch.base_views.flatten(0, 1)  # (V B, 3, h, w), crop 0 of every image first
         bootstrap = bootstrap and batch.bootstrap
-        online = _encode(net.encoder, [base] + ([batch.boot_views] if bootstrap else []))
+        from_base = bootstrap and batch.boot_from_base  # the pairs are base crops: no new views
+        online = _encode(net.encoder, [base] + ([batch.boot_views] if bootstrap and not
+                                                from_base else []))
+        b, bb = batch.base_views.shape[1], (len(batch.boot_views) // 2 if from_base else 0)
+        pair_rows = torch.stack([torch.arange(bb), torch.arange(bb)], 1)  # (Bb, 2) image b's
+        rows = (pair_rows + torch.tensor([0, b])).flatten().to(base.device)  # in base order
+        boot_tokens = online[1] if bootstrap and not from_base else None
+        if from_base:
+            boot_tokens = online[0][rows]  # with gradients, outside no_grad
         target_in = {}
         if cfg.base == "dino":
             target_in["base"] = base
         elif cfg.base == "simclr" and bootstrap:
-            target_in["ann"] = batch.base_views[0, : self.n_annotations(batch)]
-        if bootstrap:
+            k = max(self.n_annotations(batch), bb)  # crop 0 of these: annotations (and pairs)
+            target_in["ann"] = batch.base_views[0, :k]
+            if from_base:
+                target_in["crop1"] = batch.base_views[1, :bb]
+        if bootstrap and not from_base:
             target_in["boot"] = batch.boot_views
         with torch.no_grad():
             parts = _encode(tgt.encoder, list(target_in.values())) if target_in else []
             ema = dict(zip(target_in, parts, strict=True))
+            if from_base:  # row b 2 + c of the pairs is crop c of image b
+                if cfg.base == "dino":
+                    ema["boot"] = ema["base"][rows]
+                else:
+                    ema["boot"] = torch.stack([ema["ann"][:bb], ema.pop("crop1")], 1).flatten(0, 1)
+                    ema["ann"] = ema["ann"][: self.n_annotations(batch)]
             pool = tgt.encoder.pool
             return Encoded(
-                base_tokens=online[0], boot_tokens=online[1] if bootstrap else None,
+                base_tokens=online[0], boot_tokens=boot_tokens,
                 ema_boot_tokens=ema.get("boot"),
                 ema_ann_pooled=pool(ema["ann"]) if "ann" in ema else None,
                 ema_base_pooled=pool(ema["base"]) if "base" in ema else None)

@@ -117,6 +117,15 @@ def check_train_args(a) -> None:
         check.number_range(f("base_scale"), a.base_scale, 0, 1, lo_open=True)
         check.number(f("color_jitter"), a.color_jitter, 0)
         check.number(f("boot_color_jitter"), a.boot_color_jitter, 0)
+        if check.choice(f("boot_source"), a.boot_source, ["views", "base"]) == "base":
+            boot = a.boot_images or max(a.base_batch // 8, 1)
+            if a.base == "clip" or a.n_views != 2 or boot > a.base_batch \
+                    or a.boot_color_jitter > 0:
+                raise ValueError(
+                    f"{f('boot_source')} base pairs the 2 crops of the first boot_images base "
+                    f"images: it needs --base simclr or dino (got {a.base}), --n-views 2 (got "
+                    f"{a.n_views}), --boot-images <= --base-batch (got {boot} > "
+                    f"{a.base_batch}) and --boot-color-jitter 0 (got {a.boot_color_jitter})")
         check.choice(f("base"), a.base, ["simclr", "dino", "clip"])
         check.integer(f("proj_dim"), a.proj_dim, 1)
         check.integer(f("proj_hidden"), a.proj_hidden, 1)

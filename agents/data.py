@@ -35,7 +35,8 @@ BASES = ("simclr", "dino", "clip")
 
 def simclr_augment(views: torch.Tensor, generator: torch.Generator | None = None,
                    jitter: float = 0.8, hue: float = 0.2, p_jitter: float = 0.8,
-                   p_gray: float = 0.2, p_flip: float = 0.5) -> torch.Tensor:
+                   p_gray: float = 0.2, p_flip: float = 0.5, return_flip: bool = False
+                   ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """SimCLR's view augmentations, batched: horizontal flip (probability ``p_flip``; 0 for
     views whose boxes must stay exact, such as bootstrap views), colour jitter (brightness,
     contrast, saturation by factors in ``[1 - jitter, 1 + jitter]``, a hue change of up to
@@ -48,12 +49,14 @@ def simclr_augment(views: torch.Tensor, generator: torch.Generator | None = None
 
     views: ``(B, 3, H, W)`` uint8 on any device; generator: a CPU generator for the per-view
     parameters. Returns ``(B, 3, H, W)`` uint8 on the views' device (rounded back to 8 bits,
-    like torchvision's uint8 transforms), so that every view reaches an encoder in one dtype.
+    like torchvision's uint8 transforms), so that every view reaches an encoder in one dtype;
+    with ``return_flip`` also ``(B,)`` bool: which views were mirrored.
     """
     b, dev = views.shape[0], views.device
     u = torch.rand(b, 7, generator=generator).to(dev)
     x = views.float().div_(255.0)
-    x = torch.where((u[:, 0] < p_flip).view(b, 1, 1, 1), x.flip(-1), x)
+    flip = u[:, 0] < p_flip
+    x = torch.where(flip.view(b, 1, 1, 1), x.flip(-1), x)
     on = (u[:, 1] < p_jitter).float().view(b, 1, 1, 1)
     bright, contrast, sat = (1 + on * jitter * (2 * u[:, i].view(b, 1, 1, 1) - 1)
                              for i in (2, 3, 4))
@@ -74,7 +77,8 @@ def simclr_augment(views: torch.Tensor, generator: torch.Generator | None = None
     x = torch.einsum("bij,bjhw->bihw", m, x).clamp_(0, 1)
     to_gray = (u[:, 6] < p_gray).view(b, 1, 1, 1)
     x = torch.where(to_gray, (x * gray_w).sum(1, keepdim=True).expand_as(x), x)
-    return x.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
+    out = x.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
+    return (out, flip.to(dev)) if return_flip else out
 
 
 def pair_index(n: int) -> torch.Tensor:
@@ -96,6 +100,8 @@ class Batch:
     actions: ``(M, n - 1, 4)`` float32: row ``b n + i``, slot ``s``, the relative box from view
         ``i`` to view ``pair_index(n)[i, s]`` of the same image (the transitions).
     candidates: ``(M, R, 4)`` float32 random relative boxes (``candidates="random"`` only).
+    boot_from_base: the bootstrap views are base crops (``boot_source="base"``): row
+        ``b 2 + c`` is ``base_views[c, b]``, so no extra encoder pass is needed for them.
     """
 
     base_views: torch.Tensor
@@ -106,6 +112,7 @@ class Batch:
     boot_index: torch.Tensor | None = None
     actions: torch.Tensor | None = None
     candidates: torch.Tensor | None = None
+    boot_from_base: bool = False
 
     @property
     def bootstrap(self) -> bool:
@@ -126,7 +133,11 @@ class TransitionSampler:
     caption (CLIP only); color_jitter: SimCLR's colour strength ``s`` (brightness, contrast,
     saturation ``0.8 s``, hue ``0.2 s``) of the base crops; boot_color_jitter: the same for the
     bootstrap views (0, the default: un-augmented; > 0 is the "augmentations" ablation; never
-    flipped, so the relative boxes stay exact); seed: seeds the two random streams.
+    flipped, so the relative boxes stay exact); boot_source: ``"views"`` (the method: fresh
+    un-augmented views) or ``"base"`` (the cheap variant: the two augmented crops of the first
+    ``boot_images`` base images are the bootstrap pair, so the online encoder runs on no extra
+    view; a mirrored source view mirrors its action, ``dx -> -dx``; SimCLR/DINO only);
+    seed: seeds the two random streams.
     """
 
     def __init__(self, base_dataset: ImageDataset, boot_dataset: ImageDataset | None = None,
@@ -136,13 +147,27 @@ class TransitionSampler:
                  base_scale: tuple[float, float] = (0.08, 1.0), candidates: str = "views",
                  n_random: int = 4, caption_inputs: torch.Tensor | None = None,
                  color_jitter: float = 1.0, boot_color_jitter: float = 0.0,
-                 seed: int = 0) -> None:
+                 boot_source: str = "views", seed: int = 0) -> None:
         if base not in BASES:
             raise ValueError(f"base {base!r} is not one of {BASES}")
         if candidates not in ("views", "random"):
             raise ValueError(f"candidates {candidates!r} must be 'views' or 'random'")
         if n_views < 2:
             raise ValueError(f"n_views ({n_views}) must be >= 2 to form pairs")
+        if boot_source not in ("views", "base"):
+            raise ValueError(f"boot_source {boot_source!r} must be 'views' or 'base'")
+        if boot_source == "base":
+            if base == "clip":
+                raise ValueError("boot_source='base' needs two crops per base image: SimCLR or "
+                                 "DINO, not CLIP (one crop and its caption)")
+            bad = [f"n_views = 2 (got {n_views})" if n_views != 2 else "",
+                   f"boot_images <= base_batch (got {boot_images} > {base_batch})"
+                   if boot_images > base_batch else "",
+                   f"boot_color_jitter = 0 (the crops are augmented already; got "
+                   f"{boot_color_jitter})" if boot_color_jitter > 0 else ""]
+            if any(bad):
+                raise ValueError("boot_source='base' pairs the 2 crops of the first boot_images "
+                                 "base images: it needs " + "; ".join(filter(None, bad)))
         if base == "clip" and caption_inputs is None:
             raise ValueError("base='clip' needs caption_inputs (the tokenised captions)")
         self.base_bank = base_dataset.bank()
@@ -154,6 +179,7 @@ class TransitionSampler:
         self.candidates, self.n_random = candidates, n_random
         self.caption_inputs = caption_inputs
         self.color_jitter, self.boot_color_jitter = color_jitter, boot_color_jitter
+        self.boot_source = boot_source
         self.base_gen = torch.Generator().manual_seed(seed)
         self.boot_gen = torch.Generator().manual_seed(seed + 1_000_003)
         self.others = pair_index(n_views)
@@ -182,10 +208,13 @@ class TransitionSampler:
             out = {"base_views": views.to(device)[None],
                    "captions": self.caption_inputs[idx].to(device)}
         else:
-            views, _ = self._crops(self.base_bank, idx.repeat(2), self.base_scale, g)
+            views, boxes = self._crops(self.base_bank, idx.repeat(2), self.base_scale, g)
             s = self.color_jitter
-            aug = simclr_augment(views.to(device), g, jitter=0.8 * s, hue=0.2 * s)
+            aug, flip = simclr_augment(views.to(device), g, jitter=0.8 * s, hue=0.2 * s,
+                                       return_flip=True)
             out = {"base_views": aug.view(2, b, *aug.shape[1:])}
+            if self.boot_source == "base":
+                out["_boxes"], out["_flip"] = boxes.view(2, b, 4), flip.view(2, b)
         out["base_index"] = idx.to(device)
         return out
 
@@ -217,15 +246,45 @@ class TransitionSampler:
             )
         return {k: v.to(device) for k, v in out.items()}
 
+    def _boot_from_base(self, parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The bootstrap fields for ``boot_source="base"``: image ``b < boot_images``'s two
+        base crops are views ``b 2`` and ``b 2 + 1``; their actions are the relative boxes in
+        the displayed (possibly mirrored) source view."""
+        bb = self.boot_images
+        boxes = parts.pop("_boxes")[:, :bb].transpose(0, 1)  # (Bb, 2, 4)
+        flip = parts.pop("_flip")[:, :bb].transpose(0, 1).reshape(-1)  # (M,)
+        actions = relative_box(boxes[:, :, None, :], boxes[:, self.others]).reshape(-1, 1, 4)
+        sign = torch.ones(len(flip), 1, 4, device=actions.device)
+        sign[flip.to(actions.device), :, 0] = -1.0
+        dev = parts["base_views"].device
+        out = {"boot_views": parts["base_views"][:, :bb].transpose(0, 1).flatten(0, 1),
+               "boot_boxes": boxes.to(dev), "boot_index": parts["base_index"][:bb],
+               "actions": (actions * sign).to(dev)}
+        if self.candidates == "random":
+            m = 2 * bb
+            aspect = self.base_bank.aspect[parts["base_index"][:bb].cpu()].repeat_interleave(2)
+            rand = sample_boxes(m * self.n_random, scale=self.boot_scale,
+                                image_aspect=aspect.repeat_interleave(self.n_random),
+                                generator=self.boot_gen)
+            cand = relative_box(boxes.reshape(-1, 1, 4), rand.view(m, self.n_random, 4))
+            out["candidates"] = (cand * sign[:, :1]).to(dev)
+        return out
+
     def views_per_step(self, bootstrap: bool = True) -> int:
-        """Views rendered per :meth:`sample` call (the unit of "views seen")."""
+        """Views rendered per :meth:`sample` call (the unit of "views seen"; with
+        ``boot_source="base"`` the bootstrap views are base crops: none extra)."""
         base = self.base_batch * (1 if self.base == "clip" else 2)
-        return base + (self.boot_images * self.n_views if bootstrap else 0)
+        extra = bootstrap and self.boot_source == "views"
+        return base + (self.boot_images * self.n_views if extra else 0)
 
     def sample(self, device: torch.device | str = "cpu", bootstrap: bool = True) -> Batch:
         """One training :class:`Batch`: :meth:`sample_base` plus, if ``bootstrap`` and
         ``boot_images > 0``, :meth:`sample_boot`."""
         parts = self.sample_base(device)
-        if bootstrap and self.boot_images > 0:
+        if bootstrap and self.boot_images > 0 and self.boot_source == "base":
+            parts.update(self._boot_from_base(parts), boot_from_base=True)
+        elif bootstrap and self.boot_images > 0:
             parts.update(self.sample_boot(device))
+        parts.pop("_boxes", None)
+        parts.pop("_flip", None)
         return Batch(**parts)
