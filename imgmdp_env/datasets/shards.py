@@ -80,6 +80,17 @@ def _braces(pattern: str) -> list[str]:
     return [x for item in items for x in _braces(head + item + tail)]
 
 
+def _top_level(text: str) -> list[str]:
+    """``text`` split at the commas outside braces (``a-{0,1}.tar,b.tar`` -> 2 parts)."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += (ch == "{") - (ch == "}")
+        if ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return parts + [text[start:]]
+
+
 def is_shard_spec(spec: Any) -> bool:
     """Whether ``spec`` names shards: a ``.tar`` path or pattern, a comma list of them, a list
     of ``.tar`` paths, or a folder holding ``.tar`` files and no images."""
@@ -91,7 +102,7 @@ def is_shard_spec(spec: Any) -> bool:
     text = os.fspath(spec)
     if isinstance(text, bytes):
         return False
-    if any(p.strip().endswith(".tar") for p in text.split(",")) and not Path(text).is_dir():
+    if any(p.strip().endswith(".tar") for p in _top_level(text)) and not Path(text).is_dir():
         return True
     if Path(text).is_dir():
         from imgmdp_env.datasets.folder import EXTENSIONS
@@ -111,7 +122,7 @@ def expand_shards(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> list
         if Path(text).is_dir():
             paths = sorted(str(p) for p in Path(text).glob("*.tar"))
         else:
-            paths = [x for part in text.split(",") if part.strip()
+            paths = [x for part in _top_level(text) if part.strip()
                      for x in _braces(part.strip())]
     if not paths:
         raise ValueError(f"shards {spec!r} name no .tar file")
