@@ -8,7 +8,9 @@
 from gymnasium.envs.registration import register
 
 from imgmdp_env.datasets import ImageDataset, make_dataset
-from imgmdp_env.env import ImageViewEnv, ImageViewVectorEnv, action_to_relative
+from imgmdp_env.env import ImageViewVectorEnv, action_to_relative
+from imgmdp_env.single_env import ImageViewEnv
+from imgmdp_env.vector_attrs import vector_call, vector_get_attr, vector_set_attr
 from imgmdp_env.views import (
     ImageBank,
     apply_relative,
@@ -34,11 +36,14 @@ __all__ = [
     "relative_box",
     "render_views",
     "sample_boxes",
+    "vector_call",
+    "vector_get_attr",
+    "vector_set_attr",
 ]
 
 register(
     id="ImageView-v0",
-    entry_point="imgmdp_env.env:ImageViewEnv",
+    entry_point="imgmdp_env.single_env:ImageViewEnv",
     vector_entry_point="imgmdp_env.env:ImageViewVectorEnv",
     max_episode_steps=50,
 )

@@ -7,8 +7,8 @@ box. The bare environment pays no reward: reward wrappers in :mod:`imgmdp_env.re
 likelihood of an annotation for the new view.
 
 :class:`ImageViewVectorEnv` keeps the state of all sub-environments as tensors and steps them
-with one call of the crop kernel; :class:`ImageViewEnv` is a thin single-env adaptor over the
-same core (``num_envs=1``).
+with one call of the crop kernel; :class:`~imgmdp_env.single_env.ImageViewEnv` is a thin
+single-env adaptor over the same core (``num_envs=1``).
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ from gymnasium.vector.utils import batch_space
 
 from imgmdp_env import _checks as check
 from imgmdp_env.datasets.cache import cached_dataset
+from imgmdp_env.vector_attrs import VectorAttrs
 from imgmdp_env.views import apply_relative, clamp_boxes, render_views, sample_boxes
 
-__all__ = ["RESET_OPTIONS", "ImageViewEnv", "ImageViewVectorEnv", "action_to_relative"]
+__all__ = ["RESET_OPTIONS", "ImageViewVectorEnv", "action_to_relative"]
 
 BOX_ACTIONS = 4  # dx, dy, log-scale x, log-scale y
 AUG_ACTIONS = 4  # flip, rot90, brightness, saturation
@@ -50,7 +51,7 @@ def action_to_relative(action: torch.Tensor, max_pan: float, max_zoom: float) ->
 RESET_OPTIONS = ("box", "image_index", "reset_mask")
 
 
-class ImageViewVectorEnv(VectorEnv):
+class ImageViewVectorEnv(VectorAttrs, VectorEnv):
     """The view MDP over a dataset of images, ``num_envs`` sub-environments stepped at once.
 
     Observation: the view, uint8 ``Box(0, 255, (3, h, w))`` per sub-env; with
@@ -66,6 +67,9 @@ class ImageViewVectorEnv(VectorEnv):
     the view shows ``fill``.
     Reward: 0 (reward wrappers pay annotation likelihoods). Never terminates; truncates after
     ``max_episode_steps``. ``info`` holds ``image_index`` ``(N,)`` and ``box`` ``(N, 4)``.
+    ``call`` / ``get_attr`` / ``set_attr`` answer as ``SyncVectorEnv``'s (one entry per
+    sub-env; per-sub-env attributes ``image_index``, ``box``): see :mod:`imgmdp_env.vector_attrs`.
+    The reward is float64 ``(N,)``, as ``SyncVectorEnv``'s.
 
     Args:
         num_envs: number of sub-environments.
@@ -84,6 +88,7 @@ class ImageViewVectorEnv(VectorEnv):
         render_mode: ``None`` or ``"rgb_array"``.
     """
 
+    per_env_attrs = ("image_index", "box")  # see imgmdp_env.vector_attrs
     metadata = {
         "render_modes": ["rgb_array"],
         "render_fps": 4,
@@ -159,6 +164,11 @@ class ImageViewVectorEnv(VectorEnv):
         self._autoreset = np.zeros(num_envs, dtype=bool)
         self._started = np.zeros(num_envs, dtype=bool)  # sub-envs reset at least once
         self._generator: torch.Generator | None = None
+
+    def _get_per_env(self, name: str) -> tuple[Any, ...]:
+        if name == "image_index":
+            return tuple(int(i) for i in self.image_idx)
+        return tuple(self.boxes.numpy().copy())  # "box": (4,) float32 rows
 
     # ------------------------------------------------------------------ state changes
     def _draw(self, mask: torch.Tensor, options: dict | None) -> None:
@@ -404,62 +414,3 @@ def _augment(views: torch.Tensor, aug: torch.Tensor) -> torch.Tensor:
     x = gray + (x - gray) * sat
     x = x * torch.pow(2.0, aug[:, 2])[:, None, None, None]
     return x.round_().clamp_(0, 255).to(torch.uint8)
-
-
-class ImageViewEnv(gym.Env):
-    """The single-environment view MDP: a thin adaptor over :class:`ImageViewVectorEnv` with
-    ``num_envs=1`` (same spaces, same dynamics, same random stream).
-
-    Truncation comes from Gymnasium's ``TimeLimit`` (``gym.make`` adds it from the registered
-    ``max_episode_steps``); pass ``max_episode_steps`` here only when not using ``gym.make``.
-
-    Example::
-
-        >>> import gymnasium as gym, imgmdp_env
-        >>> env = gym.make("ImageView-v0", dataset="scenes", dataset_kwargs={"n": 64})
-        >>> obs, info = env.reset(seed=0)
-        >>> obs.shape
-        (3, 64, 64)
-    """
-
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
-
-    def __init__(self, render_mode: str | None = None, max_episode_steps: int | None = None,
-                 **kwargs: Any) -> None:
-        if "autoreset_mode" in kwargs:  # silently dropped before: the caller got NEXT_STEP
-            raise TypeError(
-                f"autoreset_mode ({kwargs['autoreset_mode']!r}) applies to vector envs, not to "
-                "ImageViewEnv: use gym.make_vec('ImageView-v0', autoreset_mode=...) (the native "
-                "vector env), or vector_kwargs={'autoreset_mode': ...} with "
-                "vectorization_mode='sync' / 'async'")
-        self.core = ImageViewVectorEnv(num_envs=1, autoreset_mode=AutoresetMode.DISABLED,
-                                       render_mode=render_mode,
-                                       max_episode_steps=max_episode_steps, **kwargs)
-        self.observation_space = self.core.single_observation_space
-        self.action_space = self.core.single_action_space
-        self.render_mode = render_mode
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        seed = check.seed("seed", seed)  # numpy ints too (gym.Env.reset takes only int)
-        super().reset(seed=seed)
-        obs, info = self.core.reset(seed=seed, options=options)
-        return _first(obs), _first_info(info)
-
-    def step(self, action: Any):
-        obs, reward, terminated, truncated, info = self.core.step(np.asarray(action)[None])
-        return (_first(obs), float(reward[0]), bool(terminated[0]), bool(truncated[0]),
-                _first_info(info))
-
-    def render(self) -> np.ndarray | None:
-        if self.render_mode is None:
-            gym.logger.warn("render() called without render_mode='rgb_array'")
-            return None
-        return self.core.render_frames()[0]
-
-
-def _first(obs: Any) -> Any:
-    return {k: v[0] for k, v in obs.items()} if isinstance(obs, dict) else obs[0]
-
-
-def _first_info(info: dict) -> dict:
-    return {k: v[0] for k, v in info.items() if not k.startswith("_")}

@@ -67,6 +67,7 @@ from imgmdp_env.scorers import (
     check_scores,
     curation_scorer,
 )
+from imgmdp_env.vector_attrs import VectorAttrs
 from imgmdp_env.wrappers import view_env_core
 
 __all__ = [
@@ -189,7 +190,7 @@ def _set_rows(dst: dict, src: dict, mask: np.ndarray) -> None:
         dst["_" + k] = np.asarray(dst.get("_" + k, np.zeros(n, bool)), bool) | have
 
 
-class VectorAnnotationReward(VectorWrapper):
+class VectorAnnotationReward(VectorAttrs, VectorWrapper):
     """Pays ``p(goal | view)`` from any :class:`AnnotationScorer`, on the vector env: one scorer
     call per step on all sub-envs' views. Same arguments as :class:`AnnotationReward`;
     ``goals`` holds the current goal id of each sub-env ``(num_envs,)``.
@@ -225,6 +226,14 @@ class VectorAnnotationReward(VectorWrapper):
         self.goals = np.zeros(n, np.int64)
         self._autoreset = np.zeros(n, bool)  # NEXT_STEP: the env resets these on the next step
         self._pending = np.zeros(n, bool)  # NEXT_STEP: episodes this wrapper ended, to reset
+
+    per_env_attrs = ("goal",)  # get_attr("goal") / set_attr("goal", ...): imgmdp_env.vector_attrs
+
+    def _get_per_env(self, name: str) -> tuple[Any, ...]:
+        return tuple(int(g) for g in self.goals)  # "goal", as AnnotationReward.goal
+
+    def _set_per_env(self, name: str, values: list[Any]) -> None:
+        self.goals[:] = [self.task.resolve(v) for v in values]  # names or ids, checked
 
     def reset(self, *, seed: int | None = None, options: dict | None = None
               ) -> tuple[Any, dict]:

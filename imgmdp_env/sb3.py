@@ -11,10 +11,13 @@
   ``DISABLED`` (the adapter resets finished sub-envs with ``options={"reset_mask": ...}``).
 - *Seeding*: ``venv.seed(s)`` (what SB3 calls for ``PPO(..., seed=s)``) seeds the next
   ``reset()`` with ``s``: the batched env is seeded as a whole. ``set_options`` is passed to it.
-- *Attributes*: the sub-envs of a batched env share one object, so ``get_attr`` returns the
-  attribute of the outermost wrapper (or env) that has it, once per index; ``set_attr`` sets
-  it for all sub-envs (a subset raises); ``env_method`` calls the method once and returns its
-  result per index; ``env_is_wrapped`` looks through the Gymnasium wrapper chain.
+- *Attributes* follow :mod:`imgmdp_env.vector_attrs` (the Gymnasium ``get_attr`` / ``call`` /
+  ``set_attr`` of the vector env): per-sub-env attributes (``box``, ``image_index``, ``goal``)
+  have one value per index, and ``set_attr`` may set a subset of them; an env-wide attribute
+  is one object shared by all sub-envs: ``get_attr`` returns it per index, ``set_attr`` on a
+  subset that would make sub-envs differ raises, ``env_method`` calls an env-wide method once
+  and returns its result per index; ``env_is_wrapped`` looks through the wrapper chain.
+- *Rewards* are float32, as in SB3's own ``DummyVecEnv`` (Gymnasium's side is float64).
 - Box and Dict observations pass through unchanged (uint8 ``(3, H, W)`` views are already
   channel-first, so SB3 adds no transpose).
 """
@@ -31,6 +34,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices
 
 from imgmdp_env import _checks as check
+from imgmdp_env.vector_attrs import vector_attr_values, vector_call, vector_set_attr
 
 __all__ = ["SB3VecEnv", "make_sb3_env"]
 
@@ -148,35 +152,24 @@ class SB3VecEnv(VecEnv):
             env = env.env
         yield env
 
-    def _owner(self, name: str) -> Any:
-        for env in self._chain():
-            if hasattr(env, name):
-                return env
-        raise AttributeError(f"no wrapper or env in {self.envs} has an attribute {name!r}")
-
-    def _all(self, indices: VecEnvIndices, what: str) -> list[int]:
-        idx = list(self._get_indices(indices))
-        if sorted(idx) != list(range(self.num_envs)):
-            raise ValueError(f"{what} on sub-envs {idx}: the sub-envs of a batched env share "
-                             "one object, so it applies to all of them (indices=None)")
-        return idx
-
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
-        value = getattr(self._owner(attr_name), attr_name)
-        return [value for _ in self._get_indices(indices)]
+        values = vector_attr_values(self.envs, attr_name)
+        return [values[i] for i in self._get_indices(indices)]
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
-        self._all(indices, f"set_attr({attr_name!r})")
-        try:
-            owner = self._owner(attr_name)
-        except AttributeError:
-            owner = self.envs
-        setattr(owner, attr_name, value)
+        idx = list(self._get_indices(indices))
+        if sorted(idx) == list(range(self.num_envs)):
+            values = [value] * self.num_envs
+        else:  # the others keep theirs (an env-wide attribute then raises: one shared object)
+            values = list(vector_attr_values(self.envs, attr_name))
+            for i in idx:
+                values[i] = value
+        vector_set_attr(self.envs, attr_name, values)
 
     def env_method(self, method_name: str, *method_args: Any, indices: VecEnvIndices = None,
                    **method_kwargs: Any) -> list[Any]:
-        result = getattr(self._owner(method_name), method_name)(*method_args, **method_kwargs)
-        return [result for _ in self._get_indices(indices)]
+        results = vector_call(self.envs, method_name, *method_args, **method_kwargs)
+        return [results[i] for i in self._get_indices(indices)]
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper],
                        indices: VecEnvIndices = None) -> list[bool]:

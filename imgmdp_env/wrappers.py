@@ -16,11 +16,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from gymnasium.vector import VectorActionWrapper, VectorEnv
+from gymnasium.vector import AutoresetMode, VectorActionWrapper, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from imgmdp_env import _checks as check
 from imgmdp_env.env import ImageViewVectorEnv
+from imgmdp_env.vector_attrs import VectorAttrs
 
 __all__ = [
     "VIEW_ACTIONS",
@@ -118,7 +119,7 @@ class DiscreteViewActions(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
         return _lookup(self.table, action, ())
 
 
-class VectorDiscreteViewActions(VectorActionWrapper):
+class VectorDiscreteViewActions(VectorAttrs, VectorActionWrapper):
     """Seven discrete moves for the vector env: ``Discrete(7)`` per sub-env (``MultiDiscrete``
     for the batch), one table lookup per step. Same moves and arguments as
     :class:`DiscreteViewActions`.
@@ -143,6 +144,10 @@ class VectorDiscreteViewActions(VectorActionWrapper):
         self.table = view_action_table(view_env_core(env), pan, zoom)
         self.single_action_space = spaces.Discrete(len(VIEW_ACTIONS))
         self.action_space = batch_space(self.single_action_space, self.num_envs)
+        # read by third-party clients (TorchRL checks it); call / get_attr / set_attr as
+        # SyncVectorEnv's come from VectorAttrs (imgmdp_env.vector_attrs)
+        self.autoreset_mode = AutoresetMode(env.metadata.get("autoreset_mode",
+                                                             AutoresetMode.NEXT_STEP))
 
     def actions(self, actions: Any) -> np.ndarray:
         return _lookup(self.table, actions, (self.num_envs,))

@@ -87,7 +87,8 @@ def test_bad_settings_and_actions_raise():
         DiscreteViewActions(gym.make("CartPole-v1"))
 
 
-@pytest.mark.parametrize("module", ["wrappers", "scorers", "rewards", "sb3"])
+@pytest.mark.parametrize("module", ["wrappers", "scorers", "rewards", "sb3", "single_env",
+                                    "vector_attrs"])
 def test_docstring_examples_run(module):
     import importlib
 
