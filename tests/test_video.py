@@ -1,0 +1,67 @@
+"""Video frames as images: a tiny synthetic video encoded with PyAV and read back at a frame
+stride, resized on load within the memory bound, split by whole video."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+av = pytest.importorskip("av")
+
+from imgmdp_env.datasets import make_dataset, source_kind  # noqa: E402
+from imgmdp_env.datasets.video import load_video  # noqa: E402
+
+N_FRAMES = 20
+
+
+def _level(i: int) -> int:
+    return 10 + 12 * i  # frame i is a flat grey of this level: the frame index is readable
+
+
+def encode(path: Path, n: int = N_FRAMES, h: int = 48, w: int = 64) -> Path:
+    """``n`` flat grey frames (level ``_level(i)``), MPEG-4 at high quality."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.options = {"qscale": "1"}
+        for i in range(n):
+            frame = av.VideoFrame.from_ndarray(np.full((h, w, 3), _level(i), np.uint8),
+                                               format="rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def test_frames_at_a_stride_are_the_right_frames(tmp_path):
+    path = encode(tmp_path / "clip.mp4")
+    assert source_kind(str(path)) == "video"
+    ds = make_dataset(str(path), frame_stride=6, max_side=None)
+    assert len(ds) == len(range(0, N_FRAMES, 6)) == 4
+    for img, i in zip(ds.images, range(0, N_FRAMES, 6), strict=True):
+        assert img.shape == (48, 64, 3) and img.dtype == np.uint8
+        nearest = int(np.argmin([abs(float(img.mean()) - _level(j)) for j in range(N_FRAMES)]))
+        assert nearest == i  # frame i, not a neighbour (levels 12 apart; YUV shifts a few)
+
+
+def test_frames_are_resized_and_bounded(tmp_path):
+    path = encode(tmp_path / "clip.mp4")
+    ds = load_video(path, frame_stride=5, max_side=32, max_frames=3)
+    assert [im.shape for im in ds.images] == [(24, 32, 3)] * 3
+    need = 4 * 24 * 32 * 8.34 / 2**30  # 4 frames at stride 5, estimated from the metadata
+    with pytest.raises(MemoryError, match=r"every 5th frame.*--frame-stride"):
+        load_video(path, frame_stride=5, max_side=32, memory_budget=need / 2)
+
+
+def test_a_folder_of_videos_splits_by_video(tmp_path):
+    for k in range(4):
+        encode(tmp_path / f"v{k}.mp4", n=6)
+    assert source_kind(str(tmp_path)) == "video"
+    train = load_video(tmp_path, frame_stride=3, split="train", holdout=0.3)
+    test = load_video(tmp_path, frame_stride=3, split="test", holdout=0.3)
+    assert len(train) + len(test) == 8 and len(test) % 2 == 0 and len(test) > 0
+    with pytest.raises(ValueError, match="only one"):
+        load_video(tmp_path / "v0.mp4", split="train")
