@@ -12,7 +12,7 @@ $(PYBIN):
 
 # pip (not uv/poetry) so that torch/torchvision come from the machine's local cache.
 $(STAMP): pyproject.toml | $(PYBIN)
-	$(PYBIN) -m pip install --quiet -e ".[test,text,rl]"
+	$(PYBIN) -m pip install --quiet -e ".[test,text,rl,video]"
 	touch $(STAMP)
 
 setup: $(STAMP)
