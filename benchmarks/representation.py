@@ -47,15 +47,15 @@ FS = "fashion-scenes"
 
 # scale -> the train_value flags of every cell, the main budget (AB steps), the scaling budgets
 SCALES: dict[str, dict] = {
-    "cpu": {"flags": [], "budget": 1200, "scaling": [300, 600, 1200, 2400]},
+    "cpu": {"flags": [], "budget": 1200, "scaling": [300, 600, 1200, 2400], "half_batch": 32},
     "gpu": {"flags": ["--preset", "gpu-vits16"], "budget": 20000,
-            "scaling": [5000, 10000, 20000, 40000]},
+            "scaling": [5000, 10000, 20000, 40000], "half_batch": 128},
     "quick": {"flags": ["--dataset-size", "64", "--base-batch", "16", "--boot-images", "2",
                         "--n-views", "2", "--warmup-steps", "2", "--log-every", "5",
                         "--probe-train", "48", "--probe-test", "32", "--probe-max-samples",
                         "96", "--value-batches", "1", "--decoder-depth", "1",
                         "--proj-hidden", "64", "--checkpoint-every", "1000"],
-              "budget": 8, "scaling": [4, 8]},
+              "budget": 8, "scaling": [4, 8], "half_batch": 8},
 }
 
 # variant -> (train_value flags, what it tests); "" is the method as defined
@@ -69,6 +69,8 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     "gamma-0.9": (["--gamma", "0.9"], "gamma = 0.9"),
     "near": (["--boot-scale", "0.3", "1.0"], "near crop pairs (30-100% of the image)"),
     "far": (["--boot-scale", "0.05", "0.3"], "far crop pairs (5-30% of the image)"),
+    "boot-base": (["--boot-source", "base", "--n-views", "2"],
+                  "the cheap variant: the pairs are the 2 base crops of half the base images"),
 }
 
 METHODS = {"simclr": "SimCLR", "dino": "DINO", "clip": "CLIP"}
@@ -106,8 +108,8 @@ class Cell:
         name = ("AB_" if self.ab else "") + METHODS[self.base]
         return name + (f" {self.variant}" if self.variant else "")
 
-    def flags(self, scale_flags: list[str], steps: int) -> list[str]:
-        f = [*scale_flags, "--dataset", self.dataset, "--base", self.base, "--seed",
+    def flags(self, scale: str, steps: int) -> list[str]:
+        f = [*SCALES[scale]["flags"], "--dataset", self.dataset, "--base", self.base, "--seed",
              str(self.seed), "--total-steps", str(steps), "--no-probe-baselines"]
         if self.boot_dataset:
             f += ["--boot-dataset", self.boot_dataset]
@@ -115,6 +117,8 @@ class Cell:
             f += ["--probe-dataset", self.probe_dataset]
         if not self.ab:
             f += ["--ab-weight", "0"]
+        if self.variant == "boot-base":  # half the base batch: pairs of its two crops
+            f += ["--boot-images", str(SCALES[scale]["half_batch"])]
         return f + VARIANTS[self.variant][0]
 
 
@@ -172,7 +176,7 @@ def views_per_step(flags: list[str], bootstrap: bool) -> int:
     return sampler.views_per_step(bootstrap and args.ab_weight > 0)
 
 
-def steps_for(cell: Cell, scale_flags: list[str], cache: dict) -> int:
+def steps_for(cell: Cell, scale: str, cache: dict) -> int:
     """Optimizer steps of a cell: its budget for AB runs (and the equal-steps ablation), the
     budget scaled to equal views seen for base runs."""
     if cell.ab:
@@ -180,7 +184,7 @@ def steps_for(cell: Cell, scale_flags: list[str], cache: dict) -> int:
     key = (cell.dataset, cell.boot_dataset, cell.base)
     if key not in cache:
         ab = Cell(cell.group, cell.dataset, f"ab_{cell.base}", boot_dataset=cell.boot_dataset)
-        flags = ab.flags(scale_flags, 1)
+        flags = ab.flags(scale, 1)
         cache[key] = (views_per_step(flags, True), views_per_step(flags + ["--ab-weight", "0"],
                                                                   False))
     ab_views, base_views = cache[key]
@@ -193,9 +197,8 @@ def run_cell(cell: Cell, out: Path, scale: str, threads: int, cache: dict,
     done = load_cell(out, cell.cell_id)
     if done is not None:
         return done
-    scale_flags = SCALES[scale]["flags"]
-    steps = steps_for(cell, scale_flags, cache)
-    flags = cell.flags(scale_flags, steps)
+    steps = steps_for(cell, scale, cache)
+    flags = cell.flags(scale, steps)
     summary, wall, load = runner(flags, out, cell.cell_id, threads)
     record = {"cell": cell.__dict__, "id": cell.cell_id, "flags": flags, "steps": steps,
               "probes": summary["probes"].get("trained", {}),
@@ -302,8 +305,10 @@ def group_table(records: list[dict], baselines: dict[str, dict]) -> str:
              + " | value acc IoU >= 0.4 | majority | wall s / cell |",
              "|---|---|---:|---:|" + "---:|" * (len(keys) + 2)]
     for (data, label, budget), rs in rows.items():
-        cells = [_fmt([_metric(r, k) for r in rs]) if k in rs[0]["probes"] or k == "value"
-                 else "-" for k in keys]
+        trains_q = "--ab-weight" not in rs[0]["flags"] or rs[0]["flags"][
+            rs[0]["flags"].index("--ab-weight") + 1] != "0"  # else Q_AB is untrained
+        cells = [_fmt([_metric(r, k) for r in rs]) if k in rs[0]["probes"]
+                 or (k == "value" and trains_q) else "-" for k in keys]
         maj = statistics.mean(r["value_accuracy_by_iou"]["majority"] for r in rs)
         wall = statistics.mean(r["wall_s"] for r in rs)
         lines.append(f"| {data} | {label} | {budget} | {len(rs)} | " + " | ".join(cells)
@@ -415,7 +420,7 @@ def report(out: Path, scale: str, results_md: Path | None) -> str:
         if g in ("core", "scaling"):  # one set of cells (run once, under the first group)
             rs = [r for r in cells if _simclr_pair(r) and (
                 g == "scaling" or r["cell"]["budget"] == SCALES[scale]["budget"])]
-        if not rs:
+        if not rs or (g == "scaling" and len({r["cell"]["budget"] for r in rs}) < 2):
             continue
         parts += [f"### {g}", "", group_table(rs, baselines), ""]
         if g == "ablations":
@@ -445,7 +450,8 @@ def report(out: Path, scale: str, results_md: Path | None) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--groups", nargs="+", default=GROUPS, help=f"of {GROUPS}")
-    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="seeds of every cell (default 1 2 3; --quick: 1)")
     p.add_argument("--scale", choices=list(SCALES), default="cpu")
     p.add_argument("--quick", action="store_true", help="--scale quick: every cell tiny")
     p.add_argument("--out", default="", help="cell files (default docs/results/representation/"
@@ -457,6 +463,7 @@ def main() -> None:
     p.add_argument("--dry-run", action="store_true", help="list the cells and stop")
     args = p.parse_args()
     scale = "quick" if args.quick else args.scale
+    args.seeds = args.seeds or ([1] if scale == "quick" else [1, 2, 3])
     out = Path(args.out) if args.out else ROOT / "docs" / "results" / "representation" / scale
     results_md = ROOT / "docs" / "results.md" if not args.out and scale != "quick" else None
     if args.report:

@@ -1,0 +1,105 @@
+"""The study's plumbing (benchmarks/representation.py): cells, equal views, resume, report."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import representation as rep  # noqa: E402
+
+
+def test_plan_cells_are_unique_and_shared_cells_run_once():
+    plan = rep.Plan("quick", [1, 2], rep.GROUPS)
+    ids = [c.cell_id for c in plan.cells]
+    assert len(ids) == len(set(ids))
+    # the core cells at the main budget are also scaling's: planned once, under core
+    main = [c for c in plan.cells if c.dataset == rep.FS and c.method in ("simclr", "ab_simclr")
+            and not c.variant and c.budget == rep.SCALES["quick"]["budget"]]
+    assert len(main) == 4 and {c.group for c in main} == {"core"}
+    assert {c.variant for c in plan.cells if c.group == "ablations"} == set(rep.VARIANTS) - {""}
+    with pytest.raises(SystemExit, match="unknown group"):
+        rep.Plan("quick", [1], ["cores"])
+
+
+def test_base_runs_see_as_many_views_as_ab_runs():
+    cache: dict = {}
+    ab = rep.Cell("core", "scenes", "ab_simclr", budget=300, seed=1)
+    base = rep.Cell("core", "scenes", "simclr", budget=300, seed=1)
+    assert rep.steps_for(ab, "cpu", cache) == 300
+    steps = rep.steps_for(base, "cpu", cache)
+    ab_views, base_views = cache[("scenes", "", "simclr")]
+    assert ab_views > base_views  # the AB step also renders the bootstrap views
+    assert abs(steps * base_views - 300 * ab_views) <= base_views / 2
+    flags = base.flags("cpu", steps)
+    assert flags[flags.index("--ab-weight") + 1] == "0" and "--no-probe-baselines" in flags
+    # the equal-steps ablation is an AB cell with the loss off: not rescaled
+    no_boot = rep.Cell("ablations", "scenes", "ab_simclr", "no-boot-loss", 300, 1)
+    assert rep.steps_for(no_boot, "cpu", cache) == 300
+    assert no_boot.flags("cpu", 300)[-2:] == ["--ab-weight", "0"]
+
+
+def _summary(acc: float) -> dict:
+    value = {"iou_0.00-0.20": 0.1, "iou_0.40-0.60": acc, "iou_0.60-1.00": acc,
+             "count_0.00-0.20": 10, "count_0.40-0.60": 5, "count_0.60-1.00": 5,
+             "majority": 0.2, "chance": 0.1}
+    return {"probes": {"trained": {"linear": acc, "knn": acc, "attentive": acc, "n_test": 100}},
+            "value_accuracy_by_iou": value, "final": {"loss": 1.0}}
+
+
+def test_finished_cells_are_skipped_and_records_complete(tmp_path):
+    calls = []
+
+    def runner(flags, out, name, threads):
+        calls.append(name)
+        return _summary(0.5), 1.0, "0.0 -> 0.0"
+
+    cell = rep.Cell("core", "scenes", "ab_simclr", budget=8, seed=1)
+    first = rep.run_cell(cell, tmp_path, "quick", 1, {}, runner)
+    again = rep.run_cell(cell, tmp_path, "quick", 1, {}, runner)
+    assert calls == [cell.cell_id] and first == again
+    on_disk = json.loads((tmp_path / f"{cell.cell_id}.json").read_text())
+    assert on_disk["steps"] == 8 and on_disk["probes"]["linear"] == 0.5
+    assert {"flags", "wall_s", "machine", "load", "cell"} <= set(on_disk)
+    assert not list(tmp_path.glob("*.tmp*"))  # written atomically
+
+
+def test_difference_calls_noise_noise():
+    d, half, sig = rep.difference([0.50, 0.52, 0.48], [0.49, 0.51, 0.50])
+    assert d == pytest.approx(0.0, abs=1e-12) and not sig
+    d, half, sig = rep.difference([0.60, 0.61, 0.59], [0.50, 0.51, 0.49])
+    assert d == pytest.approx(0.10) and sig and 0 < half < 0.1
+    _, half, sig = rep.difference([0.6], [0.5])  # one seed: no estimate of the noise
+    assert half == float("inf") and not sig
+
+
+def test_report_regenerates_the_results_section(tmp_path):
+    out = tmp_path / "cells"
+    for seed, (a, b) in enumerate([(0.60, 0.50), (0.62, 0.50), (0.61, 0.52)], start=1):
+        for method, acc in (("ab_simclr", a), ("simclr", b)):
+            cell = rep.Cell("core", rep.FS, method, budget=8, seed=seed)
+            rep.run_cell(cell, out, "quick", 1, {("fashion-scenes", "", "simclr"): (40, 32)},
+                         lambda *_, acc=acc: (_summary(acc), 1.0, "0 -> 0"))
+    doc = tmp_path / "results.md"
+    doc.write_text(f"# results\n\nbefore\n{rep.BEGIN}\nold\n{rep.END}\nafter\n")
+    text = rep.report(out, "quick", doc)
+    new = doc.read_text()
+    assert "old" not in new and new.startswith("# results\n\nbefore\n") and new.endswith(
+        "after\n") and text in new
+    assert "| fashion-scenes | AB_SimCLR | 8 | 3 | 0.610 +- 0.010" in text
+    assert "ab_simclr - simclr | 8 | +0.103 +- " in text and "(noise)" not in text.split(
+        "ab_simclr - simclr")[1].split("|")[2]
+    # the base method's row shows no value accuracy (its decoder is never trained)
+    base_row = next(ln for ln in text.splitlines() if "| SimCLR | 8 |" in ln)
+    assert base_row.split("|")[8].strip() == "-"
+
+
+def test_one_tiny_cell_end_to_end(tmp_path):
+    """A real train_value run at the quick scale: the cell file holds its probes."""
+    cell = rep.Cell("core", "scenes", "ab_simclr", budget=3, seed=1)
+    record = rep.run_cell(cell, tmp_path, "quick", 1, {})
+    assert record["steps"] == 3 and set(rep.PROBES) <= set(record["probes"])
+    assert "iou_0.60-1.00" in record["value_accuracy_by_iou"]
+    assert json.loads((tmp_path / f"{cell.cell_id}.json").read_text()) == record
