@@ -26,7 +26,11 @@ def dataset_spec(name: str, value, *, empty: bool = False) -> str:
         return value
     try:
         ok = is_source(value)
-    except ValueError as err:  # e.g. a malformed shard pattern
+        if ok and source_kind(value) == "shards":
+            from imgmdp_env.datasets.shards import expand_shards
+
+            expand_shards(value)  # every shard of the pattern exists, checked now
+    except ValueError as err:  # a malformed pattern, a missing shard
         raise ValueError(f"{name} ({value!r}): {err}") from None
     if ok:
         return value

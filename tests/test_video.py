@@ -63,5 +63,13 @@ def test_a_folder_of_videos_splits_by_video(tmp_path):
     train = load_video(tmp_path, frame_stride=3, split="train", holdout=0.3)
     test = load_video(tmp_path, frame_stride=3, split="test", holdout=0.3)
     assert len(train) + len(test) == 8 and len(test) % 2 == 0 and len(test) > 0
-    with pytest.raises(ValueError, match="only one"):
-        load_video(tmp_path / "v0.mp4", split="train")
+
+
+def test_one_video_splits_by_time(tmp_path):
+    path = encode(tmp_path / "clip.mp4")  # 20 frames: the last 5 (holdout 0.25) are the test
+    level = lambda im: int(np.argmin([abs(float(im.mean()) - _level(j))  # noqa: E731
+                                      for j in range(N_FRAMES)]))
+    train = load_video(path, frame_stride=2, split="train", holdout=0.25, max_side=None)
+    test = load_video(path, frame_stride=2, split="test", holdout=0.25, max_side=None)
+    assert [level(im) for im in train.images] == [0, 2, 4, 6, 8, 10, 12, 14]
+    assert [level(im) for im in test.images] == [16, 18]

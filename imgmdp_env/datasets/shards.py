@@ -364,6 +364,7 @@ class ShardStream(ImageDataset):
         fields = _assemble(self._slots, self._classes, Path(self.paths[0]).parent.name or
                            "shards")
         super().__init__(**fields)
+        self.bank()  # the sampler's default bank, known before the first prefetch packs it
         self._prefetch()
 
     # -- the sample stream

@@ -12,8 +12,9 @@ the duration and the frame rate.
 (sorted by relative path). Splits hold out whole videos (frames of one video are near
 copies, so holding out frames would leak the test set into training):
 ``split="train"`` / ``"test"`` keep the videos outside / inside
-:func:`imgmdp_env.datasets.splits.held_out` of their relative paths; one video cannot be split
-(pass a separate test video).
+:func:`imgmdp_env.datasets.splits.held_out` of their relative paths. One video is split by
+time instead: its last ``holdout`` of frames is the test split (one contiguous block, so only
+the frames at the cut are near copies of training frames).
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ def load_video(
 
     max_frames: at most this many frames per video. max_side / memory_budget: as
     :func:`imgmdp_env.datasets.folder.load_folder` (MemoryError with the figure and the fixes,
-    among them a larger ``frame_stride``). split / holdout: by whole video (module docstring).
+    among them a larger ``frame_stride``). split / holdout: by whole video, or by time for one
+    video (module docstring).
     n: then at most ``n`` frames, a seeded subset. Videos that cannot be opened are skipped
     and reported in one warning.
     """
@@ -103,34 +105,44 @@ def load_video(
         raise ValueError(f"video {str(path)!r} is neither a video file nor a folder")
     if not files:
         raise ValueError(f"folder {str(path)!r} holds no video file {VIDEO_EXTENSIONS}")
-    if split != "all" and len(files) < 2:
-        raise ValueError(f"video {str(path)!r}: split={split!r} holds out whole videos and "
-                         "there is only one; pass a separate test video (--test-dataset)")
     from imgmdp_env.datasets.folder import select
 
-    files = select(files, split, holdout, None, seed, f"videos {str(path)!r}")
+    one = len(files) == 1
+    if not one:
+        files = select(files, split, holdout, None, seed, f"videos {str(path)!r}")
+    else:  # one video: its last `holdout` of frames (by time) is the test split
+        check.choice("split", split, ("all", "train", "test"))
+        holdout = check.number("holdout", holdout, 0, 1, hi_open=True)
+        if split == "test" and holdout == 0:
+            raise ValueError(f"video {str(path)!r}: split='test' with holdout=0 holds no "
+                             "frame; pass holdout > 0 or a separate test video")
     plan, skipped = [], []
     for rel in files:
         try:
             with av.open(str(base / rel)) as container:
                 stream = container.streams.video[0]
                 count = _frame_count(stream)
-                keep = len(range(0, count, frame_stride))
-                keep = min(keep, max_frames) if max_frames is not None else keep
-                plan.append((rel, keep, decode.fit_size(stream.height, stream.width,
-                                                        max_side)))
+                frames = range(0, count, frame_stride)
+                if one and split != "all":
+                    cut = int(round((1 - holdout) * count))
+                    frames = range(0, cut, frame_stride) if split == "train" else range(
+                        cut + (-cut) % frame_stride, count, frame_stride)
+                if max_frames is not None:
+                    frames = frames[:max_frames]
+                plan.append((rel, frames, decode.fit_size(stream.height, stream.width,
+                                                          max_side)))
         except Exception as err:  # PyAV raises its own error types for broken files
             skipped.append(f"{rel} ({type(err).__name__}: {err})")
-    sizes = [hw for _, k, hw in plan for _ in range(k)]
+    sizes = [hw for _, k, hw in plan for _ in k]
     if sizes:
         n_est = len(sizes) if n is None else min(n, len(sizes))
         decode.check_budget(sizes[:n_est], memory_budget, f"video {str(path)!r} "
                             f"(every {frame_stride}th frame)", "; or a larger --frame-stride / "
                             "max_frames")
     images: list[np.ndarray] = []
-    for rel, keep, _ in plan:
+    for rel, frames, _ in plan:
         try:
-            images += _frames(av, base / rel, frame_stride, keep, max_side)
+            images += _frames(av, base / rel, frames, max_side)
         except Exception as err:
             skipped.append(f"{rel} ({type(err).__name__}: {err})")
     if skipped:
@@ -147,21 +159,24 @@ def load_video(
     return ImageDataset(images=images, name=name if split == "all" else f"{name}[{split}]")
 
 
-def _frames(av, path: Path, stride: int, keep: int, max_side: int | None) -> list[np.ndarray]:
-    """Frames ``0, stride, ...`` (at most ``keep``) of one video, decoded in order."""
+def _frames(av, path: Path, frames: range, max_side: int | None) -> list[np.ndarray]:
+    """The frames at the indices ``frames`` (a stepped range) of one video, decoded in order."""
     from PIL import Image
 
     out: list[np.ndarray] = []
+    if not len(frames):
+        return out
+    want = set(frames)
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         for i, frame in enumerate(container.decode(stream)):
-            if i % stride:
+            if i > frames[-1]:
+                break
+            if i not in want:
                 continue
             img = frame.to_image()  # PIL RGB
             if max_side is not None and max(img.size) > max_side:
                 h, w = decode.fit_size(img.size[1], img.size[0], max_side)
                 img = img.resize((w, h), Image.Resampling.BICUBIC, reducing_gap=2.0)
             out.append(np.asarray(img.convert("RGB"), np.uint8).copy())
-            if len(out) >= keep:
-                break
     return out
