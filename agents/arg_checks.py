@@ -187,6 +187,19 @@ def check_eval_args(a) -> None:
                 raise ValueError(f"--checkpoint ({str(p)!r}) does not exist: pass a run folder "
                                  "(runs/<name>) or its checkpoint.pt")
         dataset_spec(f("dataset"), a.dataset)
+        dataset_spec(f("test_dataset"), a.test_dataset, empty=True)
+        for key, of in (("instances", "dataset"), ("test_instances", "test_dataset")):
+            _file(f(key), getattr(a, key))
+            if getattr(a, key) and source_kind(getattr(a, of)) != "folder":
+                raise ValueError(f"{f(key)} annotates the images of a folder; {f(of)} "
+                                 f"({getattr(a, of)!r}) is not one")
+        check.number(f("holdout"), a.holdout, 0, 1, hi_open=True)
+        if a.holdout == 0 and not a.test_dataset and source_kind(a.dataset) not in (
+                None, "named"):
+            raise ValueError("--holdout 0 leaves no test images: pass --test-dataset or "
+                             "--holdout > 0")
+        if a.max_side != 0:
+            check.integer(f("max_side"), a.max_side, 8)
         check.integer(f("n_train"), a.n_train, 1)
         check.integer(f("n_test"), a.n_test, 1)
         check.integer(f("image_size"), a.image_size, 16)

@@ -230,7 +230,18 @@ class Args:
     checkpoint: Path | None = None
     """checkpoint.pt (or its run folder) from agents/train_value.py (None: a random --kind)"""
     dataset: str = "scenes"
-    """labelled dataset: "scenes", "fashion", "fashion-scenes" (object or image classes)"""
+    """labelled dataset: "scenes", "fashion", "fashion-scenes" (object or image classes), a
+    COCO folder (with --instances), or shards whose samples carry boxes / labels"""
+    instances: str = ""
+    """COCO instances_*.json of a --dataset folder (the objects to classify)"""
+    test_dataset: str = ""
+    """the probes' test images (empty: the --holdout split of a file-backed --dataset)"""
+    test_instances: str = ""
+    """COCO instances_*.json of --test-dataset"""
+    holdout: float = 0.1
+    """fraction of a file-backed --dataset held out as the probes' test images (by file name)"""
+    max_side: int = 256
+    """file-backed images are resized on load to this longer side (0: full size)"""
     n_train: int = PROBE_TRAIN
     """images in the fixed probe train set (scenes: generated; others: a seeded subset)"""
     n_test: int = PROBE_TEST
@@ -313,7 +324,10 @@ def _probe_main(args: Args) -> None:
         encoder, label = encoder.to(device), f"random init ({args.kind}, seed 0)"
     view = args.view_size or int(getattr(encoder, "image_size", 64))
     t0 = time.perf_counter()
-    train, test = probe_sets(args.dataset, args.n_train, args.n_test, args.image_size)
+    from agents.train_utils import source_kwargs
+
+    train, test = probe_sets(args.dataset, args.n_train, args.n_test, args.image_size,
+                             **source_kwargs(args, args.dataset))
     print(f"data: {args.dataset}, {len(train)} train / {len(test)} test images "
           f"({time.perf_counter() - t0:.1f} s); views {view}x{view}; device {device}")
     t0 = time.perf_counter()

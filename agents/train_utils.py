@@ -71,32 +71,37 @@ def source_kwargs(args, name: str) -> dict:
     file-backed source (folder, shards, video) the memory bound and the split (``--max-side``,
     ``--memory-budget``, ``--holdout``, ...); for ``--dataset`` itself also its COCO files and
     its test source (``--captions``, ``--instances``, ``--test-dataset`` with
-    ``--test-captions`` / ``--test-instances``). Named datasets take none."""
+    ``--test-captions`` / ``--test-instances``). Named datasets take none. ``args``: the
+    ``Args`` of ``train_value.py`` or ``evaluate.py`` (a flag it lacks takes its default)."""
     from imgmdp_env.datasets import source_kind
+
+    def get(key: str, default=""):
+        return getattr(args, key, default)
 
     def own(kind: str | None) -> dict:
         if kind in (None, "named"):
             return {}
-        kw = {"max_side": args.max_side or None, "memory_budget": args.memory_budget or None}
+        kw = {"max_side": get("max_side", 256) or None,
+              "memory_budget": get("memory_budget", 0.0) or None}
         if kind == "folder":
-            kw["workers"] = args.decode_workers
+            kw["workers"] = get("decode_workers", 1)
         if kind == "video":
-            kw["frame_stride"] = args.frame_stride
+            kw["frame_stride"] = get("frame_stride", 30)
         return kw
 
     kw = own(source_kind(name))
     if not kw:
         return kw
     if name == args.dataset:
-        kw.update({k: getattr(args, k) for k in ("captions", "instances") if getattr(args, k)})
-        if args.test_dataset:
-            kw["test"] = args.test_dataset
-            test = own(source_kind(args.test_dataset))
-            test.update({k: getattr(args, f"test_{k}") for k in ("captions", "instances")
-                         if getattr(args, f"test_{k}")})
+        kw.update({k: get(k) for k in ("captions", "instances") if get(k)})
+        if get("test_dataset"):
+            kw["test"] = get("test_dataset")
+            test = own(source_kind(kw["test"]))
+            test.update({k: get(f"test_{k}") for k in ("captions", "instances")
+                         if get(f"test_{k}")})
             kw.update({f"test_{k}": v for k, v in test.items()})
     if "test" not in kw:
-        kw["holdout"] = args.holdout
+        kw["holdout"] = get("holdout", 0.1)
     return kw
 
 

@@ -210,3 +210,17 @@ def test_make_dataset_refuses_unknown_folder_kwargs(coco):
     folder, _, _ = coco
     with pytest.raises(TypeError, match="instances"):
         make_dataset(str(folder), boxes="x.json")
+
+
+def test_evaluate_cli_probes_a_coco_folder(coco, capsys):
+    from agents.evaluate import Args as EvalArgs
+    from agents.evaluate import _main
+
+    folder, instances, _ = coco
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _main(EvalArgs(dataset=str(folder), instances=str(instances), holdout=0.3, n_train=12,
+                       n_test=12, view_size=32, raw_pixels=False, threads=1, max_samples=24))
+    out = capsys.readouterr().out
+    test = load_split(str(folder), "test", 12, 0, 0, instances=instances, holdout=0.3)
+    assert f"{len(test)} test images" in out and "| random init (cnn, seed 0) |" in out
