@@ -9,13 +9,13 @@ ObjectVisibilityScorer): 1 when the whole object is in view and fills at least h
 """
 
 import argparse
-import math
 
 import gymnasium as gym
 import numpy as np
 import torch
 
 import imgmdp_env  # noqa: F401  (registers ImageView-v0)
+from agents.search import relative_to_action
 from imgmdp_env import relative_box
 from imgmdp_env.rewards import VectorCaptionMatchReward
 
@@ -30,8 +30,7 @@ def to_goal(envs, info: dict, context: float = 1.4) -> np.ndarray:
         box[2:] *= context
         targets.append(box)
     rel = relative_box(torch.from_numpy(info["box"]), torch.from_numpy(np.stack(targets)))
-    a = torch.cat([rel[:, :2] / core.max_pan, torch.log(rel[:, 2:]) / math.log(core.max_zoom)], 1)
-    return a.clamp(-1, 1).numpy()
+    return relative_to_action(rel, core.max_pan, core.max_zoom).numpy()  # the env's inverse
 
 
 def run(envs, policy: str, steps: int, seed: int) -> float:

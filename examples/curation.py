@@ -18,20 +18,11 @@ import numpy as np
 import torch
 
 import imgmdp_env  # noqa: F401  (registers ImageView-v0)
-from imgmdp_env.datasets import ImageDataset, make_dataset
+from agents.learned_rewards import object_crops
+from agents.search import relative_to_action
+from imgmdp_env.datasets import make_dataset
 from imgmdp_env.rewards import VectorCurationReward
-from imgmdp_env.views import relative_box, render_views
-
-
-def object_crops(ds: ImageDataset, size: int = 32, context: float = 1.4) -> ImageDataset:
-    """Every object of ``ds`` cropped at ``context`` x its box: a curated set of single items."""
-    idx = np.concatenate([np.full(len(lab), i) for i, lab in enumerate(ds.object_labels)])
-    boxes = np.concatenate(ds.object_boxes).copy()
-    boxes[:, 2:] *= context
-    views = render_views(ds.bank(), torch.from_numpy(idx), torch.from_numpy(boxes), size)
-    images = [np.ascontiguousarray(v) for v in views.permute(0, 2, 3, 1).numpy()]
-    return ImageDataset(images=images, labels=np.concatenate(ds.object_labels),
-                        class_names=ds.class_names, name="objects")
+from imgmdp_env.views import relative_box
 
 
 def frame_goal(envs, info: dict, context: float = 1.4) -> np.ndarray:
@@ -44,10 +35,9 @@ def frame_goal(envs, info: dict, context: float = 1.4) -> np.ndarray:
         hits = ds.object_boxes[idx][np.array(ds.class_names)[ds.object_labels[idx]] == names[goal]]
         if len(hits):
             target = hits[0] * np.array([1, 1, context, context], np.float32)
-            rel = relative_box(torch.from_numpy(info["box"][i]), torch.from_numpy(target)).numpy()
-            a[i, :2] = rel[:2] / core.max_pan  # invert the env's action_to_relative
-            a[i, 2:] = np.log(rel[2:]) / np.log(core.max_zoom)
-    return np.clip(a, -1, 1)
+            rel = relative_box(torch.from_numpy(info["box"][i]), torch.from_numpy(target))
+            a[i] = relative_to_action(rel, core.max_pan, core.max_zoom).numpy()
+    return a
 
 
 def main() -> None:
@@ -64,7 +54,7 @@ def main() -> None:
                         dataset_kwargs=kwargs, max_episode_steps=10)
     curated = args.curated
     if curated == "objects":
-        curated = object_crops(make_dataset("scenes", n=128, size=96, split="val"))
+        curated = object_crops(make_dataset("scenes", n=128, size=96, split="val"), 32)
     envs = VectorCurationReward(envs, curated, goals="image", goal_text=True)
     print(f"curated set: {len(envs.curated)} items; prototypes: {envs.vocabulary}")
     for policy in ("random", "frame-goal"):

@@ -1,0 +1,247 @@
+"""Find the object: success rate and return on held-out scenes, for a random policy,
+value-guided search with zero RL steps, and PPO from scratch / with a pretrained encoder.
+
+The task: an episode starts at a random view of a test-split scene with a goal object class
+(one of the image's own objects); the reward is the ground-truth visibility of the goal
+(``ObjectVisibilityScorer``: 1 when the whole object is in view and fills >= half of it);
+success = visibility >= ``--threshold`` at some step within ``--horizon`` steps. Every policy is
+evaluated on the same episodes (same scenes, start views and goals: one seeded reset of
+``--eval-envs`` sub-envs per seed).
+
+Policies (one JSON per (dataset, policy, seed) cell under ``--out``; a rerun skips finished
+cells whose settings match, so the benchmark resumes cell by cell):
+
+- ``random``: uniform actions in ``Box(-1, 1, (4,))``.
+- ``search``: :class:`agents.search.ValueSearch` (greedy over the ``--candidates`` moves) on
+  ``Q_AB`` of ``--checkpoint`` (a SimCLR run), the goals being object crops of the ``val``
+  split (never the test scenes) grouped by class; no RL at all.
+- ``search-base``: the same with ``--base-checkpoint`` (a ``--ab-weight 0`` run: its decoder
+  was never trained, so this is the control of an untrained value head on a trained encoder).
+- ``ppo-scratch``, ``ppo-frozen``, ``ppo-finetune``: SB3 PPO on train-split scenes, the same
+  network (the checkpoint's CNN architecture + goal one-hot -> linear) from a random init, or
+  from the checkpoint's encoder frozen, or fine-tuned; ``--ppo-steps`` env steps each, evaluated
+  at 4 points along training (the curve) on the test episodes.
+
+    python benchmarks/find_object.py --checkpoint /tmp/fo_runs/ab_s1
+    python benchmarks/find_object.py --checkpoint ... --only random search --seeds 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from _machine import cpu_model  # noqa: E402
+
+import imgmdp_env  # noqa: E402, F401  (registers ImageView-v0)
+from agents.checkpoint import atomic_write  # noqa: E402
+from imgmdp_env.rewards import VectorCaptionMatchReward  # noqa: E402
+
+POLICIES = ("random", "search", "search-base", "ppo-scratch", "ppo-frozen", "ppo-finetune")
+
+
+def env_kwargs(a, split: str, n: int) -> dict:
+    return dict(dataset=a.dataset, dataset_kwargs={"n": n, "size": a.image_size, "split": split,
+                                                   "seed": 0},
+                view_size=a.view_size, max_episode_steps=a.horizon)
+
+
+def eval_envs(a):
+    """The test episodes: ``eval_envs`` sub-envs, one episode each of ``horizon`` steps."""
+    envs = gym.make_vec("ImageView-v0", num_envs=a.eval_envs,
+                        **env_kwargs(a, "test", a.test_images))
+    return VectorCaptionMatchReward(envs, goals="image")
+
+
+def evaluate(a, seed: int, policy) -> dict:
+    """``policy(obs, info) -> actions`` over the test episodes of ``seed``: success rate (goal
+    visibility >= threshold at some step), mean return (sum of visibilities over the horizon),
+    and the standard error of the success rate."""
+    envs = eval_envs(a)
+    obs, info = envs.reset(seed=10_000 + seed)
+    best = np.zeros(a.eval_envs)
+    ret = np.zeros(a.eval_envs)
+    for _ in range(a.horizon):
+        obs, reward, _, _, info = envs.step(policy(obs, info))
+        ret += reward
+        best = np.maximum(best, reward)
+    success = best >= a.threshold
+    return {"success": float(success.mean()),
+            "success_se": float(success.std() / np.sqrt(len(success))),
+            "success_at_0.8": float((best >= 0.8).mean()),
+            "mean_return": float(ret.mean()), "mean_best_visibility": float(best.mean())}
+
+
+def search_policy(a, checkpoint: str, envs_probe):
+    from agents.ab import load_agent
+    from agents.learned_rewards import object_crops
+    from agents.search import GoalValue, ValueSearch, curated_goals
+    from imgmdp_env.datasets.splits import load_split
+
+    agent = load_agent(checkpoint).eval()
+    crops = object_crops(load_split(a.dataset, "val", a.curated_images, a.image_size, 0),
+                         agent.encoder.image_size)
+    goals = curated_goals(agent, crops, per_class=a.per_class)
+    env_vocab = envs_probe.vocabulary
+    if sorted(goals.vocabulary) != sorted(env_vocab):
+        raise SystemExit(f"curated classes {goals.vocabulary} != env goals {env_vocab}")
+    to_search = np.array([goals.vocabulary.index(v) for v in env_vocab])
+    search = ValueSearch(GoalValue(agent, goals), envs_probe, candidates=a.candidates)
+    return lambda obs, info: search.act(obs["view"], to_search[obs["goal"]], boxes=info["box"])
+
+
+def ppo_cell(a, seed: int, mode: str) -> dict:
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    from agents.sb3_extractor import PretrainedViewExtractor
+    from imgmdp_env.sb3 import make_sb3_env
+
+    torch.manual_seed(seed)
+    venv = VecMonitor(make_sb3_env(
+        num_envs=a.ppo_envs, **env_kwargs(a, "train", a.train_images),
+        wrappers=[lambda e: VectorCaptionMatchReward(e, goals="image")]))
+    if mode == "scratch":
+        from agents.ab import load_encoder
+        from agents.networks import make_encoder
+
+        config = dict(load_encoder(a.checkpoint).config)
+        extractor = dict(encoder=make_encoder(**config), freeze=False)
+    else:
+        extractor = dict(checkpoint=a.checkpoint, freeze=mode == "frozen")
+    model = PPO("MultiInputPolicy", venv, n_steps=a.ppo_n_steps, batch_size=a.ppo_batch,
+                n_epochs=a.ppo_epochs, learning_rate=a.ppo_lr, ent_coef=0.01, gamma=0.95,
+                seed=seed, device="cpu", verbose=0,
+                policy_kwargs=dict(features_extractor_class=PretrainedViewExtractor,
+                                   features_extractor_kwargs=dict(features_dim=128,
+                                                                  **extractor)))
+    curve = []
+    rollout = a.ppo_envs * a.ppo_n_steps
+    per = a.ppo_steps // 4
+    if per % rollout:
+        raise SystemExit(f"--ppo-steps ({a.ppo_steps}) must be a multiple of 4 x ppo_envs x "
+                         f"ppo_n_steps = {4 * rollout} (4 curve points of whole rollouts)")
+    for _ in range(4):
+        model.learn(per, reset_num_timesteps=False)
+        res = evaluate(a, seed, lambda obs, info: model.predict(obs, deterministic=False)[0])
+        curve.append({"env_steps": int(model.num_timesteps), **res})
+    return {**curve[-1], "curve": curve}
+
+
+def run_cell(a, policy: str, seed: int, out: Path) -> dict | None:
+    settings = {k: getattr(a, k) for k in ("dataset", "image_size", "view_size", "horizon",
+                                           "threshold", "eval_envs", "test_images")}
+    if policy.startswith("search"):
+        ckpt = a.checkpoint if policy == "search" else a.base_checkpoint
+        if not ckpt:
+            return None
+        settings.update(checkpoint=ckpt, candidates=a.candidates, curated_images=a.curated_images,
+                        per_class=a.per_class)
+    if policy.startswith("ppo"):
+        settings.update({k: getattr(a, k) for k in (
+            "checkpoint", "ppo_steps", "ppo_envs", "ppo_n_steps", "ppo_batch", "ppo_epochs",
+            "ppo_lr", "train_images")})
+    path = out / f"{a.dataset}_{policy}_s{seed}.json"
+    if path.exists():
+        cell = json.loads(path.read_text())
+        if cell.get("settings") == settings:
+            return cell
+        print(f"{path.name}: settings changed, measuring again")
+    torch.set_num_threads(a.threads)
+    t0 = time.time()
+    if policy == "random":
+        space = eval_envs(a).action_space
+        space.seed(seed)
+        res = evaluate(a, seed, lambda obs, info: space.sample())
+    elif policy.startswith("search"):
+        res = evaluate(a, seed, search_policy(a, settings["checkpoint"], eval_envs(a)))
+    else:
+        res = ppo_cell(a, seed, policy.removeprefix("ppo-"))
+    cell = {"policy": policy, "seed": seed, **res, "wall_s": round(time.time() - t0, 1),
+            "settings": settings, "threads": a.threads, "cpu": cpu_model()}
+    atomic_write(path, json.dumps(cell, indent=2).encode())
+    print(f"{policy} seed {seed}: success {res['success']:.3f} return {res['mean_return']:.2f} "
+          f"({cell['wall_s']:.0f} s)", flush=True)
+    return cell
+
+
+def table(cells: list[dict]) -> str:
+    thr = cells[0]["settings"]["threshold"] if cells else 0.5
+    rows = [f"| policy | RL env steps | success, vis >= {thr} (mean +- sd over seeds) | "
+            "success, vis >= 0.8 | mean return | seeds |", "|---|---|---|---|---|---|"]
+    for policy in POLICIES:
+        cs = [c for c in cells if c["policy"] == policy]
+        if not cs:
+            continue
+        s = np.array([c["success"] for c in cs])
+        s8 = np.array([c["success_at_0.8"] for c in cs])
+        r = np.array([c["mean_return"] for c in cs])
+        steps = cs[0]["settings"].get("ppo_steps", 0)
+        rows.append(f"| {policy} | {steps} | {s.mean():.3f} +- {s.std():.3f} | "
+                    f"{s8.mean():.3f} +- {s8.std():.3f} | {r.mean():.2f} +- {r.std():.2f} | "
+                    f"{len(cs)} |")
+    curves = [c for c in cells if "curve" in c]
+    if curves:
+        rows += ["", "| policy | " + " | ".join(
+            f"success at {p['env_steps']}" for p in curves[0]["curve"]) + " |",
+            "|---|" + "---|" * len(curves[0]["curve"])]
+        for policy in POLICIES:
+            cs = [c for c in curves if c["policy"] == policy]
+            if cs:
+                m = np.array([[p["success"] for p in c["curve"]] for c in cs])
+                rows.append(f"| {policy} | " + " | ".join(
+                    f"{mu:.3f} +- {sd:.3f}" for mu, sd in zip(m.mean(0), m.std(0),
+                                                               strict=True)) + " |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", required=True, help="an AB (SimCLR) run folder / checkpoint")
+    p.add_argument("--base-checkpoint", default="", help="its --ab-weight 0 control (optional)")
+    p.add_argument("--dataset", default="scenes", choices=("scenes", "fashion-scenes"))
+    p.add_argument("--only", nargs="+", choices=POLICIES, default=list(POLICIES))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--out", default=str(ROOT / "docs" / "results" / "find_object"))
+    p.add_argument("--image-size", type=int, default=96)
+    p.add_argument("--view-size", type=int, default=64, help="the checkpoint encoder's size")
+    p.add_argument("--horizon", type=int, default=20, help="steps per episode")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="visibility that counts as found (0.8 is recorded too)")
+    p.add_argument("--eval-envs", type=int, default=128, help="test episodes per seed")
+    p.add_argument("--test-images", type=int, default=512)
+    p.add_argument("--train-images", type=int, default=1024)
+    p.add_argument("--curated-images", type=int, default=128, help="val scenes of the goal crops")
+    p.add_argument("--per-class", type=int, default=32, help="goal crops per class")
+    p.add_argument("--candidates", default="grid", choices=("discrete", "grid", "random"))
+    p.add_argument("--ppo-steps", type=int, default=4096)
+    p.add_argument("--ppo-envs", type=int, default=16)
+    p.add_argument("--ppo-n-steps", type=int, default=64)
+    p.add_argument("--ppo-batch", type=int, default=256)
+    p.add_argument("--ppo-epochs", type=int, default=4)
+    p.add_argument("--ppo-lr", type=float, default=3e-4)
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args(argv)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    cells = [c for policy in a.only for seed in a.seeds
+             if (c := run_cell(a, policy, seed, out)) is not None]
+    print(f"\n{a.dataset}, horizon {a.horizon}, success = visibility >= {a.threshold}, "
+          f"{a.eval_envs} test episodes per seed; {time.time() - t0:.0f} s this call, "
+          f"{a.threads} thread(s), {cpu_model()}\n")
+    print(table(cells))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Value-guided search: find a goal object with a trained checkpoint's Q_AB, no RL at all.
+
+    python agents/train_value.py --name ab                # a SimCLR run (the default)
+    python examples/value_search.py --checkpoint runs/ab --out search.png
+
+Each step scores a grid of candidate moves of every view with Q_AB(goal | view, move) and takes
+the best (agents.search.ValueSearch). The goal is an object class, given as object crops of
+held-out scenes (the SimCLR agent's annotations are images); the reward printed is the
+ground-truth visibility of the goal object. The picture has one row per episode: the full image
+with the boxes visited (yellow to red, the last one thick), the goal crops, and the views.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import imgmdp_env  # noqa: F401  (registers ImageView-v0)
+from agents.ab import load_agent
+from agents.learned_rewards import object_crops
+from agents.search import GoalValue, ValueSearch, curated_goals
+from imgmdp_env.datasets.splits import load_split
+from imgmdp_env.rewards import VectorCaptionMatchReward
+
+
+def save_picture(path: str, images: list[np.ndarray], boxes: np.ndarray, views: np.ndarray,
+                 goal_crops: list[list[np.ndarray]], titles: list[str], margin: float) -> None:
+    """images: N ``(H, W, 3)``; boxes ``(T, N, 4)`` cxcywh; views ``(T, N, 3, h, w)`` uint8;
+    goal_crops: per row, a few ``(h, w, 3)`` crops of the goal class."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    t, n = boxes.shape[:2]
+    cols = 2 + t
+    fig, axes = plt.subplots(n, cols, figsize=(1.3 * cols + 1.2, 1.5 * n), squeeze=False)
+    colours = plt.cm.autumn_r(np.linspace(0.1, 1, t))
+    for i in range(n):
+        ax = axes[i, 0]
+        ax.imshow(images[i], extent=(0, 1, 1, 0))
+        for s in range(t):
+            cx, cy, w, h = boxes[s, i]
+            ax.add_patch(Rectangle((cx - w / 2, cy - h / 2), w, h, fill=False,
+                                   color=colours[s], lw=2.5 if s == t - 1 else 0.8))
+        ax.set_xlim(-margin, 1 + margin)
+        ax.set_ylim(1 + margin, -margin)
+        ax.set_title(titles[i], fontsize=7)
+        axes[i, 1].imshow(np.concatenate(goal_crops[i][:3], axis=0))
+        axes[i, 1].set_title("goal", fontsize=7)
+        for s in range(t):
+            axes[i, 2 + s].imshow(views[s, i].transpose(1, 2, 0))
+            axes[i, 2 + s].set_title(f"step {s}", fontsize=6)
+        for ax in axes[i]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", required=True, help="a SimCLR train_value.py run / checkpoint")
+    p.add_argument("--steps", type=int, default=10, help="steps per episode")
+    p.add_argument("--num-envs", type=int, default=4, help="episodes (one picture row each)")
+    p.add_argument("--candidates", default="grid", choices=("discrete", "grid", "random"))
+    p.add_argument("--images", type=int, default=256, help="test scenes the episodes start in")
+    p.add_argument("--curated-images", type=int, default=64, help="val scenes of the goal crops")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="value_search.png", help="the picture")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+
+    agent = load_agent(args.checkpoint).eval()
+    size = agent.encoder.image_size
+    envs = gym.make_vec("ImageView-v0", num_envs=args.num_envs, dataset="scenes",
+                        dataset_kwargs={"n": args.images, "size": 96, "split": "test"},
+                        view_size=size, max_episode_steps=args.steps)
+    envs = VectorCaptionMatchReward(envs, goals="image")
+    crops = object_crops(load_split("scenes", "val", args.curated_images, 96, 0), size)
+    goals = curated_goals(agent, crops)
+    missing = sorted(set(envs.vocabulary) - set(goals.vocabulary))
+    if missing:
+        raise SystemExit(f"no goal crops of {missing} in {args.curated_images} val scenes: "
+                         "raise --curated-images")
+    to_search = np.array([goals.vocabulary.index(v) for v in envs.vocabulary])
+    search = ValueSearch(GoalValue(agent, goals), envs, candidates=args.candidates)
+
+    obs, info = envs.reset(seed=args.seed)
+    goal, idx = obs["goal"].copy(), info["image_index"].copy()
+    boxes, views, rewards = [info["box"]], [obs["view"]], []
+    for _ in range(args.steps - 1):  # the last step truncates: stay within one episode
+        obs, reward, _, _, info = envs.step(search.act(obs["view"], to_search[obs["goal"]],
+                                                       boxes=info["box"]))
+        boxes.append(info["box"])
+        views.append(obs["view"])
+        rewards.append(reward)
+    rewards = np.array(rewards)
+    ds = envs.unwrapped.dataset
+    titles = [f"{envs.vocabulary[g]}: best {r:.2f}" for g, r in zip(goal, rewards.max(0),
+                                                                     strict=True)]
+    blank = [np.zeros((size, size, 3), np.uint8)]
+    goal_crops = [[crops.images[j] for j in np.flatnonzero(
+        crops.labels == ds.class_names.index(envs.vocabulary[g]))] or blank for g in goal]
+    save_picture(args.out, [ds.images[j] for j in idx], np.stack(boxes), np.stack(views),
+                 goal_crops, titles, envs.unwrapped.margin)
+    print(f"mean reward per step {rewards.mean():.3f}; best visibility per episode "
+          f"{np.round(rewards.max(0), 2).tolist()}; picture: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
