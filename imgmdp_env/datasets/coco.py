@@ -31,6 +31,7 @@ the file (:func:`match_names`).
 
 from __future__ import annotations
 
+import functools
 import json
 import posixpath
 import warnings
@@ -44,7 +45,8 @@ import numpy as np
 
 from imgmdp_env import _checks as check
 
-__all__ = ["CocoInstances", "match_names", "read_coco_captions", "read_coco_instances"]
+__all__ = ["CocoInstances", "match_names", "parse_coco_instances", "read_coco_captions",
+           "read_coco_instances"]
 
 
 def _load_json(path: Path, what: str, layout: str) -> Any:
@@ -173,6 +175,24 @@ def _normalise(xywh: np.ndarray, height: float, width: float) -> np.ndarray:
 
 
 def read_coco_instances(path: str | Path) -> CocoInstances:
+    """:func:`parse_coco_instances`, cached per process by the file's path, size and
+    modification time: COCO's ``instances_train2017.json`` is 450 MB of JSON, and one run reads
+    it for the training images and for each probe split."""
+    path = Path(check.path_like("instances", path))
+    try:
+        st = path.stat()
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    except OSError:
+        return parse_coco_instances(path)  # the parser names the unreadable file
+    return _cached_instances(key)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_instances(key: tuple[str, int, int]) -> CocoInstances:
+    return parse_coco_instances(key[0])
+
+
+def parse_coco_instances(path: str | Path) -> CocoInstances:
     """A COCO ``instances_*.json`` -> boxes and labels per file name (the module docstring
     gives the layout and the rules: crowd regions and empty boxes are left out).
 
