@@ -218,3 +218,25 @@ def test_clip_on_a_stream_is_refused_with_the_fix(tmp_path, shards):
                            "--base", "clip"])
     with pytest.raises(SystemExit, match="--no-stream"):
         train(replace(a, total_steps=1))
+
+
+@pytest.mark.parametrize("meta,match", [
+    ({"boxes": [[0.5, 0.5, 0.2]], "labels": ["a"]}, "needs 'boxes'"),
+    ({"boxes": [[0.5, 0.5, 0.2, 0.0]], "labels": ["a"]}, "w and h > 0"),
+    ({"boxes": [[0.5, 0.5, 0.2, 0.2]], "labels": []}, "one class name per box"),
+    ({"caption": 3}, "not a string"),
+    ([1, 2], "expected an object"),
+])
+def test_bad_sample_json_is_refused_naming_the_sample(tmp_path, meta, match):
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buf, "PNG")
+    path = tmp_path / "bad.tar"
+    with tarfile.open(path, "w") as tar:
+        for ext, data in {"png": buf.getvalue(), "json": json.dumps(meta).encode()}.items():
+            info = tarfile.TarInfo(f"k1.{ext}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(ValueError, match=rf"k1.*{match}|{match}.*"):
+        read_shards(str(path))

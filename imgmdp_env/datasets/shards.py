@@ -217,12 +217,14 @@ def _meta(raw: dict[str, bytes], where: str) -> tuple[str | None, np.ndarray | N
         raise ValueError(f"{where}: {key}.json caption {caption!r:.60} is not a string")
     boxes = labels = None
     if "boxes" in meta or "labels" in meta:
-        boxes = np.asarray(meta.get("boxes", []), np.float64).reshape(-1, 4) if (
-            meta.get("boxes")) else np.zeros((0, 4))
+        try:
+            boxes = np.asarray(meta.get("boxes") or np.zeros((0, 4)), np.float64)
+        except (TypeError, ValueError):  # ragged or non-numeric
+            boxes = np.zeros((1, 0))
         labels = meta.get("labels", [])
-        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels) or len(
-                labels) != len(boxes) or not np.isfinite(boxes).all() or (
-                boxes[:, 2:] <= 0).any():
+        if boxes.ndim != 2 or boxes.shape[1] != 4 or not isinstance(labels, list) or not all(
+                isinstance(x, str) for x in labels) or len(labels) != len(boxes) or not (
+                np.isfinite(boxes).all()) or (boxes[:, 2:] <= 0).any():
             raise ValueError(f"{where}: {key}.json needs 'boxes' [[cx, cy, w, h], ...] "
                              "(normalised, w and h > 0) and 'labels' (one class name per box)")
         boxes = boxes.astype(np.float32)

@@ -54,8 +54,14 @@ def is_video_spec(spec: object) -> bool:
     if p.is_dir():
         from imgmdp_env.datasets.folder import EXTENSIONS
 
-        found = {f.suffix.lower() for f in p.rglob("*") if f.is_file()}
-        return bool(found & set(VIDEO_EXTENSIONS)) and not found & set(EXTENSIONS)
+        video = False
+        for _, _, names in os.walk(p, followlinks=True):
+            for name in names:
+                ext = os.path.splitext(name)[1].lower()
+                if ext in EXTENSIONS:
+                    return False  # an image folder: answered at its first image file
+                video = video or ext in VIDEO_EXTENSIONS
+        return video
     return False
 
 
