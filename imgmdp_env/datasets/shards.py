@@ -242,7 +242,12 @@ def _in_split(key: str, split: str, holdout: float) -> bool:
 
 def _decode_sample(raw: dict[str, bytes], max_side: int | None, where: str) -> Sample:
     caption, boxes, labels, label = _meta(raw, where)
-    image = decode.decode_image(_image_bytes(raw, where), max_side)
+    try:
+        image = decode.decode_image(_image_bytes(raw, where), max_side)
+    except Exception as err:  # PIL raises many exception types for corrupt data
+        raise ValueError(f"{where}: the image of sample {raw['__key__']!r} could not be "
+                         f"decoded ({type(err).__name__}: {err}); rewrite the shard without "
+                         "it (python -m imgmdp_env.datasets.shards)") from err
     return Sample(raw["__key__"], image, caption, boxes, labels, label)
 
 
@@ -446,7 +451,9 @@ class ShardStream(ImageDataset):
         from imgmdp_env.views import ImageBank
 
         for key, bank in list(self._banks.items()):
-            fresh = banks.get(key) or ImageBank(self.images, levels=key[0], fill=key[1])
+            fresh = banks.get(key)
+            if fresh is None:  # a bank asked for after the prefetch started: packed now
+                fresh = ImageBank(self.images, levels=key[0], fill=key[1])
             bank.__dict__.update(fresh.__dict__)  # same object: samplers and envs see it
 
     def at_step(self, step: int) -> bool:
