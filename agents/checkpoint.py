@@ -176,8 +176,12 @@ def require(state: dict, keys: Iterable[str], path: str | os.PathLike, what: str
 
 
 def save_checkpoint(path: str | os.PathLike, args, agent, optimizer, scaler, sampler,
-                    step: int) -> None:
+                    step: int, ranks: list[dict] | None = None) -> None:
     """Everything needed to continue a run exactly, in one file written atomically.
+
+    ranks: with more than one process (``agents.distributed``), every rank's
+    ``{"sampler": ..., "torch_rng": ...}`` in rank order (saved with the world size; the
+    model and optimizer are the same on every rank); None for a one-process run.
 
     Raises ``FloatingPointError`` (and writes nothing) if a weight or an optimizer state is
     NaN or infinite: the checkpoint already on disk is never replaced by a broken one."""
@@ -189,6 +193,7 @@ def save_checkpoint(path: str | os.PathLike, args, agent, optimizer, scaler, sam
         raise FloatingPointError(f"non-finite values in {bad[:5]}"
                                  f"{f' and {len(bad) - 5} more' if len(bad) > 5 else ''} at "
                                  f"step {step}: not saved")
+    extra = {} if ranks is None else {"world_size": len(ranks), "ranks": ranks}
     write_checkpoint({
         "step": step,
         "args": asdict(args),
@@ -201,6 +206,7 @@ def save_checkpoint(path: str | os.PathLike, args, agent, optimizer, scaler, sam
         "scaler": scaler.state_dict() if scaler is not None else None,
         "sampler": sampler.state_dict(),
         "torch_rng": torch.get_rng_state(),
+        **extra,
     }, path)
 
 
@@ -214,10 +220,11 @@ def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
 
 
 def restore_checkpoint(state: dict, agent, optimizer, scaler, sampler,
-                       weight_decay: float | None = None) -> int:
+                       weight_decay: float | None = None, rank: int = 0) -> int:
     """Load a training state written by :func:`save_checkpoint` into freshly built objects
     (and the torch RNG); ``weight_decay`` replaces the saved one of the decayed group (a flag
-    that may change on resume). Returns the step."""
+    that may change on resume); rank: whose sampler stream and RNG to take from a multi-process
+    checkpoint (its world size is checked by ``runs.open_run``). Returns the step."""
     require(state, ("step", "agent", "optimizer", "sampler", "torch_rng"), "the checkpoint",
             "resuming a run")
     agent.load_state_dict(state["agent"])
@@ -226,6 +233,7 @@ def restore_checkpoint(state: dict, agent, optimizer, scaler, sampler,
         optimizer.param_groups[0]["weight_decay"] = weight_decay
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
-    sampler.load_state_dict(state["sampler"])
-    torch.set_rng_state(state["torch_rng"])
+    own = state["ranks"][rank] if "ranks" in state else state
+    sampler.load_state_dict(own["sampler"])
+    torch.set_rng_state(own["torch_rng"])
     return int(state["step"])

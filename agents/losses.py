@@ -24,6 +24,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from agents.distributed import mean_over_ranks
+
 __all__ = [
     "MAX_MODES",
     "bootstrap_loss",
@@ -114,10 +116,12 @@ def update_center(center: torch.Tensor, teacher: torch.Tensor, momentum: float) 
     """DINO's centre: ``momentum * center + (1 - momentum) * mean(teacher)``.
 
     center: ``(K,)``; teacher: ``(..., K)``. Returns the new ``(K,)`` (the input is untouched).
+    Under torchrun the batch mean is averaged over the ranks (DINO's all-reduce), so every
+    rank keeps the same centre; the ranks' batches are equal in size, so that is the global
+    batch's mean.
     """
-    return center * momentum + teacher.detach().float().reshape(-1, center.shape[-1]).mean(0) * (
-        1 - momentum
-    )
+    mean = mean_over_ranks(teacher.detach().float().reshape(-1, center.shape[-1]).mean(0))
+    return center * momentum + mean * (1 - momentum)
 
 
 def bootstrap_target(p_logits: torch.Tensor, q_logits: torch.Tensor, gamma: float,

@@ -35,6 +35,7 @@ from agents.checkpoint import (
     remove_temporaries,
     resolve,
 )
+from agents.distributed import check_world_size
 
 __all__ = [
     "RUN_FILES",
@@ -169,23 +170,51 @@ class StopSignals:
     ``KeyboardInterrupt`` at once. While ``defer`` is False, a signal raises
     ``KeyboardInterrupt`` at once. :meth:`blocked` holds both signals back (a checkpoint write
     is never cut). Outside the main thread nothing is installed (Python delivers signals to
-    the main thread only)."""
+    the main thread only).
+
+    shared (several ranks under torchrun): while ``defer``, the first signal is only noted as
+    ``pending``, and :meth:`sync`, called by every rank at the same point of each step, makes
+    the first signal any rank got every rank's ``received``: all ranks stop after the same step
+    and save together (rank 0 writes). Later signals are ignored while ``defer``: torchrun
+    forwards a terminal's Ctrl-C to its workers, which the terminal already signalled, so one
+    press arrives twice; stopping at once is the launcher's part (it kills the workers 30 s
+    after forwarding a signal). announce: print the notice (rank 0 only)."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self) -> None:
+    def __init__(self, shared: bool = False, announce: bool = True) -> None:
         self.defer = False
         self.received: list[str] = []
+        self.shared, self.announce, self.pending = shared, announce, 0
         self._previous: dict = {}
         self._main = threading.current_thread() is threading.main_thread()
 
+    def _notice(self, signum: int) -> None:
+        if self.announce:
+            what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+            again = ("every rank stops after this step" if self.shared
+                     else "send it again to stop at once")
+            print(f"\n{what}: saving a checkpoint after this step ({again})", flush=True)
+
+    def sync(self, agree) -> None:
+        """Shared mode: ``agree(signal number or 0) -> the largest over the ranks`` (a
+        collective every rank calls at the same point); a signal any rank got becomes
+        ``received`` on all. Does nothing in a one-process run."""
+        if not self.shared:
+            return
+        signum = agree(self.pending)
+        if signum and not self.received:
+            self.received.append(signal.Signals(signum).name)
+            self._notice(signum)
+
     def _handle(self, signum, frame) -> None:
         name = signal.Signals(signum).name
+        if self.shared and self.defer:
+            self.pending = self.pending or signum
+            return
         if self.defer and not self.received:
             self.received.append(name)
-            what = "Ctrl-C" if signum == signal.SIGINT else name
-            print(f"\n{what}: saving a checkpoint after this step (send it again to stop at "
-                  "once)", flush=True)
+            self._notice(signum)
             return
         self.received.append(name)
         raise KeyboardInterrupt
@@ -278,11 +307,12 @@ def _args_from(cls, saved: dict, where: Path):
 
 
 def open_run(args, given: set[str], held: ExitStack, default_name: str, may_change: set[str],
-             per_run: set[str]):
+             per_run: set[str], world_size: int = 1):
     """Claim (fresh) or re-open (``args.resume``) the run folder and lock it for the life of
     ``held``. Returns ``(args, run_dir, state)``: the run's arguments (resume: the saved ones
     with the allowed changes applied), its folder, and the checkpoint's state (``None`` for a
-    fresh run, or a resumed run that had not written a checkpoint yet)."""
+    fresh run, or a resumed run that had not written a checkpoint yet). A checkpoint of
+    another world size than ``world_size`` (the number of processes) is refused."""
     state = None
     if not args.resume:
         explicit = bool(args.name)
@@ -311,6 +341,7 @@ def open_run(args, given: set[str], held: ExitStack, default_name: str, may_chan
             if not isinstance(state.get("args"), dict) or "step" not in state:
                 raise SystemExit(f"--resume: {ckpt} is a model checkpoint without a training "
                                  "state (no args / step): it cannot be resumed")
+            check_world_size(state, world_size, str(run_dir))
             saved = _args_from(type(args), state["args"], ckpt)
         elif (run_dir / "config.json").exists():
             print(f"{run_dir} has no checkpoint yet: restarting it from step 0 with its "

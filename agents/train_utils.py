@@ -1,20 +1,27 @@
 """The boilerplate of ``agents/train_value.py``: datasets, agent and optimiser construction,
-and the final report (value accuracy by IoU, probes, plots). Checkpoints live in
-:mod:`agents.checkpoint`, run folders (names, locks, resume) in :mod:`agents.runs`. The
-algorithm itself (the training loop) stays in the script."""
+one optimizer step (:func:`train_step`), and the final report (value accuracy by IoU, probes,
+plots). Checkpoints live in :mod:`agents.checkpoint`, run folders (names, locks, resume) in
+:mod:`agents.runs`, the ranks of a torchrun launch in :mod:`agents.distributed`, the loop's
+outputs in :mod:`agents.progress`. The training loop itself stays in the script."""
 
 from __future__ import annotations
 
 import json
+import math
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from agents.ab import ABAgent, ABConfig
-from agents.checkpoint import save_checkpoint  # noqa: F401 - re-exported (tests, benchmarks)
+from agents.checkpoint import (
+    non_finite,
+    save_checkpoint,  # noqa: F401 - re-exported (tests, benchmarks)
+)
 from agents.checkpoint import write_checkpoint as atomic_save  # noqa: F401 - re-exported
 from agents.data import TransitionSampler
+from agents.distributed import Ranks, rank_seed
 from agents.networks import make_encoder
 from agents.text import WordTokenizer
 from imgmdp_env.datasets import ImageDataset
@@ -29,6 +36,7 @@ __all__ = [
     "ema_rates",
     "final_report",
     "make_optimizer",
+    "train_step",
 ]
 
 
@@ -107,7 +115,6 @@ def source_kwargs(args, name: str) -> dict:
 
 def _reader() -> tuple[int, int]:
     """This process's ``(rank, world_size)`` from torchrun's environment (0 of 1 without)."""
-    import os
 
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
@@ -157,8 +164,10 @@ def sync_streams(data: dict[str, ImageDataset], step: int) -> None:
             ds.at_step(step)
 
 
-def build_agent(args, data: dict[str, ImageDataset]) -> tuple[ABAgent, TransitionSampler]:
-    """The agent (fresh weights from the current torch seed) and its batch sampler."""
+def build_agent(args, data: dict[str, ImageDataset], rank: int = 0
+                ) -> tuple[ABAgent, TransitionSampler]:
+    """The agent (fresh weights from the current torch seed) and its batch sampler (its
+    streams seeded by ``--seed`` and the rank: :func:`agents.distributed.rank_seed`)."""
     cfg = ABConfig(
         base=args.base, ab_weight=args.ab_weight, gamma=args.gamma, max_mode=args.max_mode,
         candidates=args.candidates, n_random=args.n_random,
@@ -188,8 +197,8 @@ def build_agent(args, data: dict[str, ImageDataset]) -> tuple[ABAgent, Transitio
         n_views=args.n_views, boot_scale=tuple(args.boot_scale),
         base_scale=tuple(args.base_scale), candidates=args.candidates, n_random=args.n_random,
         caption_inputs=inputs, color_jitter=args.color_jitter,
-        boot_color_jitter=args.boot_color_jitter,
-        boot_source=args.boot_source, seed=args.seed,
+        boot_color_jitter=args.boot_color_jitter, boot_source=args.boot_source,
+        seed=rank_seed(args.seed, rank),
     )
     return agent, sampler
 
@@ -207,6 +216,39 @@ def make_optimizer(args, agent: ABAgent, amp: torch.dtype | None):
                                    {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     return optimizer, scaler
+
+
+def train_step(model, agent, optimizer, scaler, batch, amp: torch.dtype | None,
+               grad_clip: float, ema_rate: float, ranks: Ranks, step: int) -> dict[str, float]:
+    """One optimizer step on ``batch`` (this rank's): the loss (``model``: the agent's loss,
+    DDP-wrapped with several ranks, which averages the gradients in ``backward``), the
+    clipped update, the EMA step of the target. Returns the loss's metrics. Raises
+    ``FloatingPointError`` on every rank if the loss of any rank, or a weight, is non-finite."""
+    with torch.autocast(batch.base_views.device.type, dtype=amp or torch.float32,
+                        enabled=amp is not None):
+        loss, metrics = model(batch)
+    if ranks.any(not math.isfinite(metrics["loss"])):
+        raise FloatingPointError(f"non-finite loss ({metrics['loss']} on rank {ranks.rank}) at "
+                                 f"step {step + 1}" if ranks.distributed else
+                                 f"non-finite loss ({metrics['loss']}) at step {step + 1}")
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(agent.online.parameters(), grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    agent.update_target(ema_rate)
+    bad = non_finite(agent.online.named_parameters())
+    if bad:  # the loss was finite but the update was not (the same on every rank)
+        raise FloatingPointError(f"non-finite weights {bad[:3]} after step {step + 1}")
+    return metrics
 
 
 def _plot(run_dir: Path, log: list[dict], value_acc: dict, probes: dict) -> None:

@@ -19,11 +19,8 @@ saves like Ctrl-C. What survives which fault: docs/architecture.md.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import sys
-import time
 from contextlib import ExitStack
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -38,14 +35,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 from agents.arg_checks import check_train_args  # noqa: E402
-from agents.checkpoint import (  # noqa: E402
-    CHECKPOINT,
-    non_finite,
-    restore_checkpoint,
-    save_checkpoint,
-)
+from agents.checkpoint import CHECKPOINT, restore_checkpoint, save_checkpoint  # noqa: E402
+from agents.distributed import Ranks, launched  # noqa: E402
 from agents.evaluate import PROBE_MAX_SAMPLES, PROBE_TEST, PROBE_TRAIN  # noqa: E402
-from agents.runs import StopSignals, flags_given, open_run, repair_log  # noqa: E402
+from agents.progress import Progress, describe_batch  # noqa: E402
+from agents.runs import StopSignals, flags_given, open_run  # noqa: E402
 from agents.train_utils import (  # noqa: E402
     build_agent,
     build_datasets,
@@ -54,6 +48,7 @@ from agents.train_utils import (  # noqa: E402
     final_report,
     make_optimizer,
     sync_streams,
+    train_step,
 )
 
 
@@ -287,26 +282,29 @@ def train(args: Args, given: set[str] | None = None) -> dict:
     """Run (or resume) one training job; returns the final summary (also in summary.json).
 
     given: the fields set on the command line (None: those that differ from the preset); on
-    ``--resume`` they are applied (RESUME_MAY_CHANGE) or refused (any other that differs)."""
+    ``--resume`` they are applied (RESUME_MAY_CHANGE) or refused (any other that differs).
+    Under torchrun (``WORLD_SIZE`` > 1) every rank calls this; rank 0 alone opens the run
+    folder and sends the run's arguments and checkpoint to the others (agents/distributed.py)."""
     check_train_args(args)
-    with StopSignals() as stop, ExitStack() as held:  # SIGINT / SIGTERM; the run folder's lock
-        args, run_dir, resumed = open_run(
-            args, given_fields(args) if given is None else given, held, default_name(args),
-            RESUME_MAY_CHANGE, RESUME_PER_RUN)
+    ranks = launched()
+    with StopSignals(ranks.distributed, ranks.main) as stop, ExitStack() as held:
+        created = ranks.start(ranks.device(args.device))  # several ranks: the process group
+        args, run_dir, resumed = ranks.on_main(
+            open_run, args, given_fields(args) if given is None else given, held,
+            default_name(args), RESUME_MAY_CHANGE, RESUME_PER_RUN, ranks.world_size)
         check_train_args(args)
         threads = torch.get_num_threads()
         try:
-            return _run(args, run_dir, resumed, stop)
+            return _run(args, run_dir, resumed, stop, ranks)
         finally:  # the caller's thread pool as it was: a larger one left behind makes a later
             torch.set_num_threads(threads)  # fork (e.g. AsyncVectorEnv) hang in libgomp
+            ranks.leave(created)
 
 
-def _run(args: Args, run_dir: Path, resumed: dict | None, stop: StopSignals) -> dict:
-    from tqdm import tqdm
-
+def _run(args: Args, run_dir: Path, resumed: dict | None, stop: StopSignals,
+         ranks: Ranks) -> dict:
     torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if args.device == "auto" else args.device))
+    device = ranks.device(args.device)
     amp = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16,
            "auto": torch.bfloat16}[args.precision] if device.type == "cuda" else None
     ckpt_path = run_dir / CHECKPOINT
@@ -314,7 +312,7 @@ def _run(args: Args, run_dir: Path, resumed: dict | None, stop: StopSignals) -> 
     # data, agent, optimiser, schedules
     torch.manual_seed(args.seed)
     data = build_datasets(args)
-    agent, sampler = build_agent(args, data)
+    agent, sampler = build_agent(args, data, ranks.rank)
     agent.to(device)
     optimizer, scaler = make_optimizer(args, agent, amp)
     # schedules, precomputed per step (DINO style)
@@ -322,121 +320,85 @@ def _run(args: Args, run_dir: Path, resumed: dict | None, stop: StopSignals) -> 
     ema_schedule = ema_rates(args.ema_rate, args.ema_schedule, args.total_steps)
     step = 0
     if resumed is not None:
-        step = restore_checkpoint(resumed, agent, optimizer, scaler, sampler, args.weight_decay)
-        print(f"resumed {run_dir} at step {step}/{args.total_steps}")
-    log_path = run_dir / "log.jsonl"
-    repair_log(log_path, step)  # drop lines past the checkpoint (and a torn last line)
-    writer = None
-    if args.tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(run_dir / "tb"), purge_step=step + 1)
-
+        step = restore_checkpoint(resumed, agent, optimizer, scaler, sampler, args.weight_decay,
+                                  ranks.rank)
+        if ranks.main:
+            print(f"resumed {run_dir} at step {step}/{args.total_steps}")
+    model = ranks.wrap(agent, device)  # DDP with several ranks
+    last = args.total_steps if not args.stop_at else min(args.stop_at, args.total_steps)
+    progress = Progress(args, run_dir, step, sampler.views_per_step(args.ab_weight > 0), ranks,
+                        last)
+    if ranks.main:
+        print(describe_batch(args, sampler, ranks.world_size), flush=True)
     saved_step = step if resumed is not None else None
 
-    def checkpoint(log) -> None:
+    def checkpoint() -> None:  # every rank: rank 0 writes every rank's streams, the others wait
         nonlocal saved_step
-        log.flush()
-        os.fsync(log.fileno())  # the log up to a checkpoint is as durable as the checkpoint
-        with stop.blocked():  # a second Ctrl-C waits until the file is complete
-            save_checkpoint(ckpt_path, args, agent, optimizer, scaler, sampler, step)
-            saved_step = step
+        streams = ranks.gather({"sampler": sampler.state_dict(),
+                                "torch_rng": torch.get_rng_state()})
+        ranks.check_same(agent.state_dict())
+        if ranks.main:
+            progress.durable()
+            with stop.blocked():  # a second Ctrl-C waits until the file is complete
+                save_checkpoint(ckpt_path, args, agent, optimizer, scaler, sampler, step,
+                                streams if ranks.distributed else None)
+        ranks.barrier()
+        saved_step = step
 
     def kept() -> str:
         return (f"the last checkpoint is kept: {ckpt_path} (step {saved_step})"
                 if saved_step is not None else "no checkpoint was written yet")
 
     # ALGO LOGIC: the training loop
-    last = args.total_steps if not args.stop_at else min(args.stop_at, args.total_steps)
-    views_per_step = sampler.views_per_step(bootstrap=args.ab_weight > 0)
-    bar = tqdm(total=args.total_steps, initial=step, desc=run_dir.name, dynamic_ncols=True,
-               disable=None)
-    t_last, step_last = time.perf_counter(), step
-    t_start, step_start = t_last, step
-    plain_every = max(args.total_steps // 10, 1)  # progress lines when tqdm is off (no TTY)
     # Ctrl-C / SIGTERM: finish the current step, save, exit (exact resumption); a second one
     # stops at once. `between` marks the part of a step after which the state is half-updated
     # (sampler and RNG advanced, weights maybe stepped, `step` not yet incremented).
     between = False
     stop.defer = True
     try:
-        with log_path.open("a") as log:
+        with progress:
             while step < last and not stop.received:
                 for group in optimizer.param_groups:
                     group["lr"] = float(lr_schedule[step])
                 between = True
                 sync_streams(data, step)  # streaming shards: the buffer of this step
                 batch = sampler.sample(device, bootstrap=args.ab_weight > 0)
-                with torch.autocast(device.type, dtype=amp or torch.float32,
-                                    enabled=amp is not None):
-                    loss, metrics = agent.loss(batch)
-                if not math.isfinite(metrics["loss"]):
-                    raise FloatingPointError(f"non-finite loss ({metrics['loss']}) at step "
-                                             f"{step + 1}")
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(optimizer)
-                else:
-                    loss.backward()
-                if args.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(agent.online.parameters(), args.grad_clip)
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                agent.update_target(float(ema_schedule[step]))
-                bad = non_finite(agent.online.named_parameters())
-                if bad:  # the loss was finite but the update was not
-                    raise FloatingPointError(f"non-finite weights {bad[:3]} after step "
-                                             f"{step + 1}")
+                metrics = train_step(model, agent, optimizer, scaler, batch, amp,
+                                     args.grad_clip, float(ema_schedule[step]), ranks, step)
                 step += 1
                 between = False
-                bar.update(1)
-                if step % args.log_every == 0 or step == last:
-                    now = time.perf_counter()
-                    vps = views_per_step * (step - step_last) / max(now - t_last, 1e-9)
-                    t_last, step_last = now, step
-                    record = {"step": step, **metrics, "lr": float(lr_schedule[step - 1]),
-                              "ema_rate": float(ema_schedule[step - 1]), "views_per_s": vps,
-                              "views_seen": step * views_per_step}
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
-                    if writer is not None:
-                        for k, v in record.items():
-                            if k != "step":
-                                writer.add_scalar(f"train/{k}", v, step)
-                    bar.set_postfix(loss=f"{metrics['loss']:.3f}", views_s=f"{vps:.0f}")
-                if bar.disable and (step % plain_every == 0 or step == last):
-                    rate = (step - step_start) / max(time.perf_counter() - t_start, 1e-9)
-                    print(f"step {step}/{args.total_steps} loss {metrics['loss']:.3f} "
-                          f"{rate * views_per_step:.0f} views/s "
-                          f"ETA {(args.total_steps - step) / max(rate, 1e-9):.0f} s", flush=True)
+                stop.sync(ranks.max)  # several ranks: all stop after the same step
+                progress.update(step, metrics, float(lr_schedule[step - 1]),
+                                float(ema_schedule[step - 1]))
                 if step % args.checkpoint_every == 0 or step == last or stop.received:
-                    checkpoint(log)
+                    checkpoint()
             if stop.received and saved_step != step:  # a signal between the check and here
-                checkpoint(log)
+                checkpoint()
     except KeyboardInterrupt:  # a second signal, or raised by code: stop at once
-        if not stop.received and not between and step != saved_step:
-            with log_path.open("a") as log:  # a clean step boundary: it can still be saved
-                checkpoint(log)
-        bar.close()
+        if (not stop.received and not between and step != saved_step
+                and not ranks.distributed):  # a clean step boundary: it can still be saved
+            with progress:
+                checkpoint()
+        progress.close()
         why = (f"stopped at once ({' then '.join(stop.received)})" if stop.received
                else "interrupted")
         print(f"\n{why}: {kept()}"
               + (f"; continue with --resume {run_dir}" if saved_step is not None else ""))
         return {"step": saved_step, "interrupted": True, "signal": stop.exit_code()}
     except FloatingPointError as e:
-        bar.close()
+        progress.close()
         raise SystemExit(
             f"{e}: stopping; {kept()}. Try a lower --lr (e.g. --lr {args.lr / 10:g}) or "
-            f"--precision fp32: --resume {run_dir} --lr {args.lr / 10:g} applies it") from None
+            f"--precision fp32: --resume {run_dir} --lr {args.lr / 10:g} applies it"
+            if ranks.main else 1) from None
     finally:
         stop.defer = False
-    bar.close()
-    if writer is not None:
-        writer.flush()
+    progress.close()
+    writer = progress.writer
+    ranks.barrier()  # every rank is done; rank 0 reports alone
+    if not ranks.main:
+        return {"step": step, "interrupted": bool(stop.received), "signal": stop.exit_code(),
+                "rank": ranks.rank}
     if stop.received:
         print(f"\n{stop.received[0]}: saved {ckpt_path} at step {step}; continue with "
               f"--resume {run_dir}")

@@ -1,0 +1,109 @@
+"""The training loop's outputs (:class:`Progress`: ``log.jsonl``, TensorBoard, the progress
+bar; rank 0 only) and the console line of the batch and learning rate
+(:func:`describe_batch`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from agents.data import TransitionSampler
+from agents.distributed import Ranks
+from agents.runs import repair_log
+
+__all__ = ["Progress", "describe_batch"]
+
+
+def describe_batch(args, sampler: TransitionSampler, world_size: int) -> str:
+    """One console line: the global batch of a step (every rank's) and the learning rate.
+    The batch flags are per rank; the lr is ``--lr`` as given, never scaled with the number
+    of ranks (docs/architecture.md, "How ranks divide the data")."""
+    w = world_size
+    per = "" if w == 1 else f" ({w} ranks x {args.base_batch})"
+    line = f"batch per step: {w * args.base_batch} base images{per}"
+    if args.ab_weight > 0 and sampler.boot_images > 0:
+        per = "" if w == 1 else f" ({w} ranks x {sampler.boot_images})"
+        line += f", {w * sampler.boot_images} bootstrap images{per} x {sampler.n_views} views"
+    return (line + f"; lr {args.lr:g} (peak, after {args.warmup_steps} warm-up steps; cosine "
+            f"to {args.min_lr:g}" + (", not scaled with the world size)" if w > 1 else ")"))
+
+
+class Progress:
+    """The loop's outputs, written by rank 0 only: ``log.jsonl`` (one JSON line per logged
+    step: the metrics averaged over the ranks, the lr, the EMA rate, the world size and the
+    global base batch, views/s and views seen counting every rank's views), TensorBoard
+    scalars, and the tqdm bar or, without a TTY, plain progress lines. On the other ranks
+    every method only takes part in the metrics' all-reduce. Use as a context (the log file)."""
+
+    def __init__(self, args, run_dir: Path, step: int, views_per_step: int, ranks: Ranks,
+                 last: int) -> None:
+        from tqdm import tqdm
+
+        self.args, self.ranks, self.last = args, ranks, last
+        self.views = views_per_step * ranks.world_size
+        self.path, self.log, self.writer = run_dir / "log.jsonl", None, None
+        self.bar = tqdm(total=args.total_steps, initial=step, desc=run_dir.name,
+                        dynamic_ncols=True, disable=None if ranks.main else True)
+        self.t_last = self.t_start = time.perf_counter()
+        self.step_last = self.step_start = step
+        self.plain_every = max(args.total_steps // 10, 1)  # progress lines when tqdm is off
+        if not ranks.main:
+            return
+        repair_log(self.path, step)  # drop lines past the checkpoint (and a torn last line)
+        if args.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=step + 1)
+
+    def __enter__(self) -> Progress:
+        if self.ranks.main:
+            self.log = self.path.open("a")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+
+    def durable(self) -> None:
+        """The log up to a checkpoint is made as durable as the checkpoint (rank 0)."""
+        if self.log is None:
+            return
+        self.log.flush()
+        os.fsync(self.log.fileno())
+
+    def update(self, step: int, metrics: dict[str, float], lr: float, ema_rate: float) -> None:
+        """After optimizer step ``step``: the bar, and on log steps a log line (every rank
+        must call this: the metrics are averaged over the ranks on log steps)."""
+        args = self.args
+        if step % args.log_every == 0 or step == self.last:
+            metrics = self.ranks.mean(metrics)
+            now = time.perf_counter()
+            vps = self.views * (step - self.step_last) / max(now - self.t_last, 1e-9)
+            self.t_last, self.step_last = now, step
+            record = {"step": step, **metrics, "lr": lr, "ema_rate": ema_rate,
+                      "views_per_s": vps, "views_seen": step * self.views,
+                      "world_size": self.ranks.world_size,
+                      "global_base_batch": self.ranks.world_size * args.base_batch}
+            if self.log is not None:
+                self.log.write(json.dumps(record) + "\n")
+                self.log.flush()
+            if self.writer is not None:
+                for k, v in record.items():
+                    if k != "step":
+                        self.writer.add_scalar(f"train/{k}", v, step)
+            self.bar.set_postfix(loss=f"{metrics['loss']:.3f}", views_s=f"{vps:.0f}")
+        self.bar.update(1)
+        if self.ranks.main and self.bar.disable and (step % self.plain_every == 0
+                                                     or step == self.last):
+            rate = (step - self.step_start) / max(time.perf_counter() - self.t_start, 1e-9)
+            print(f"step {step}/{args.total_steps} loss {metrics['loss']:.3f} "
+                  f"{rate * self.views:.0f} views/s "
+                  f"ETA {(args.total_steps - step) / max(rate, 1e-9):.0f} s", flush=True)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.writer is not None:
+            self.writer.flush()
