@@ -240,3 +240,15 @@ def test_bad_sample_json_is_refused_naming_the_sample(tmp_path, meta, match):
             tar.addfile(info, io.BytesIO(data))
     with pytest.raises(ValueError, match=rf"k1.*{match}|{match}.*"):
         read_shards(str(path))
+
+
+def test_a_corrupt_image_names_its_shard_and_key(tmp_path, shards):
+    path = tmp_path / "corrupt.tar"
+    with tarfile.open(path, "w") as tar:
+        info = tarfile.TarInfo("k9.png")
+        info.size = 30
+        tar.addfile(info, io.BytesIO(b"\x89PNG\r\n\x1a\n" + bytes(22)))
+    with pytest.raises(ValueError, match=r"corrupt\.tar: the image of sample 'k9'"):
+        read_shards(str(path))
+    with pytest.raises(ValueError, match=r"corrupt\.tar: the image of sample 'k9'"):
+        ShardStream(str(path), buffer=1, max_side=32)

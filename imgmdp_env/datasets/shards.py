@@ -153,8 +153,9 @@ def split_shards(paths: Sequence[str], rank: int = 0, world_size: int = 1, worke
 
 
 # ------------------------------------------------------------------------------ samples
-def _iter_tar(path: str) -> Iterator[dict[str, bytes]]:
-    """The samples of one shard, in file order: ``{"__key__": key, ext: bytes, ...}``."""
+def _iter_tar(path: str) -> Iterator[dict[str, Any]]:
+    """The samples of one shard, in file order: ``{"__key__": key, "__url__": path,
+    ext: bytes, ...}``."""
     current: dict[str, Any] = {}
     try:
         with tarfile.open(path, "r|*") as tar:
@@ -171,6 +172,7 @@ def _iter_tar(path: str) -> Iterator[dict[str, bytes]]:
                     current = {}
                 f = tar.extractfile(member)
                 current.setdefault("__key__", key)
+                current.setdefault("__url__", path)  # webdataset's name for the shard
                 current[ext] = f.read() if f is not None else b""
     except (tarfile.TarError, OSError, EOFError) as err:
         raise ValueError(f"shard {path} could not be read as a tar file "
@@ -245,7 +247,8 @@ def _decode_sample(raw: dict[str, bytes], max_side: int | None, where: str) -> S
     try:
         image = decode.decode_image(_image_bytes(raw, where), max_side)
     except Exception as err:  # PIL raises many exception types for corrupt data
-        raise ValueError(f"{where}: the image of sample {raw['__key__']!r} could not be "
+        raise ValueError(f"shard {raw.get('__url__', where)}: the image of sample "
+                         f"{raw['__key__']!r} could not be "
                          f"decoded ({type(err).__name__}: {err}); rewrite the shard without "
                          "it (python -m imgmdp_env.datasets.shards)") from err
     return Sample(raw["__key__"], image, caption, boxes, labels, label)
@@ -302,7 +305,12 @@ def read_shards(shards: str | Sequence[str], split: str = "all", holdout: float 
         for raw in _iter_tar(path):
             if not _in_split(raw["__key__"], split, holdout):
                 continue
-            h, w = decode.header_size(io.BytesIO(_image_bytes(raw, path)))
+            try:
+                h, w = decode.header_size(io.BytesIO(_image_bytes(raw, path)))
+            except Exception as err:  # PIL raises many exception types for corrupt data
+                raise ValueError(f"shard {path}: the image of sample {raw['__key__']!r} "
+                                 f"could not be read ({type(err).__name__}: {err}); rewrite "
+                                 "the shard without it") from err
             sizes.append(decode.fit_size(h, w, max_side))
             raws.append(raw)
             if n is not None and len(raws) >= n:
