@@ -246,7 +246,7 @@ RESUME_MAY_CHANGE = {
     "total_steps", "lr", "min_lr", "warmup_steps", "weight_decay", "grad_clip",
     "log_every", "checkpoint_every", "tensorboard", "probe", "probe_dataset", "probe_train",
     "probe_test", "probe_max_samples", "random_twins", "probe_baselines", "value_batches",
-    "threads", "device", "precision",
+    "threads", "device", "precision", "decode_workers", "memory_budget",
 }
 RESUME_PER_RUN = {"resume", "stop_at"}
 
