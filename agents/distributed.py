@@ -18,15 +18,16 @@ How the ranks divide the work (docs/architecture.md, "How ranks divide the data"
   annotations) take their negatives / annotations within each rank's batch;
 - only rank 0 opens the run folder, writes logs, checkpoints and plots and runs the probes.
 
-A source that streams its data (shards) takes its part with :func:`rank_info` and
-:func:`split_for_rank`. A plain ``python agents/train_value.py`` (or torchrun with one
-process) never creates a process group and trains exactly as before.
+A source that streams its data (shards) reads only its rank's shards: :func:`rank_info` gives
+``(rank, world_size)``, :func:`imgmdp_env.datasets.shards.split_shards` the share. A plain
+``python agents/train_value.py`` (or torchrun with one process) never creates a process group
+and trains exactly as before.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -43,7 +44,6 @@ __all__ = [
     "mean_over_ranks",
     "rank_info",
     "rank_seed",
-    "split_for_rank",
 ]
 
 T = TypeVar("T")
@@ -63,22 +63,11 @@ def _env_int(name: str, default: int) -> int:
 def rank_info() -> tuple[int, int]:
     """``(rank, world_size)`` of this process: from the process group if one is running, else
     from torchrun's ``RANK`` / ``WORLD_SIZE`` (``(0, 1)`` in a plain process). The hook a
-    streaming source uses to read only its share (:func:`split_for_rank`)."""
+    streaming source uses to read only its share
+    (:func:`imgmdp_env.datasets.shards.split_shards`)."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return _env_int("RANK", 0), _env_int("WORLD_SIZE", 1)
-
-
-def split_for_rank(items: Sequence[T], rank: int, world_size: int) -> list[T]:
-    """The share of ``items`` (e.g. shard files) of one rank: every ``world_size``-th item
-    from ``rank`` on, so the ranks' shares are disjoint and cover ``items``. Refuses fewer
-    items than ranks (a rank would get nothing and the ranks' step counts would differ)."""
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} must be in [0, world_size={world_size})")
-    if len(items) < world_size:
-        raise ValueError(f"{len(items)} item(s) cannot be split over {world_size} ranks: give at "
-                         f"least {world_size} (e.g. more shards), or use fewer processes")
-    return list(items[rank::world_size])
 
 
 def rank_seed(seed: int, rank: int) -> int:

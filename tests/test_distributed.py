@@ -36,8 +36,8 @@ from agents.distributed import (
     check_world_size,
     launched,
     mean_over_ranks,
+    rank_info,
     rank_seed,
-    split_for_rank,
 )
 from agents.runs import StopSignals
 from agents.train_value import parse_args, train
@@ -136,17 +136,16 @@ def test_a_signal_on_one_rank_stops_every_rank_after_the_same_step(launch):
     assert stdout.count("every rank stops after this step") == 1  # announced by rank 0 alone
 
 
-def test_rank_seeds_and_splits():
+def test_rank_seeds_and_rank_info(monkeypatch):
     assert rank_seed(7, 0) == 7  # one process: the seed of a plain run
     seeds = {rank_seed(7, r) for r in range(8)} | {rank_seed(8, r) for r in range(8)}
     assert len(seeds) == 16 and max(seeds) < 2**63  # no rank reproduces another run's stream
-    shards = [f"s{i}.tar" for i in range(5)]
-    parts = [split_for_rank(shards, r, 2) for r in range(2)]
-    assert parts == [["s0.tar", "s2.tar", "s4.tar"], ["s1.tar", "s3.tar"]]
-    with pytest.raises(ValueError, match="2 item.*3 ranks"):
-        split_for_rank(shards[:2], 0, 3)
-    with pytest.raises(ValueError, match="rank 3"):
-        split_for_rank(shards, 3, 2)
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert rank_info() == (3, 4)  # what a streaming source reads to take its shards
+    monkeypatch.delenv("RANK")
+    monkeypatch.delenv("WORLD_SIZE")
+    assert rank_info() == (0, 1)
 
 
 def test_one_process_is_unchanged(monkeypatch):
