@@ -51,6 +51,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 from gymnasium.vector.utils import batch_space
 
 from imgmdp_env import _checks as check
+from imgmdp_env._vector_info import end_now, reset_rows
 from imgmdp_env.datasets import make_dataset
 from imgmdp_env.goals import (
     GOAL_MODES,
@@ -86,9 +87,6 @@ __all__ = [
     "curation_scorer",
     "image_annotations",
 ]
-
-_FINAL_KEYS = ("final_obs", "_final_obs", "final_info", "_final_info")
-
 
 class AnnotationReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Pays ``p(goal | view)`` from any :class:`AnnotationScorer`, on the single env (in place
@@ -164,32 +162,6 @@ class AnnotationReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return info, float(probs[self.goal])
 
 
-def _row(obs: Any, i: int) -> Any:
-    return {k: np.array(v[i]) for k, v in obs.items()} if isinstance(obs, dict) else np.array(
-        obs[i])
-
-
-def _set_rows(dst: dict, src: dict, mask: np.ndarray) -> None:
-    """Copy the rows ``mask`` of every entry of the vector info ``src`` into ``dst`` (in place),
-    keeping Gymnasium's ``_key`` masks: a row is set where ``mask`` and src's own mask hold."""
-    n = len(mask)
-    for k, v in src.items():
-        if k.startswith("_") or k in _FINAL_KEYS:
-            continue
-        have = mask & np.asarray(src.get("_" + k, np.ones(n, bool)), bool)
-        if isinstance(v, dict):
-            sub = dict(dst[k]) if isinstance(dst.get(k), dict) else {}
-            _set_rows(sub, v, have)
-            dst[k] = sub
-        else:
-            v, old = np.asarray(v), dst.get(k)
-            new = v.copy() if not isinstance(old, np.ndarray) or old.shape != v.shape else (
-                old.astype(np.result_type(old.dtype, v.dtype)))
-            new[have] = v[have]
-            dst[k] = new
-        dst["_" + k] = np.asarray(dst.get("_" + k, np.zeros(n, bool)), bool) | have
-
-
 class VectorAnnotationReward(VectorAttrs, VectorWrapper):
     """Pays ``p(goal | view)`` from any :class:`AnnotationScorer`, on the vector env: one scorer
     call per step on all sub-envs' views. Same arguments as :class:`AnnotationReward`;
@@ -261,7 +233,7 @@ class VectorAnnotationReward(VectorAttrs, VectorWrapper):
         info = dict(info)
         fresh = self._autoreset.copy()  # NEXT_STEP: these sub-envs start a new episode here
         if self._pending.any():  # episodes ended by terminate_at on the last step
-            obs, info = self._reset_rows(obs, info, self._pending)
+            obs, info = reset_rows(self.env, obs, info, self._pending)
             term, trunc = term & ~self._pending, trunc & ~self._pending
             fresh |= self._pending
             self._pending = np.zeros(n, bool)
@@ -287,7 +259,7 @@ class VectorAnnotationReward(VectorAttrs, VectorWrapper):
         term = term | hit
         if self.autoreset_mode == AutoresetMode.SAME_STEP:
             if extra.any():
-                obs, info = self._end_now(obs, info, extra)
+                obs, info = end_now(self.env, obs, info, extra)
             ended |= extra
             if ended.any():
                 info = self._finalise(info, probs, ended)
@@ -298,32 +270,6 @@ class VectorAnnotationReward(VectorAttrs, VectorWrapper):
                 self._annotate(info, probs, ~ended))
 
     # ------------------------------------------------------------------ autoreset helpers
-    def _reset_rows(self, obs: Any, info: dict, mask: np.ndarray) -> tuple[Any, dict]:
-        """Reset the sub-envs in ``mask`` now and merge their reset obs / info rows."""
-        r_obs, r_info = self.env.reset(options={"reset_mask": mask.copy()})
-        if isinstance(obs, dict):
-            obs = {k: np.where(mask.reshape(-1, *[1] * (v.ndim - 1)), r_obs[k], v)
-                   for k, v in obs.items()}
-        else:
-            obs = np.where(mask.reshape(-1, *[1] * (obs.ndim - 1)), r_obs, obs)
-        info = dict(info)
-        _set_rows(info, r_info, mask)
-        return obs, info
-
-    def _end_now(self, obs: Any, info: dict, extra: np.ndarray) -> tuple[Any, dict]:
-        """SAME_STEP: end the episodes in ``extra`` in this step, as the env does its own."""
-        n = self.num_envs
-        old = np.asarray(info.get("_final_obs", np.zeros(n, bool)), bool)
-        final_obs = np.array(info.get("final_obs", np.full(n, None, object)), dtype=object)
-        for i in np.flatnonzero(extra):  # per finished sub-env, as Gymnasium lays out final_obs
-            final_obs[i] = _row(obs, i)
-        final_info = dict(info.get("final_info", {}))
-        _set_rows(final_info, info, extra)
-        obs, info = self._reset_rows(obs, info, extra)
-        info.update(final_obs=final_obs, _final_obs=old | extra, final_info=final_info,
-                    _final_info=old | extra)
-        return obs, info
-
     def _finalise(self, info: dict, probs: np.ndarray, ended: np.ndarray) -> dict:
         """SAME_STEP: the finished episodes' goal and probabilities go with final_obs /
         final_info; then those sub-envs draw the goal of their new episode."""

@@ -34,30 +34,10 @@ from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices
 
 from imgmdp_env import _checks as check
+from imgmdp_env._vector_info import info_rows, row
 from imgmdp_env.vector_attrs import vector_attr_values, vector_call, vector_set_attr
 
 __all__ = ["SB3VecEnv", "make_sb3_env"]
-
-_FINAL_KEYS = ("final_obs", "_final_obs", "final_info", "_final_info")
-
-
-def _info_rows(info: dict, n: int) -> list[dict[str, Any]]:
-    """Gymnasium's vector info (dict of arrays with ``_key`` masks) -> SB3's list of dicts."""
-    rows: list[dict[str, Any]] = [{} for _ in range(n)]
-    for k, v in info.items():
-        if k.startswith("_") or k in _FINAL_KEYS:
-            continue
-        mask = np.asarray(info.get("_" + k, np.ones(n, bool)), bool)
-        sub = _info_rows(v, n) if isinstance(v, dict) else None
-        for i in np.flatnonzero(mask):
-            rows[i][k] = sub[i] if sub is not None else v[i]
-    return rows
-
-
-def _row(obs: Any, i: int) -> Any:
-    return {k: np.array(v[i]) for k, v in obs.items()} if isinstance(obs, dict) else np.array(
-        obs[i])
-
 
 class SB3VecEnv(VecEnv):
     """A Gymnasium ``VectorEnv`` as a Stable-Baselines3 ``VecEnv`` (see the module doc).
@@ -100,7 +80,7 @@ class SB3VecEnv(VecEnv):
             raise ValueError("the sub-envs of a batched env take one options dict; "
                              f"set_options gave different ones: {self._options}")
         obs, info = self.envs.reset(seed=seed, options=dict(options) if options else None)
-        self.reset_infos = _info_rows(info, self.num_envs)
+        self.reset_infos = info_rows(info, self.num_envs)
         self._reset_seeds()
         self._reset_options()
         return obs
@@ -115,21 +95,21 @@ class SB3VecEnv(VecEnv):
         self._actions = None
         terminated, truncated = np.asarray(terminated, bool), np.asarray(truncated, bool)
         dones = terminated | truncated
-        infos = _info_rows(info, self.num_envs)
+        infos = info_rows(info, self.num_envs)
         done_rows = np.flatnonzero(dones)
         if len(done_rows) and self.autoreset_mode == AutoresetMode.SAME_STEP:
             if "final_obs" not in info:
                 raise RuntimeError(f"{self.envs} reported done sub-envs {done_rows.tolist()} "
                                    "without info['final_obs']: is it really SAME_STEP?")
-            finals = _info_rows(info.get("final_info", {}), self.num_envs)
+            finals = info_rows(info.get("final_info", {}), self.num_envs)
             for i in done_rows:
                 self.reset_infos[i] = infos[i]
                 infos[i] = {**infos[i], **finals[i],
                             "terminal_observation": info["final_obs"][i]}
         elif len(done_rows):  # DISABLED: reset the finished sub-envs ourselves
-            last = {i: _row(obs, i) for i in done_rows}
+            last = {i: row(obs, i) for i in done_rows}
             obs, reset_info = self.envs.reset(options={"reset_mask": dones.copy()})
-            resets = _info_rows(reset_info, self.num_envs)
+            resets = info_rows(reset_info, self.num_envs)
             for i in done_rows:
                 infos[i]["terminal_observation"] = last[i]
                 self.reset_infos[i] = resets[i]
