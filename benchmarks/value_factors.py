@@ -12,19 +12,13 @@ rerun, so the sweep resumes cell by cell. Prints a markdown table.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _machine import cpu_model  # noqa: E402
+from _cells import load_cell, machine, run_train, save_cell  # noqa: E402
 
 # name -> (flags changed from the default run, what the cell measures)
 CELLS: dict[str, tuple[list[str], str]] = {
@@ -53,27 +47,16 @@ DEFAULT_CELLS = ["default", "ema-paper", "ema-cosine", "boot-8", "gamma-0", "tem
 
 
 def run_cell(name: str, flags: list[str], out: Path, threads: int, steps: int) -> dict:
-    path = out / f"{name}.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    runs = out / "runs"
-    cmd = [sys.executable, str(ROOT / "agents" / "train_value.py"), "--runs-dir", str(runs),
-           "--name", name, "--no-probe", "--no-tensorboard", "--threads", str(threads),
-           *(["--total-steps", str(steps)] if steps else []), *flags]
-    t0 = time.perf_counter()
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                         env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
-    if res.returncode:
-        raise RuntimeError(f"cell {name} failed:\n{res.stderr[-2000:]}")
-    summary = json.loads((runs / name / "summary.json").read_text())
+    done = load_cell(out, name)
+    if done is not None:
+        return done
+    train_flags = ["--no-probe", *(["--total-steps", str(steps)] if steps else []), *flags]
+    summary, wall, load = run_train(train_flags, out, name, threads)
     cell = {"name": name, "flags": flags, "steps": summary["step"],
             "value_accuracy_by_iou": summary["value_accuracy_by_iou"],
-            "final": summary["final"], "wall_s": time.perf_counter() - t0,
-            "threads": threads, "machine": f"{cpu_model()}, {os.cpu_count()} cores, python "
-            f"{platform.python_version()}"}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(cell, indent=2))
-    os.replace(tmp, path)
+            "final": summary["final"], "wall_s": wall, "threads": threads, "load": load,
+            "machine": machine()}
+    save_cell(out, name, cell)
     return cell
 
 
