@@ -29,6 +29,13 @@ def machine() -> str:
     return f"{cpu_model()}, {os.cpu_count()} cores, python {platform.python_version()}"
 
 
+def code_version() -> str:
+    """The commit the cell ran (``-dirty``: with uncommitted changes), as git describes it."""
+    res = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT,
+                         capture_output=True, text=True)
+    return res.stdout.strip() or "unknown"
+
+
 def load_cell(out: Path, cell_id: str) -> dict | None:
     """The finished cell's record, or None if it has not run."""
     path = out / f"{cell_id}.json"

@@ -40,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _cells import ROOT, load_cell, machine, run_train, save_cell  # noqa: E402
+from _cells import ROOT, code_version, load_cell, machine, run_train, save_cell  # noqa: E402
 
 PROBES = ("linear", "knn", "attentive")
 FS = "fashion-scenes"
@@ -204,7 +204,7 @@ def run_cell(cell: Cell, out: Path, scale: str, threads: int, cache: dict,
               "probes": summary["probes"].get("trained", {}),
               "value_accuracy_by_iou": summary["value_accuracy_by_iou"],
               "final": summary["final"], "wall_s": wall, "threads": threads, "load": load,
-              "machine": machine()}
+              "machine": machine(), "code": code_version()}
     save_cell(out, cell.cell_id, record)
     print(f"done {cell.cell_id}: " + ", ".join(
         f"{k} {record['probes'].get(k, float('nan')):.3f}" for k in PROBES)

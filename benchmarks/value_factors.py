@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _cells import load_cell, machine, run_train, save_cell  # noqa: E402
+from _cells import code_version, load_cell, machine, run_train, save_cell  # noqa: E402
 
 # name -> (flags changed from the default run, what the cell measures)
 CELLS: dict[str, tuple[list[str], str]] = {
@@ -55,7 +55,7 @@ def run_cell(name: str, flags: list[str], out: Path, threads: int, steps: int) -
     cell = {"name": name, "flags": flags, "steps": summary["step"],
             "value_accuracy_by_iou": summary["value_accuracy_by_iou"],
             "final": summary["final"], "wall_s": wall, "threads": threads, "load": load,
-            "machine": machine()}
+            "machine": machine(), "code": code_version()}
     save_cell(out, name, cell)
     return cell
 
