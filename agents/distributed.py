@@ -3,7 +3,7 @@
 
     torchrun --nproc-per-node 2 agents/train_value.py ...    # 2 ranks on this machine
 
-How the ranks divide the work (docs/architecture.md, "How ranks divide the data"):
+How the ranks divide the work (docs/architecture.md, "Training on several processes"):
 
 - every rank builds the same agent (the same ``--seed``; DDP also broadcasts rank 0's weights
   when it wraps them) and draws its own batches from the whole dataset, with a sampler seeded by
@@ -80,7 +80,7 @@ def rank_seed(seed: int, rank: int) -> int:
 
 def mean_over_ranks(t: torch.Tensor) -> torch.Tensor:
     """The mean of ``t`` over the ranks (an all-reduce; every rank must call it); ``t`` itself
-    when no process group runs. Any shape and float dtype; returns a new tensor."""
+    when no process group runs. Any shape and float dtype (a new tensor with several ranks)."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return t
     out = t.clone()
