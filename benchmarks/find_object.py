@@ -11,10 +11,14 @@ evaluated on the same episodes (same scenes, start views and goals: one seeded r
 Policies (one JSON per (dataset, policy, seed) cell under ``--out``; a rerun skips finished
 cells whose settings match, so the benchmark resumes cell by cell):
 
+- ``oracle``: moves straight toward 1.4 x the goal object's true box (the ceiling: privileged).
 - ``random``: uniform actions in ``Box(-1, 1, (4,))``.
+- ``grid-random``: uniform over the search's candidate moves (the search without the value).
 - ``search``: :class:`agents.search.ValueSearch` (greedy over the ``--candidates`` moves) on
   ``Q_AB`` of ``--checkpoint`` (a SimCLR run), the goals being object crops of the ``val``
   split (never the test scenes) grouped by class; no RL at all.
+- ``search-softmax``: the same, sampling moves with probabilities proportional to ``Q``
+  (``policy="softmax"``, temperature 1, untuned).
 - ``search-base``: the same with ``--base-checkpoint`` (a ``--ab-weight 0`` run: its decoder
   was never trained, so this is the control of an untrained value head on a trained encoder).
 - ``ppo-scratch``, ``ppo-frozen``, ``ppo-finetune``: SB3 PPO on train-split scenes, the same
@@ -47,7 +51,8 @@ import imgmdp_env  # noqa: E402, F401  (registers ImageView-v0)
 from agents.checkpoint import atomic_write  # noqa: E402
 from imgmdp_env.rewards import VectorCaptionMatchReward  # noqa: E402
 
-POLICIES = ("random", "search", "search-base", "ppo-scratch", "ppo-frozen", "ppo-finetune")
+POLICIES = ("oracle", "random", "grid-random", "search", "search-softmax", "search-base",
+            "ppo-scratch", "ppo-frozen", "ppo-finetune")
 
 
 def env_kwargs(a, split: str, n: int) -> dict:
@@ -82,7 +87,25 @@ def evaluate(a, seed: int, policy) -> dict:
             "mean_return": float(ret.mean()), "mean_best_visibility": float(best.mean())}
 
 
-def search_policy(a, checkpoint: str, envs_probe):
+def oracle_policy(envs):
+    """Actions toward 1.4 x the first goal-class object's box (ground truth: the ceiling)."""
+    from agents.search import relative_to_action
+    from imgmdp_env.views import relative_box
+
+    core = envs.unwrapped
+    ds = core.dataset
+
+    def act(obs, info):
+        target = np.stack([ds.object_boxes[i][ds.object_labels[i] == g][0]
+                           for i, g in zip(info["image_index"], obs["goal"], strict=True)])
+        target[:, 2:] *= 1.4
+        rel = relative_box(torch.from_numpy(info["box"]), torch.from_numpy(target))
+        return relative_to_action(rel, core.max_pan, core.max_zoom).numpy()
+
+    return act
+
+
+def search_policy(a, checkpoint: str, envs_probe, policy: str = "greedy", seed: int = 0):
     from agents.ab import load_agent
     from agents.learned_rewards import object_crops
     from agents.search import GoalValue, ValueSearch, curated_goals
@@ -96,7 +119,8 @@ def search_policy(a, checkpoint: str, envs_probe):
     if sorted(goals.vocabulary) != sorted(env_vocab):
         raise SystemExit(f"curated classes {goals.vocabulary} != env goals {env_vocab}")
     to_search = np.array([goals.vocabulary.index(v) for v in env_vocab])
-    search = ValueSearch(GoalValue(agent, goals), envs_probe, candidates=a.candidates)
+    search = ValueSearch(GoalValue(agent, goals), envs_probe, candidates=a.candidates,
+                         policy=policy, seed=seed)
     return lambda obs, info: search.act(obs["view"], to_search[obs["goal"]], boxes=info["box"])
 
 
@@ -141,8 +165,10 @@ def ppo_cell(a, seed: int, mode: str) -> dict:
 def run_cell(a, policy: str, seed: int, out: Path) -> dict | None:
     settings = {k: getattr(a, k) for k in ("dataset", "image_size", "view_size", "horizon",
                                            "threshold", "eval_envs", "test_images")}
+    if policy == "grid-random":
+        settings.update(candidates=a.candidates)
     if policy.startswith("search"):
-        ckpt = a.checkpoint if policy == "search" else a.base_checkpoint
+        ckpt = a.base_checkpoint if policy == "search-base" else a.checkpoint
         if not ckpt:
             return None
         settings.update(checkpoint=ckpt, candidates=a.candidates, curated_images=a.curated_images,
@@ -163,8 +189,19 @@ def run_cell(a, policy: str, seed: int, out: Path) -> dict | None:
         space = eval_envs(a).action_space
         space.seed(seed)
         res = evaluate(a, seed, lambda obs, info: space.sample())
+    elif policy == "oracle":
+        envs = eval_envs(a)
+        res = evaluate(a, seed, oracle_policy(envs))
+    elif policy == "grid-random":
+        from agents.search import ValueSearch
+
+        uniform = ValueSearch(lambda v, rel, g: torch.ones(rel.shape[:2]), eval_envs(a),
+                              candidates=a.candidates, policy="softmax", seed=seed)
+        res = evaluate(a, seed, lambda obs, info: uniform.act(obs["view"], obs["goal"]))
     elif policy.startswith("search"):
-        res = evaluate(a, seed, search_policy(a, settings["checkpoint"], eval_envs(a)))
+        mode = "softmax" if policy == "search-softmax" else "greedy"
+        res = evaluate(a, seed, search_policy(a, settings["checkpoint"], eval_envs(a), mode,
+                                              seed))
     else:
         res = ppo_cell(a, seed, policy.removeprefix("ppo-"))
     cell = {"policy": policy, "seed": seed, **res, "wall_s": round(time.time() - t0, 1),
@@ -235,7 +272,8 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    cells = [c for policy in a.only for seed in a.seeds
+    # seeds outer: an interrupted run has every policy at its first seed(s)
+    cells = [c for seed in a.seeds for policy in a.only
              if (c := run_cell(a, policy, seed, out)) is not None]
     print(f"\n{a.dataset}, horizon {a.horizon}, success = visibility >= {a.threshold}, "
           f"{a.eval_envs} test episodes per seed; {time.time() - t0:.0f} s this call, "
