@@ -7,11 +7,12 @@ Writes ``OUT/rank<r>.json``:
 - ``same_samples``: per base, the largest difference of the first step's gradients and of
   the weights after 3 steps between this 2-rank DDP run (each rank its half of one 2B batch)
   and a one-process reference on the same samples (computed before the process group starts):
-  DINO on the whole 2B batch; SimCLR on the mean of the two halves' losses (its negatives are
-  per rank); plus the weights' digest (the ranks must agree bit for bit);
+  DINO on the whole 2B batch; SimCLR, CLIP and a base-only SimCLR run (``--ab-weight 0``: the
+  AB branch gets no gradient) on the mean of the two halves' losses (their negatives are per
+  rank); plus the weights' digest (the ranks must agree bit for bit);
 - ``diverged``: the message of ``Ranks.check_same`` after rank 1's weights were nudged;
 - ``runs``: the digest of the agent after each ``train()`` call of the real training job
-  (a 4-step run; the same stopped at 2 and resumed; one where rank 1 alone gets SIGTERM
+  (4 steps; the same stopped at 2 and resumed to 4; one where rank 1 alone gets SIGTERM
   twice during step 2), recorded by a wrapper of ``train_step``, and what ``train`` returned.
 """
 
@@ -49,6 +50,8 @@ TINY = ["--dataset-size", "16", "--image-size", "48", "--view-size", "32", "--ba
         "--checkpoint-every", "2", "--value-batches", "1", "--probe-test", "4",
         "--probe-train", "4"]
 STEPS = 3
+CASES = {"dino": ["--base", "dino"], "simclr": ["--base", "simclr"], "clip": ["--base", "clip"],
+         "simclr_base_only": ["--base", "simclr", "--ab-weight", "0"]}  # AB branch unused
 
 
 def digest(module: nn.Module) -> str:
@@ -67,6 +70,7 @@ def half(batch: Batch, r: int, world: int) -> Batch:
     return Batch(
         base_views=batch.base_views[:, r * b:(r + 1) * b],
         base_index=batch.base_index[r * b:(r + 1) * b],
+        captions=None if batch.captions is None else batch.captions[r * b:(r + 1) * b],
         boot_views=batch.boot_views[rows], boot_boxes=batch.boot_boxes[r * bb:(r + 1) * bb],
         boot_index=batch.boot_index[r * bb:(r + 1) * bb], actions=batch.actions[rows])
 
@@ -120,19 +124,19 @@ def main(out: Path) -> None:
     world = ranks.world_size
     results: dict = {"rank": ranks.rank, "same_samples": {}}
     cases = {}
-    for base in ("dino", "simclr"):
-        args = tv.parse_args(TINY + ["--base", base, "--runs-dir", str(out / "runs")])
+    for case, flags in CASES.items():
+        args = tv.parse_args(TINY + flags + ["--runs-dir", str(out / "runs")])
         data = build_datasets(args)
-        cases[base] = (args, data, steps(args, data, world, None, Ranks()))  # no group yet
+        cases[case] = (args, data, steps(args, data, world, None, Ranks()))  # no group yet
     ranks.start(torch.device("cpu"))
-    for base, (args, data, ref) in cases.items():
+    for case, (args, data, ref) in cases.items():
         got = steps(args, data, world, ranks.rank, ranks)
-        results["same_samples"][base] = {
+        results["same_samples"][case] = {
             "grad_diff": max_diff(got["grads"], ref["grads"]),
             "weight_diff": max_diff(got["agent"].state_dict(), ref["agent"].state_dict()),
             "grad_scale": max(float(g.abs().max()) for g in ref["grads"].values()),
             "digest": digest(got["agent"])}
-        if base == "dino":
+        if case == "dino":
             results["same_samples"]["dino"]["center_norm"] = float(got["agent"].center.norm())
     agent = got["agent"]
     with torch.no_grad():
@@ -158,11 +162,12 @@ def main(out: Path) -> None:
 
     tv.train_step = recording_step
     results["runs"] = {}
-    base = TINY + ["--base", "dino", "--runs-dir", str(out / "runs"), "--total-steps", "4"]
+    # (--stop-at 4 of 5 steps: no final report, whose plots take longer than the training)
+    base = TINY + ["--base", "dino", "--runs-dir", str(out / "runs"), "--total-steps", "5"]
     signal_at: dict[int, int] = {}
-    for name, argv in [("whole", base + ["--name", "whole"]),
+    for name, argv in [("whole", base + ["--name", "whole", "--stop-at", "4"]),
                        ("stopped", base + ["--name", "split", "--stop-at", "2"]),
-                       ("resumed", ["--resume", str(out / "runs" / "split")]),
+                       ("resumed", ["--resume", str(out / "runs" / "split"), "--stop-at", "4"]),
                        ("signalled", base + ["--name", "signalled"])]:
         if name == "signalled":
             signal_at[1] = 2  # SIGTERM reaches rank 1 only, twice, during step 2

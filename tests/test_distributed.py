@@ -6,10 +6,11 @@ What the launch checks (the worker's docstring has the details):
 - DINO + AB, a 2-rank run with per-rank batch B equals a 1-rank run with batch 2B on the same
   samples: its loss is a mean over images and over view pairs, and the centre's update is
   all-reduced, so the averaged gradient is the 2B batch's gradient;
-- SimCLR + AB cannot equal the 2B run: NT-Xent's negatives (and the bootstrapping loss's
-  annotations) are the rank's own batch (agents/distributed.py; no all-gather), so the 2-rank
-  run equals the mean of the two halves' losses computed in one process, which it is checked
-  against;
+- SimCLR + AB and CLIP + AB cannot equal the 2B run: NT-Xent's and InfoNCE's negatives (and
+  the bootstrapping loss's annotations) are the rank's own batch (agents/distributed.py; no
+  all-gather), so the 2-rank run equals the mean of the two halves' losses computed in one
+  process, which it is checked against; likewise a base-only run (``--ab-weight 0``), whose
+  unused AB branch DDP must tolerate;
 - the ranks' states are identical (digests of the whole agent: online, EMA target, centre),
   and ``Ranks.check_same`` refuses ranks that differ;
 - the real training job: a run stopped and resumed at the same world size ends where the
@@ -77,17 +78,18 @@ def test_dino_two_ranks_equal_one_rank_with_twice_the_batch(launch):
     assert got["center_norm"] > 0  # the centre moved (and is compared above)
 
 
-def test_simclr_two_ranks_equal_the_mean_of_per_rank_losses(launch):
+@pytest.mark.parametrize("case", ["simclr", "clip", "simclr_base_only"])
+def test_in_batch_losses_equal_the_mean_of_per_rank_losses(launch, case):
     _, ranks, _ = launch
-    got = ranks[0]["same_samples"]["simclr"]
+    got = ranks[0]["same_samples"][case]
     assert got["grad_diff"] <= 1e-4 * got["grad_scale"], got
     assert got["weight_diff"] < 1e-4, got
 
 
 def test_ranks_hold_identical_states(launch):
     _, ranks, _ = launch
-    for base in ("dino", "simclr"):
-        assert ranks[0]["same_samples"][base]["digest"] == ranks[1]["same_samples"][base]["digest"]
+    for case, got in ranks[0]["same_samples"].items():
+        assert got["digest"] == ranks[1]["same_samples"][case]["digest"], case
     for name in ("whole", "stopped", "resumed", "signalled"):
         assert ranks[0]["runs"][name]["digest"] == ranks[1]["runs"][name]["digest"], name
     for r in ranks:  # a nudged weight on rank 1 is caught on every rank, by name
