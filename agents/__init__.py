@@ -9,6 +9,8 @@
 - :mod:`agents.probes`: frozen-feature probes (linear, kNN, attentive).
 - :mod:`agents.evaluate`: the probe protocol (fixed sets, random-init twins, raw pixels) and the
   value-accuracy diagnostic; ``agents/train_value.py``: the training CLI.
+- :mod:`agents.distributed`: torchrun / DDP training (ranks, the loss module DDP wraps, the
+  collectives of the loop).
 """
 
 from agents.ab import ABAgent, ABConfig, load_agent, load_encoder
