@@ -155,6 +155,7 @@ TINY = ["--dataset-size", "12", "--view-size", "32", "--base-batch", "8", "--pro
         "--boot-images", "2", "--n-views", "2", "--threads", "1", "--max-side", "32"]
 
 
+@pytest.mark.filterwarnings("ignore:instances file")
 def test_clip_run_and_probes_on_a_coco_folder(coco, tmp_path, capsys):
     folder, instances, captions = coco
     args = parse_args(TINY + ["--runs-dir", str(tmp_path / "runs"), "--name", "coco",
@@ -212,6 +213,7 @@ def test_make_dataset_refuses_unknown_folder_kwargs(coco):
         make_dataset(str(folder), boxes="x.json")
 
 
+@pytest.mark.filterwarnings("ignore:instances file")
 def test_evaluate_cli_probes_a_coco_folder(coco, capsys):
     from agents.evaluate import Args as EvalArgs
     from agents.evaluate import _main
