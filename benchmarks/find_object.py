@@ -52,7 +52,8 @@ from agents.checkpoint import atomic_write  # noqa: E402
 from imgmdp_env.rewards import VectorCaptionMatchReward  # noqa: E402
 
 POLICIES = ("oracle", "random", "grid-random", "search", "search-softmax", "search-base",
-            "ppo-scratch", "ppo-frozen", "ppo-finetune")
+            "ppo-scratch", "ppo-frozen", "ppo-finetune", "value-ranking", "value-ranking-base")
+RANKING = ("value-ranking", "value-ranking-base")
 
 
 def env_kwargs(a, split: str, n: int) -> dict:
@@ -121,7 +122,57 @@ def search_policy(a, checkpoint: str, envs_probe, policy: str = "greedy", seed: 
     to_search = np.array([goals.vocabulary.index(v) for v in env_vocab])
     search = ValueSearch(GoalValue(agent, goals), envs_probe, candidates=a.candidates,
                          policy=policy, seed=seed)
-    return lambda obs, info: search.act(obs["view"], to_search[obs["goal"]], boxes=info["box"])
+
+    def act(obs, info):
+        return search.act(obs["view"], to_search[obs["goal"]], boxes=info["box"])
+
+    act.search, act.to_search = search, to_search
+    return act
+
+
+def _spearman(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Spearman's rank correlation of each row of ``x`` and ``y`` ``(N, K)`` -> ``(N,)``
+    (tied values share their mean rank, as scipy.stats.spearmanr)."""
+    def ranks(v: torch.Tensor) -> torch.Tensor:
+        below = (v[:, :, None] > v[:, None, :]).sum(-1)
+        tied = (v[:, :, None] == v[:, None, :]).sum(-1)
+        return below + (tied + 1) / 2
+
+    rx, ry = ranks(x), ranks(y)
+    rx, ry = rx - rx.mean(1, keepdim=True), ry - ry.mean(1, keepdim=True)
+    return (rx * ry).sum(1) / (rx.norm(dim=1) * ry.norm(dim=1)).clamp(min=1e-12)
+
+
+def value_ranking(a, checkpoint: str, seed: int) -> dict:
+    """Does ``Q_AB`` rank the candidate moves of the test start views by the goal's true
+    visibility in the box each reaches? Per view: the rank correlation over the candidates,
+    and the true visibility of the greedy pick beside the candidates' mean and best."""
+    from agents.search import ValueSearch
+    from imgmdp_env.env import action_to_relative
+    from imgmdp_env.scorers import ObjectVisibilityScorer
+    from imgmdp_env.views import apply_relative, clamp_boxes
+
+    envs = eval_envs(a)
+    policy = search_policy(a, checkpoint, envs)  # builds the goals as the search cell does
+    search: ValueSearch = policy.search
+    obs, info = envs.reset(seed=10_000 + seed)
+    values, acts = search.scores(obs["view"], policy.to_search[obs["goal"]], boxes=info["box"])
+    core = envs.unwrapped
+    b = torch.from_numpy(info["box"])[:, None]
+    reached = clamp_boxes(apply_relative(b, action_to_relative(acts, core.max_pan,
+                                                                core.max_zoom)),
+                          core.min_size, core.margin)
+    n, k = values.shape
+    vis = ObjectVisibilityScorer(core.dataset).visibility(
+        torch.from_numpy(info["image_index"]).repeat_interleave(k), reached.reshape(-1, 4))
+    true = vis.reshape(n, k, -1)[torch.arange(n), :, torch.from_numpy(obs["goal"])]
+    varied = true.std(1) > 1e-6  # views where the moves differ at all
+    rho = _spearman(values[varied], true[varied])
+    return {"rank_corr_mean": float(rho.mean()), "rank_corr_median": float(rho.median()),
+            "views": int(varied.sum()),
+            "true_vis_greedy_pick": float(true[torch.arange(n), values.argmax(1)].mean()),
+            "true_vis_mean_candidate": float(true.mean()),
+            "true_vis_best_candidate": float(true.max(1).values.mean())}
 
 
 def ppo_cell(a, seed: int, mode: str) -> dict:
@@ -167,8 +218,8 @@ def run_cell(a, policy: str, seed: int, out: Path) -> dict | None:
                                            "threshold", "eval_envs", "test_images")}
     if policy == "grid-random":
         settings.update(candidates=a.candidates)
-    if policy.startswith("search"):
-        ckpt = a.base_checkpoint if policy == "search-base" else a.checkpoint
+    if policy.startswith("search") or policy in RANKING:
+        ckpt = a.base_checkpoint if policy.endswith("-base") else a.checkpoint
         if not ckpt:
             return None
         settings.update(checkpoint=ckpt, candidates=a.candidates, curated_images=a.curated_images,
@@ -198,6 +249,8 @@ def run_cell(a, policy: str, seed: int, out: Path) -> dict | None:
         uniform = ValueSearch(lambda v, rel, g: torch.ones(rel.shape[:2]), eval_envs(a),
                               candidates=a.candidates, policy="softmax", seed=seed)
         res = evaluate(a, seed, lambda obs, info: uniform.act(obs["view"], obs["goal"]))
+    elif policy in RANKING:
+        res = value_ranking(a, settings["checkpoint"], seed)
     elif policy.startswith("search"):
         mode = "softmax" if policy == "search-softmax" else "greedy"
         res = evaluate(a, seed, search_policy(a, settings["checkpoint"], eval_envs(a), mode,
@@ -207,8 +260,8 @@ def run_cell(a, policy: str, seed: int, out: Path) -> dict | None:
     cell = {"policy": policy, "seed": seed, **res, "wall_s": round(time.time() - t0, 1),
             "settings": settings, "threads": a.threads, "cpu": cpu_model()}
     atomic_write(path, json.dumps(cell, indent=2).encode())
-    print(f"{policy} seed {seed}: success {res['success']:.3f} return {res['mean_return']:.2f} "
-          f"({cell['wall_s']:.0f} s)", flush=True)
+    shown = {k: round(v, 3) for k, v in res.items() if k != "curve"}
+    print(f"{policy} seed {seed}: {shown} ({cell['wall_s']:.0f} s)", flush=True)
     return cell
 
 
@@ -218,7 +271,7 @@ def table(cells: list[dict]) -> str:
             "success, vis >= 0.8 | mean return | seeds |", "|---|---|---|---|---|---|"]
     for policy in POLICIES:
         cs = [c for c in cells if c["policy"] == policy]
-        if not cs:
+        if not cs or policy in RANKING:
             continue
         s = np.array([c["success"] for c in cs])
         s8 = np.array([c["success_at_0.8"] for c in cs])
@@ -239,6 +292,18 @@ def table(cells: list[dict]) -> str:
                 rows.append(f"| {policy} | " + " | ".join(
                     f"{mu:.3f} +- {sd:.3f}" for mu, sd in zip(m.mean(0), m.std(0),
                                                                strict=True)) + " |")
+    ranking = [c for c in cells if c["policy"] in RANKING]
+    if ranking:
+        keys = ("rank_corr_mean", "rank_corr_median", "true_vis_greedy_pick",
+                "true_vis_mean_candidate", "true_vis_best_candidate")
+        rows += ["", "| value ranking of the candidate moves | " + " | ".join(keys) + " |",
+                 "|---|" + "---|" * len(keys)]
+        for policy in RANKING:
+            cs = [c for c in ranking if c["policy"] == policy]
+            if cs:
+                rows.append(f"| {policy} ({len(cs)} seeds) | " + " | ".join(
+                    f"{np.mean([c[k] for c in cs]):.3f} +- {np.std([c[k] for c in cs]):.3f}"
+                    for k in keys) + " |")
     return "\n".join(rows)
 
 
