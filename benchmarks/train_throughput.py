@@ -46,8 +46,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _machine import cpu_model  # noqa: E402
 
+from agents.distributed import Ranks  # noqa: E402
 from agents.networks import make_encoder  # noqa: E402
-from agents.train_utils import build_agent, make_optimizer  # noqa: E402
+from agents.train_utils import build_agent, make_optimizer, train_step  # noqa: E402
 from agents.train_value import PRESETS, Args  # noqa: E402
 from imgmdp_env.datasets import make_dataset  # noqa: E402
 
@@ -89,26 +90,23 @@ class Row:
 
 
 def ours(name: str, args: Args, ds, device: torch.device, amp: bool) -> Row:
-    """The training step of ``agents/train_value.py`` (same agent, optimiser, gradient clip,
-    EMA update), built by its own helpers from ``args``; the encoder is seeded with 0."""
+    """The training step of ``agents/train_value.py`` (its own ``train_utils.train_step``:
+    loss, clipped AdamW update, EMA update, finiteness checks), built by its own helpers from
+    ``args``; the encoder is seeded with 0."""
     torch.manual_seed(0)
     agent, sampler = build_agent(args, {"base": ds, "boot": ds})
     agent.to(device).train()
     optimizer, _ = make_optimizer(args, agent, None)
     bootstrap = args.ab_weight > 0
 
+    ranks = Ranks()  # one process
+
     def step() -> float:
         t0 = time.perf_counter()
         batch = sampler.sample(device, bootstrap=bootstrap)
         t_data = time.perf_counter() - t0
-        with torch.autocast(device.type, torch.bfloat16, enabled=amp):
-            loss, _ = agent.loss(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if args.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(agent.online.parameters(), args.grad_clip)
-        optimizer.step()
-        agent.update_target(args.ema_rate)
+        train_step(agent.loss, agent, optimizer, None, batch, torch.bfloat16 if amp else None,
+                   args.grad_clip, args.ema_rate or 0.01, ranks, 0)
         return t_data
 
     return Row(name, sampler.views_per_step(bootstrap), step)
