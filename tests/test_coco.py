@@ -226,3 +226,22 @@ def test_evaluate_cli_probes_a_coco_folder(coco, capsys):
     out = capsys.readouterr().out
     test = load_split(str(folder), "test", 12, 0, 0, instances=instances, holdout=0.3)
     assert f"{len(test)} test images" in out and "| random init (cnn, seed 0) |" in out
+
+
+def test_a_separate_test_folder_with_its_own_instances(tmp_path):
+    from agents.evaluate import probe_sets
+    from agents.train_utils import source_kwargs
+
+    folder, instances, _ = _write_coco(tmp_path / "train", n=6)
+    test_folder, test_instances, _ = _write_coco(tmp_path / "val", n=4)
+    args = parse_args(TINY + ["--dataset", str(folder), "--instances", str(instances),
+                              "--test-dataset", str(test_folder), "--test-instances",
+                              str(test_instances)])
+    kw = source_kwargs(args, args.dataset)
+    assert kw["test"] == str(test_folder) and "holdout" not in kw
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train, test = probe_sets(args.dataset, 100, 100, 0, **kw)
+    assert len(train) == 6 and len(test) == 4  # the whole folder, the whole test folder
+    assert test.object_boxes is not None and test.name == "images"
+    assert all(len(b) == 1 for b in test.object_boxes)

@@ -9,7 +9,8 @@ File-backed sources (a folder of images, webdataset shards, videos) split by a d
 held-out set (:func:`held_out`): ``"train"`` is everything outside it, ``"test"`` (and
 ``"val"``) inside it, or, with ``source["test"]`` (a separate folder / shard pattern, with
 its own ``test_captions`` / ``test_instances``), ``"train"`` is the whole source and
-``"test"`` the whole test source. The other ``source`` keys go to the source
+``"test"`` the whole test source (which takes the ``test_*`` keys, prefix removed, and no
+other). The other ``source`` keys go to the source
 (``captions``, ``instances``, ``max_side``, ``memory_budget``, ``workers``, ``holdout``,
 ``frame_stride``...; see :func:`imgmdp_env.datasets.make_dataset`).
 
@@ -75,9 +76,7 @@ def load_split(name: str, split: str, n: int, size: int, seed: int, **source: An
     split = "test" if split == "val" else split
     if test:
         if split == "test":
-            kwargs = {k: v for k, v in source.items()
-                      if k not in ("captions", "instances", "holdout")}
-            return make_dataset(test, n=n, seed=seed, **kwargs, **test_kw)
+            return make_dataset(test, n=n, seed=seed, **test_kw)
         source.pop("holdout", None)
         return make_dataset(name, n=n, seed=seed, **source)
     return make_dataset(name, split=split, n=n, seed=seed, **source)
