@@ -252,3 +252,24 @@ def test_a_corrupt_image_names_its_shard_and_key(tmp_path, shards):
         read_shards(str(path))
     with pytest.raises(ValueError, match=r"corrupt\.tar: the image of sample 'k9'"):
         ShardStream(str(path), buffer=1, max_side=32)
+
+
+def test_build_datasets_streams_this_ranks_shards(tmp_path, shards, scenes, monkeypatch):
+    from agents.train_utils import build_datasets, source_kwargs
+
+    test = str(tmp_path / "t" / "val-%02d.tar")
+    write_shards(scenes.subset(list(range(6))), test, per_shard=3, image_format="png")
+    args = parse_args(TINY + ["--dataset", shards, "--test-dataset",
+                              str(tmp_path / "t" / "val-{00..01}.tar")])
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    data = build_datasets(args)
+    stream = data["base"]
+    assert isinstance(stream, ShardStream) and data["boot"] is stream
+    assert stream.reader == (1, 2, 0, 1) and stream.split == "all"  # the test is separate
+    assert stream.paths == expand_shards(shards)[1::2] and len(stream) == 8
+    stream.close()
+    kw = source_kwargs(args, args.dataset)
+    from imgmdp_env.datasets.splits import load_split
+
+    assert len(load_split(args.dataset, "test", 100, 0, 0, **kw)) == 6  # the test shards

@@ -73,3 +73,17 @@ def test_one_video_splits_by_time(tmp_path):
     test = load_video(path, frame_stride=2, split="test", holdout=0.25, max_side=None)
     assert [level(im) for im in train.images] == [0, 2, 4, 6, 8, 10, 12, 14]
     assert [level(im) for im in test.images] == [16, 18]
+
+
+def test_train_value_reads_a_video_with_held_out_frames(tmp_path):
+    from agents.train_utils import source_kwargs
+    from agents.train_value import parse_args
+    from imgmdp_env.datasets.splits import load_split
+
+    path = encode(tmp_path / "clip.mp4")
+    args = parse_args(["--dataset", str(path), "--frame-stride", "2", "--holdout", "0.25",
+                       "--max-side", "32"])
+    kw = source_kwargs(args, args.dataset)
+    train = load_split(args.dataset, "train", 100, 0, 1, **kw)
+    test = load_split(args.dataset, "test", 100, 0, 0, **kw)
+    assert (len(train), len(test)) == (8, 2) and train.images[0].shape == (24, 32, 3)
