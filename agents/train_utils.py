@@ -137,10 +137,6 @@ def build_datasets(args, rank: int | None = None, world_size: int | None = None
         if source_kind(name) != "shards" or not args.stream:
             return load_split(name, "train", args.dataset_size, args.image_size, args.seed,
                               **kw)
-        if args.base == "clip":
-            raise SystemExit("--base clip reads each image's caption once, at the start, so it "
-                             "cannot follow a streaming buffer: pass --no-stream (loads "
-                             "--dataset-size samples of the shards into RAM) or a folder")
         split = "all" if "test" in kw else "train"
         kw = {k: v for k, v in kw.items() if not k.startswith("test")}
         return make_dataset(name, stream=True, buffer=args.dataset_size,
@@ -154,14 +150,19 @@ def build_datasets(args, rank: int | None = None, world_size: int | None = None
     return {"base": base, "boot": boot}
 
 
-def sync_streams(data: dict[str, ImageDataset], step: int) -> None:
+def sync_streams(data: dict[str, ImageDataset], step: int,
+                 sampler: TransitionSampler | None = None, agent: ABAgent | None = None) -> None:
     """Before the batch of ``step``: move every streaming dataset of ``data`` to its buffer
-    for that step (a no-op for datasets in RAM; exact on ``--resume``)."""
+    for that step (a no-op for datasets in RAM; exact on ``--resume``). With CLIP, when the
+    base buffer changed, the sampler's caption inputs are recomputed from its captions
+    (``agent.caption_inputs``: the tokenizer built from the first buffer's captions, so later
+    words it never saw are ``[UNK]``; or the frozen sentence model)."""
     from imgmdp_env.datasets.shards import ShardStream
 
     for ds in {id(d): d for d in data.values()}.values():
-        if isinstance(ds, ShardStream):
-            ds.at_step(step)
+        if isinstance(ds, ShardStream) and ds.at_step(step) and ds is data["base"] and (
+                sampler is not None and sampler.caption_inputs is not None):
+            sampler.caption_inputs = agent.caption_inputs(ds.captions)
 
 
 def build_agent(args, data: dict[str, ImageDataset], rank: int = 0

@@ -98,7 +98,8 @@ class Args:
     """processes decoding a folder's images (1: the training process)"""
     stream: bool = True
     """shards: stream through a buffer of --dataset-size images (--no-stream: load
-    --dataset-size samples into RAM)"""
+    --dataset-size samples into RAM); with --base clip the words of the first buffer's
+    captions are the vocabulary"""
     stream_refresh: int = 100
     """shards: steps between buffer refreshes (half the buffer's images are replaced)"""
     frame_stride: int = 30
@@ -361,7 +362,7 @@ def _run(args: Args, run_dir: Path, resumed: dict | None, stop: StopSignals,
                 for group in optimizer.param_groups:
                     group["lr"] = float(lr_schedule[step])
                 between = True
-                sync_streams(data, step)  # streaming shards: the buffer of this step
+                sync_streams(data, step, sampler, agent)  # streaming shards: this step's buffer
                 batch = sampler.sample(device, bootstrap=args.ab_weight > 0)
                 metrics = train_step(model, agent, optimizer, scaler, batch, amp,
                                      args.grad_clip, float(ema_schedule[step]), ranks, step)

@@ -197,10 +197,11 @@ def _losses(run: Path) -> dict[int, float]:
                                               .splitlines())}
 
 
-def test_streamed_training_resumes_exactly(tmp_path, shards):
+@pytest.mark.parametrize("base", ["simclr", "clip"])
+def test_streamed_training_resumes_exactly(tmp_path, shards, base):
     def args(name: str, **kw):
         a = parse_args(TINY + ["--runs-dir", str(tmp_path / "runs"), "--name", name,
-                               "--dataset", shards])
+                               "--dataset", shards, "--base", base])
         return replace(a, total_steps=6, log_every=1, checkpoint_every=1, **kw)
 
     with warnings.catch_warnings():
@@ -210,14 +211,27 @@ def test_streamed_training_resumes_exactly(tmp_path, shards):
         train(replace(args("split"), resume=str(tmp_path / "runs" / "split")))
     full, split = _losses(tmp_path / "runs" / "full"), _losses(tmp_path / "runs" / "split")
     assert sorted(full) == list(range(1, 7))
-    assert split == full  # steps 4..6 ran on the buffers rebuilt at step 3
+    assert split == full  # steps 4..6 ran on the buffers (and captions) rebuilt at step 3
 
 
-def test_clip_on_a_stream_is_refused_with_the_fix(tmp_path, shards):
-    a = parse_args(TINY + ["--runs-dir", str(tmp_path / "runs"), "--dataset", shards,
-                           "--base", "clip"])
-    with pytest.raises(SystemExit, match="--no-stream"):
-        train(replace(a, total_steps=1))
+def test_clip_follows_the_stream_captions(tmp_path, shards):
+    from agents.train_utils import build_agent, build_datasets, sync_streams
+
+    args = parse_args(TINY + ["--runs-dir", str(tmp_path / "runs"), "--dataset", shards,
+                              "--base", "clip"])
+    data = build_datasets(args, 0, 1)
+    agent, sampler = build_agent(args, data)
+    stream = data["base"]
+    before = list(stream.captions)
+    sync_streams(data, 1, sampler, agent)  # same buffer: nothing recomputed
+    assert torch.equal(sampler.caption_inputs, agent.caption_inputs(before))
+    sync_streams(data, 2, sampler, agent)  # refreshed: the new buffer's captions
+    assert stream.captions != before
+    assert torch.equal(sampler.caption_inputs, agent.caption_inputs(stream.captions))
+    batch = sampler.sample()
+    want = agent.caption_inputs([stream.captions[i] for i in batch.base_index.tolist()])
+    assert torch.equal(batch.captions, want)
+    stream.close()
 
 
 @pytest.mark.parametrize("meta,match", [
