@@ -93,16 +93,22 @@ def list_images(path: str | Path, extensions: tuple[str, ...] = EXTENSIONS
     return [p.relative_to(root).as_posix() for p in files], problems
 
 
+def split_args(split: str, holdout: float, n: int | None, seed: int
+               ) -> tuple[str, float, int | None, int]:
+    """The split arguments checked: a split of :data:`SPLITS`, ``0 <= holdout < 1``, ``n``
+    None or >= 1, a seed."""
+    return (check.choice("split", split, SPLITS),
+            check.number("holdout", holdout, 0, 1, hi_open=True),
+            check.optional_integer("n", n, 1), check.seed("seed", seed) or 0)
+
+
 def select(names: list[str], split: str, holdout: float, n: int | None, seed: int,
            what: str) -> list[str]:
     """The names of ``split`` (``"all"``, ``"train"``: outside the held-out set, ``"test"``:
     inside it), then at most ``n`` of them, a seeded subset kept in order."""
     from imgmdp_env.datasets.splits import held_out
 
-    split = check.choice("split", split, SPLITS)
-    holdout = check.number("holdout", holdout, 0, 1, hi_open=True)
-    n = check.optional_integer("n", n, 1)
-    seed = check.seed("seed", seed) or 0
+    split, holdout, n, seed = split_args(split, holdout, n, seed)
     if split != "all":
         if split == "test" and holdout == 0:
             raise ValueError(f"{what}: split='test' with holdout=0 holds no image; pass "
@@ -150,6 +156,7 @@ def load_folder(
     max_side = decode.check_max_side(max_side)
     decode.budget_bytes(memory_budget)  # checks the value before any work
     workers = check.integer("workers", workers, 1)
+    split_args(split, holdout, n, seed)  # before walking the folder
     names, problems = list_images(root, extensions)
     exts = _extensions(extensions)
     if not names:
