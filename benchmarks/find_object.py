@@ -26,8 +26,15 @@ cells whose settings match, so the benchmark resumes cell by cell):
   from the checkpoint's encoder frozen, or fine-tuned; ``--ppo-steps`` env steps each, evaluated
   at 4 points along training (the curve) on the test episodes.
 
-    python benchmarks/find_object.py --checkpoint /tmp/fo_runs/ab_s1
+    python benchmarks/find_object.py --checkpoint /tmp/fo_runs/ab_s1           # all but the control
+    python benchmarks/find_object.py --checkpoint /tmp/fo_runs/ab_s1 \
+        --base-checkpoint /tmp/fo_runs/base_s1 --only search-base value-ranking-base
     python benchmarks/find_object.py --checkpoint ... --only random search --seeds 0
+
+``value-ranking`` (and ``-base``) is a diagnostic, not a policy: over the candidate moves of
+each test start view, the rank correlation of ``Q_AB(goal | x, a)`` with the goal's true
+visibility in the box reached, and the true visibility of the greedy pick beside the average
+and the best move's. Results and the commands of the checkpoints: docs/results.md.
 """
 
 from __future__ import annotations
