@@ -324,7 +324,7 @@ def _probe_main(args: Args) -> None:
         encoder, label = encoder.to(device), f"random init ({args.kind}, seed 0)"
     view = args.view_size or int(getattr(encoder, "image_size", 64))
     t0 = time.perf_counter()
-    from agents.train_utils import source_kwargs
+    from agents.sources import source_kwargs
 
     train, test = probe_sets(args.dataset, args.n_train, args.n_test, args.image_size,
                              **source_kwargs(args, args.dataset))

@@ -40,14 +40,13 @@ from agents.distributed import Ranks, launched  # noqa: E402
 from agents.evaluate import PROBE_MAX_SAMPLES, PROBE_TEST, PROBE_TRAIN  # noqa: E402
 from agents.progress import Progress, describe_batch  # noqa: E402
 from agents.runs import StopSignals, flags_given, open_run  # noqa: E402
+from agents.sources import build_datasets, sync_streams  # noqa: E402
 from agents.train_utils import (  # noqa: E402
     build_agent,
-    build_datasets,
     cosine_schedule,
     ema_rates,
     final_report,
     make_optimizer,
-    sync_streams,
     train_step,
 )
 

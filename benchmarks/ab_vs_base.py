@@ -29,7 +29,8 @@ sys.path.insert(0, str(ROOT))
 
 from _machine import cpu_model  # noqa: E402
 
-from agents.train_utils import build_agent, build_datasets  # noqa: E402
+from agents.sources import build_datasets  # noqa: E402
+from agents.train_utils import build_agent  # noqa: E402
 from agents.train_value import parse_args  # noqa: E402
 
 PROBES = ("linear", "knn", "attentive")

@@ -168,7 +168,8 @@ GROUPS = ["core", "default", "bases", "decoupled", "ablations", "scaling"]
 
 def views_per_step(flags: list[str], bootstrap: bool) -> int:
     """Training views of one step of the run these flags describe (from the real sampler)."""
-    from agents.train_utils import build_agent, build_datasets
+    from agents.sources import build_datasets
+    from agents.train_utils import build_agent
     from agents.train_value import parse_args
 
     args = parse_args([*flags, "--dataset-size", "64", "--no-probe"])

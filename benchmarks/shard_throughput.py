@@ -40,7 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _machine import cpu_model  # noqa: E402
 
-from agents.train_utils import build_agent, make_optimizer, sync_streams  # noqa: E402
+from agents.sources import sync_streams  # noqa: E402
+from agents.train_utils import build_agent, make_optimizer  # noqa: E402
 from agents.train_value import PRESETS  # noqa: E402
 from imgmdp_env.datasets import make_dataset  # noqa: E402
 from imgmdp_env.datasets.shards import ShardStream, read_shards, write_shards  # noqa: E402

@@ -35,9 +35,9 @@ from torch import nn  # noqa: E402
 import agents.train_value as tv  # noqa: E402
 from agents.data import Batch  # noqa: E402
 from agents.distributed import LossModule, Ranks, launched  # noqa: E402
+from agents.sources import build_datasets  # noqa: E402
 from agents.train_utils import (  # noqa: E402
     build_agent,
-    build_datasets,
     cosine_schedule,
     make_optimizer,
     train_step,

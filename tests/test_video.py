@@ -76,7 +76,7 @@ def test_one_video_splits_by_time(tmp_path):
 
 
 def test_train_value_reads_a_video_with_held_out_frames(tmp_path):
-    from agents.train_utils import source_kwargs
+    from agents.sources import source_kwargs
     from agents.train_value import parse_args
     from imgmdp_env.datasets.splits import load_split
 
