@@ -61,7 +61,7 @@ def build_datasets(args, rank: int | None = None, world_size: int | None = None
                    ) -> dict[str, ImageDataset]:
     """``{"base": ..., "boot": ...}``: the training images (one object when coupled): the
     ``"train"`` split of each source (:func:`source_kwargs`). Shards with ``--stream`` give a
-    :class:`imgmdp_env.datasets.shards.ShardStream` of ``--dataset-size`` images, refreshed
+    :class:`imgmdp_env.datasets.stream.ShardStream` of ``--dataset-size`` images, refreshed
     every ``--stream-refresh`` steps (the loop calls :func:`sync_streams`), reading the shards
     of rank ``rank`` of ``world_size`` (None: from torchrun's ``RANK`` / ``WORLD_SIZE``)."""
     from imgmdp_env.datasets import make_dataset, source_kind
@@ -95,7 +95,7 @@ def sync_streams(data: dict[str, ImageDataset], step: int,
     base buffer changed, the sampler's caption inputs are recomputed from its captions
     (``agent.caption_inputs``: the tokenizer built from the first buffer's captions, so later
     words it never saw are ``[UNK]``; or the frozen sentence model)."""
-    from imgmdp_env.datasets.shards import ShardStream
+    from imgmdp_env.datasets.stream import ShardStream
 
     for ds in {id(d): d for d in data.values()}.values():
         if isinstance(ds, ShardStream) and ds.at_step(step) and ds is data["base"] and (

@@ -7,7 +7,7 @@ AdamW, EMA update; the same agent seeded with 0 and the same sampler seed):
 
 - ``RAM``: every image of the shards decoded into RAM first (``read_shards``), the sampler
   over all of them.
-- ``stream, refresh every R``: a :class:`imgmdp_env.datasets.shards.ShardStream` of
+- ``stream, refresh every R``: a :class:`imgmdp_env.datasets.stream.ShardStream` of
   ``--buffer`` images; every ``R`` steps half of them are replaced by the next samples of the
   shards, decoded by the stream's background thread while the steps run. ``--refresh``
   (default 25: 256 new images every 25 steps, 10 a step, the rate of ``train_value.py``'s
@@ -44,7 +44,8 @@ from agents.sources import sync_streams  # noqa: E402
 from agents.train_utils import build_agent, make_optimizer  # noqa: E402
 from agents.train_value import PRESETS  # noqa: E402
 from imgmdp_env.datasets import make_dataset  # noqa: E402
-from imgmdp_env.datasets.shards import ShardStream, read_shards, write_shards  # noqa: E402
+from imgmdp_env.datasets.shards import read_shards, write_shards  # noqa: E402
+from imgmdp_env.datasets.stream import ShardStream  # noqa: E402
 
 
 class Row:

@@ -19,13 +19,13 @@ from agents.data import TransitionSampler
 from agents.train_value import parse_args, train
 from imgmdp_env.datasets import make_dataset, source_kind
 from imgmdp_env.datasets.shards import (
-    ShardStream,
     expand_shards,
     main,
     read_shards,
     split_shards,
     write_shards,
 )
+from imgmdp_env.datasets.stream import ShardStream
 from imgmdp_env.views import ImageBank, render_views
 
 

@@ -71,7 +71,7 @@ def make_dataset(spec: Any = "scenes", **kwargs: Any) -> ImageDataset:
     Fashion-MNIST sources; ``captions``, ``instances``, ``max_side``, ``memory_budget``,
     ``split``, ``holdout`` for a folder (:func:`~imgmdp_env.datasets.folder.load_folder`);
     for shards those of :func:`~imgmdp_env.datasets.shards.read_shards`, or with
-    ``stream=True`` those of :class:`~imgmdp_env.datasets.shards.ShardStream`; for videos
+    ``stream=True`` those of :class:`~imgmdp_env.datasets.stream.ShardStream`; for videos
     those of :func:`~imgmdp_env.datasets.video.load_video`. Unknown kwargs are refused (the
     error lists the source's valid ones), and so is ``""`` (it is not the current folder;
     pass ``"."``).
@@ -98,7 +98,9 @@ def make_dataset(spec: Any = "scenes", **kwargs: Any) -> ImageDataset:
 
         kwargs = dict(kwargs)
         if kwargs.pop("stream", False):
-            return _call(shards.ShardStream, "shards", kwargs, spec)
+            from imgmdp_env.datasets.stream import ShardStream
+
+            return _call(ShardStream, "shards", kwargs, spec)
         return _call(shards.read_shards, "shards", kwargs, spec)
     if kind == "video":
         from imgmdp_env.datasets.video import load_video
