@@ -30,7 +30,6 @@ candidates (:meth:`agents.ab.ABNetwork.query`).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,8 +41,8 @@ from gymnasium import spaces
 from gymnasium.vector import VectorEnv
 
 from imgmdp_env import _checks as check
+from imgmdp_env.actions import action_to_relative
 from imgmdp_env.datasets import ImageDataset
-from imgmdp_env.env import action_to_relative
 from imgmdp_env.views import apply_relative, clamp_boxes, relative_box
 from imgmdp_env.wrappers import view_action_table, view_env_core
 
@@ -56,31 +55,11 @@ __all__ = [
     "caption_goals",
     "curated_goals",
     "prototype_goals",
-    "relative_to_action",
 ]
 
 CANDIDATES = ("discrete", "grid", "random")
 POLICIES = ("greedy", "softmax")
 NETWORKS = ("online", "target")
-
-
-def relative_to_action(rel: torch.Tensor, max_pan: float, max_zoom: float) -> torch.Tensor:
-    """The inverse of :func:`imgmdp_env.env.action_to_relative`: relative boxes
-    ``(..., 4)`` ``(dx, dy, sw, sh)`` -> box actions ``(..., 4)`` in ``[-1, 1]``.
-
-    ``a[:2] = (dx, dy) / max_pan``, ``a[2:] = log(sw, sh) / log(max_zoom)``, then clipped to
-    ``[-1, 1]`` (the env clips too): a relative box within the per-step bounds maps back
-    exactly; one beyond them becomes the largest move toward it in each coordinate. With
-    ``max_zoom == 1`` the size cannot change and ``a[2:] = 0``. Sizes must be positive.
-    """
-    max_pan = check.number("max_pan", max_pan, 0, lo_open=True)
-    max_zoom = check.number("max_zoom", max_zoom, 1)
-    if not bool((rel[..., 2:] > 0).all()):
-        raise ValueError(f"relative boxes need positive size ratios (sw, sh), got "
-                         f"{rel[..., 2:].min().item():.4g}")
-    log_zoom = math.log(max_zoom)
-    zoom = rel[..., 2:].log() / log_zoom if log_zoom > 0 else torch.zeros_like(rel[..., 2:])
-    return torch.cat([rel[..., :2] / max_pan, zoom], -1).clamp(-1.0, 1.0)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -35,8 +35,9 @@ from _machine import cpu_model  # noqa: E402
 from gymnasium import spaces  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from imgmdp_env.actions import action_to_relative  # noqa: E402
 from imgmdp_env.datasets import ImageDataset, make_dataset  # noqa: E402
-from imgmdp_env.env import ImageViewVectorEnv, action_to_relative  # noqa: E402
+from imgmdp_env.env import ImageViewVectorEnv  # noqa: E402
 from imgmdp_env.views import apply_relative, clamp_boxes, render_views, sample_boxes  # noqa: E402
 
 VIEW = 64

@@ -97,7 +97,7 @@ def evaluate(a, seed: int, policy) -> dict:
 
 def oracle_policy(envs):
     """Actions toward 1.4 x the first goal-class object's box (ground truth: the ceiling)."""
-    from agents.search import relative_to_action
+    from imgmdp_env.actions import relative_to_action
     from imgmdp_env.views import relative_box
 
     core = envs.unwrapped
@@ -155,7 +155,7 @@ def value_ranking(a, checkpoint: str, seed: int) -> dict:
     visibility in the box each reaches? Per view: the rank correlation over the candidates,
     and the true visibility of the greedy pick beside the candidates' mean and best."""
     from agents.search import ValueSearch
-    from imgmdp_env.env import action_to_relative
+    from imgmdp_env.actions import action_to_relative
     from imgmdp_env.scorers import ObjectVisibilityScorer
     from imgmdp_env.views import apply_relative, clamp_boxes
 

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 import imgmdp_env  # noqa: F401  (registers ImageView-v0)
-from agents.search import relative_to_action
 from imgmdp_env import relative_box
+from imgmdp_env.actions import relative_to_action
 from imgmdp_env.rewards import VectorCaptionMatchReward
 
 

@@ -19,7 +19,7 @@ import torch
 
 import imgmdp_env  # noqa: F401  (registers ImageView-v0)
 from agents.learned_rewards import object_crops
-from agents.search import relative_to_action
+from imgmdp_env.actions import relative_to_action
 from imgmdp_env.datasets import make_dataset
 from imgmdp_env.rewards import VectorCurationReward
 from imgmdp_env.views import relative_box

@@ -7,8 +7,9 @@
 
 from gymnasium.envs.registration import register
 
+from imgmdp_env.actions import action_to_relative, relative_to_action
 from imgmdp_env.datasets import ImageDataset, make_dataset
-from imgmdp_env.env import ImageViewVectorEnv, action_to_relative
+from imgmdp_env.env import ImageViewVectorEnv
 from imgmdp_env.single_env import ImageViewEnv
 from imgmdp_env.vector_attrs import vector_call, vector_get_attr, vector_set_attr
 from imgmdp_env.views import (
@@ -28,6 +29,7 @@ __all__ = [
     "ImageViewEnv",
     "ImageViewVectorEnv",
     "action_to_relative",
+    "relative_to_action",
     "apply_relative",
     "box_iou",
     "box_tokens",

@@ -13,7 +13,6 @@ single-env adaptor over the same core (``num_envs=1``).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,27 +24,14 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from imgmdp_env import _checks as check
+from imgmdp_env.actions import BOX_ACTIONS, action_to_relative
 from imgmdp_env.datasets.cache import cached_dataset
 from imgmdp_env.vector_attrs import VectorAttrs
 from imgmdp_env.views import apply_relative, clamp_boxes, render_views, sample_boxes
 
-__all__ = ["RESET_OPTIONS", "ImageViewVectorEnv", "action_to_relative"]
+__all__ = ["RESET_OPTIONS", "ImageViewVectorEnv"]
 
-BOX_ACTIONS = 4  # dx, dy, log-scale x, log-scale y
 AUG_ACTIONS = 4  # flip, rot90, brightness, saturation
-
-
-def action_to_relative(action: torch.Tensor, max_pan: float, max_zoom: float) -> torch.Tensor:
-    """Map box actions in ``[-1, 1]^4`` to relative boxes ``(dx, dy, sw, sh)``.
-
-    ``dx, dy = a[:2] * max_pan`` (centre shift in units of the current view's width / height);
-    ``sw, sh = max_zoom ** a[2:]`` (size ratio per step in ``[1/max_zoom, max_zoom]``).
-    The zero action keeps the view. action: ``(..., >=4)``. Returns ``(..., 4)``.
-    """
-    max_pan = check.number("max_pan", max_pan, 0, lo_open=True)
-    max_zoom = check.number("max_zoom", max_zoom, 1)
-    a = action[..., :BOX_ACTIONS]
-    return torch.cat([a[..., :2] * max_pan, torch.exp(a[..., 2:] * math.log(max_zoom))], -1)
 
 
 RESET_OPTIONS = ("box", "image_index", "reset_mask")
@@ -57,11 +43,12 @@ class ImageViewVectorEnv(VectorAttrs, VectorEnv):
     Observation: the view, uint8 ``Box(0, 255, (3, h, w))`` per sub-env; with
     ``obs_mode="dict"``, ``{"view": ..., "box": Box(4,) float32}`` (the absolute box; the
     paper's agent never sees it, but goal-reaching agents may want it).
-    Action: ``Box(-1, 1, (4,))`` mapped by :func:`action_to_relative` (plus 4 augmentation
-    dimensions with ``augment=True``: flip if ``a[4] > 0``; rotate by ``k * 90`` degrees
-    counter-clockwise, ``k = round(2 * a[5]) mod 4``; brightness ``x 2 ** a[6]``; saturation
-    ``x (1 + a[7])``, ``-1`` = grayscale). Augmentations apply to the next view only; the box
-    dynamics do not depend on them. Actions outside the space are clipped; NaN/inf raise.
+    Action: ``Box(-1, 1, (4,))`` mapped by :func:`~imgmdp_env.actions.action_to_relative`
+    (plus 4 augmentation dimensions with ``augment=True``: flip if ``a[4] > 0``; rotate by
+    ``k * 90`` degrees counter-clockwise, ``k = round(2 * a[5]) mod 4``; brightness
+    ``x 2 ** a[6]``; saturation ``x (1 + a[7])``, ``-1`` = grayscale). Augmentations apply to
+    the next view only; the box dynamics do not depend on them. Actions outside the space are
+    clipped; NaN/inf raise.
     The next box is projected by :func:`~imgmdp_env.views.clamp_boxes` onto sizes
     ``[min_size, 1 + 2 * margin]`` and edges within ``margin`` of the image; outside the image
     the view shows ``fill``.
@@ -78,7 +65,8 @@ class ImageViewVectorEnv(VectorAttrs, VectorEnv):
         view_size: ``h`` or ``(h, w)`` of a view in pixels.
         max_episode_steps: truncation horizon (``None``: never).
         init_scale, init_ratio: area fraction and aspect range of the initial random box.
-        max_pan, max_zoom: per-step bounds of the action (see :func:`action_to_relative`).
+        max_pan, max_zoom: per-step bounds of the action
+            (:func:`~imgmdp_env.actions.action_to_relative`).
         min_size, margin: the allowed boxes (see above).
         augment: add the 4 augmentation action dimensions.
         obs_mode: ``"view"`` or ``"dict"``.

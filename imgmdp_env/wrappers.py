@@ -3,7 +3,7 @@
 :class:`DiscreteViewActions` (a ``gym.ActionWrapper``) and :class:`VectorDiscreteViewActions`
 (a ``VectorActionWrapper``) replace the continuous relative-box action with seven moves, for
 DQN-style agents. Both map the move through one table to the env's own action, so the
-dynamics stay those of :func:`imgmdp_env.env.action_to_relative`.
+dynamics stay those of :func:`imgmdp_env.actions.action_to_relative`.
 
 Goal-conditioned observations live with the goals in :mod:`imgmdp_env.rewards`.
 """

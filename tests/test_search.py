@@ -17,10 +17,9 @@ from agents.search import (
     caption_goals,
     curated_goals,
     prototype_goals,
-    relative_to_action,
 )
+from imgmdp_env.actions import action_to_relative, relative_to_action
 from imgmdp_env.datasets import make_dataset
-from imgmdp_env.env import action_to_relative
 from imgmdp_env.views import apply_relative, clamp_boxes
 from imgmdp_env.wrappers import VIEW_ACTIONS, VectorDiscreteViewActions
 
