@@ -460,6 +460,9 @@ def main() -> None:
     p.add_argument("--parallel", type=int, default=1, help="cells at once")
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads per cell (0: 2 // parallel, at least 1)")
+    p.add_argument("--only", nargs="+", default=None,
+                   help="run only the planned cells whose id contains one of these strings "
+                   "(e.g. +gamma-0 +boot-base)")
     p.add_argument("--report", action="store_true", help="only regenerate the tables")
     p.add_argument("--dry-run", action="store_true", help="list the cells and stop")
     args = p.parse_args()
@@ -471,6 +474,8 @@ def main() -> None:
         print(report(out, scale, results_md))
         return
     plan = Plan(scale, args.seeds, args.groups)
+    if args.only:
+        plan.cells = [c for c in plan.cells if any(o in c.cell_id for o in args.only)]
     todo = [c for c in plan.cells if load_cell(out, c.cell_id) is None]
     print(f"{len(plan.cells)} cells, {len(todo)} to run; out {out}")
     if args.dry_run:
