@@ -40,7 +40,6 @@ and the best move's. Results and the commands of the checkpoints: docs/results.m
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -52,10 +51,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _machine import cpu_model  # noqa: E402
+from _cells import code_version, load_cell, machine, save_cell  # noqa: E402
 
 import imgmdp_env  # noqa: E402, F401  (registers ImageView-v0)
-from agents.checkpoint import atomic_write  # noqa: E402
 from imgmdp_env.rewards import VectorCaptionMatchReward  # noqa: E402
 
 POLICIES = ("oracle", "random", "grid-random", "search", "search-softmax", "search-base",
@@ -235,12 +233,12 @@ def run_cell(a, policy: str, seed: int, out: Path) -> dict | None:
         settings.update({k: getattr(a, k) for k in (
             "checkpoint", "ppo_steps", "ppo_envs", "ppo_n_steps", "ppo_batch", "ppo_epochs",
             "ppo_lr", "train_images")})
-    path = out / f"{a.dataset}_{policy}_s{seed}.json"
-    if path.exists():
-        cell = json.loads(path.read_text())
+    cell_id = f"{a.dataset}_{policy}_s{seed}"
+    cell = load_cell(out, cell_id)
+    if cell is not None:
         if cell.get("settings") == settings:
             return cell
-        print(f"{path.name}: settings changed, measuring again")
+        print(f"{cell_id}.json: settings changed, measuring again")
     torch.set_num_threads(a.threads)
     t0 = time.time()
     if policy == "random":
@@ -265,8 +263,9 @@ def run_cell(a, policy: str, seed: int, out: Path) -> dict | None:
     else:
         res = ppo_cell(a, seed, policy.removeprefix("ppo-"))
     cell = {"policy": policy, "seed": seed, **res, "wall_s": round(time.time() - t0, 1),
-            "settings": settings, "threads": a.threads, "cpu": cpu_model()}
-    atomic_write(path, json.dumps(cell, indent=2).encode())
+            "settings": settings, "threads": a.threads, "machine": machine(),
+            "code": code_version()}
+    save_cell(out, cell_id, cell)
     shown = {k: round(v, 3) for k, v in res.items() if k != "curve"}
     print(f"{policy} seed {seed}: {shown} ({cell['wall_s']:.0f} s)", flush=True)
     return cell
@@ -349,7 +348,7 @@ def main(argv: list[str] | None = None) -> None:
              if (c := run_cell(a, policy, seed, out)) is not None]
     print(f"\n{a.dataset}, horizon {a.horizon}, success = visibility >= {a.threshold}, "
           f"{a.eval_envs} test episodes per seed; {time.time() - t0:.0f} s this call, "
-          f"{a.threads} thread(s), {cpu_model()}\n")
+          f"{a.threads} thread(s), {machine()}\n")
     print(table(cells))
 
 
