@@ -71,7 +71,7 @@ def _run(checks) -> None:
 
 
 def check_train_args(a) -> None:
-    """Every field of ``train_value.Args``; raises ``SystemExit`` naming the first bad one."""
+    """Every field of ``agents.config.Args``; raises ``SystemExit`` naming the first bad one."""
     def checks() -> None:
         f = flag
         check.choice(f("preset"), a.preset, ["cpu-small", "gpu-vits16"])
