@@ -80,19 +80,8 @@ def read_coco_captions(path: str | Path) -> dict[str, str]:
     layout = ("expected {'images': [{'id', 'file_name'}], "
               "'annotations': [{'image_id', 'caption'}]}")
     data = _load_json(path, "captions", layout)
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), list)
-                                             for k in ("images", "annotations")):
-        raise ValueError(f"captions file {path} could not be read as COCO captions: its top "
-                         f"level is {_brief(data)}; {layout}")
-    names: dict[Any, str] = {}
-    for i, img in enumerate(data["images"]):
-        file_name = img.get("file_name") if isinstance(img, dict) else None
-        if not isinstance(img, dict) or not _is_id(img.get("id")) or not isinstance(
-                file_name, str) or not file_name.strip():
-            raise ValueError(f"captions file {path}: images[{i}] is {_brief(img)}; each image "
-                             "needs an integer or string 'id' and a non-empty string "
-                             f"'file_name' ({layout})")
-        names[img["id"]] = _coco_name(file_name)
+    names = {k: img["file_name"] for k, img in _image_names(path, data, "captions",
+                                                            layout).items()}
     firsts: dict[str, str] = {}
     for j, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict) or not _is_id(ann.get("image_id")) or not isinstance(
