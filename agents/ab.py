@@ -245,11 +245,11 @@ class ABAgent(nn.Module):
         from_base = bootstrap and batch.boot_from_base  # the pairs are base crops: no new views
         online = _encode(net.encoder, [base] + ([batch.boot_views] if bootstrap and not
                                                 from_base else []))
-        b, bb = batch.base_views.shape[1], (len(batch.boot_views) // 2 if from_base else 0)
-        pair_rows = torch.stack([torch.arange(bb), torch.arange(bb)], 1)  # (Bb, 2) image b's
-        rows = (pair_rows + torch.tensor([0, b])).flatten().to(base.device)  # in base order
+        bb = len(batch.boot_views) // 2 if from_base else 0  # images whose crops are pairs
         boot_tokens = online[1] if bootstrap and not from_base else None
-        if from_base:
+        if from_base:  # pair row b 2 + c is crop c of image b: row c B + b of the base crops
+            b = batch.base_views.shape[1]
+            rows = (torch.arange(bb)[:, None] + torch.tensor([0, b])).flatten().to(base.device)
             boot_tokens = online[0][rows]  # with gradients, outside no_grad
         target_in = {}
         if cfg.base == "dino":
