@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agents.data import BASES, Batch, pair_index
+from agents.ab_config import ABConfig
+from agents.data import Batch, pair_index
 from agents.losses import (
     bootstrap_loss,
     bootstrap_target,
@@ -46,48 +46,6 @@ __all__ = [
     "load_agent",
     "load_encoder",
 ]
-
-
-@dataclass
-class ABConfig:
-    """Everything that shapes the agent besides its encoder (see ``agents/train_value.py``
-    for the meaning of each field)."""
-
-    base: str = "simclr"
-    ab_weight: float = 1.0
-    gamma: float = 0.5
-    max_mode: str = "annotation"
-    candidates: str = "views"
-    n_random: int = 4
-    ann_batch: int = 32
-    proj_dim: int = 128
-    proj_hidden: int = 512
-    temperature: float = 0.1
-    ab_temperature: float = 0.1
-    decoder_width: int = 128
-    decoder_depth: int = 2
-    decoder_heads: int = 4
-    n_bins: int = 64
-    max_shift: float = 4.0
-    max_log_scale: float = 2.5
-    action_tokens: bool = True
-    n_prototypes: int = 256
-    student_temperature: float = 0.1
-    teacher_temperature: float = 0.04
-    center_momentum: float = 0.9
-    text_backbone: str = "words"
-    text_width: int = 128
-    text_depth: int = 2
-
-    def __post_init__(self) -> None:
-        if self.base not in BASES:
-            raise ValueError(f"base {self.base!r} is not one of {BASES}")
-        if not 0.0 <= self.gamma < 1.0:
-            raise ValueError(f"gamma ({self.gamma}) must be in [0, 1)")
-        if self.ab_weight < 0:
-            raise ValueError(f"ab_weight ({self.ab_weight}) must be >= 0")
-        if self.text_backbone not in ("words", "minilm"):
-            raise ValueError(f"text_backbone {self.text_backbone!r} must be 'words' or 'minilm'")
 
 
 class Encoded(NamedTuple):
@@ -183,6 +141,9 @@ class ABAgent(nn.Module):
     def __init__(self, encoder: Encoder, cfg: ABConfig, tokenizer: WordTokenizer | None = None,
                  text_dim: int = 384) -> None:
         super().__init__()
+        if cfg.ann_batch < 1:
+            raise ValueError(f"ann_batch ({cfg.ann_batch}) must be >= 1: 0 means base_batch / 2, "
+                             "resolved by agents.config.resolved before the agent is built")
         self.cfg, self.tokenizer, self.text_dim = cfg, tokenizer, text_dim
         text = None
         if cfg.base == "clip":

@@ -71,7 +71,10 @@ def _run(checks) -> None:
 
 
 def check_train_args(a) -> None:
-    """Every field of ``agents.config.Args``; raises ``SystemExit`` naming the first bad one."""
+    """Every field of ``agents.config.Args`` (with its nested ``ab``); raises ``SystemExit``
+    naming the first bad one."""
+    from agents.config import resolved
+
     def checks() -> None:
         f = flag
         check.choice(f("preset"), a.preset, ["cpu-small", "gpu-vits16"])
@@ -114,7 +117,7 @@ def check_train_args(a) -> None:
         check.choice(f("encoder"), a.encoder, ["cnn", "vit", "vits16"])
         _view_size(f("view_size"), a.view_size, a.encoder)
         check.integer(f("base_batch"), a.base_batch, 2)
-        check.integer(f("ann_batch"), a.ann_batch, 0)
+        check.integer(f("ann_batch"), a.ab.ann_batch, 0)
         check.integer(f("boot_images"), a.boot_images, 0)
         check.integer(f("n_views"), a.n_views, 2)
         check.number_range(f("boot_scale"), a.boot_scale, 0, 1, lo_open=True)
@@ -122,37 +125,40 @@ def check_train_args(a) -> None:
         check.number(f("color_jitter"), a.color_jitter, 0)
         check.number(f("boot_color_jitter"), a.boot_color_jitter, 0)
         if check.choice(f("boot_source"), a.boot_source, ["views", "base"]) == "base":
-            boot = a.boot_images or max(a.base_batch // 8, 1)
-            if a.base == "clip" or a.n_views != 2 or boot > a.base_batch \
+            boot = resolved(a).boot_images
+            if a.ab.base == "clip" or a.n_views != 2 or boot > a.base_batch \
                     or a.boot_color_jitter > 0:
                 raise ValueError(
                     f"{f('boot_source')} base pairs the 2 crops of the first boot_images base "
-                    f"images: it needs --base simclr or dino (got {a.base}), --n-views 2 (got "
+                    f"images: it needs --base simclr or dino (got {a.ab.base}), --n-views 2 (got "
                     f"{a.n_views}), --boot-images <= --base-batch (got {boot} > "
                     f"{a.base_batch}) and --boot-color-jitter 0 (got {a.boot_color_jitter})")
-        check.choice(f("base"), a.base, ["simclr", "dino", "clip"])
-        check.integer(f("proj_dim"), a.proj_dim, 1)
-        check.integer(f("proj_hidden"), a.proj_hidden, 1)
-        check.number(f("temperature"), a.temperature, 0, lo_open=True)
-        check.number(f("ab_temperature"), a.ab_temperature, 0, lo_open=True)
-        width = check.integer(f("decoder_width"), a.decoder_width, 1)
-        check.integer(f("decoder_depth"), a.decoder_depth, 1)
-        heads = check.integer(f("decoder_heads"), a.decoder_heads, 1)
+        check.choice(f("base"), a.ab.base, ["simclr", "dino", "clip"])
+        check.integer(f("proj_dim"), a.ab.proj_dim, 1)
+        check.integer(f("proj_hidden"), a.ab.proj_hidden, 1)
+        check.number(f("temperature"), a.ab.temperature, 0, lo_open=True)
+        check.number(f("ab_temperature"), a.ab.ab_temperature, 0, lo_open=True)
+        width = check.integer(f("decoder_width"), a.ab.decoder_width, 1)
+        check.integer(f("decoder_depth"), a.ab.decoder_depth, 1)
+        heads = check.integer(f("decoder_heads"), a.ab.decoder_heads, 1)
         if width % heads:
             raise ValueError(f"--decoder-heads ({heads}) must divide --decoder-width ({width})")
-        check.integer(f("n_bins"), a.n_bins, 2)
-        check.number(f("max_shift"), a.max_shift, 0, lo_open=True)
-        check.number(f("max_log_scale"), a.max_log_scale, 0, lo_open=True)
-        check.flag(f("action_tokens"), a.action_tokens)
-        check.integer(f("n_prototypes"), a.n_prototypes, 1)
-        check.number(f("teacher_temperature"), a.teacher_temperature, 0, lo_open=True)
-        check.number(f("student_temperature"), a.student_temperature, 0, lo_open=True)
-        check.choice(f("text_backbone"), a.text_backbone, ["words", "minilm"])
-        check.number(f("ab_weight"), a.ab_weight, 0)
-        check.number(f("gamma"), a.gamma, 0, 1, hi_open=True)
-        check.choice(f("candidates"), a.candidates, ["views", "random"])
-        check.integer(f("n_random"), a.n_random, 1)
-        check.choice(f("max_mode"), a.max_mode, ["annotation", "scalar"])
+        check.integer(f("n_bins"), a.ab.n_bins, 2)
+        check.number(f("max_shift"), a.ab.max_shift, 0, lo_open=True)
+        check.number(f("max_log_scale"), a.ab.max_log_scale, 0, lo_open=True)
+        check.flag(f("action_tokens"), a.ab.action_tokens)
+        check.integer(f("n_prototypes"), a.ab.n_prototypes, 1)
+        check.number(f("teacher_temperature"), a.ab.teacher_temperature, 0, lo_open=True)
+        check.number(f("student_temperature"), a.ab.student_temperature, 0, lo_open=True)
+        check.number(f("center_momentum"), a.ab.center_momentum, 0, 1)
+        check.choice(f("text_backbone"), a.ab.text_backbone, ["words", "minilm"])
+        check.integer(f("text_width"), a.ab.text_width, 1)
+        check.integer(f("text_depth"), a.ab.text_depth, 1)
+        check.number(f("ab_weight"), a.ab.ab_weight, 0)
+        check.number(f("gamma"), a.ab.gamma, 0, 1, hi_open=True)
+        check.choice(f("candidates"), a.ab.candidates, ["views", "random"])
+        check.integer(f("n_random"), a.ab.n_random, 1)
+        check.choice(f("max_mode"), a.ab.max_mode, ["annotation", "scalar"])
         check.number(f("ema_rate"), a.ema_rate, 0, 1)  # 0 = auto (train_utils.ema_rates)
         check.choice(f("ema_schedule"), a.ema_schedule, ["constant", "cosine"])
         check.integer(f("total_steps"), a.total_steps, 1)

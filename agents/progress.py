@@ -23,7 +23,7 @@ def describe_batch(args, sampler: TransitionSampler, world_size: int) -> str:
     w = world_size
     per = "" if w == 1 else f" ({w} ranks x {args.base_batch})"
     line = f"batch per step: {w * args.base_batch} base images{per}"
-    if args.ab_weight > 0 and sampler.boot_images > 0:
+    if args.ab.ab_weight > 0 and sampler.boot_images > 0:
         per = "" if w == 1 else f" ({w} ranks x {sampler.boot_images})"
         line += f", {w * sampler.boot_images} bootstrap images{per} x {sampler.n_views} views"
     return (line + f"; lr {args.lr:g} (peak, after {args.warmup_steps} warm-up steps; cosine "

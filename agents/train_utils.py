@@ -14,12 +14,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.ab import ABAgent, ABConfig
+from agents.ab import ABAgent
 from agents.checkpoint import (
     non_finite,
     save_checkpoint,  # noqa: F401 - re-exported (tests, benchmarks)
 )
 from agents.checkpoint import write_checkpoint as atomic_save  # noqa: F401 - re-exported
+from agents.config import resolved
 from agents.data import TransitionSampler
 from agents.distributed import Ranks, rank_seed
 from agents.networks import make_encoder
@@ -54,12 +55,15 @@ EMA_RUN_FRACTION = 40  # auto rate: the target's time constant is 1/40 of the ru
 def ema_rates(rate: float, schedule: str, total_steps: int) -> np.ndarray:
     """Per-step EMA rates ``(total_steps,)`` float64 of the target network.
 
-    rate: 1 - momentum; ``0`` = auto: ``max(0.004, 40 / total_steps)``. Why: the paper's 0.004,
-    annealed to 0, was set for runs of ~10^5 steps; in a run of 10^3 steps a target with a
-    time constant of 250 steps lags behind the online network for most of the run (at 600
-    steps it still held ~30% of its initial weights) and its flat annotation distribution gives
-    the bootstrapping loss nothing to predict. Tying the time constant to the run length keeps
-    the target a recent copy at any budget and gives back the paper's rate for long runs.
+    rate: 1 - momentum; ``0`` = auto: ``max(0.004, 40 / total_steps)``, computed here and
+    not in :func:`agents.config.resolved` (with the other "0 = auto" values) because it
+    depends on ``total_steps``, which ``--resume`` may change: each (re)start recomputes it.
+    Why this rule: the paper's 0.004, annealed to 0, was set for runs of ~10^5 steps; in a run
+    of 10^3 steps a target with a time constant of 250 steps lags behind the online network
+    for most of the run (at 600 steps it still held ~30% of its initial weights) and its flat
+    annotation distribution gives the bootstrapping loss nothing to predict. Tying the time
+    constant to the run length keeps the target a recent copy at any budget and gives back the
+    paper's rate for long runs.
     schedule: ``"constant"`` or ``"cosine"`` (annealed to 0). ``rate = 1`` (no EMA: the target
     is the online network) is never annealed.
     """
@@ -75,34 +79,24 @@ def build_agent(args, data: dict[str, ImageDataset], rank: int = 0
                 ) -> tuple[ABAgent, TransitionSampler]:
     """The agent (fresh weights from the current torch seed) and its batch sampler (its
     streams seeded by ``--seed`` and the rank: :func:`agents.distributed.rank_seed`)."""
-    cfg = ABConfig(
-        base=args.base, ab_weight=args.ab_weight, gamma=args.gamma, max_mode=args.max_mode,
-        candidates=args.candidates, n_random=args.n_random,
-        ann_batch=args.ann_batch or max(args.base_batch // 2, 2),
-        proj_dim=args.proj_dim, proj_hidden=args.proj_hidden, temperature=args.temperature,
-        ab_temperature=args.ab_temperature, decoder_width=args.decoder_width,
-        decoder_depth=args.decoder_depth, decoder_heads=args.decoder_heads, n_bins=args.n_bins,
-        max_shift=args.max_shift, max_log_scale=args.max_log_scale,
-        action_tokens=args.action_tokens, n_prototypes=args.n_prototypes,
-        student_temperature=args.student_temperature,
-        teacher_temperature=args.teacher_temperature, text_backbone=args.text_backbone,
-    )
+    args = resolved(args)  # the "0 = auto" sizes (ann_batch, boot_images) made explicit
+    cfg = args.ab
     tokenizer, text_dim, captions = None, 384, None
-    if args.base == "clip":
+    if cfg.base == "clip":
         captions = data["base"].captions
         if captions is None:
             raise SystemExit(f"--base clip needs captions; dataset {args.dataset!r} has none")
-        if args.text_backbone == "words":
+        if cfg.text_backbone == "words":
             tokenizer = WordTokenizer.from_captions(captions)
     agent = ABAgent(make_encoder(args.encoder, args.view_size), cfg, tokenizer, text_dim)
     inputs = agent.caption_inputs(captions)
     if inputs is not None and inputs.is_floating_point():
         agent.text_dim = inputs.shape[1]
     sampler = TransitionSampler(
-        data["base"], data["boot"], base=args.base, view_size=args.view_size,
-        base_batch=args.base_batch, boot_images=args.boot_images or max(args.base_batch // 8, 1),
+        data["base"], data["boot"], base=cfg.base, view_size=args.view_size,
+        base_batch=args.base_batch, boot_images=args.boot_images,
         n_views=args.n_views, boot_scale=tuple(args.boot_scale),
-        base_scale=tuple(args.base_scale), candidates=args.candidates, n_random=args.n_random,
+        base_scale=tuple(args.base_scale), candidates=cfg.candidates, n_random=cfg.n_random,
         caption_inputs=inputs, color_jitter=args.color_jitter,
         boot_color_jitter=args.boot_color_jitter, boot_source=args.boot_source,
         seed=rank_seed(args.seed, rank),

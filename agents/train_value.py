@@ -3,7 +3,8 @@
     python agents/train_value.py                        # cpu-small preset, embedded "scenes"
     python agents/train_value.py --base dino --gamma 0  # any field of Args, see --help
     python agents/train_value.py --ab-weight 0          # the base method alone (the baseline)
-    python agents/train_value.py --preset gpu-vits16    # ViT-S/16 at 224 on a GPU
+    python agents/train_value.py gpu-vits16             # ViT-S/16 at 224 on a GPU (a preset:
+                                                        # the first word, then any flags)
     python agents/train_value.py --resume runs/<name>   # continue a run exactly
 
 Writes ``runs/<name>/``: ``config.json``, ``log.jsonl`` (one JSON object per logged step),
@@ -39,13 +40,14 @@ from agents.config import (  # noqa: E402, F401 - Args, PRESETS, parse_args: re-
     RESUME_MAY_CHANGE,
     RESUME_PER_RUN,
     Args,
+    cli_given,
     default_name,
     given_fields,
     parse_args,
 )
 from agents.distributed import Ranks, launched  # noqa: E402
 from agents.progress import Progress, describe_batch  # noqa: E402
-from agents.runs import StopSignals, flags_given, open_run  # noqa: E402
+from agents.runs import StopSignals, flags_given, open_run  # noqa: E402, F401 - re-exported
 from agents.sources import build_datasets, sync_streams  # noqa: E402
 from agents.train_utils import (  # noqa: E402
     build_agent,
@@ -105,7 +107,7 @@ def _run(args: Args, run_dir: Path, resumed: dict | None, stop: StopSignals,
             print(f"resumed {run_dir} at step {step}/{args.total_steps}")
     model = ranks.wrap(agent, device)  # DDP with several ranks
     last = args.total_steps if not args.stop_at else min(args.stop_at, args.total_steps)
-    progress = Progress(args, run_dir, step, sampler.views_per_step(args.ab_weight > 0), ranks,
+    progress = Progress(args, run_dir, step, sampler.views_per_step(args.ab.ab_weight > 0), ranks,
                         last)
     if ranks.main:
         print(describe_batch(args, sampler, ranks.world_size), flush=True)
@@ -141,7 +143,7 @@ def _run(args: Args, run_dir: Path, resumed: dict | None, stop: StopSignals,
                     group["lr"] = float(lr_schedule[step])
                 between = True
                 sync_streams(data, step, sampler, agent)  # streaming shards: this step's buffer
-                batch = sampler.sample(device, bootstrap=args.ab_weight > 0)
+                batch = sampler.sample(device, bootstrap=args.ab.ab_weight > 0)
                 metrics = train_step(model, agent, optimizer, scaler, batch, amp,
                                      args.grad_clip, float(ema_schedule[step]), ranks, step)
                 step += 1
@@ -200,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        out = train(parse_args(argv, description=__doc__), given=flags_given(argv, Args))
+        out = train(parse_args(argv, description=__doc__), given=cli_given(argv))
     except KeyboardInterrupt:  # before the loop started: nothing new to save
         print("interrupted before training started: nothing new was saved", file=sys.stderr)
         return 130

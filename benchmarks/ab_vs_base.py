@@ -100,7 +100,7 @@ def main() -> None:
             xs = [a[k] for a in accs]
             sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
             cells.append(f"{statistics.mean(xs):.3f} +- {sd:.3f}")
-        base = parse_args(flags).base.upper()
+        base = parse_args(flags).ab.base.upper()
         name = f"AB_{base}" if method == "AB" else f"{base} alone, equal views"
         print(f"| {name} | {len(accs)} seeds | " + " | ".join(cells) + " |")
     rand = first["random init"]

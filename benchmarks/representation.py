@@ -48,7 +48,7 @@ FS = "fashion-scenes"
 # scale -> the train_value flags of every cell, the main budget (AB steps), the scaling budgets
 SCALES: dict[str, dict] = {
     "cpu": {"flags": [], "budget": 1200, "scaling": [300, 600, 1200, 2400], "half_batch": 32},
-    "gpu": {"flags": ["--preset", "gpu-vits16"], "budget": 20000,
+    "gpu": {"flags": ["gpu-vits16"], "budget": 20000,
             "scaling": [5000, 10000, 20000, 40000], "half_batch": 128},
     "quick": {"flags": ["--dataset-size", "64", "--base-batch", "16", "--boot-images", "2",
                         "--n-views", "2", "--warmup-steps", "2", "--log-every", "5",
@@ -174,7 +174,7 @@ def views_per_step(flags: list[str], bootstrap: bool) -> int:
 
     args = parse_args([*flags, "--dataset-size", "64", "--no-probe"])
     _, sampler = build_agent(args, build_datasets(args))
-    return sampler.views_per_step(bootstrap and args.ab_weight > 0)
+    return sampler.views_per_step(bootstrap and args.ab.ab_weight > 0)
 
 
 def steps_for(cell: Cell, scale: str, cache: dict) -> int:

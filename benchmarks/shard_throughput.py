@@ -31,7 +31,6 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -40,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _machine import cpu_model  # noqa: E402
 
+from agents.config import with_flags  # noqa: E402
 from agents.sources import sync_streams  # noqa: E402
 from agents.train_utils import build_agent, make_optimizer  # noqa: E402
 from agents.train_value import PRESETS  # noqa: E402
@@ -102,8 +102,8 @@ def main() -> None:
     ram = read_shards(spec, max_side=256)
     print(f"RAM: decoded {len(ram)} images in {time.perf_counter() - t0:.1f} s")
 
-    args = replace(PRESETS["cpu-small"], base="simclr", base_batch=a.batch, seed=0,
-                   threads=a.threads)
+    args = with_flags(PRESETS["cpu-small"], base="simclr", base_batch=a.batch, seed=0,
+                      threads=a.threads)
     rows = [Row("RAM (every image decoded first)", args, ram)]
     for every in (a.refresh, a.fast_refresh):
         stream = ShardStream(spec, buffer=a.buffer, refresh_every=every, seed=0, max_side=256)

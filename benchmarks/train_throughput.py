@@ -37,7 +37,6 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -46,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _machine import cpu_model  # noqa: E402
 
+from agents.config import with_flags  # noqa: E402
 from agents.distributed import Ranks  # noqa: E402
 from agents.networks import make_encoder  # noqa: E402
 from agents.train_utils import build_agent, make_optimizer, train_step  # noqa: E402
@@ -97,7 +97,7 @@ def ours(name: str, args: Args, ds, device: torch.device, amp: bool) -> Row:
     agent, sampler = build_agent(args, {"base": ds, "boot": ds})
     agent.to(device).train()
     optimizer, _ = make_optimizer(args, agent, None)
-    bootstrap = args.ab_weight > 0
+    bootstrap = args.ab.ab_weight > 0
 
     ranks = Ranks()  # one process
 
@@ -117,8 +117,8 @@ def lightly_simclr(args: Args, ds, device: torch.device, amp: bool, ntxent, head
     backbone -> pool -> ``SimCLRProjectionHead`` -> ``NTXentLoss``, AdamW at the same lr."""
     torch.manual_seed(0)
     backbone = make_encoder(args.encoder, args.view_size).to(device).train()
-    head = head_cls(backbone.embed_dim, args.proj_hidden, args.proj_dim).to(device)
-    criterion = ntxent(temperature=args.temperature)
+    head = head_cls(backbone.embed_dim, args.ab.proj_hidden, args.ab.proj_dim).to(device)
+    criterion = ntxent(temperature=args.ab.temperature)
     opt = torch.optim.AdamW([*backbone.parameters(), *head.parameters()], lr=args.lr,
                             weight_decay=args.weight_decay)
     _, sampler = build_agent(args, {"base": ds, "boot": ds})  # the same data stream
@@ -167,17 +167,17 @@ def main() -> None:
         lightly_version, ntxent, head_cls = import_lightly()
 
     ds = make_dataset("scenes", n=args.images, size=96, seed=0)
-    train = replace(PRESETS["cpu-small"], base="simclr", encoder=args.encoder,
-                    view_size=args.view_size, base_batch=args.batch, n_views=args.n_views,
-                    boot_images=0, seed=0)  # 0: the paper's ratio, base batch / 8 (as printed)
+    train = with_flags(PRESETS["cpu-small"], base="simclr", encoder=args.encoder,
+                       view_size=args.view_size, base_batch=args.batch, n_views=args.n_views,
+                       boot_images=0, seed=0)  # 0: the paper's ratio, base batch / 8 (as printed)
     rows = [
-        ours("AB_SimCLR (ours, ab_weight=1)", replace(train, ab_weight=1.0), ds, device, amp),
-        ours("SimCLR (ours, ab_weight=0)", replace(train, ab_weight=0.0), ds, device, amp),
+        ours("AB_SimCLR (ours, ab_weight=1)", with_flags(train, ab_weight=1.0), ds, device, amp),
+        ours("SimCLR (ours, ab_weight=0)", with_flags(train, ab_weight=0.0), ds, device, amp),
         # the cheap variant: the pairs are the base crops of half the base images (no extra
         # online encoder pass; the target encodes the annotation crops and the second crops)
         ours("AB_SimCLR, pairs = base crops (boot_source=base)",
-             replace(train, ab_weight=1.0, boot_source="base", n_views=2,
-                     boot_images=max(args.batch // 2, 1)), ds, device, amp),
+             with_flags(train, ab_weight=1.0, boot_source="base", n_views=2,
+                        boot_images=max(args.batch // 2, 1)), ds, device, amp),
     ]
     if lightly_version is not None:
         rows.append(lightly_simclr(train, ds, device, amp, ntxent, head_cls))

@@ -96,7 +96,7 @@ def steps(args, data, world: int, rank: int | None, ranks: Ranks) -> dict:
     agent, _ = build_agent(args, data)
     optimizer, _ = make_optimizer(args, agent, None)
     if rank is None:
-        model = LossModule(agent) if args.base == "dino" else MeanOfHalves(agent, world)
+        model = LossModule(agent) if args.ab.base == "dino" else MeanOfHalves(agent, world)
     else:
         model = ranks.wrap(agent, torch.device("cpu"))
     lr = cosine_schedule(args.lr, args.min_lr, STEPS, args.warmup_steps)
@@ -171,7 +171,7 @@ def main(out: Path) -> None:
                        ("signalled", base + ["--name", "signalled"])]:
         if name == "signalled":
             signal_at[1] = 2  # SIGTERM reaches rank 1 only, twice, during step 2
-        summary = tv.train(tv.parse_args(argv), given=tv.flags_given(argv, tv.Args))
+        summary = tv.train(tv.parse_args(argv), given=tv.cli_given(argv))
         results["runs"][name] = {"digest": last["digest"], "step": summary.get("step"),
                                  "signal": summary.get("signal", 0)}
     (out / f"rank{ranks.rank}.json").write_text(json.dumps(results, indent=2))

@@ -67,12 +67,13 @@ DAMAGE = {"empty": "it is empty", "random": "does not start with the checkpoint 
 
 @pytest.fixture(scope="module")
 def good(tmp_path_factory):
+    from agents.config import with_flags
     from agents.train_utils import build_agent, make_optimizer
     from agents.train_value import Args
     from imgmdp_env.datasets import make_dataset
 
-    args = replace(Args(), dataset_size=4, base_batch=4, proj_dim=16, proj_hidden=32,
-                   decoder_width=16, decoder_depth=1, view_size=32)
+    args = with_flags(Args(), dataset_size=4, base_batch=4, proj_dim=16, proj_hidden=32,
+                      decoder_width=16, decoder_depth=1, view_size=32)
     ds = make_dataset("scenes", n=4, size=48, seed=0)
     torch.manual_seed(0)
     agent, sampler = build_agent(args, {"base": ds, "boot": ds})

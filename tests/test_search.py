@@ -2,8 +2,6 @@
 both action spaces and reach the intended relative box, batched equals per-env, and the
 values are the agent's Q_AB."""
 
-from dataclasses import replace
-
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -32,12 +30,13 @@ def envs(n=3, **kw):
 
 
 def tiny_agent(base="simclr"):
+    from agents.config import with_flags
     from agents.train_utils import build_agent
     from agents.train_value import Args
 
-    args = replace(Args(), base=base, dataset_size=4, base_batch=4, view_size=VIEW,
-                   proj_dim=16, proj_hidden=32, decoder_width=16, decoder_depth=1,
-                   n_prototypes=16)
+    args = with_flags(Args(), base=base, dataset_size=4, base_batch=4, view_size=VIEW,
+                      proj_dim=16, proj_hidden=32, decoder_width=16, decoder_depth=1,
+                      n_prototypes=16)
     ds = make_dataset("scenes", n=4, size=48, seed=0)
     torch.manual_seed(0)
     agent, _ = build_agent(args, {"base": ds, "boot": ds})

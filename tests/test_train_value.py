@@ -14,6 +14,7 @@ import torch
 
 from agents.ab import ABAgent
 from agents.checkpoint import read_checkpoint
+from agents.config import with_flags
 from agents.train_value import Args, parse_args, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +27,7 @@ TINY = ["--dataset-size", "24", "--image-size", "48", "--view-size", "32", "--ba
 
 def tiny(tmp_path, name, **kw) -> Args:
     args = parse_args(TINY + ["--runs-dir", str(tmp_path), "--name", name])
-    return replace(args, **{"total_steps": 6, "log_every": 1, "checkpoint_every": 2,
+    return with_flags(args, **{"total_steps": 6, "log_every": 1, "checkpoint_every": 2,
                             "tensorboard": False, "probe": False, **kw})
 
 
@@ -46,7 +47,7 @@ def test_resume_gives_the_same_next_losses(tmp_path, base, candidates):
     assert sorted(split) == list(range(1, 7))
     assert [split[s] for s in range(1, 7)] == [full[s] for s in range(1, 7)]
     ckpt = read_checkpoint(tmp_path / "split")
-    assert ckpt["step"] == 6 and ckpt["args"]["base"] == base
+    assert ckpt["step"] == 6 and ckpt["args"]["ab"]["base"] == base
     assert (tmp_path / "split" / "value_accuracy_iou.png").exists()
 
 
@@ -107,10 +108,14 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
 
 def test_presets_and_overrides():
     assert parse_args([]) == Args()
-    gpu = parse_args(["--preset", "gpu-vits16", "--lr", "1e-4"])
-    assert (gpu.encoder, gpu.view_size, gpu.lr) == ("vits16", 224, 1e-4)
+    gpu = parse_args(["gpu-vits16", "--lr", "1e-4", "--gamma", "0"])
+    assert (gpu.preset, gpu.encoder, gpu.view_size, gpu.lr) == ("gpu-vits16", "vits16", 224, 1e-4)
+    assert (gpu.ab.proj_dim, gpu.ab.n_prototypes, gpu.ab.gamma) == (256, 4096, 0.0)
+    assert parse_args(["cpu-small", "--lr", "1e-4"]) == replace(Args(), lr=1e-4)
     with pytest.raises(SystemExit):
-        parse_args(["--preset", "tpu"])
+        parse_args(["tpu"])
+    with pytest.raises(SystemExit, match="the preset is now the first word"):
+        parse_args(["--preset", "gpu-vits16"])
 
 
 def test_script_smoke_run_writes_log_checkpoint_and_plots(tmp_path):
@@ -144,7 +149,7 @@ def test_probes_do_not_move_with_the_training_seed(tmp_path):
 
 
 def test_clip_run_on_the_frozen_sentence_backbone(tmp_path):
-    summary = train(replace(tiny(tmp_path, "clip"), base="clip", text_backbone="minilm"))
+    summary = train(with_flags(tiny(tmp_path, "clip"), base="clip", text_backbone="minilm"))
     assert summary["step"] == 6
     log = [json.loads(x) for x in (tmp_path / "clip" / "log.jsonl").read_text().splitlines()]
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in log)
@@ -195,7 +200,7 @@ def test_resume_applies_the_flags_that_may_change_and_refuses_the_others(tmp_pat
     train(tiny(tmp_path, "run", stop_at=3))
     resume = replace(tiny(tmp_path, "run"), resume=str(tmp_path / "run"))
     with pytest.raises(SystemExit, match=r"--base 'dino' \(the run has 'simclr'\).*--lr"):
-        train(replace(resume, base="dino", lr=1e-4))
+        train(with_flags(resume, base="dino", lr=1e-4))
     with pytest.raises(SystemExit, match=r"--view-size 48 \(the run has 32\)"):
         train(replace(resume, view_size=48))
     # the CLI passes the flags it saw (a programmatic call: those that differ from the preset)
@@ -329,14 +334,15 @@ BAD_TRAIN = [
     ("color_jitter", INF), ("log_every", 0), ("checkpoint_every", 0), ("min_lr", 1.0),
     ("lr", NAN), ("decoder_heads", 3), ("view_size", 0), ("view_size", 32.5),
     ("view_size", 36), ("seed", 2**64), ("seed", -1), ("probe_dataset", "/no/such/folder"),
-    ("dataset", "imagenet"), ("gamma", 1.0), ("boot_scale", (0.5, 0.1)), ("threads", 0),
+    ("dataset", "imagenet"), ("n_bins", 1), ("boot_scale", (0.5, 0.1)), ("threads", 0),
     ("name", "a/b"), ("temperature", 0.0), ("n_views", 1), ("grad_clip", -1.0),
+    ("text_width", 0), ("center_momentum", 1.5),
 ]
 
 
 @pytest.mark.parametrize("field,bad", BAD_TRAIN, ids=[f"{f}={v!r}" for f, v in BAD_TRAIN])
 def test_train_refuses_bad_arguments_before_any_work(tmp_path, field, bad):
-    args = replace(tiny(tmp_path, "run"), **{field: bad})
+    args = with_flags(tiny(tmp_path, "run"), **{field: bad})
     if field == "view_size" and bad == 36:
         args = replace(args, encoder="vit")
     flag = "--" + field.replace("_", "-")

@@ -1,0 +1,91 @@
+"""The configuration of the AB agent (:class:`ABConfig`): its heads, decoder and loss. One
+dataclass, used twice: ``agents.ab.ABAgent`` is built from it, and ``agents.config.Args`` nests
+it as its field ``ab`` without a prefix, so each field here is the ``train_value.py`` flag of
+the same name (``--gamma``, ``--no-action-tokens``) and its docstring is that flag's ``--help``
+line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from agents.data import BASES
+
+__all__ = ["ABConfig"]
+
+
+@dataclass
+class ABConfig:
+    """Everything that shapes the agent besides its encoder: the base loss and its heads, the
+    annotation decoder (the AB branch) and the bootstrapping loss."""
+
+    # base loss and heads
+    base: Literal["simclr", "dino", "clip"] = "simclr"
+    """base annotation loss: SimCLR crops, DINO prototypes or CLIP captions"""
+    proj_dim: int = 128
+    """dimension of the embeddings phi, psi, phi_AB, psi_AB"""
+    proj_hidden: int = 512
+    """hidden width of the projection heads"""
+    temperature: float = 0.1
+    """initial temperature of p(l|x) (learned)"""
+    ab_temperature: float = 0.1
+    """initial temperature of Q_AB(l|x,a) (learned, separate)"""
+    ann_batch: int = 0
+    """annotations per step for SimCLR/CLIP (0: base_batch / 2, at least 2, the paper's
+    ratio; resolved by agents.config.resolved before the agent is built)"""
+
+    # annotation decoder
+    decoder_width: int = 128
+    """width of the annotation decoder"""
+    decoder_depth: int = 2
+    """transformer decoder layers"""
+    decoder_heads: int = 4
+    """attention heads of the decoder"""
+    n_bins: int = 64
+    """bins per box coordinate (the 4 action tokens)"""
+    max_shift: float = 4.0
+    """box centre offsets are binned on [-max_shift, max_shift] (units of the source view)"""
+    max_log_scale: float = 2.5
+    """box size ratios are binned on log scale in [-max_log_scale, max_log_scale]"""
+    action_tokens: bool = True
+    """feed the box tokens to the decoder (False: the paper's no-action-tokens ablation)"""
+
+    # DINO
+    n_prototypes: int = 256
+    """DINO prototypes (the annotations of the DINO variant)"""
+    teacher_temperature: float = 0.04
+    """DINO teacher temperature (sharpening)"""
+    student_temperature: float = 0.1
+    """DINO student temperature"""
+    center_momentum: float = 0.9
+    """DINO: momentum of the running centre of the teacher's outputs"""
+
+    # CLIP
+    text_backbone: Literal["words", "minilm"] = "words"
+    """CLIP text side: a small transformer on words, or frozen all-MiniLM-L6-v2 (optional pkg)"""
+    text_width: int = 128
+    """CLIP, --text-backbone words: width of the text transformer"""
+    text_depth: int = 2
+    """CLIP, --text-backbone words: layers of the text transformer"""
+
+    # annotation bootstrapping
+    ab_weight: float = 1.0
+    """weight of the bootstrapping loss (the paper: 1.0; 0 = the base method alone)"""
+    gamma: float = 0.5
+    """discount of the bootstrapping target (0 = the earlier version's loss)"""
+    candidates: Literal["views", "random"] = "views"
+    """candidate a' for max Q: boxes to the other views, or n_random random boxes"""
+    n_random: int = 4
+    """random candidate boxes per view (candidates = random)"""
+    max_mode: Literal["annotation", "scalar"] = "annotation"
+    """max over a' per annotation then renormalise, or one a' by its max probability"""
+
+    def __post_init__(self) -> None:
+        if self.base not in BASES:
+            raise ValueError(f"base {self.base!r} is not one of {BASES}")
+        if not 0.0 <= self.gamma < 1.0:
+            raise ValueError(f"gamma ({self.gamma}) must be in [0, 1)")
+        if self.ab_weight < 0:
+            raise ValueError(f"ab_weight ({self.ab_weight}) must be >= 0")
+        if self.text_backbone not in ("words", "minilm"):
+            raise ValueError(f"text_backbone {self.text_backbone!r} must be 'words' or 'minilm'")
