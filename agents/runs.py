@@ -312,7 +312,8 @@ def merge_resume_args(saved, given: dict, may_change: set[str], per_run: set[str
             print(f"resume: --{k.replace('_', '-')} {values[k]!r} -> {v!r}")
             changes[k] = v
         else:
-            refused.append(f"--{k.replace('_', '-')} {v!r} (the run has {values[k]!r})")
+            name = "the preset" if k == "preset" else f"--{k.replace('_', '-')}"
+            refused.append(f"{name} {v!r} (the run has {values[k]!r})")
     if refused:
         raise SystemExit(
             "--resume cannot change " + "; ".join(refused) + ". Only "

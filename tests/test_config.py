@@ -222,6 +222,8 @@ def test_resume_compares_nested_fields_by_their_flag_names(capsys):
         merge_resume_args(saved, {"decoder_width": 64}, may_change, per_run)
     with pytest.raises(SystemExit, match=r"--action-tokens False \(the run has True\)"):
         merge_resume_args(saved, {"action_tokens": False}, may_change, per_run)
+    with pytest.raises(SystemExit, match=r"the preset 'gpu-vits16' \(the run has 'cpu-small'\)"):
+        merge_resume_args(saved, {"preset": "gpu-vits16"}, may_change, per_run)
 
 
 def test_an_old_checkpoint_evaluates_and_its_agent_is_what_resolved_builds():
