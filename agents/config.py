@@ -15,7 +15,7 @@ import tyro
 
 from agents.ab_config import ABConfig
 from agents.evaluate import PROBE_MAX_SAMPLES, PROBE_TEST, PROBE_TRAIN
-from agents.runs import flags_given, flat_fields, from_flat
+from agents.flat_args import flags_given, flat_fields, from_flat
 
 __all__ = ["PRESETS", "RESUME_MAY_CHANGE", "RESUME_PER_RUN", "Args", "cli_given",
            "default_name", "given_fields", "parse_args", "resolved", "with_flags"]
@@ -84,11 +84,13 @@ class Args:
     """side of every view (the encoder's input) in pixels"""
     base_batch: int = 64
     """images per base-loss batch (SimCLR/DINO: 2 augmented crops each)"""
-    boot_images: int = 16
-    """images per bootstrapping batch (0: base_batch / 8, the paper's ratio; cpu-small: 16 =
-    base_batch / 4, since 8 images (96 pairs) a step left the value function far behind)"""
-    n_views: int = 4
-    """views per bootstrapping image; all n (n - 1) ordered pairs are used"""
+    boot_images: int = 10
+    """images per bootstrapping batch (0: base_batch / 8, the paper's ratio; cpu-small: 10 with
+    6 views each, 300 ordered pairs a step: the paper's 8 images of 4 views (96 pairs) left the
+    value function at the majority baseline)"""
+    n_views: int = 6
+    """views per bootstrapping image; all n (n - 1) ordered pairs are used (cpu-small: 6; the
+    gpu-vits16 preset: 4)"""
     boot_scale: tuple[float, float] = (0.05, 1.0)
     """area range of bootstrapping crops (random resized crop, no other augmentation)"""
     base_scale: tuple[float, float] = (0.08, 1.0)
@@ -166,7 +168,8 @@ PRESETS = {
     "cpu-small": Args(),
     "gpu-vits16": Args(
         preset="gpu-vits16", encoder="vits16", view_size=224, image_size=256, dataset_size=20000,
-        base_batch=256, boot_images=0, total_steps=20000, lr=5e-4, min_lr=1e-6, warmup_steps=1000,
+        base_batch=256, boot_images=0, n_views=4, total_steps=20000, lr=5e-4, min_lr=1e-6,
+        warmup_steps=1000,
         ab=ABConfig(proj_dim=256, proj_hidden=2048, decoder_width=384, decoder_heads=6,
                     n_prototypes=4096),
         log_every=50, checkpoint_every=1000, probe_max_samples=8000, threads=8,
@@ -215,7 +218,7 @@ def parse_args(argv: list[str] | None = None, description: str | None = None) ->
 
 def cli_given(argv: list[str]) -> set[str]:
     """The fields a command line of :func:`parse_args` sets: its flags
-    (:func:`agents.runs.flags_given`) and ``preset`` when it names one."""
+    (:func:`agents.flat_args.flags_given`) and ``preset`` when it names one."""
     return flags_given(argv, Args) | ({"preset"} if argv[:1] and argv[0] in PRESETS else set())
 
 
@@ -247,6 +250,6 @@ def default_name(args: Args) -> str:
 def given_fields(args: Args) -> set[str]:
     """For a programmatic ``train(args)``: the fields that differ from the preset's defaults
     count as given (the CLI passes the flags it saw instead), by their flag names (a field of
-    ``args.ab`` by its own name: :func:`agents.runs.flat_fields`)."""
+    ``args.ab`` by its own name: :func:`agents.flat_args.flat_fields`)."""
     now, default = flat_fields(args), flat_fields(PRESETS.get(args.preset, Args()))
     return {k for k, v in now.items() if v != default[k]}

@@ -46,8 +46,9 @@ from agents.config import (  # noqa: E402, F401 - Args, PRESETS, parse_args: re-
     parse_args,
 )
 from agents.distributed import Ranks, launched  # noqa: E402
+from agents.flat_args import flags_given  # noqa: E402, F401 - re-exported
 from agents.progress import Progress, describe_batch  # noqa: E402
-from agents.runs import StopSignals, flags_given, open_run  # noqa: E402, F401 - re-exported
+from agents.runs import StopSignals, open_run  # noqa: E402, F401 - re-exported
 from agents.sources import build_datasets, sync_streams  # noqa: E402
 from agents.train_utils import (  # noqa: E402
     build_agent,

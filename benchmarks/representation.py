@@ -47,7 +47,10 @@ FS = "fashion-scenes"
 
 # scale -> the train_value flags of every cell, the main budget (AB steps), the scaling budgets
 SCALES: dict[str, dict] = {
-    "cpu": {"flags": [], "budget": 1200, "scaling": [300, 600, 1200, 2400], "half_batch": 32},
+    # cpu: the bootstrap batch the study's first cells ran with (16 images x 4 views), pinned so
+    # that every cell stays comparable after cpu-small's default moved to 10 x 6 (issue 7)
+    "cpu": {"flags": ["--n-views", "4", "--boot-images", "16"], "budget": 1200,
+            "scaling": [300, 600, 1200, 2400], "half_batch": 32},
     "gpu": {"flags": ["gpu-vits16"], "budget": 20000,
             "scaling": [5000, 10000, 20000, 40000], "half_batch": 128},
     "quick": {"flags": ["--dataset-size", "64", "--base-batch", "16", "--boot-images", "2",

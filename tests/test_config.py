@@ -27,7 +27,7 @@ from agents.config import (
     with_flags,
 )
 from agents.data import BASES
-from agents.runs import _args_from, flags_given, flat_fields, merge_resume_args, nest_flat
+from agents.flat_args import args_from, flags_given, flat_fields, merge_resume_args, nest_flat
 from agents.train_value import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,7 +100,7 @@ def test_the_presets_leave_the_sizes_to_the_rule():
     gpu = resolved(PRESETS["gpu-vits16"])
     assert (gpu.ab.ann_batch, gpu.boot_images) == (128, 32)  # 256 / 2, 256 / 8
     cpu = resolved(PRESETS["cpu-small"])
-    assert (cpu.ab.ann_batch, cpu.boot_images) == (32, 16)  # 64 / 2; cpu-small sets 16
+    assert (cpu.ab.ann_batch, cpu.boot_images) == (32, 10)  # 64 / 2; cpu-small sets 10
 
 
 @pytest.mark.parametrize("base_batch,ann,boot", [(64, 32, 8), (256, 128, 32), (2, 2, 1),
@@ -181,7 +181,7 @@ def test_an_old_flat_config_json_reads_back(run):
     assert "gamma" in saved and "ab" not in saved  # the old format
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # "ignoring saved argument(s)": an old key lost
-        args = _args_from(Args, saved, OLD_RUNS / run)
+        args = args_from(Args, saved, OLD_RUNS / run)
     for k, v in saved.items():
         assert flat_fields(args)[k] == (tuple(v) if isinstance(v, list) else v), k
     assert args.ab.gamma == saved["gamma"] and args.ab.ann_batch == 0
@@ -197,7 +197,7 @@ def test_an_old_checkpoint_with_flat_args_resumes_exactly(tmp_path):
     train(tiny(tmp_path, "split", stop_at=3))
     run = tmp_path / "split"
     state = read_checkpoint(run)
-    flat = _flat_like_before(_args_from(Args, state["args"], run))
+    flat = _flat_like_before(args_from(Args, state["args"], run))
     write_checkpoint({**state, "args": flat}, run / "checkpoint.pt")
     (run / "config.json").write_text(json.dumps(flat, indent=2))
     assert "gamma" in read_checkpoint(run)["args"]
@@ -236,6 +236,6 @@ def test_an_old_checkpoint_evaluates_and_its_agent_is_what_resolved_builds():
     agent = load_agent(str(path))
     state = read_checkpoint(path)
     assert "gamma" in state["args"] and "ab" not in state["args"]
-    args = _args_from(Args, state["args"], path)
+    args = args_from(Args, state["args"], path)
     assert resolved(args).ab == agent.cfg == ABConfig(**state["ab_config"])
     assert agent.cfg.gamma == 0.0 and agent.cfg.ann_batch == 32

@@ -363,7 +363,7 @@ def test_evaluate_refuses_bad_arguments():
 
 
 def test_flags_given_reads_the_command_line():
-    from agents.runs import flags_given
+    from agents.flat_args import flags_given
 
     argv = ["--lr", "1e-4", "--no-probe", "--total-steps=9", "--boot-scale", "0.1", "1.0"]
     assert flags_given(argv, Args) == {"lr", "probe", "total_steps", "boot_scale"}
