@@ -280,7 +280,7 @@ def difference(a: list[float], b: list[float]) -> tuple[float, float, bool]:
 
 def _fmt(xs: list[float]) -> str:
     m, sd = mean_sd(xs)
-    return f"{m:.3f} +- {sd:.3f}"
+    return f"{m:.3f}" if len(xs) == 1 else f"{m:.3f} +- {sd:.3f}"
 
 
 def _value_hi(rec: dict) -> float:
@@ -308,7 +308,7 @@ def group_table(records: list[dict], baselines: dict[str, dict]) -> str:
     lines = ["| data | method | AB steps | seeds | " + " | ".join(PROBES)
              + " | value acc IoU >= 0.4 | majority | wall s / cell |",
              "|---|---|---:|---:|" + "---:|" * (len(keys) + 2)]
-    for (data, label, budget), rs in rows.items():
+    for (data, label, budget), rs in sorted(rows.items(), key=lambda kv: kv[0]):
         trains_q = "--ab-weight" not in rs[0]["flags"] or rs[0]["flags"][
             rs[0]["flags"].index("--ab-weight") + 1] != "0"  # else Q_AB is untrained
         cells = [_fmt([_metric(r, k) for r in rs]) if k in rs[0]["probes"]
@@ -341,7 +341,7 @@ def gap_table(records: list[dict], pairs: Iterable[tuple[str, str]]) -> str:
     lines = ["| data | comparison | AB steps | " + " | ".join(PROBES) + " |",
              "|---|---|---:|" + "---:|" * len(PROBES)]
     for (ab_m, ab_v), (base_m, base_v) in pairs:
-        for (ds, boot, m, v, budget), rs in sorted(by.items(), key=lambda kv: str(kv[0])):
+        for (ds, boot, m, v, budget), rs in sorted(by.items(), key=lambda kv: kv[0]):
             if m != ab_m or v != ab_v:
                 continue
             other = by.get((ds, boot, base_m, base_v, budget))
@@ -351,7 +351,8 @@ def gap_table(records: list[dict], pairs: Iterable[tuple[str, str]]) -> str:
             for k in keys[:len(PROBES)]:
                 d, half, sig = difference([_metric(r, k) for r in rs],
                                           [_metric(r, k) for r in other])
-                cells.append(f"{d:+.3f} +- {half:.3f}" + ("" if sig else " (noise)"))
+                cells.append(f"{d:+.3f} (1 seed: no noise estimate)" if math.isinf(half) else
+                             f"{d:+.3f} +- {half:.3f}" + ("" if sig else " (noise)"))
             name_a = ab_m + (f"+{ab_v}" if ab_v else "")
             name_b = base_m + (f"+{base_v}" if base_v else "")
             lines.append(f"| {ds}{'+' + boot if boot else ''} | {name_a} - {name_b} | {budget} | "
