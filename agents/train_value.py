@@ -9,7 +9,7 @@
 
 Writes ``runs/<name>/``: ``config.json``, ``log.jsonl`` (one JSON object per logged step),
 TensorBoard events, ``checkpoint.pt`` (atomic; the latest state) and PNG plots (losses, probe
-accuracy, value accuracy by IoU). Ends with probe accuracies of the trained encoder beside a
+accuracy, value accuracy by IoU). Ends with probe accuracies of the trained encoder beside its
 randomly initialised twins and raw pixels (``agents.evaluate.probe_report``).
 
 A fresh run never writes into an existing run (``--name`` of one is refused; the default name
