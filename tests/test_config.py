@@ -31,7 +31,8 @@ from agents.flat_args import args_from, flags_given, flat_fields, merge_resume_a
 from agents.train_value import train
 
 ROOT = Path(__file__).resolve().parents[1]
-OLD_RUNS = ROOT / "docs" / "results" / "value_factors" / "runs"  # written before the nesting
+# config.json of two real runs written before the nesting (benchmarks/value_factors.py cells)
+OLD_CONFIGS = Path(__file__).resolve().parent / "data" / "old_flat_configs"
 NEW_AB_FIELDS = {"center_momentum", "text_width", "text_depth"}  # flags the nesting added
 
 
@@ -177,11 +178,11 @@ def test_nest_flat_moves_the_agent_keys_into_ab():
 
 @pytest.mark.parametrize("run", ["default", "gamma-0"])
 def test_an_old_flat_config_json_reads_back(run):
-    saved = json.loads((OLD_RUNS / run / "config.json").read_text())
+    saved = json.loads((OLD_CONFIGS / f"{run}.json").read_text())
     assert "gamma" in saved and "ab" not in saved  # the old format
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # "ignoring saved argument(s)": an old key lost
-        args = args_from(Args, saved, OLD_RUNS / run)
+        args = args_from(Args, saved, OLD_CONFIGS / f"{run}.json")
     for k, v in saved.items():
         assert flat_fields(args)[k] == (tuple(v) if isinstance(v, list) else v), k
     assert args.ab.gamma == saved["gamma"] and args.ab.ann_batch == 0
@@ -226,16 +227,22 @@ def test_resume_compares_nested_fields_by_their_flag_names(capsys):
         merge_resume_args(saved, {"preset": "gpu-vits16"}, may_change, per_run)
 
 
-def test_an_old_checkpoint_evaluates_and_its_agent_is_what_resolved_builds():
-    """A checkpoint written before the nesting loads (``load_agent``, what evaluate.py and
-    the examples use), and the agent config the old code built from its flat args equals the
+def test_an_old_checkpoint_evaluates_and_its_agent_is_what_resolved_builds(tmp_path):
+    """A checkpoint with flat args, as written before the nesting, loads (``load_agent``, what
+    evaluate.py and the examples use), and the agent config saved beside those args equals the
     resolved nested config of today (the "0 = auto" rule did not move)."""
+    from test_train_value import tiny  # pytest puts tests/ on the path
+
     from agents.ab import load_agent
 
-    path = OLD_RUNS / "gamma-0" / "checkpoint.pt"
+    train(with_flags(tiny(tmp_path, "old"), gamma=0.0, ann_batch=0))
+    path = tmp_path / "old" / "checkpoint.pt"
+    state = read_checkpoint(path)
+    flat = _flat_like_before(args_from(Args, state["args"], path))
+    write_checkpoint({**state, "args": flat}, path)
     agent = load_agent(str(path))
     state = read_checkpoint(path)
     assert "gamma" in state["args"] and "ab" not in state["args"]
     args = args_from(Args, state["args"], path)
     assert resolved(args).ab == agent.cfg == ABConfig(**state["ab_config"])
-    assert agent.cfg.gamma == 0.0 and agent.cfg.ann_batch == 32
+    assert agent.cfg.gamma == 0.0 and agent.cfg.ann_batch == max(args.base_batch // 2, 2)
