@@ -268,37 +268,45 @@ class ABAgent(nn.Module):
             j = self._pairs(n_images, n_views, tok.device)
         return pred, p_logits, q_logits, j
 
-    def base_loss(self, batch: Batch, enc: Encoded) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The base annotation loss and, for DINO, the teacher scores ``(V B, K)`` (for the
-        centre update)."""
+    def base_loss(self, batch: Batch, enc: Encoded
+                  ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """The base annotation loss; for DINO, the teacher scores ``(V B, K)`` (for the centre
+        update), else None; and ``emb_cos``, the collapse gauge: the mean cosine between the
+        online projections ``phi`` of crop 0 of different images (a scalar without gradients;
+        1 = every image is mapped to one point, the failure DINO-like losses can fall into)."""
         net, tgt, cfg = self.online, self.target, self.cfg
         n_crops, b = batch.base_views.shape[:2]
-        pooled = net.encoder.pool(enc.base_tokens)  # (V B, D)
+        z = net.phi(net.encoder.pool(enc.base_tokens))  # (V B, d), crop 0 of every image first
+        with torch.no_grad():
+            u = F.normalize(z[:b].detach().float(), dim=-1)
+            emb_cos = ((u.sum(0).square().sum() - b) / max(b * (b - 1), 1))
         if cfg.base == "simclr":
-            z = net.phi(pooled).view(n_crops, b, -1)
-            return nt_xent_loss(z[0], z[1], net.scale()), None
+            z = z.view(n_crops, b, -1)
+            return nt_xent_loss(z[0], z[1], net.scale()), None, emb_cos
         if cfg.base == "clip":
-            return clip_loss(net.phi(pooled), net.psi(net.text(batch.captions)), net.scale()), None
-        student = F.normalize(net.phi(pooled), dim=-1) @ F.normalize(net.prototypes, dim=-1).T
+            return clip_loss(z, net.psi(net.text(batch.captions)), net.scale()), None, emb_cos
+        student = F.normalize(z, dim=-1) @ F.normalize(net.prototypes, dim=-1).T
         with torch.no_grad():
             t_protos = F.normalize(tgt.prototypes, dim=-1)
             teacher = F.normalize(tgt.phi(enc.ema_base_pooled), dim=-1) @ t_protos.T
         loss = dino_loss(student.view(n_crops, b, -1), teacher.view(n_crops, b, -1),
                          self.center, cfg.student_temperature, cfg.teacher_temperature)
-        return loss, teacher
+        return loss, teacher, emb_cos
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         """The training loss of one :class:`agents.data.Batch`.
 
         Returns ``(loss, metrics)``: a scalar with gradients and floats for logging (``loss``,
-        ``base_loss``, ``t``; with bootstrapping also ``ab_loss``, ``ab_kl`` = ab_loss minus
-        the target's entropy, ``t_ab``, ``value_acc``). Updates the DINO centre.
+        ``base_loss``, ``t``, ``emb_cos``: the collapse gauge of :meth:`base_loss`; with
+        bootstrapping also ``ab_loss``, ``ab_kl`` = ab_loss minus the target's entropy,
+        ``t_ab``, ``value_acc``). Updates the DINO centre.
         """
         net, cfg = self.online, self.cfg
         bootstrap = cfg.ab_weight > 0 and batch.bootstrap
         enc = self.encode(batch, bootstrap)
-        base_loss, teacher = self.base_loss(batch, enc)
-        metrics = {"base_loss": base_loss.detach(), "t": net.scale().detach()}
+        base_loss, teacher, emb_cos = self.base_loss(batch, enc)
+        metrics = {"base_loss": base_loss.detach(), "t": net.scale().detach(),
+                   "emb_cos": emb_cos}
         loss = base_loss
         if bootstrap:
             pred, p_logits, q_logits, j = self.bootstrap_logits(batch, enc)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -13,7 +14,11 @@ from agents.data import TransitionSampler
 from agents.distributed import Ranks
 from agents.runs import repair_log
 
-__all__ = ["Progress", "describe_batch"]
+__all__ = ["COLLAPSED", "Progress", "describe_batch"]
+
+COLLAPSED = 0.99
+"""``emb_cos`` (:meth:`agents.ab.ABAgent.base_loss`) above this after the warm-up: the base
+projections of different images are (nearly) one point, and :class:`Progress` warns once."""
 
 
 def describe_batch(args, sampler: TransitionSampler, world_size: int) -> str:
@@ -46,6 +51,7 @@ class Progress:
         self.path, self.log, self.writer = run_dir / "log.jsonl", None, None
         self.bar = tqdm(total=args.total_steps, initial=step, desc=run_dir.name,
                         dynamic_ncols=True, disable=None if ranks.main else True)
+        self.warned = False  # the collapse warning is printed once
         self.t_last = self.t_start = time.perf_counter()
         self.step_last = self.step_start = step
         self.plain_every = max(args.total_steps // 10, 1)  # progress lines when tqdm is off
@@ -95,6 +101,7 @@ class Progress:
                     if k != "step":
                         self.writer.add_scalar(f"train/{k}", v, step)
             self.bar.set_postfix(loss=f"{metrics['loss']:.3f}", views_s=f"{vps:.0f}")
+            self.warn_collapse(step, metrics)
         self.bar.update(1)
         if self.ranks.main and self.bar.disable and (step % self.plain_every == 0
                                                      or step == self.last):
@@ -102,6 +109,21 @@ class Progress:
             print(f"step {step}/{args.total_steps} loss {metrics['loss']:.3f} "
                   f"{rate * self.views:.0f} views/s "
                   f"ETA {(args.total_steps - step) / max(rate, 1e-9):.0f} s", flush=True)
+
+    def warn_collapse(self, step: int, metrics: dict[str, float]) -> None:
+        """Once per run, on rank 0: a warning on stderr when ``emb_cos`` (logged on every log
+        step) is above :data:`COLLAPSED` after the warm-up."""
+        cos = metrics.get("emb_cos", 0.0)
+        if self.warned or not self.ranks.main or step <= self.args.warmup_steps or not (
+                cos > COLLAPSED):
+            return
+        self.warned = True
+        print(f"\nwarning: at step {step} the base projections of different images have a mean "
+              f"cosine of {cos:.4f} (emb_cos in log.jsonl; {COLLAPSED} and above counts as "
+              f"collapsed): the {self.args.ab.base} representation has collapsed to nearly one "
+              "point and its features will probe near chance. Training goes on; a lower "
+              "--lr, a slower --ema-rate or another --base may avoid it.",
+              file=sys.stderr, flush=True)
 
     def close(self) -> None:
         self.bar.close()

@@ -225,3 +225,24 @@ def test_copy_baseline_is_exact_when_target_and_source_views_are_the_same(datase
     acc = value_accuracy_by_iou(agent, same, bins=(0.0, 0.99, 1.0))
     assert acc["count_0.99-1.00"] == len(b.boot_views) * (n - 1)
     assert acc["copy_0.99-1.00"] == 1.0
+
+
+@pytest.mark.parametrize("base", ["simclr", "clip", "dino"])
+def test_emb_cos_is_the_mean_cosine_between_images_and_one_when_collapsed(dataset, base):
+    agent, sampler = make(dataset, base=base)
+    batch = sampler.sample()
+    _, metrics = agent.loss(batch)
+    net = agent.online
+    with torch.no_grad():
+        z = net.phi(net.encoder.pool(net.encoder(batch.base_views[0])))
+        cos = torch.nn.functional.normalize(z, dim=-1) @ torch.nn.functional.normalize(z, dim=-1).T
+        b = len(z)
+        expected = cos[~torch.eye(b, dtype=torch.bool)].mean().item()
+    assert metrics["emb_cos"] == pytest.approx(expected, abs=1e-5)
+    assert metrics["emb_cos"] < 0.999  # distinct images, random weights: not one point
+    with torch.no_grad():  # a head that maps every image to the same vector: collapsed
+        last = net.phi.net[-1]
+        last.weight.zero_()
+        last.bias.fill_(0.5)
+    _, metrics = agent.loss(batch)
+    assert metrics["emb_cos"] == pytest.approx(1.0, abs=1e-5)
