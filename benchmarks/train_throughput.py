@@ -22,6 +22,10 @@ SimCLR step is at least as fast as lightly's. Each row is warmed up, then timed
 in ``--rounds`` interleaved rounds of ``--steps`` steps (so load changes hit every row alike);
 the median round is reported. ``CPU ms/step`` is the process CPU time (all threads): on a shared
 machine, with ``--threads 1``, it is the cost of the step without the time spent descheduled.
+``GFLOP/step`` counts the floating-point operations of one loss + backward
+(``torch.utils.flop_counter``: matmuls, convolutions, attention; not the elementwise ops or the
+optimiser), which no machine load changes: ``FLOPs vs base`` is the ratio the method's batch
+implies, the floor of ``step vs base`` once the encoder dominates (large encoders, GPUs).
 
     .venv/bin/python benchmarks/train_throughput.py [--device cuda] [--encoder vit]
 
@@ -31,6 +35,7 @@ Needs lightly (the ``bench`` extra): ``.venv/bin/pip install -e ".[bench]"``.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import statistics
@@ -40,6 +45,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -82,8 +88,9 @@ def sync(device: torch.device) -> None:
 class Row:
     """One training set-up: ``step()`` runs one full training step and returns its data time."""
 
-    def __init__(self, name: str, views: int, step: Callable[[], float]) -> None:
-        self.name, self.views, self.step = name, views, step
+    def __init__(self, name: str, views: int, step: Callable[[], float],
+                 flops: float = math.nan) -> None:
+        self.name, self.views, self.step, self.flops = name, views, step, flops
         self.rounds: list[float] = []  # seconds per step
         self.cpu: list[float] = []  # process CPU seconds per step (all threads)
         self.data: list[float] = []  # of which, seconds sampling the batch
@@ -100,6 +107,9 @@ def ours(name: str, args: Args, ds, device: torch.device, amp: bool) -> Row:
     bootstrap = args.ab.ab_weight > 0
 
     ranks = Ranks()  # one process
+    with FlopCounterMode(display=False) as counter:  # one loss + backward, not timed
+        agent.loss(sampler.sample(device, bootstrap=bootstrap))[0].backward()
+    agent.zero_grad(set_to_none=True)
 
     def step() -> float:
         t0 = time.perf_counter()
@@ -109,7 +119,7 @@ def ours(name: str, args: Args, ds, device: torch.device, amp: bool) -> Row:
                    args.grad_clip, args.ema_rate or 0.01, ranks, 0)
         return t_data
 
-    return Row(name, sampler.views_per_step(bootstrap), step)
+    return Row(name, sampler.views_per_step(bootstrap), step, counter.get_total_flops())
 
 
 def lightly_simclr(args: Args, ds, device: torch.device, amp: bool, ntxent, head_cls) -> Row:
@@ -141,9 +151,13 @@ def lightly_simclr(args: Args, ds, device: torch.device, amp: bool, ntxent, head
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--encoder", default="cnn", help="encoder kind for make_encoder (cnn, vit, "
-                   "vits16)")
-    p.add_argument("--view-size", type=int, default=64, help="side of every view in pixels")
+    p.add_argument("--preset", choices=list(PRESETS), default="cpu-small",
+                   help="train_value preset whose heads and decoder every row uses (gpu-vits16: "
+                   "ViT-S/16 at 224 by default)")
+    p.add_argument("--encoder", default="", help="encoder kind for make_encoder (cnn, vit, "
+                   "vits16; default: the preset's)")
+    p.add_argument("--view-size", type=int, default=0,
+                   help="side of every view in pixels (default: the preset's)")
     p.add_argument("--batch", type=int, default=64, help="base batch B (images, 2 crops each)")
     p.add_argument("--n-views", type=int, default=4, help="views per bootstrap image")
     p.add_argument("--images", type=int, default=512, help="procedural scenes in RAM")
@@ -167,7 +181,10 @@ def main() -> None:
         lightly_version, ntxent, head_cls = import_lightly()
 
     ds = make_dataset("scenes", n=args.images, size=96, seed=0)
-    train = with_flags(PRESETS["cpu-small"], base="simclr", encoder=args.encoder,
+    preset = PRESETS[args.preset]
+    args.encoder, args.view_size = (args.encoder or preset.encoder,
+                                    args.view_size or preset.view_size)
+    train = with_flags(preset, base="simclr", encoder=args.encoder,
                        view_size=args.view_size, base_batch=args.batch, n_views=args.n_views,
                        boot_images=0, seed=0)  # 0: the paper's ratio, base batch / 8 (as printed)
     rows = [
@@ -201,20 +218,22 @@ def main() -> None:
 
     base = statistics.median(rows[1].rounds)
     print(f"machine: {machine(device)}")
-    print(f"encoder {args.encoder} ({sum(p.numel() for p in encoder.parameters()) / 1e6:.2f}M "
-          f"params, {encoder.num_tokens} tokens x {encoder.embed_dim}), views "
+    n_params = sum(p.numel() for p in encoder.parameters()) / 1e6
+    print(f"preset {args.preset}, encoder {args.encoder} ({n_params:.2f}M params, "
+          f"{encoder.num_tokens} tokens x {encoder.embed_dim}), views "
           f"{args.view_size}x{args.view_size}, base batch {args.batch} images x 2 crops, "
           f"bootstrap {max(args.batch // 8, 1)} images x {args.n_views} views, "
           f"amp {'bf16' if amp else 'off'}, lightly {lightly_version or 'not run'}; median of "
           f"{args.rounds} rounds x {args.steps} steps\n")
     print("| step | views/step | ms/step | of which data ms | CPU ms/step | views/s "
-          "| step vs base |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+          "| step vs base | GFLOP/step | FLOPs vs base |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         t, data = statistics.median(row.rounds), statistics.median(row.data)
+        flops = "-" if math.isnan(row.flops) else f"{row.flops / 1e9:.2f}"
         print(f"| {row.name} | {row.views} | {1e3 * t:.0f} | {1e3 * data:.0f} "
               f"| {1e3 * statistics.median(row.cpu):.0f} | {row.views / t:,.0f} "
-              f"| {t / base:.2f}x |")
+              f"| {t / base:.2f}x | {flops} | {row.flops / rows[1].flops:.2f}x |")
     if lightly_version is not None:
         ratio = statistics.median(rows[lightly_row].rounds) / base
         print(f"\nAB step / base step: {statistics.median(rows[0].rounds) / base:.2f}x "
