@@ -86,7 +86,7 @@ class ABNetwork(nn.Module):
         super().__init__()
         d, hid = cfg.proj_dim, cfg.proj_hidden
         self.encoder, self.cfg = encoder, cfg
-        self.phi = ProjectionHead(encoder.embed_dim, d, hid)
+        self.phi = ProjectionHead(encoder.embed_dim, d, hid, cfg.head_norm)
         self.scale = LogitScale(cfg.temperature)
         self.decoder = AnnotationDecoder(
             encoder.embed_dim, encoder.num_tokens, cfg.decoder_width, cfg.decoder_depth,

@@ -26,6 +26,10 @@ class ABConfig:
     """dimension of the embeddings phi, psi, phi_AB, psi_AB"""
     proj_hidden: int = 512
     """hidden width of the projection heads"""
+    head_norm: Literal["none", "batch"] = "none"
+    """normalisation in the hidden layer of the base head phi: batch = BatchNorm (DINO's choice
+    for CNN backbones: it keeps the projections of different images apart, which DINO on the
+    cpu-small CNN needs; without it DINO collapses there)"""
     temperature: float = 0.1
     """initial temperature of p(l|x) (learned)"""
     ab_temperature: float = 0.1

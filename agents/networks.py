@@ -232,15 +232,32 @@ class AnnotationDecoder(nn.Module):
 
 
 class ProjectionHead(nn.Module):
-    """MLP ``in_dim -> hidden -> out_dim`` (SimCLR's projector); outputs are not normalised."""
+    """MLP ``in_dim -> hidden -> out_dim`` (SimCLR's projector); outputs are not normalised.
 
-    def __init__(self, in_dim: int, out_dim: int = 128, hidden: int = 512) -> None:
+    norm: ``"batch"`` puts a BatchNorm on the hidden layer, over every leading position of
+    the input (DINO's head for CNN backbones); ``"none"`` (the default) is the plain MLP.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int = 128, hidden: int = 512,
+                 norm: str = "none") -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
+        if norm not in ("none", "batch"):
+            raise ValueError(f"norm={norm!r}: valid: 'none', 'batch'")
+        layers = [nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim)]
+        if norm == "batch":
+            layers.insert(1, _FlatBatchNorm(hidden))
+        self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(..., in_dim) -> (..., out_dim)``."""
         return self.net(x)
+
+
+class _FlatBatchNorm(nn.BatchNorm1d):
+    """BatchNorm over the features of ``(..., C)``: every leading position is a sample."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.reshape(-1, x.shape[-1])).view(x.shape)
 
 
 class LogitScale(nn.Module):

@@ -246,3 +246,14 @@ def test_emb_cos_is_the_mean_cosine_between_images_and_one_when_collapsed(datase
         last.bias.fill_(0.5)
     _, metrics = agent.loss(batch)
     assert metrics["emb_cos"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_head_norm_batch_puts_batch_norm_in_phi_of_both_networks(dataset):
+    agent, sampler = make(dataset, base="dino", head_norm="batch")
+    for net in (agent.online, agent.target):
+        assert isinstance(net.phi.net[1], torch.nn.BatchNorm1d)
+        assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in net.phi_ab.modules())
+    loss, metrics = agent.loss(sampler.sample())
+    loss.backward()
+    assert np.isfinite(metrics["loss"]) and agent.online.phi.net[1].weight.grad.abs().sum() > 0
+    assert agent.target.phi.net[1].num_batches_tracked > 0  # the teacher ran on batch statistics

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from agents.networks import AnnotationDecoder, LogitScale, make_encoder
+from agents.networks import AnnotationDecoder, LogitScale, ProjectionHead, make_encoder
 from agents.text import TextEncoder, WordTokenizer
 from imgmdp_env.views import relative_box, sample_boxes
 
@@ -110,3 +110,21 @@ def test_one_batched_pass_equals_separate_passes(kind, size):
     with torch.no_grad():
         for part, tokens in zip([augmented, raw[2:]], joint, strict=True):
             assert torch.allclose(tokens, enc(part), atol=1e-4), kind
+
+
+def test_projection_head_batch_norm_centres_the_hidden_layer_over_every_position():
+    torch.manual_seed(0)
+    plain = ProjectionHead(8, 4, 16)
+    normed = ProjectionHead(8, 4, 16, norm="batch")
+    assert [type(m).__name__ for m in plain.net] == ["Linear", "GELU", "Linear"]
+    x = torch.randn(6, 5, 8) + 3.0  # (B, K, D) inputs that share one large offset
+    hidden = normed.net[1](normed.net[0](x))
+    flat = hidden.reshape(-1, 16)
+    assert torch.allclose(flat.mean(0), torch.zeros(16), atol=1e-5)
+    assert torch.allclose(flat.var(0, unbiased=False), torch.ones(16), atol=1e-3)
+    out = normed(x)
+    assert out.shape == (6, 5, 4)
+    normed.eval()  # the running statistics: a 3D input is the same as its flattened rows
+    assert torch.allclose(normed(x), normed(x.reshape(30, 8)).view(6, 5, 4), atol=1e-6)
+    with pytest.raises(ValueError, match="norm='layer'.*'none', 'batch'"):
+        ProjectionHead(8, 4, 16, norm="layer")
