@@ -45,12 +45,15 @@ from _cells import ROOT, code_version, load_cell, machine, run_train, save_cell 
 PROBES = ("linear", "knn", "attentive")
 FS = "fashion-scenes"
 
-# scale -> the train_value flags of every cell, the main budget (AB steps), the scaling budgets
+# scale -> the train_value flags of every cell (and by base: base_flags), the main budget (AB
+# steps), the scaling budgets
 SCALES: dict[str, dict] = {
     # cpu: the bootstrap batch the study's first cells ran with (16 images x 4 views), pinned so
-    # that every cell stays comparable after cpu-small's default moved to 10 x 6 (issue 7)
+    # that every cell stays comparable after cpu-small's default moved to 10 x 6 (issue 7);
+    # DINO's cells add a BatchNorm head (without it DINO collapses on the small CNN)
     "cpu": {"flags": ["--n-views", "4", "--boot-images", "16"], "budget": 1200,
-            "scaling": [300, 600, 1200, 2400], "half_batch": 32},
+            "scaling": [300, 600, 1200, 2400], "half_batch": 32,
+            "base_flags": {"dino": ["--head-norm", "batch"]}},
     "gpu": {"flags": ["gpu-vits16"], "budget": 20000,
             "scaling": [5000, 10000, 20000, 40000], "half_batch": 128},
     "quick": {"flags": ["--dataset-size", "64", "--base-batch", "16", "--boot-images", "2",
@@ -58,7 +61,8 @@ SCALES: dict[str, dict] = {
                         "--probe-train", "48", "--probe-test", "32", "--probe-max-samples",
                         "96", "--value-batches", "1", "--decoder-depth", "1",
                         "--proj-hidden", "64", "--checkpoint-every", "1000"],
-              "budget": 8, "scaling": [4, 8], "half_batch": 8},
+              "budget": 8, "scaling": [4, 8], "half_batch": 8,
+              "base_flags": {"dino": ["--head-norm", "batch"]}},
 }
 
 # variant -> (train_value flags, what it tests); "" is the method as defined
@@ -112,8 +116,9 @@ class Cell:
         return name + (f" {self.variant}" if self.variant else "")
 
     def flags(self, scale: str, steps: int) -> list[str]:
-        f = [*SCALES[scale]["flags"], "--dataset", self.dataset, "--base", self.base, "--seed",
-             str(self.seed), "--total-steps", str(steps), "--no-probe-baselines"]
+        f = [*SCALES[scale]["flags"], *SCALES[scale].get("base_flags", {}).get(self.base, []),
+             "--dataset", self.dataset, "--base", self.base, "--seed", str(self.seed),
+             "--total-steps", str(steps), "--no-probe-baselines"]
         if self.boot_dataset:
             f += ["--boot-dataset", self.boot_dataset]
         if self.probe_dataset:

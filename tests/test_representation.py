@@ -103,3 +103,16 @@ def test_one_tiny_cell_end_to_end(tmp_path):
     assert record["steps"] == 3 and set(rep.PROBES) <= set(record["probes"])
     assert "iou_0.60-1.00" in record["value_accuracy_by_iou"]
     assert json.loads((tmp_path / f"{cell.cell_id}.json").read_text()) == record
+
+
+def test_dino_cells_carry_the_batch_norm_head_and_parse():
+    from agents.train_value import parse_args
+
+    dino = rep.Cell("bases", rep.FS, "ab_dino", budget=1200, seed=1)
+    simclr = rep.Cell("core", rep.FS, "ab_simclr", budget=1200, seed=1)
+    flags = dino.flags("cpu", 1200)
+    assert flags[flags.index("--head-norm") + 1] == "batch"
+    assert "--head-norm" not in simclr.flags("cpu", 1200)
+    assert "--head-norm" not in dino.flags("gpu", 20000)  # ViT-S/16: DINO's ViT head
+    args = parse_args(flags)
+    assert args.ab.head_norm == "batch" and args.ab.base == "dino" and args.n_views == 4
