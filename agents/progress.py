@@ -121,8 +121,8 @@ class Progress:
         print(f"\nwarning: at step {step} the base projections of different images have a mean "
               f"cosine of {cos:.4f} (emb_cos in log.jsonl; {COLLAPSED} and above counts as "
               f"collapsed): the {self.args.ab.base} representation has collapsed to nearly one "
-              "point and its features will probe near chance. Training goes on; a lower "
-              "--lr, a slower --ema-rate or another --base may avoid it.",
+              "point and its features will probe near chance. Training goes on. For DINO on a "
+              "CNN, --head-norm batch avoids it (docs/results.md section 8).",
               file=sys.stderr, flush=True)
 
     def close(self) -> None:

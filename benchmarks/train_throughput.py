@@ -230,10 +230,11 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         t, data = statistics.median(row.rounds), statistics.median(row.data)
-        flops = "-" if math.isnan(row.flops) else f"{row.flops / 1e9:.2f}"
+        flops, ratio = ("-", "-") if math.isnan(row.flops) else (
+            f"{row.flops / 1e9:.2f}", f"{row.flops / rows[1].flops:.2f}x")
         print(f"| {row.name} | {row.views} | {1e3 * t:.0f} | {1e3 * data:.0f} "
               f"| {1e3 * statistics.median(row.cpu):.0f} | {row.views / t:,.0f} "
-              f"| {t / base:.2f}x | {flops} | {row.flops / rows[1].flops:.2f}x |")
+              f"| {t / base:.2f}x | {flops} | {ratio} |")
     if lightly_version is not None:
         ratio = statistics.median(rows[lightly_row].rounds) / base
         print(f"\nAB step / base step: {statistics.median(rows[0].rounds) / base:.2f}x "
