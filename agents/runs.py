@@ -42,6 +42,7 @@ __all__ = [
     "RUN_FILES",
     "RunLock",
     "StopSignals",
+    "Stopped",
     "claim_run_dir",
     "open_run",
     "repair_log",
@@ -161,13 +162,22 @@ def repair_log(path: Path, step: int) -> None:
         write_text_atomic(path, "".join(ln + "\n" for ln in keep))
 
 
+class Stopped(KeyboardInterrupt):
+    """A stop signal that stops the job at once (:class:`StopSignals`): ``exit_code`` is
+    128 + its number (SIGINT 130, SIGTERM 143), the code ``train_value.py`` exits with."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.exit_code = 128 + int(signum)
+
+
 class StopSignals:
     """SIGINT (Ctrl-C) and SIGTERM (schedulers, ``timeout``) handling of the training job.
 
     While ``defer`` is True (the training loop), the first signal is recorded in
     ``received`` (the loop saves after the current step and stops); a second one raises
-    ``KeyboardInterrupt`` at once. While ``defer`` is False, a signal raises
-    ``KeyboardInterrupt`` at once. :meth:`blocked` holds both signals back (a checkpoint write
+    :class:`Stopped` (a ``KeyboardInterrupt``) at once. While ``defer`` is False, a signal
+    raises :class:`Stopped` at once. :meth:`blocked` holds both signals back (a checkpoint write
     is never cut). Outside the main thread nothing is installed (Python delivers signals to
     the main thread only).
 
@@ -216,7 +226,7 @@ class StopSignals:
             self._notice(signum)
             return
         self.received.append(name)
-        raise KeyboardInterrupt
+        raise Stopped(signum)
 
     def blocked(self):
         sigs = set(self.SIGNALS) if self._main else set()

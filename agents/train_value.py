@@ -204,9 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         out = train(parse_args(argv, description=__doc__), given=cli_given(argv))
-    except KeyboardInterrupt:  # before the loop started: nothing new to save
+    except KeyboardInterrupt as e:  # before the loop started: nothing new to save
         print("interrupted before training started: nothing new was saved", file=sys.stderr)
-        return 130
+        return getattr(e, "exit_code", 130)  # SIGTERM: 143, as if the loop had been running
     return (out.get("signal") or 130) if out.get("interrupted") else 0
 
 

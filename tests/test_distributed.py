@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from agents import train_value
 from agents.checkpoint import read_checkpoint
 from agents.distributed import (
     Ranks,
@@ -40,7 +41,7 @@ from agents.distributed import (
     rank_info,
     rank_seed,
 )
-from agents.runs import StopSignals
+from agents.runs import Stopped, StopSignals
 from agents.train_value import parse_args, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -191,3 +192,29 @@ def test_shared_signals_wait_for_the_ranks_agreement():
     other = StopSignals(shared=True, announce=False)  # a rank that got no signal itself
     other.sync(lambda mine: max(mine, int(signal.SIGINT)))
     assert other.received == ["SIGINT"]
+
+
+def test_a_signal_that_stops_at_once_carries_its_exit_code(monkeypatch):
+    stop = StopSignals(announce=False)  # not deferring: the start-up, before the loop
+    with pytest.raises(Stopped) as e:
+        stop._handle(signal.SIGTERM, None)
+    assert isinstance(e.value, KeyboardInterrupt) and e.value.exit_code == 128 + signal.SIGTERM
+    stop = StopSignals(announce=False)
+    stop.defer = True  # the loop: the first is noted, the second stops at once
+    stop._handle(signal.SIGINT, None)
+    with pytest.raises(Stopped) as e:
+        stop._handle(signal.SIGTERM, None)
+    assert e.value.exit_code == 128 + signal.SIGTERM and stop.exit_code() == 128 + signal.SIGINT
+    # train_value exits with the signal's code, also when it lands before the loop started
+
+    def stopped(*a, **k):
+        raise Stopped(signal.SIGTERM)
+
+    monkeypatch.setattr(train_value, "train", stopped)
+    assert train_value.main(["--total-steps", "1"]) == 128 + signal.SIGTERM
+
+    def ctrl_c(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_value, "train", ctrl_c)
+    assert train_value.main(["--total-steps", "1"]) == 130
