@@ -11,6 +11,20 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _sb3_logdir(tmp_path_factory):
+    """SB3 makes a ``SB3-<time>`` folder in the system temp dir for every model that logs to
+    stdout; point it into pytest's own temp tree, which pytest prunes, so the suite leaves
+    nothing behind in /tmp."""
+    old = os.environ.get("SB3_LOGDIR")
+    os.environ["SB3_LOGDIR"] = str(tmp_path_factory.mktemp("sb3"))
+    yield
+    if old is None:
+        os.environ.pop("SB3_LOGDIR", None)
+    else:
+        os.environ["SB3_LOGDIR"] = old
+
+
 @pytest.fixture
 def rng():
     import numpy as np
