@@ -48,6 +48,18 @@ def save_cell(out: Path, cell_id: str, record: dict) -> None:
     atomic_write(out / f"{cell_id}.json", json.dumps(record, indent=2).encode())
 
 
+def views_per_step(flags: list[str], bootstrap: bool) -> int:
+    """Training views of one step of the ``train_value.py`` run these flags describe, from the
+    real sampler (so the base method can be given equal views seen)."""
+    from agents.sources import build_datasets
+    from agents.train_utils import build_agent
+    from agents.train_value import parse_args
+
+    args = parse_args([*flags, "--dataset-size", "64", "--no-probe"])
+    _, sampler = build_agent(args, build_datasets(args))
+    return sampler.views_per_step(bootstrap and args.ab.ab_weight > 0)
+
+
 def run_train(flags: list[str], out: Path, name: str, threads: int) -> tuple[dict, float, str]:
     """Run ``train_value.py`` with ``flags`` into ``<out>/runs/<name>`` (a leftover folder of an
     interrupted attempt is resumed, so a cell is never trained twice from scratch); returns

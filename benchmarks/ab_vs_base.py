@@ -27,20 +27,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _cells import views_per_step  # noqa: E402
 from _machine import cpu_model  # noqa: E402
 
-from agents.sources import build_datasets  # noqa: E402
-from agents.train_utils import build_agent  # noqa: E402
 from agents.train_value import parse_args  # noqa: E402
 
 PROBES = ("linear", "knn", "attentive")
-
-
-def views_per_step(train_flags: list[str], bootstrap: bool) -> int:
-    """Training views of one step of the run these flags describe (from the real sampler)."""
-    args = parse_args(train_flags + ["--dataset-size", "64", "--no-probe"])
-    _, sampler = build_agent(args, build_datasets(args))
-    return sampler.views_per_step(bootstrap)
 
 
 def run(flags: list[str], runs_dir: Path, name: str) -> dict:

@@ -40,7 +40,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _cells import ROOT, code_version, load_cell, machine, run_train, save_cell  # noqa: E402
+from _cells import (  # noqa: E402
+    ROOT,
+    code_version,
+    load_cell,
+    machine,
+    run_train,
+    save_cell,
+    views_per_step,
+)
 
 PROBES = ("linear", "knn", "attentive")
 FS = "fashion-scenes"
@@ -175,17 +183,6 @@ class Plan:
 
 
 GROUPS = ["core", "default", "bases", "decoupled", "ablations", "scaling"]
-
-
-def views_per_step(flags: list[str], bootstrap: bool) -> int:
-    """Training views of one step of the run these flags describe (from the real sampler)."""
-    from agents.sources import build_datasets
-    from agents.train_utils import build_agent
-    from agents.train_value import parse_args
-
-    args = parse_args([*flags, "--dataset-size", "64", "--no-probe"])
-    _, sampler = build_agent(args, build_datasets(args))
-    return sampler.views_per_step(bootstrap and args.ab.ab_weight > 0)
 
 
 def steps_for(cell: Cell, scale: str, cache: dict) -> int:
