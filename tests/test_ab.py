@@ -257,3 +257,32 @@ def test_head_norm_batch_puts_batch_norm_in_phi_of_both_networks(dataset):
     loss.backward()
     assert np.isfinite(metrics["loss"]) and agent.online.phi.net[1].weight.grad.abs().sum() > 0
     assert agent.target.phi.net[1].num_batches_tracked > 0  # the teacher ran on batch statistics
+
+
+@pytest.mark.parametrize("base", ["simclr", "dino"])
+def test_gradient_diagnostic_splits_the_encoder_gradient_by_loss(dataset, base):
+    """benchmarks/ab_gradients.py: at weight 0 the gradient is the base loss's alone, the
+    bootstrapping part scales with the weight, and measuring leaves the agent as it was."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from ab_gradients import encoder_grad, gradient_stats
+
+    agent, sampler = make(dataset, base)
+    batch = sampler.sample()
+    agent.center.fill_(0.25)
+    cfg, center = agent.cfg, agent.center.clone()
+    base_loss, _, _ = agent.base_loss(batch, agent.encode(batch, bootstrap=False))
+    direct = torch.autograd.grad(base_loss, list(agent.encoder.parameters()))
+    g0 = encoder_grad(agent, batch, 0.0)
+    assert torch.allclose(g0, torch.cat([g.flatten() for g in direct]), atol=1e-6)
+    g1, g3 = (encoder_grad(agent, batch, w) - g0 for w in (1.0, 3.0))
+    assert g1.norm() > 1e-3 * g0.norm()  # the bootstrapping loss reaches the encoder
+    assert torch.allclose(g3, 3 * g1, rtol=1e-3, atol=1e-6)
+    assert agent.cfg is cfg and torch.equal(agent.center, center)
+    stats = gradient_stats(agent, [batch, batch])  # the same batch twice: no spread
+    ratio, cos = stats["|g_ab| / |g_base|"], stats["cos"]
+    assert ratio[0] == pytest.approx((g1.norm() / g0.norm()).item(), rel=1e-4)
+    assert cos[0] == pytest.approx(torch.cosine_similarity(g1, g0, dim=0).item(), abs=1e-4)
+    assert ratio[1] < 1e-6 and stats["cos of means"][0] == pytest.approx(cos[0], abs=1e-4)
