@@ -286,3 +286,27 @@ def test_gradient_diagnostic_splits_the_encoder_gradient_by_loss(dataset, base):
     assert ratio[0] == pytest.approx((g1.norm() / g0.norm()).item(), rel=1e-4)
     assert cos[0] == pytest.approx(torch.cosine_similarity(g1, g0, dim=0).item(), abs=1e-4)
     assert ratio[1] < 1e-6 and stats["cos of means"][0] == pytest.approx(cos[0], abs=1e-4)
+
+
+def test_gradient_diagnostic_adam_denominator_after_one_step(dataset):
+    """After one AdamW step v_hat = g^2, so the denominator is |g| + eps, coordinate by
+    coordinate, in encoder_grad's order."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from ab_gradients import adam_denominator, encoder_grad
+
+    from agents.config import Args
+    from agents.train_utils import make_optimizer
+
+    agent, sampler = make(dataset)
+    batch = sampler.sample()
+    g = encoder_grad(agent, batch, 1.0)
+    optimizer, _ = make_optimizer(Args(), agent, None)
+    loss, _ = agent.loss(batch)
+    loss.backward()
+    optimizer.step()
+    denom = adam_denominator(Args(), agent, optimizer.state_dict())
+    assert denom.shape == g.shape
+    assert torch.allclose(denom, g.abs() + optimizer.defaults["eps"], rtol=1e-4, atol=1e-9)
