@@ -270,10 +270,30 @@ def mean_sd(xs: list[float]) -> tuple[float, float]:
     return statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0
 
 
-def difference(a: list[float], b: list[float]) -> tuple[float, float, bool]:
-    """``mean(a) - mean(b)``, its half-width at 95% (Welch), and whether it is outside the noise
-    (the interval excludes 0). With one seed per side there is no estimate of the noise:
-    never significant."""
+def pooled_sd(samples: Iterable[list[float]]) -> tuple[float, int]:
+    """The seed-to-seed sd pooled over several cells (each cell's variance weighted by its
+    ``n - 1``: the one-way ANOVA estimate, assuming the cells share one noise level) and its
+    degrees of freedom (0: no cell has two seeds)."""
+    ss, df = 0.0, 0
+    for xs in samples:
+        if len(xs) > 1:
+            ss += statistics.variance(xs) * (len(xs) - 1)
+            df += len(xs) - 1
+    return (math.sqrt(ss / df) if df else 0.0), df
+
+
+def difference(a: list[float], b: list[float], pooled: tuple[float, int] | None = None
+               ) -> tuple[float, float, bool]:
+    """``mean(a) - mean(b)``, its half-width at 95%, and whether it is outside the noise (the
+    interval excludes 0). Welch's interval from the two cells' own seeds; or, with ``pooled``
+    = ``(sd, df)`` (:func:`pooled_sd` over a family of cells sharing one noise level), the
+    t interval with that sd, which also covers a cell of one seed. Without either estimate
+    (one seed per side, nothing pooled) the interval is infinite: never significant."""
+    if pooled is not None and pooled[1] > 0:
+        sd, df = pooled
+        d = statistics.mean(a) - statistics.mean(b)
+        half = t95(df) * sd * math.sqrt(1 / len(a) + 1 / len(b))
+        return d, half, abs(d) > half
     if len(a) < 2 or len(b) < 2:
         return statistics.mean(a) - statistics.mean(b), math.inf, False
     va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
@@ -338,8 +358,10 @@ def group_table(records: list[dict], baselines: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def gap_table(records: list[dict], pairs: Iterable[tuple[str, str]]) -> str:
-    """Markdown: AB minus base per (dataset, budget), with its 95% half-width and a verdict."""
+def gap_table(records: list[dict], pairs: Iterable[tuple[str, str]], pool: bool = False) -> str:
+    """Markdown: AB minus base per (dataset, budget), with its 95% half-width and a verdict.
+    ``pool``: the noise of every comparison is the seed sd pooled over all the records' cells
+    of the same data and budget (:func:`pooled_sd`; the ablations: variants of one method)."""
     keys = [*PROBES, "value"]
     by: dict[tuple, list[dict]] = {}
     for r in records:
@@ -357,8 +379,11 @@ def gap_table(records: list[dict], pairs: Iterable[tuple[str, str]]) -> str:
                 continue
             cells = []
             for k in keys[:len(PROBES)]:
+                family = [[_metric(r, k) for r in xs] for key, xs in by.items()
+                          if (key[0], key[1], key[4]) == (ds, boot, budget)]
                 d, half, sig = difference([_metric(r, k) for r in rs],
-                                          [_metric(r, k) for r in other])
+                                          [_metric(r, k) for r in other],
+                                          pooled_sd(family) if pool else None)
                 cells.append(f"{d:+.3f} (1 seed: no noise estimate)" if math.isinf(half) else
                              f"{d:+.3f} +- {half:.3f}" + ("" if sig else " (noise)"))
             name_a = ab_m + (f"+{ab_v}" if ab_v else "")
@@ -441,7 +466,15 @@ def report(out: Path, scale: str, results_md: Path | None) -> str:
                     and r["cell"]["dataset"] == FS and not r["cell"]["variant"]
                     and r["cell"]["budget"] == SCALES[scale]["budget"]]
             pairs = [(("ab_simclr", v), ("ab_simclr", "")) for v in VARIANTS if v]
-            parts += [gap_table(rs + core, pairs), ""]
+            seeds: dict[str, list[float]] = {}
+            for r in rs + core:
+                seeds.setdefault(r["cell"]["variant"], []).append(r["probes"]["linear"])
+            df = pooled_sd(seeds.values())[1]
+            parts += ["Each variant minus AB_SimCLR; the noise of every comparison is the "
+                      "seed-to-seed sd pooled over all the cells of this table and AB_SimCLR's "
+                      f"({df} degrees of freedom), so a variant of one seed gets an interval "
+                      "too (assuming the variants share AB_SimCLR's seed noise).", "",
+                      gap_table(rs + core, pairs, pool=True), ""]
         else:
             pairs = [((f"ab_{b}", ""), (b, "")) for b in METHODS]
             parts += [gap_table(rs, pairs), ""]

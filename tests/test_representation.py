@@ -66,6 +66,16 @@ def test_finished_cells_are_skipped_and_records_complete(tmp_path):
     assert not list(tmp_path.glob("*.tmp*"))  # written atomically
 
 
+def test_pooled_noise_gives_one_seed_cells_an_interval():
+    sd, df = rep.pooled_sd([[0.40, 0.42, 0.44], [0.50, 0.52], [0.9]])  # the single seed: no df
+    assert df == 3 and sd == pytest.approx(((0.0008 + 0.0002) / 3) ** 0.5)
+    d, half, sig = rep.difference([0.50], [0.40, 0.42, 0.44], (0.01, 8))
+    assert d == pytest.approx(0.08) and half == pytest.approx(2.31 * 0.01 * (1 + 1 / 3) ** 0.5)
+    assert sig
+    assert not rep.difference([0.425], [0.40, 0.42, 0.44], (0.01, 8))[2]
+    assert rep.difference([0.5], [0.4], (0.0, 0))[1] == float("inf")  # nothing pooled
+
+
 def test_difference_calls_noise_noise():
     d, half, sig = rep.difference([0.50, 0.52, 0.48], [0.49, 0.51, 0.50])
     assert d == pytest.approx(0.0, abs=1e-12) and not sig
