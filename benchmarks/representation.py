@@ -17,8 +17,8 @@ steps, since an AB step also renders the bootstrap views. Groups (``--groups``):
 - ``ablations`` of AB_SimCLR on ``fashion-scenes``: no EMA target, no action tokens, no
   bootstrapping loss (the base method at equal *steps*), colour augmentation of the bootstrap
   views, gamma 0 and 0.9 (default 0.5), near and far crop pairs, bootstrap pairs from the base
-  crops (the cheap variant), and the bootstrapping loss 4x heavier (does it move the features
-  once it has a larger share of the encoder's gradient?);
+  crops (the cheap variant), and the bootstrapping loss 4x and 10x heavier (does it move the
+  features once it has a larger share of the encoder's gradient?);
 - ``scaling``: the AB minus base gap at several budgets.
 
     python benchmarks/representation.py --groups core              # the core table (~60 min)
@@ -90,6 +90,8 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     "far": (["--boot-scale", "0.05", "0.3"], "far crop pairs (5-30% of the image)"),
     "weight-4": (["--ab-weight", "4"], "the bootstrapping loss 4x heavier (at weight 1 its "
                  "encoder gradient is about 0.1x the base loss's: benchmarks/ab_gradients.py)"),
+    "weight-10": (["--ab-weight", "10"], "the bootstrapping loss 10x heavier (its share of the "
+                  "encoder's Adam step above the base loss's)"),
     "boot-base": (["--boot-source", "base", "--n-views", "2"],
                   "the cheap variant: the pairs are the 2 base crops of half the base images"),
 }
