@@ -48,7 +48,8 @@ from agents.train_utils import build_agent, make_optimizer  # noqa: E402
 
 def encoder_grad(agent: ABAgent, batch: Batch, ab_weight: float) -> torch.Tensor:
     """The gradient ``(P,)`` float32 of the loss with this ``ab_weight`` w.r.t. the online
-    encoder's parameters, flattened (the agent, its DINO centre included, is left as it was)."""
+    encoder's parameters, flattened. The weights and the DINO centre are left as they were
+    (a BatchNorm head's running statistics move, but training mode never reads them)."""
     center = agent.center.clone()
     cfg = agent.cfg
     agent.cfg = replace(cfg, ab_weight=ab_weight)
