@@ -381,11 +381,11 @@ def gap_table(records: list[dict], pairs: Iterable[tuple[str, str]], pool: bool 
                 continue
             cells = []
             for k in keys[:len(PROBES)]:
-                family = [[_metric(r, k) for r in xs] for key, xs in by.items()
-                          if (key[0], key[1], key[4]) == (ds, boot, budget)]
+                noise = pooled_sd([[_metric(r, k) for r in xs] for key, xs in by.items()
+                                   if (key[0], key[1], key[4]) == (ds, boot, budget)]
+                                  ) if pool else None
                 d, half, sig = difference([_metric(r, k) for r in rs],
-                                          [_metric(r, k) for r in other],
-                                          pooled_sd(family) if pool else None)
+                                          [_metric(r, k) for r in other], noise)
                 cells.append(f"{d:+.3f} (1 seed: no noise estimate)" if math.isinf(half) else
                              f"{d:+.3f} +- {half:.3f}" + ("" if sig else " (noise)"))
             name_a = ab_m + (f"+{ab_v}" if ab_v else "")

@@ -259,15 +259,22 @@ def test_head_norm_batch_puts_batch_norm_in_phi_of_both_networks(dataset):
     assert agent.target.phi.net[1].num_batches_tracked > 0  # the teacher ran on batch statistics
 
 
-@pytest.mark.parametrize("base", ["simclr", "dino"])
-def test_gradient_diagnostic_splits_the_encoder_gradient_by_loss(dataset, base):
-    """benchmarks/ab_gradients.py: at weight 0 the gradient is the base loss's alone, the
-    bootstrapping part scales with the weight, and measuring leaves the agent as it was."""
+def _ab_gradients(*names):
+    """Functions of ``benchmarks/ab_gradients.py`` (a script, not a package module)."""
+    import importlib
     import sys
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    from ab_gradients import encoder_grad, gradient_stats
+    module = importlib.import_module("ab_gradients")
+    return [getattr(module, n) for n in names]
+
+
+@pytest.mark.parametrize("base", ["simclr", "dino"])
+def test_gradient_diagnostic_splits_the_encoder_gradient_by_loss(dataset, base):
+    """benchmarks/ab_gradients.py: at weight 0 the gradient is the base loss's alone, the
+    bootstrapping part scales with the weight, and measuring leaves the agent as it was."""
+    encoder_grad, gradient_stats = _ab_gradients("encoder_grad", "gradient_stats")
 
     agent, sampler = make(dataset, base)
     batch = sampler.sample()
@@ -291,11 +298,7 @@ def test_gradient_diagnostic_splits_the_encoder_gradient_by_loss(dataset, base):
 def test_gradient_diagnostic_adam_denominator_after_one_step(dataset):
     """After one AdamW step v_hat = g^2, so the denominator is |g| + eps, coordinate by
     coordinate, in encoder_grad's order."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    from ab_gradients import adam_denominator, encoder_grad
+    adam_denominator, encoder_grad = _ab_gradients("adam_denominator", "encoder_grad")
 
     from agents.config import Args
     from agents.train_utils import make_optimizer
