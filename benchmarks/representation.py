@@ -249,7 +249,7 @@ def baseline_cell(dataset: str, out: Path, scale: str, threads: int) -> dict:
                         max_samples=args.probe_max_samples)
     rows.pop("trained")  # a random encoder: the twins are the row that counts
     record = {"id": cell_id, "dataset": dataset, "probes": rows,
-              "wall_s": time.perf_counter() - t0, "machine": machine()}
+              "wall_s": time.perf_counter() - t0, "machine": machine(), "code": code_version()}
     save_cell(out, cell_id, record)
     return record
 

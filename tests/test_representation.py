@@ -62,7 +62,7 @@ def test_finished_cells_are_skipped_and_records_complete(tmp_path):
     assert calls == [cell.cell_id] and first == again
     on_disk = json.loads((tmp_path / f"{cell.cell_id}.json").read_text())
     assert on_disk["steps"] == 8 and on_disk["probes"]["linear"] == 0.5
-    assert {"flags", "wall_s", "machine", "load", "cell"} <= set(on_disk)
+    assert {"flags", "wall_s", "machine", "load", "cell", "code"} <= set(on_disk)
     assert not list(tmp_path.glob("*.tmp*"))  # written atomically
 
 
