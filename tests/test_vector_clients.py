@@ -198,11 +198,12 @@ def test_torchrl_gym_wrapper_rollout(mode):
     from torchrl.envs.libs.gym import GymWrapper
 
     env = GymWrapper(_client_env(mode))
-    env.set_seed(0)
-    td = env.rollout(7, break_when_any_done=False)  # crosses time limits: autoresets
+    env.set_seed(0)  # the env's images
+    torch.manual_seed(0)  # the rollout's random actions: no episode of this one ends early
+    td = env.rollout(7, break_when_any_done=False)  # crosses two time limits: autoresets
     assert td.batch_size == (2, 7)
     assert td["next", "view"].shape == (2, 7, 3, 16, 16)
-    assert td["next", "reward"].shape == (2, 7, 1)
+    assert td["next", "reward"].shape == (2, 7, 1) and td["next", "truncated"][:, 2].all()
     # the time limit (3 steps) counted from each env's own last reset: an episode that
     # terminates early (caption match >= 0.8) restarts the count
     truncated = td["next", "truncated"].squeeze(-1)
