@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import sys
 from collections.abc import Callable, Iterable
@@ -417,14 +418,17 @@ def scaling_plot(records: list[dict], path: Path) -> bool:
     if len(budgets) < 2:
         return False
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    for k in PROBES:
+    for i, k in enumerate(PROBES):
         ds = [difference([_metric(r, k) for r in by[("ab_simclr", b)]],
                          [_metric(r, k) for r in by[("simclr", b)]]) for b in budgets]
-        ax.errorbar(budgets, [d for d, _, _ in ds],
+        shift = 1.04 ** (i - (len(PROBES) - 1) / 2)  # side by side, so the bars do not overlap
+        ax.errorbar([b * shift for b in budgets], [d for d, _, _ in ds],
                     yerr=[h if math.isfinite(h) else 0 for _, h, _ in ds], label=k, capsize=3,
                     marker="o")
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xscale("log")
+    ax.set_xticks(budgets, [str(b) for b in budgets])
+    ax.minorticks_off()
     ax.set_xlabel("AB steps (the base method: equal views)")
     ax.set_ylabel("AB_SimCLR - SimCLR accuracy")
     ax.set_title(f"{FS}: the gain by budget (95% intervals)")
@@ -481,16 +485,20 @@ def report(out: Path, scale: str, results_md: Path | None) -> str:
             pairs = [((f"ab_{b}", ""), (b, "")) for b in METHODS]
             parts += [gap_table(rs, pairs), ""]
     png = out / "scaling.png"
-    if scaling_plot(cells, png):
-        rel = png.relative_to(ROOT / "docs") if png.is_relative_to(ROOT / "docs") else png
-        parts += [f"![the gain by budget]({rel})", ""]
-    text = "\n".join(parts)
+    plotted = scaling_plot(cells, png)
+
+    def text_for(md: Path) -> str:  # the plot's link, relative to the file that shows it
+        link = os.path.relpath(png.resolve(), md.resolve().parent)
+        return "\n".join(parts + ([f"![the gain by budget]({link})", ""] if plotted else []))
+
+    text = text_for(out / "README.md")
     (out / "README.md").write_text(text + "\n")
     if results_md is not None and results_md.exists():
         doc = results_md.read_text()
         if BEGIN in doc and END in doc:
             head, rest = doc.split(BEGIN, 1)
-            doc = head + BEGIN + "\n" + text + "\n" + END + rest.split(END, 1)[1]
+            doc = (head + BEGIN + "\n" + text_for(results_md) + "\n" + END
+                   + rest.split(END, 1)[1])
             results_md.write_text(doc)
     return text
 

@@ -1,6 +1,7 @@
 """The study's plumbing (benchmarks/representation.py): cells, equal views, resume, report."""
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -104,6 +105,26 @@ def test_report_regenerates_the_results_section(tmp_path):
     # the base method's row shows no value accuracy (its decoder is never trained)
     base_row = next(ln for ln in text.splitlines() if "| SimCLR | 8 |" in ln)
     assert base_row.split("|")[8].strip() == "-"
+
+
+def test_report_links_the_scaling_plot_from_each_file_that_shows_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(rep, "ROOT", tmp_path)  # laid out like the repository: docs/results/...
+    out = tmp_path / "docs" / "results" / "cells"
+    for budget in (8, 16):
+        for seed in (1, 2):
+            for method, acc in (("ab_simclr", 0.6), ("simclr", 0.5 + 0.01 * seed)):
+                cell = rep.Cell("scaling", rep.FS, method, budget=budget, seed=seed)
+                rep.run_cell(cell, out, "quick", 1, {},
+                             lambda *_, acc=acc: (_summary(acc), 1.0, "0 -> 0"))
+    doc = tmp_path / "docs" / "results.md"
+    doc.write_text(f"{rep.BEGIN}\n{rep.END}\n")
+    rep.report(out, "quick", doc)
+    assert (out / "scaling.png").stat().st_size > 0
+    for md in (doc, out / "README.md"):
+        links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", md.read_text())
+        assert links and not any(Path(link).is_absolute() for link in links), (md, links)
+        assert all((md.parent / link).resolve() == (out / "scaling.png").resolve()
+                   for link in links), (md, links)
 
 
 def test_one_tiny_cell_end_to_end(tmp_path):
