@@ -90,8 +90,16 @@ class ABNetwork(nn.Module):
         self.scale = LogitScale(cfg.temperature)
         self.decoder = AnnotationDecoder(
             encoder.embed_dim, encoder.num_tokens, cfg.decoder_width, cfg.decoder_depth,
-            cfg.decoder_heads, cfg.n_bins, cfg.max_shift, cfg.max_log_scale, cfg.action_tokens)
+            cfg.decoder_heads, cfg.n_bins, cfg.max_shift, cfg.max_log_scale, cfg.action_tokens,
+            cfg.decoder_geometry)
         self.phi_ab = ProjectionHead(self.decoder.out_dim, d, hid)
+        if cfg.value_residual in ("copy", "gated"):  # the decoder's term starts at 0: Q = copy
+            nn.init.zeros_(self.phi_ab.net[-1].weight)
+            nn.init.zeros_(self.phi_ab.net[-1].bias)
+        if cfg.value_residual != "none":  # gated: 2 sigmoid(0) = 1; mixture: sigmoid(0) = 1/2
+            self.copy_gate = nn.Linear(self.decoder.out_dim, 1)
+            nn.init.zeros_(self.copy_gate.weight)
+            nn.init.zeros_(self.copy_gate.bias)
         self.ab_scale = LogitScale(cfg.ab_temperature)
         if cfg.base == "clip":
             if text is None:
@@ -105,9 +113,39 @@ class ABNetwork(nn.Module):
         else:
             self.psi_ab = ProjectionHead(encoder.embed_dim, d, hid)
 
-    def query(self, tokens: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """``phi_AB``: tokens ``(B, T, D)``, actions ``(B, K, 4)`` -> unit ``(B, K, d)``."""
-        return F.normalize(self.phi_ab(self.decoder(tokens, actions)), dim=-1)
+    def q_logits(self, tokens: torch.Tensor, actions: torch.Tensor, psi: torch.Tensor,
+                 psi_ab: torch.Tensor, center: torch.Tensor | None = None) -> torch.Tensor:
+        """The logits of ``Q_AB(l | x, a)``: source tokens ``(B, T, D)``, actions ``(B, K, 4)``,
+        the annotations' ``psi`` and ``psi_AB`` ``(L, d)`` (:meth:`annotations`) ->
+        ``(B, K, L)``.
+
+        ``value_residual="none"`` (the paper): ``t_AB phi_AB(x, a) . psi_AB(l)`` with unit
+        ``phi_AB``. ``"copy"``: plus the source view's own base logits ``p(l | x)``
+        (:meth:`base_logits`, gradient stopped), ``phi_AB`` unnormalised and starting at 0, so
+        that ``Q`` starts at "copy the source view". ``"gated"``: the copy term weighted by
+        ``g(x, a) = 2 sigmoid(w . h(x, a))`` from the decoder's output ``h`` (1 at the start),
+        so that the decoder can keep the source's annotation where the target view overlaps
+        the source and drop it where it does not. ``"mixture"``: a mixture of two experts,
+        ``Q = w p(. | x) + (1 - w) Q_dec(. | x, a)`` with ``w = sigmoid(w . h(x, a))`` (1/2 at
+        the start) and ``Q_dec`` the paper's head; returned as ``log Q`` (normalised logits).
+        The decoder takes the gradient of the pairs the copy expert gets wrong: the far pairs,
+        where only the action can tell what the target view holds."""
+        h = self.decoder(tokens, actions)  # (B, K, width)
+        mode = self.cfg.value_residual
+        phi = self.phi_ab(h)
+        phi = phi if mode in ("copy", "gated") else F.normalize(phi, dim=-1)
+        logits = self.ab_scale() * phi @ psi_ab.T
+        if mode == "none":
+            return logits
+        with torch.no_grad():
+            copy = self.base_logits(self.encoder.pool(tokens), psi, center)[:, None]
+        if mode == "mixture":
+            gate = self.copy_gate(h).float()  # (B, K, 1): log-odds of the copy expert
+            return torch.logaddexp(F.logsigmoid(gate) + F.log_softmax(copy.float(), -1),
+                                   F.logsigmoid(-gate) + F.log_softmax(logits.float(), -1))
+        if mode == "gated":
+            copy = 2 * torch.sigmoid(self.copy_gate(h)) * copy
+        return logits + copy
 
     def annotations(self, source: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(psi(l), psi_AB(l))``, each unit ``(L, d)``, for the annotation source: pooled
@@ -238,35 +276,67 @@ class ABAgent(nn.Module):
                 ema_ann_pooled=pool(ema["ann"]) if "ann" in ema else None,
                 ema_base_pooled=pool(ema["base"]) if "base" in ema else None)
 
+    def _annotation_sources(self, batch: Batch, enc: Encoded):
+        """The online and target inputs of :meth:`ABNetwork.annotations` for this batch."""
+        n = self.n_annotations(batch)
+        if self.cfg.base == "dino":
+            return None, None
+        if self.cfg.base == "clip":
+            return batch.captions[:n], batch.captions[:n]
+        # SimCLR: the first crop of the first n base images
+        return self.online.encoder.pool(enc.base_tokens[:n]), enc.ema_ann_pooled
+
+    def online_q(self, batch: Batch, enc: Encoded, actions: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+        """The online ``Q_AB`` logits ``(M, K, L)`` of the bootstrap views for actions
+        ``(M, K, 4)`` (default: the batch's, the transitions), with gradients. With
+        ``value_residual="copy"`` the source view's own base logits ``p(l | x_i)`` are added
+        (gradient stopped)."""
+        src, _ = self._annotation_sources(batch, enc)
+        psi, psi_ab = self.online.annotations(src)
+        actions = batch.actions if actions is None else actions
+        return self.online.q_logits(enc.boot_tokens, actions, psi, psi_ab, self.center)
+
     def bootstrap_logits(self, batch: Batch, enc: Encoded
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The logits of the bootstrapping loss: online ``Q_AB(. | x_i, a_ij)`` per ordered pair
-        ``(M, n - 1, L)`` (with gradients), and, from the EMA target without gradients,
-        ``p_ema(. | x_j)`` per view ``(M, L)`` and ``Q_ema(. | x_j, a')`` over the candidates
-        ``(M, C, L)`` (``C = 0`` when gamma = 0: the max term has weight 0, so its decoder pass
-        is skipped), and ``j`` ``(M, n - 1)``: the row of each pair's target view."""
-        net, tgt, cfg = self.online, self.target, self.cfg
-        n = self.n_annotations(batch)
-        if cfg.base == "dino":
-            src = ema_src = None
-        elif cfg.base == "clip":
-            src = ema_src = batch.captions[:n]
-        else:  # SimCLR: the first crop of the first n base images
-            src, ema_src = net.encoder.pool(enc.base_tokens[:n]), enc.ema_ann_pooled
-        _, psi_ab = net.annotations(src)
-        pred = net.ab_scale() * net.query(enc.boot_tokens, batch.actions) @ psi_ab.T
+        ``(M, n - 1, L)`` (with gradients, :meth:`online_q`), and, from the EMA target without
+        gradients, ``p_ema(. | x_j)`` per view ``(M, L)`` and ``Q_ema(. | x_j, a')`` over the
+        candidates ``(M, C, L)`` (``C = 0`` when gamma = 0: the max term has weight 0, so its
+        decoder pass is skipped), and ``j`` ``(M, n - 1)``: the row of each pair's target
+        view."""
+        tgt, cfg = self.target, self.cfg
+        _, ema_src = self._annotation_sources(batch, enc)
+        pred = self.online_q(batch, enc)
         with torch.no_grad():
             ema_psi, ema_psi_ab = tgt.annotations(ema_src)
             tok = enc.ema_boot_tokens
             p_logits = tgt.base_logits(tgt.encoder.pool(tok), ema_psi, self.center)
             if cfg.gamma > 0:
                 cand = batch.actions if cfg.candidates == "views" else batch.candidates
-                q_logits = tgt.ab_scale() * tgt.query(tok, cand) @ ema_psi_ab.T
+                q_logits = tgt.q_logits(tok, cand, ema_psi, ema_psi_ab, self.center)
             else:
                 q_logits = p_logits.new_zeros(len(p_logits), 0, p_logits.shape[-1])
             n_images, n_views = batch.boot_boxes.shape[:2]
             j = self._pairs(n_images, n_views, tok.device)
         return pred, p_logits, q_logits, j
+
+    def pair_candidates(self, q_logits: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        """The candidates of each ordered pair's max over ``a'``: ``q_logits`` ``(M, C, L)`` of
+        every view and ``j`` ``(M, n - 1)`` -> ``(M (n - 1), C', L)``. With
+        ``exclude_return`` and ``candidates="views"`` the return box ``a_j->i`` is left out
+        (``C' = n - 2``): the target of the pair ``(i, j)`` then never holds a prediction made
+        from the box of ``x_i`` itself."""
+        q = q_logits[j]  # (M, n - 1, C, L)
+        if not (self.cfg.exclude_return and self.cfg.candidates == "views" and q.shape[2]):
+            return q.flatten(0, 1)
+        n = j.shape[1] + 1
+        others = pair_index(n)  # slot s of view v: the box to view others[v, s]
+        ret = others[others] == torch.arange(n)[:, None, None]  # (n, n-1, n-1): slot is a_j->i
+        keep = (~ret).nonzero()[:, 2].view(n, n - 1, n - 2)  # the n - 2 other candidate slots
+        keep = keep.repeat(len(j) // n, 1, 1).to(q.device)  # (M, n - 1, n - 2)
+        q = q.gather(2, keep[..., None].expand(-1, -1, -1, q.shape[-1]))
+        return q.flatten(0, 1)
 
     def base_loss(self, batch: Batch, enc: Encoded
                   ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
@@ -310,15 +380,23 @@ class ABAgent(nn.Module):
         loss = base_loss
         if bootstrap:
             pred, p_logits, q_logits, j = self.bootstrap_logits(batch, enc)
-            pairs = (pred.flatten(0, 1), p_logits[j].flatten(0, 1), q_logits[j].flatten(0, 1))
+            pairs = (pred.flatten(0, 1), p_logits[j].flatten(0, 1),
+                     self.pair_candidates(q_logits, j))
             ab_loss = bootstrap_loss(*pairs, cfg.gamma, cfg.max_mode)
             loss = base_loss + cfg.ab_weight * ab_loss
             with torch.no_grad():
                 target = bootstrap_target(*pairs[1:], cfg.gamma, cfg.max_mode)
                 entropy = -(target * target.clamp(min=1e-12).log()).sum(-1).mean()
-                hit = pred.argmax(-1) == p_logits[j].argmax(-1)
+                labels = p_logits.argmax(-1)
+                hit = pred.argmax(-1) == labels[j]
+                # the action-sensitivity gauge: the same pairs with every action moved to
+                # another pair (a fixed roll by half the pairs: no random stream is used)
+                rolled = batch.actions.flatten(0, 1).roll(pred.shape[0] * pred.shape[1] // 2, 0)
+                pred_rolled = self.online_q(batch, enc, rolled.view_as(batch.actions))
             metrics.update(ab_loss=ab_loss.detach(), ab_kl=ab_loss.detach() - entropy,
-                           t_ab=net.ab_scale().detach(), value_acc=hit.float().mean())
+                           t_ab=net.ab_scale().detach(), value_acc=hit.float().mean(),
+                           copy_acc=(labels[:, None] == labels[j]).float().mean(),
+                           value_acc_permuted=(pred_rolled.argmax(-1) == labels[j]).float().mean())
         if teacher is not None and self.training:
             self.center.copy_(update_center(self.center, teacher, cfg.center_momentum))
         metrics["loss"] = loss.detach()
@@ -337,9 +415,13 @@ class ABAgent(nn.Module):
             if annotations is None:
                 raise ValueError("SimCLR's annotations are images: pass (L, 3, H, W) views")
             annotations = net.encoder.pool(net.encoder(annotations))
-        _, psi_ab = net.annotations(annotations)
-        logits = net.ab_scale() * net.query(net.encoder(views), actions) @ psi_ab.T
-        return logits.softmax(-1)
+        psi, psi_ab = net.annotations(annotations)
+        return net.q_logits(net.encoder(views), actions, psi, psi_ab, self.center).softmax(-1)
+
+
+# The behaviour of checkpoints written before these ABConfig fields existed.
+LEGACY_AB_CONFIG = {"exclude_return": False, "boot_annotated": False, "value_residual": "none",
+                    "decoder_geometry": False}
 
 
 def _read_checkpoint(path, map_location) -> dict:
@@ -355,7 +437,8 @@ def load_agent(checkpoint_path: str, map_location: str | torch.device = "cpu") -
     """The whole agent (online + EMA target) of a ``train_value.py`` checkpoint (or run folder)."""
     ckpt = _read_checkpoint(checkpoint_path, map_location)
     tok = ckpt.get("tokenizer")
-    agent = ABAgent(make_encoder(**ckpt["encoder"]), ABConfig(**ckpt["ab_config"]),
+    cfg = {**LEGACY_AB_CONFIG, **ckpt["ab_config"]}  # a field a checkpoint predates: as it was
+    agent = ABAgent(make_encoder(**ckpt["encoder"]), ABConfig(**cfg),
                     WordTokenizer(**tok) if tok else None, ckpt.get("text_dim", 384))
     agent.load_state_dict(ckpt["agent"])
     return agent.to(map_location)

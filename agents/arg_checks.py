@@ -1,6 +1,7 @@
-"""Argument checks of the two CLIs (``agents/train_value.py``, ``agents/evaluate.py``), run
-before any work: each names the flag, shows the bad value and says what is valid (the helpers
-of :mod:`imgmdp_env._checks`). Errors become ``SystemExit`` with that message."""
+"""Argument checks of the two CLIs (``agents/train_value.py``, ``agents/evaluate.py``) and of
+the source flags of the find-the-object scripts (:func:`check_object_args`), run before any
+work: each names the flag, shows the bad value and says what is valid (the helpers of
+:mod:`imgmdp_env._checks`). Errors become ``SystemExit`` with that message."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from pathlib import Path
 from imgmdp_env import _checks as check
 from imgmdp_env.datasets import NAMED, is_source, source_kind
 
-__all__ = ["check_eval_args", "check_train_args", "dataset_spec"]
+__all__ = ["OBJECT_NAMED", "check_eval_args", "check_object_args", "check_train_args",
+           "dataset_spec", "labelled_source"]
 
 MAX_TRAIN_SEED = 2**63  # the sampler adds an offset to the seed for its second stream
+OBJECT_NAMED = ("scenes", "fashion-scenes")  # the named datasets with object boxes
 _VIEW_RULES = {"cnn": (16, 1), "vit": (8, 8), "vits16": (16, 16)}  # (minimum, multiple of)
 
 
@@ -133,6 +136,15 @@ def check_train_args(a) -> None:
                     f"images: it needs --base simclr or dino (got {a.ab.base}), --n-views 2 (got "
                     f"{a.n_views}), --boot-images <= --base-batch (got {boot} > "
                     f"{a.base_batch}) and --boot-color-jitter 0 (got {a.boot_color_jitter})")
+        if a.ab.boot_annotated and a.ab.ab_weight > 0 and a.ab.base != "dino":
+            r = resolved(a)
+            if a.boot_source != "views" or r.boot_images > r.ab.ann_batch or a.boot_dataset:
+                raise ValueError(
+                    f"{f('boot_annotated')} takes the bootstrap images from the annotated base "
+                    f"images: it needs {f('boot_source')} views (got {a.boot_source}), "
+                    f"{f('boot_images')} <= {f('ann_batch')} (got {r.boot_images} > "
+                    f"{r.ab.ann_batch}) and no {f('boot_dataset')} (got {a.boot_dataset!r}); "
+                    f"or pass --no-boot-annotated")
         check.choice(f("base"), a.ab.base, ["simclr", "dino", "clip"])
         check.integer(f("proj_dim"), a.ab.proj_dim, 1)
         check.integer(f("proj_hidden"), a.ab.proj_hidden, 1)
@@ -183,6 +195,60 @@ def check_train_args(a) -> None:
     _run(checks)
 
 
+def labelled_source(a) -> None:
+    """The flags of a labelled source: ``--dataset``, ``--test-dataset``, their COCO
+    ``--instances`` / ``--test-instances``, ``--holdout`` and ``--max-side`` (``evaluate.py``,
+    :func:`check_object_args`); raises ValueError naming the first bad one."""
+    f = flag
+    dataset_spec(f("dataset"), a.dataset)
+    dataset_spec(f("test_dataset"), a.test_dataset, empty=True)
+    for key, of in (("instances", "dataset"), ("test_instances", "test_dataset")):
+        _file(f(key), getattr(a, key))
+        if getattr(a, key) and source_kind(getattr(a, of)) != "folder":
+            raise ValueError(f"{f(key)} annotates the images of a folder; {f(of)} "
+                             f"({getattr(a, of)!r}) is not one")
+    check.number(f("holdout"), a.holdout, 0, 1, hi_open=True)
+    if a.holdout == 0 and not a.test_dataset and source_kind(a.dataset) not in (
+            None, "named"):
+        raise ValueError("--holdout 0 leaves no test images: pass --test-dataset or "
+                         "--holdout > 0")
+    if a.max_side != 0:
+        check.integer(f("max_side"), a.max_side, 8)
+
+
+def check_object_args(a) -> None:
+    """The source flags of the find-the-object scripts (``examples/value_search.py``,
+    ``benchmarks/find_object.py``: :func:`agents.sources.add_object_flags`): those of
+    :func:`labelled_source`, then that the source can carry object boxes: a named dataset of
+    :data:`OBJECT_NAMED`, a folder with its ``--instances`` (a ``--test-dataset`` folder with
+    its ``--test-instances``), shards (their samples' boxes, checked once loaded:
+    :func:`agents.sources.object_split`). Raises ``SystemExit``."""
+    def checks() -> None:
+        f = flag
+        labelled_source(a)
+        kind = source_kind(a.dataset)
+        if kind == "named" and a.dataset not in OBJECT_NAMED:
+            raise ValueError(f"--dataset ({a.dataset!r}) has no object boxes (its labels are "
+                             f"per image): pass one of {list(OBJECT_NAMED)}, or a folder of "
+                             "images with --instances (a COCO instances_*.json)")
+        if kind == "named" and a.test_dataset:
+            raise ValueError(f"--test-dataset ({a.test_dataset!r}) is the test images of a "
+                             f"folder or shards --dataset; {a.dataset!r} has its own test split")
+        for key, coco in (("dataset", "instances"), ("test_dataset", "test_instances")):
+            value = getattr(a, key)
+            if not value:  # no --test-dataset ("" would read as the current folder)
+                continue
+            if source_kind(value) == "video":
+                raise ValueError(f"{f(key)} ({value!r}) is video: frames carry no object boxes; "
+                                 "pass a folder of images with its COCO instances file")
+            if source_kind(value) == "folder" and not getattr(a, coco):
+                raise ValueError(f"{f(key)} ({value!r}) is a folder without object boxes: "
+                                 f"pass {f(coco)} path/to/instances.json (its COCO instances "
+                                 "file: the boxes and category names of its images)")
+
+    _run(checks)
+
+
 def check_eval_args(a) -> None:
     """Every field of ``evaluate.Args``; raises ``SystemExit`` naming the first bad one."""
     def checks() -> None:
@@ -192,20 +258,7 @@ def check_eval_args(a) -> None:
             if not p.exists():
                 raise ValueError(f"--checkpoint ({str(p)!r}) does not exist: pass a run folder "
                                  "(runs/<name>) or its checkpoint.pt")
-        dataset_spec(f("dataset"), a.dataset)
-        dataset_spec(f("test_dataset"), a.test_dataset, empty=True)
-        for key, of in (("instances", "dataset"), ("test_instances", "test_dataset")):
-            _file(f(key), getattr(a, key))
-            if getattr(a, key) and source_kind(getattr(a, of)) != "folder":
-                raise ValueError(f"{f(key)} annotates the images of a folder; {f(of)} "
-                                 f"({getattr(a, of)!r}) is not one")
-        check.number(f("holdout"), a.holdout, 0, 1, hi_open=True)
-        if a.holdout == 0 and not a.test_dataset and source_kind(a.dataset) not in (
-                None, "named"):
-            raise ValueError("--holdout 0 leaves no test images: pass --test-dataset or "
-                             "--holdout > 0")
-        if a.max_side != 0:
-            check.integer(f("max_side"), a.max_side, 8)
+        labelled_source(a)
         check.integer(f("n_train"), a.n_train, 1)
         check.integer(f("n_test"), a.n_test, 1)
         check.integer(f("image_size"), a.image_size, 16)
@@ -214,6 +267,7 @@ def check_eval_args(a) -> None:
             _view_size(f("view_size"), a.view_size, kind if a.checkpoint is None else "")
         check.integer(f("max_samples"), a.max_samples, 1)
         check.integer(f("random_twins"), a.random_twins, 0)
+        check.integer(f("value_batches"), a.value_batches, 0)
         check.flag(f("raw_pixels"), a.raw_pixels)
         check.integer(f("threads"), a.threads, 1)
         _device(a.device)

@@ -156,7 +156,7 @@ class Args:
     probe_baselines: bool = True
     """probe the baselines (random-init twins, raw pixels) beside the trained encoder; they
     depend only on the probe sets, so a study computes them once (benchmarks/representation.py)"""
-    value_batches: int = 16
+    value_batches: int = 64
     """bootstrap batches of probe test images for the value accuracy by IoU"""
 
 

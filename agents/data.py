@@ -137,6 +137,9 @@ class TransitionSampler:
     un-augmented views) or ``"base"`` (the cheap variant: the two augmented crops of the first
     ``boot_images`` base images are the bootstrap pair, so the online encoder runs on no extra
     view; a mirrored source view mirrors its action, ``dx -> -dx``; SimCLR/DINO only);
+    boot_annotated: the bootstrap images are the first ``boot_images`` images of the base
+    batch (their crop 0 is among the SimCLR annotations, their caption among CLIP's), not
+    drawn from the bootstrap stream (which then draws the boxes only);
     seed: seeds the two random streams.
     """
 
@@ -147,7 +150,8 @@ class TransitionSampler:
                  base_scale: tuple[float, float] = (0.08, 1.0), candidates: str = "views",
                  n_random: int = 4, caption_inputs: torch.Tensor | None = None,
                  color_jitter: float = 1.0, boot_color_jitter: float = 0.0,
-                 boot_source: str = "views", seed: int = 0) -> None:
+                 boot_source: str = "views", boot_annotated: bool = False,
+                 seed: int = 0) -> None:
         if base not in BASES:
             raise ValueError(f"base {base!r} is not one of {BASES}")
         if candidates not in ("views", "random"):
@@ -168,6 +172,16 @@ class TransitionSampler:
             if any(bad):
                 raise ValueError("boot_source='base' pairs the 2 crops of the first boot_images "
                                  "base images: it needs " + "; ".join(filter(None, bad)))
+        if boot_annotated and (boot_source != "views" or boot_images > base_batch
+                               or (boot_dataset is not None and boot_dataset is not base_dataset)):
+            raise ValueError(
+                "boot_annotated takes the bootstrap images from the base batch: it needs "
+                f"boot_source='views' (got {boot_source!r}), boot_images <= base_batch (got "
+                f"{boot_images} > {base_batch}) and one dataset for both (no boot_dataset)"
+                if boot_images > base_batch else
+                "boot_annotated takes the bootstrap images from the base batch: it needs "
+                f"boot_source='views' (got {boot_source!r}) and one dataset for both losses "
+                "(no separate boot_dataset)")
         if base == "clip" and caption_inputs is None:
             raise ValueError("base='clip' needs caption_inputs (the tokenised captions)")
         self.base_bank = base_dataset.bank()
@@ -179,7 +193,7 @@ class TransitionSampler:
         self.candidates, self.n_random = candidates, n_random
         self.caption_inputs = caption_inputs
         self.color_jitter, self.boot_color_jitter = color_jitter, boot_color_jitter
-        self.boot_source = boot_source
+        self.boot_source, self.boot_annotated = boot_source, boot_annotated
         self.base_gen = torch.Generator().manual_seed(seed)
         self.boot_gen = torch.Generator().manual_seed(seed + 1_000_003)
         self.others = pair_index(n_views)
@@ -218,15 +232,19 @@ class TransitionSampler:
         out["base_index"] = idx.to(device)
         return out
 
-    def sample_boot(self, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    def sample_boot(self, device: torch.device | str = "cpu",
+                    images: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The bootstrap fields of a :class:`Batch`: ``boot_views`` ``(M, 3, h, w)`` uint8 with
         ``M = boot_images * n_views`` (views of image ``b`` at rows ``b * n_views ...``),
         ``boot_boxes`` ``(boot_images, n_views, 4)``,
         ``actions`` ``(M, n_views - 1, 4)`` (row ``m = b n + i``, slot ``s``: the relative box
         from view ``i`` to view ``others[i, s]``), ``boot_index`` ``(boot_images,)`` and, with
-        ``candidates="random"``, ``candidates`` ``(M, n_random, 4)`` random relative boxes."""
+        ``candidates="random"``, ``candidates`` ``(M, n_random, 4)`` random relative boxes.
+        images: ``(boot_images,)`` the bootstrap images (``boot_annotated``: the first base
+        images); None: drawn from the bootstrap stream."""
         g, n = self.boot_gen, self.n_views
-        img = torch.randint(len(self.boot_bank), (self.boot_images,), generator=g)
+        img = (torch.randint(len(self.boot_bank), (self.boot_images,), generator=g)
+               if images is None else images.cpu())
         idx = img.repeat_interleave(n)
         views, boxes = self._crops(self.boot_bank, idx, self.boot_scale, g)
         if self.boot_color_jitter > 0:
@@ -284,7 +302,8 @@ class TransitionSampler:
         if bootstrap and self.boot_images > 0 and self.boot_source == "base":
             parts.update(self._boot_from_base(parts), boot_from_base=True)
         elif bootstrap and self.boot_images > 0:
-            parts.update(self.sample_boot(device))
+            own = parts["base_index"][:self.boot_images] if self.boot_annotated else None
+            parts.update(self.sample_boot(device, own))
         parts.pop("_boxes", None)
         parts.pop("_flip", None)
         return Batch(**parts)

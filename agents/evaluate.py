@@ -49,14 +49,27 @@ __all__ = [
 # The value function's own diagnostic
 # ---------------------------------------------------------------------------------------------
 DEFAULT_IOU_BINS = (0.0, 0.05, 0.2, 0.4, 0.6, 1.0)
+SPLIT_IOU = 0.4  # far pairs (below) and near pairs (at or above), as the summary lines split them
+
+
+def permute_within(groups: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A random permutation ``(N,)`` of ``range(N)`` that moves each item only among the items
+    of its own group: groups ``(N,)`` int64 (e.g. the IoU bin of each view pair)."""
+    perm = torch.arange(len(groups))
+    for g in groups.unique():
+        idx = (groups == g).nonzero().flatten()
+        perm[idx] = idx[torch.randperm(len(idx), generator=generator)]
+    return perm
 
 
 @torch.no_grad()
 def value_accuracy_by_iou(agent, data, bins: tuple[float, ...] = DEFAULT_IOU_BINS,
-                          n_batches: int = 8, seed: int = 0) -> dict[str, float]:
+                          n_batches: int = 8, seed: int = 0,
+                          boot_annotated: bool | None = None) -> dict[str, float]:
     """The paper's value-accuracy diagnostic: how often ``argmax_l Q_AB(l | x_i, a_ij)``
     (online) equals ``argmax_l p_ema(l | x_j)`` (the target network's annotation of the target
-    view), over ordered view pairs binned by ``IoU(box_i, box_j)``.
+    view), over ordered view pairs binned by ``IoU(box_i, box_j)``, beside the baselines and
+    the action-sensitivity check.
 
     data: an ``ImageDataset`` (views drawn as in training: ``n_views`` = 4, scale (0.05, 1),
     ``2 * ann_batch`` base images and ``ann_batch / 4`` bootstrap images per batch), a
@@ -64,22 +77,41 @@ def value_accuracy_by_iou(agent, data, bins: tuple[float, ...] = DEFAULT_IOU_BIN
     bootstrap part) or a list of them. agent: an :class:`agents.ab.ABAgent`.
     Samplers draw ``n_batches`` batches seeded by ``seed`` (a sampler's own streams are
     restored afterwards). bins: IoU bin edges; a pair falls in ``[lo, hi)`` (the last bin
-    includes ``hi``). Returns ``{"iou_LO-HI": accuracy (nan if empty), "count_LO-HI": pairs,
-    "copy_LO-HI": accuracy of answering the source view's own annotation
-    ``argmax_l p_ema(l | x_i)`` (a value function that ignores the action: the bar for "it
-    uses the action"), "all": overall accuracy, "chance": 1 / number of annotations,
-    "majority": accuracy of always answering each batch's most frequent target annotation}``.
+    includes ``hi``). Returns, per bin ``LO-HI``:
+
+    - ``iou_LO-HI``: the value function's accuracy (nan if the bin is empty);
+    - ``copy_LO-HI``: answering the source view's own annotation ``argmax_l p_ema(l | x_i)``,
+      a value function that ignores the action: the bar for "it uses the action";
+    - ``permuted_LO-HI``: the value function's accuracy with the actions permuted at random
+      among the pairs of the same IoU bin (seeded by ``seed``): equal to ``iou_`` when ``Q``
+      ignores the action;
+    - ``count_LO-HI``: pairs;
+
+    and ``all`` / ``copy`` / ``permuted`` (over every pair), ``kl`` / ``kl_permuted``: the
+    mean KL (nats) from the training target (:func:`agents.losses.bootstrap_target`) to
+    ``Q_AB`` with the true / permuted actions, ``chance``: 1 / number of annotations,
+    ``majority``: always answering each batch's most frequent target annotation;
+    ``far`` / ``far_copy`` / ``far_permuted`` and ``near...``: the same three accuracies
+    over every pair with IoU below / at least :data:`SPLIT_IOU` (0.4): far pairs, where only
+    the action can tell what ``x_j`` holds, and near pairs.
+
+    boot_annotated: for an ``ImageDataset``, whether the bootstrap images are among the
+    annotated images (None: as the agent was trained, ``agent.cfg.boot_annotated``).
     """
     from agents.data import TransitionSampler, pair_index
+    from agents.losses import bootstrap_target
     from imgmdp_env.views import box_iou
 
+    cfg = agent.cfg
     if isinstance(data, ImageDataset):
-        cfg = agent.cfg
+        boot = max(cfg.ann_batch // 4, 1)
         data = TransitionSampler(
             data, base=cfg.base, view_size=agent.encoder.image_size,
-            base_batch=2 * cfg.ann_batch, boot_images=max(cfg.ann_batch // 4, 1),
+            base_batch=2 * cfg.ann_batch, boot_images=boot,
             candidates=cfg.candidates, n_random=cfg.n_random,
-            caption_inputs=agent.caption_inputs(data.captions), seed=seed)
+            caption_inputs=agent.caption_inputs(data.captions),
+            boot_annotated=(cfg.boot_annotated if boot_annotated is None else boot_annotated)
+            and cfg.base != "dino", seed=seed)
     if isinstance(data, TransitionSampler):
         state = data.state_dict()
         data.base_gen.manual_seed(seed)
@@ -91,28 +123,46 @@ def value_accuracy_by_iou(agent, data, bins: tuple[float, ...] = DEFAULT_IOU_BIN
         batches = list(data) if isinstance(data, list | tuple) else [data]
     was_training = agent.training
     agent.eval()
-    hits, copies, ious, majority, n_ann = [], [], [], [], 1
+    gen = torch.Generator().manual_seed(seed)
+    edges = torch.tensor(bins[1:-1])
+    hits, permuted, copies, ious, majority, kls, n_ann = [], [], [], [], [], [], 1
     for batch in batches:  # the training loss's own path: encode, then the bootstrap logits
-        pred, p_logits, _, j = agent.bootstrap_logits(batch, agent.encode(batch))
+        enc = agent.encode(batch)
+        pred, p_logits, q_logits, j = agent.bootstrap_logits(batch, enc)
         labels = p_logits.argmax(-1)  # (M,) the target's annotation of every view
         want = labels[j]  # (M, n - 1): of each pair's target view x_j
-        hits.append((pred.argmax(-1) == want).flatten().cpu())
-        copies.append((labels[:, None] == want).flatten().cpu())  # answer x_i's own annotation
-        majority.append((want == want.flatten().mode().values).flatten().cpu())
         boxes = batch.boot_boxes
         others = pair_index(boxes.shape[1]).to(boxes.device)
-        ious.append(box_iou(boxes[:, :, None], boxes[:, others]).flatten().cpu())
+        iou = box_iou(boxes[:, :, None], boxes[:, others]).flatten().cpu()
+        perm = permute_within(torch.bucketize(iou, edges, right=True), gen)
+        actions = batch.actions.flatten(0, 1)[perm.to(boxes.device)].view_as(batch.actions)
+        pred_perm = agent.online_q(batch, enc, actions)
+        target = bootstrap_target(p_logits[j].flatten(0, 1), agent.pair_candidates(q_logits, j),
+                                  cfg.gamma, cfg.max_mode)
+        for logits, out in ((pred, hits), (pred_perm, permuted)):
+            out.append((logits.argmax(-1) == want).flatten().cpu())
+            log_q = F.log_softmax(logits.flatten(0, 1).float(), -1)
+            kls.append(float((target * (target.clamp(min=1e-12).log() - log_q)).sum(-1).mean()))
+        copies.append((labels[:, None] == want).flatten().cpu())  # answer x_i's own annotation
+        majority.append((want == want.flatten().mode().values).flatten().cpu())
+        ious.append(iou)
         n_ann = pred.shape[-1]
     agent.train(was_training)
     hit, copy, iou = torch.cat(hits).float(), torch.cat(copies).float(), torch.cat(ious)
+    perm_hit = torch.cat(permuted).float()
     out = {}
     for k, (lo, hi) in enumerate(zip(bins[:-1], bins[1:], strict=True)):
         sel = (iou >= lo) & ((iou < hi) | ((k == len(bins) - 2) & (iou <= hi)))
         key = f"{lo:.2f}-{hi:.2f}"
-        out[f"iou_{key}"] = float(hit[sel].mean()) if sel.any() else float("nan")
-        out[f"copy_{key}"] = float(copy[sel].mean()) if sel.any() else float("nan")
+        for name, values in (("iou", hit), ("copy", copy), ("permuted", perm_hit)):
+            out[f"{name}_{key}"] = float(values[sel].mean()) if sel.any() else float("nan")
         out[f"count_{key}"] = float(sel.sum())
-    out["all"] = float(hit.mean())
+    out["all"], out["copy"], out["permuted"] = (float(hit.mean()), float(copy.mean()),
+                                                float(perm_hit.mean()))
+    for side, sel in (("far", iou < SPLIT_IOU), ("near", iou >= SPLIT_IOU)):
+        for name, values in (("", hit), ("_copy", copy), ("_permuted", perm_hit)):
+            out[f"{side}{name}"] = float(values[sel].mean()) if sel.any() else float("nan")
+    out["kl"], out["kl_permuted"] = float(np.mean(kls[0::2])), float(np.mean(kls[1::2]))
     out["chance"] = 1.0 / n_ann
     out["majority"] = float(torch.cat(majority).float().mean())
     return out
@@ -124,7 +174,7 @@ def value_table(value_acc: dict[str, float]) -> str:
     majority rates."""
     bins = [k[4:] for k in value_acc if k.startswith("iou_")]
     rows = [("value function Q_AB", "iou"), ("copy x_i's own annotation", "copy"),
-            ("pairs", "count")]
+            ("Q_AB, actions permuted within the bin", "permuted"), ("pairs", "count")]
     lines = ["| IoU(x_i, x_j) | " + " | ".join(bins) + " |", "|---|" + "---:|" * len(bins)]
     for label, key in rows:
         fmt = "{:.0f}" if key == "count" else "{:.3f}"
@@ -132,7 +182,27 @@ def value_table(value_acc: dict[str, float]) -> str:
             fmt.format(value_acc.get(f"{key}_{b}", float("nan"))) for b in bins) + " |")
     lines.append(f"chance {value_acc['chance']:.3f}; majority {value_acc['majority']:.3f} "
                  f"(always the most frequent target annotation of the batch)")
+    if "kl" in value_acc:
+        lines.append(f"KL(target || Q_AB): {value_acc['kl']:.3f} nats with the true actions, "
+                     f"{value_acc['kl_permuted']:.3f} permuted")
+    if "far" in value_acc:
+        lines.append(value_verdict(value_acc))
     return "\n".join(lines)
+
+
+def value_verdict(value_acc: dict[str, float]) -> str:
+    """One line on the value function against its two bars: copying the source view's own
+    annotation (does Q beat a value function that ignores the action?) and Q with the actions
+    permuted (does Q use the action?), on far pairs (IoU < 0.4) and near ones."""
+    v = value_acc
+    low, copy_low, perm_low = v["far"], v["far_copy"], v["far_permuted"]
+    drop = 1 - perm_low / low if low > 0 else float("nan")
+    beats = "beats" if low > copy_low else "does not beat"
+    uses = "uses the action" if drop > 0.1 else "barely uses the action"
+    return (f"verdict: on far pairs (IoU < {SPLIT_IOU}) Q_AB {beats} copying the source view "
+            f"({low:.3f} vs {copy_low:.3f}, {low - copy_low:+.3f}) and {uses} (permuting it "
+            f"costs {100 * drop:.0f}% of the accuracy); on near pairs {v['near']:.3f} vs "
+            f"copy {v['near_copy']:.3f}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,10 +246,10 @@ def probe_sets(name: str = "scenes", n_train: int = PROBE_TRAIN, n_test: int = P
     test images. A folder, shards or videos: the train split and the held-out test split (or
     the separate test source) of :func:`imgmdp_env.datasets.splits.load_split`; ``source``
     (COCO files, memory bound, holdout, test source) goes to it."""
-    from imgmdp_env.datasets.splits import PROBE_SEED, load_split
+    from imgmdp_env.datasets.splits import PROBE_SEED, load_split, reference_split
 
-    train_split = "val" if name == "scenes" else "train"
-    train = load_split(name, train_split, n_train, image_size, PROBE_SEED + 1, **source)
+    train = load_split(name, reference_split(name), n_train, image_size, PROBE_SEED + 1,
+                       **source)
     return train, load_split(name, "test", n_test, image_size, PROBE_SEED, **source)
 
 
@@ -262,6 +332,11 @@ class Args:
     """torch CPU threads"""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """where the encoder and probes run: auto = cuda if available, else cpu"""
+    value_batches: int = 64
+    """with --checkpoint: bootstrap batches of probe test images for the value function's
+    accuracy by IoU beside copy and permuted actions (0: skip it)"""
+    probes: bool = True
+    """run the probes (--no-probes: the value diagnostic only)"""
 
 
 def random_twin(encoder: nn.Module, seed: int = 0) -> nn.Module:
@@ -330,6 +405,17 @@ def _probe_main(args: Args) -> None:
                              **source_kwargs(args, args.dataset))
     print(f"data: {args.dataset}, {len(train)} train / {len(test)} test images "
           f"({time.perf_counter() - t0:.1f} s); views {view}x{view}; device {device}")
+    if args.checkpoint is not None and args.value_batches > 0:
+        from agents.ab import load_agent
+
+        t0 = time.perf_counter()
+        agent = load_agent(path, device)
+        value_acc = value_accuracy_by_iou(agent, test, n_batches=args.value_batches, seed=0)
+        print(f"value accuracy by IoU of source and target view ({args.dataset}, probe test "
+              f"images; {time.perf_counter() - t0:.1f} s):")
+        print(value_table(value_acc))
+    if not args.probes:
+        return
     t0 = time.perf_counter()
     results = probe_report(encoder, train, test, view_size=view, label=label,
                            n_random=args.random_twins if args.checkpoint is not None else 0,

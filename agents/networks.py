@@ -161,6 +161,11 @@ class ViTEncoder(Encoder):
         return self.norm(self.blocks(x))
 
 
+# Frequencies of the decoder's smooth box embedding (geometry=True), in turns per unit of
+# the source view's side (dx, dy) or of log size ratio: from 1/8 (coarse) to 4 (a token or so).
+FOURIER_FREQS = 2 * math.pi * torch.tensor([0.125, 0.25, 0.5, 1.0, 2.0, 4.0])
+
+
 # Named configurations. "vits16" is ViT-S/16 (the paper's backbone) for 224 views on a GPU.
 ENCODERS = {
     "cnn": (CNNEncoder, {}),
@@ -192,14 +197,30 @@ class AnnotationDecoder(nn.Module):
     n_bins, max_shift, max_log_scale: the box discretisation (:func:`views.box_tokens`);
     action_tokens: False replaces the box tokens by their slot embeddings only (the paper's
     "no action tokens" ablation: the decoder then cannot know where the target view is).
+    geometry: also give every query (a) a smooth embedding of the box (Fourier features of
+    ``dx, dy, log sw, log sh`` through a linear layer: nearby boxes get nearby queries, which
+    64 independent bin embeddings per coordinate are not) and (b) the source tokens pooled
+    where the box lies (a Gaussian window over the token grid centred on the box, as wide as
+    the box): what the source view already shows of the target view. Not in the paper: a
+    prior that spares a small run learning the geometry of boxes from scratch.
     """
 
     def __init__(self, embed_dim: int, num_tokens: int, width: int = 128, depth: int = 2,
                  heads: int = 4, n_bins: int = 64, max_shift: float = 4.0,
-                 max_log_scale: float = 2.5, action_tokens: bool = True) -> None:
+                 max_log_scale: float = 2.5, action_tokens: bool = True,
+                 geometry: bool = False) -> None:
         super().__init__()
         self.n_bins, self.max_shift, self.max_log_scale = n_bins, max_shift, max_log_scale
-        self.action_tokens = action_tokens
+        self.action_tokens, self.geometry = action_tokens, geometry and action_tokens
+        if self.geometry:
+            side = math.isqrt(num_tokens)
+            if side * side != num_tokens:
+                raise ValueError(f"geometry needs a square token grid; {num_tokens} tokens")
+            centres = (torch.arange(side) + 0.5) / side - 0.5  # token centres, source widths
+            grid = torch.stack(torch.meshgrid(centres, centres, indexing="ij"), -1)  # (y, x)
+            self.register_buffer("token_xy", grid.flip(-1).reshape(-1, 2), persistent=False)
+            self.half_token = 0.5 / side
+            self.box_embed = nn.Linear(4 * 2 * len(FOURIER_FREQS), width)
         self.token_embed = nn.Embedding(n_bins, width)
         self.slot_embed = nn.Parameter(torch.randn(4, width) * 0.02)
         self.memory_proj = nn.Linear(embed_dim, width)
@@ -219,13 +240,30 @@ class AnnotationDecoder(nn.Module):
         tok = box_tokens(actions, self.n_bins, self.max_shift, self.max_log_scale)
         return self.token_embed(tok) + self.slot_embed
 
+    def box_window(self, memory: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """The source tokens pooled over the target box: memory ``(B, T, width)``, actions
+        ``(B, K, 4)`` -> ``(B, K, width)``, weights ``exp(-|token - centre|^2 / 2 s^2)`` per
+        axis with ``s`` half the box's side (at least half a token), normalised over tokens."""
+        centre = actions[..., None, :2]  # (B, K, 1, 2)
+        sigma = (actions[..., None, 2:] / 2).clamp(min=self.half_token)
+        d = (self.token_xy - centre) / sigma  # (B, K, T, 2)
+        w = torch.softmax(-0.5 * d.square().sum(-1), dim=-1)  # (B, K, T)
+        return w @ memory
+
     def forward(self, tokens: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """tokens ``(B, T, D)``, actions ``(B, K, 4)`` -> ``(B, K, width)``."""
         b, k = actions.shape[:2]
-        q = self.queries(actions).reshape(b, 4 * k, -1)
+        memory = self.memory_proj(tokens)
+        q = self.queries(actions)
+        if self.geometry:
+            u = torch.cat([actions[..., :2], actions[..., 2:].clamp(min=1e-6).log()], -1)
+            f = u[..., None] * FOURIER_FREQS.to(u)  # (B, K, 4, F)
+            fourier = torch.cat([f.sin(), f.cos()], -1).flatten(-2)
+            q = q + (self.box_embed(fourier) + self.box_window(memory, actions))[:, :, None]
+        q = q.reshape(b, 4 * k, -1)
         group = torch.arange(4 * k, device=q.device) // 4
         mask = group[:, None] != group[None, :]  # True = may not attend (other boxes' queries)
-        memory = self.memory_proj(tokens) + self.memory_pos
+        memory = memory + self.memory_pos
         for layer in self.layers:
             q = layer(q, memory, tgt_mask=mask)
         return self.norm(q).view(b, k, 4, -1).mean(dim=2)

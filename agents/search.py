@@ -14,7 +14,7 @@ The agent learns how likely annotation ``l`` becomes if the view ``x`` moves by 
 Goals (the annotation set the softmax of ``Q_AB`` runs over): :func:`caption_goals` (CLIP:
 captions), :func:`curated_goals` (SimCLR: curated images, optionally grouped by class) and
 :func:`prototype_goals` (DINO: the AB head's prototypes). A goal is an id into
-``goals.vocabulary``.
+``goals.vocabulary``; :func:`env_goal_ids` maps an env's goal ids to them.
 
 Candidates (per view, ``K`` actions in the env's action space, scored as the relative boxes
 they reach): ``"discrete"``, the 7 moves of :data:`imgmdp_env.wrappers.VIEW_ACTIONS` (the
@@ -54,6 +54,7 @@ __all__ = [
     "ValueSearch",
     "caption_goals",
     "curated_goals",
+    "env_goal_ids",
     "prototype_goals",
 ]
 
@@ -109,6 +110,26 @@ def curated_goals(agent: Any, curated: ImageDataset, prototypes: str = "auto",
     return Goals(scorer.vocabulary, "simclr", images=torch.cat(holder), groups=scorer.groups)
 
 
+def env_goal_ids(goals: Goals, env: Any) -> np.ndarray:
+    """``(L,)`` int64: the id in ``goals.vocabulary`` of each goal of ``env`` (the names of a
+    reward wrapper's ``env.vocabulary``; ``-1`` for one the goals lack), so that
+    ``ids[obs["goal"]]`` is the goal :meth:`ValueSearch.act` takes. Raises ValueError listing
+    the goals ``env``'s episodes can draw that ``goals`` lacks: with an object-finding env
+    (``VectorCaptionMatchReward``, goals of each image's own objects), the object classes of
+    its images; else every name of its vocabulary."""
+    vocab = list(env.vocabulary)
+    ds = view_env_core(env).dataset
+    drawn = set(vocab)
+    if ds.object_labels is not None and ds.class_names is not None:
+        drawn &= {ds.class_names[k] for lab in ds.object_labels for k in np.asarray(lab)}
+    missing = sorted(drawn - set(goals.vocabulary))
+    if missing:
+        raise ValueError(f"the goals have no annotation of {missing}, which the episodes can "
+                         f"draw (goals: {goals.vocabulary})")
+    return np.array([goals.vocabulary.index(v) if v in goals.vocabulary else -1
+                     for v in vocab], np.int64)
+
+
 def prototype_goals(agent: Any) -> Goals:
     """DINO goals: the AB head's prototypes, named ``prototype[k]``."""
     _need_base(agent, "dino", "prototype_goals")
@@ -148,7 +169,8 @@ class GoalValue:
                 src = self.net.encoder.pool(self.net.encoder(goals.images.to(device)))
             elif src is not None:
                 src = src.to(device)
-            _, self.psi_ab = self.net.annotations(src)  # (P, d) unit
+            self.psi, self.psi_ab = self.net.annotations(src)  # (P, d) unit
+        self.center = agent.center
         self.device = device
 
     @torch.no_grad()
@@ -156,7 +178,7 @@ class GoalValue:
                  ) -> torch.Tensor:
         net = self.net
         tokens = net.encoder(views.to(self.device))  # (N, T, D): one pass for all views
-        logits = net.ab_scale() * net.query(tokens, rel.to(self.device)) @ self.psi_ab.T
+        logits = net.q_logits(tokens, rel.to(self.device), self.psi, self.psi_ab, self.center)
         p = logits.float().softmax(-1)  # (N, K, P)
         if self.groups is not None:
             p = p.new_zeros(*p.shape[:2], len(self.vocabulary)).index_add_(

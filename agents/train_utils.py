@@ -99,6 +99,7 @@ def build_agent(args, data: dict[str, ImageDataset], rank: int = 0
         base_scale=tuple(args.base_scale), candidates=cfg.candidates, n_random=cfg.n_random,
         caption_inputs=inputs, color_jitter=args.color_jitter,
         boot_color_jitter=args.boot_color_jitter, boot_source=args.boot_source,
+        boot_annotated=cfg.boot_annotated and cfg.base != "dino",
         seed=rank_seed(args.seed, rank),
     )
     return agent, sampler
@@ -165,17 +166,23 @@ def _plot(run_dir: Path, log: list[dict], value_acc: dict, probes: dict) -> None
             ax[0].plot(steps, [r.get(key, np.nan) for r in log], label=key)
     ax[0].set(xlabel="step", ylabel="loss", title="losses")
     ax[0].legend()
-    if any("value_acc" in r for r in log):
-        ax[1].plot(steps, [r.get("value_acc", np.nan) for r in log])
+    for key, label in (("value_acc", "value function"), ("copy_acc", "copy the source"),
+                       ("value_acc_permuted", "actions moved to other pairs")):
+        if any(key in r for r in log):
+            ax[1].plot(steps, [r.get(key, np.nan) for r in log], label=label)
     ax[1].set(xlabel="step", ylabel="accuracy", title="value accuracy (train batches)")
+    if any("value_acc" in r for r in log):
+        ax[1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(run_dir / "losses.png", dpi=100)
     plt.close(fig)
     bins = [k[4:] for k in value_acc if k.startswith("iou_")]
     fig, ax = plt.subplots(figsize=(5, 3.5))
     x = np.arange(len(bins))
-    ax.bar(x - 0.2, [value_acc[f"iou_{b}"] for b in bins], 0.4, label="value function")
-    ax.bar(x + 0.2, [value_acc.get(f"copy_{b}", np.nan) for b in bins], 0.4,
+    ax.bar(x - 0.27, [value_acc[f"iou_{b}"] for b in bins], 0.27, label="value function")
+    ax.bar(x, [value_acc.get(f"permuted_{b}", np.nan) for b in bins], 0.27,
+           label="value function, actions permuted")
+    ax.bar(x + 0.27, [value_acc.get(f"copy_{b}", np.nan) for b in bins], 0.27,
            label="copy the source view's annotation")
     ax.set_xticks(x, bins)
     ax.axhline(value_acc["chance"], color="k", ls="--", label="chance (1 / annotations)")

@@ -309,6 +309,19 @@ def difference(a: list[float], b: list[float], pooled: tuple[float, int] | None 
     return d, half, abs(d) > half
 
 
+def paired_difference(a: list[float], b: list[float]) -> tuple[float, float, bool]:
+    """``mean(a - b)`` over seeds paired by index (the same seed: the same initial weights and
+    data streams), its 95% half-width (Student's t, ``n - 1`` df) and whether it is outside
+    the noise. One pair: an infinite interval (never significant)."""
+    if len(a) != len(b) or not a:
+        raise ValueError(f"paired samples need equal, non-zero lengths (got {len(a)}, {len(b)})")
+    d = [x - y for x, y in zip(a, b, strict=True)]
+    if len(d) < 2:
+        return d[0], math.inf, False
+    half = t95(len(d) - 1) * statistics.stdev(d) / math.sqrt(len(d))
+    return statistics.mean(d), half, abs(statistics.mean(d)) > half
+
+
 def _fmt(xs: list[float]) -> str:
     m, sd = mean_sd(xs)
     return f"{m:.3f}" if len(xs) == 1 else f"{m:.3f} +- {sd:.3f}"

@@ -1,104 +1,196 @@
-"""What makes the bootstrapped value function learn at CPU scale: one factor at a time.
+"""What makes the bootstrapped value function work at CPU scale: one factor at a time, several
+seeds, each cell paired with the reference cell of the same seed.
 
 Each cell is one ``agents/train_value.py`` run of the default (``cpu-small``) preset with one
-group of flags changed, without probes; its value accuracy by IoU on the fixed probe test
-images is the figure. Cells are written to ``--out`` as JSON as they finish and are skipped when
-rerun, so the sweep resumes cell by cell. Prints a markdown table.
+group of flags changed, without probes. Its figures are the value function's accuracy by IoU on
+the fixed probe test images beside "copy the source view's own annotation" and beside itself
+with the actions permuted among pairs of the same IoU bin (``agents.evaluate``), measured twice:
+with the bootstrap images among the annotated images (``own``: the question the default
+answers) and drawn apart from them (``others``: the question of ``--no-boot-annotated``), so
+that cells trained on either question are compared on both. Cells are written to ``--out`` as
+JSON as they finish and are skipped when rerun (the sweep resumes cell by cell).
 
-    python benchmarks/value_factors.py --out docs/results/value_factors      # the whole sweep
-    python benchmarks/value_factors.py --only default ema-paper --parallel 1
+    python benchmarks/value_factors.py                                   # the default cells
+    python benchmarks/value_factors.py --only default plain --seeds 1 2 3 --parallel 2
+    python benchmarks/value_factors.py --report                          # tables only
+
+Differences are paired per seed (the same seed gives both cells the same initial weights and
+data streams): the mean over seeds of ``cell - reference`` and its 95% t interval.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _cells import code_version, load_cell, machine, run_train, save_cell  # noqa: E402
+from _cells import ROOT, code_version, load_cell, machine, run_train, save_cell  # noqa: E402
+from representation import paired_difference  # noqa: E402
 
 # name -> (flags changed from the default run, what the cell measures)
 CELLS: dict[str, tuple[list[str], str]] = {
     "default": ([], "the default run"),
+    "plain": (["--value-residual", "none", "--no-boot-annotated", "--no-exclude-return"],
+              "the earlier default: the decoder alone, bootstrap images apart from the "
+              "annotations, the return box among the candidates"),
+    "no-residual": (["--value-residual", "none"], "the decoder alone (no copy residual)"),
+    "apart": (["--no-boot-annotated"], "bootstrap images drawn apart from the annotated ones"),
+    "with-return": (["--no-exclude-return"], "the return box a_j->i among the max's candidates"),
+    "no-action-tokens": (["--no-action-tokens"], "the decoder never sees the action"),
+    "gamma-0": (["--gamma", "0"], "gamma = 0 (the earlier loss)"),
     "ema-paper": (["--ema-rate", "0.004", "--ema-schedule", "cosine"],
                   "the paper's EMA: rate 0.004 cosine-annealed to 0 (set for 800M views)"),
-    "ema-0.004-const": (["--ema-rate", "0.004", "--ema-schedule", "constant"],
-                        "the paper's rate, not annealed"),
-    "ema-cosine": (["--ema-schedule", "cosine"], "the default rate, cosine-annealed to 0"),
-    "ema-0.1": (["--ema-rate", "0.1"], "a target 10 steps behind"),
-    "boot-8": (["--boot-images", "0"], "the paper's bootstrap batch: base_batch / 8 = 8 images"),
-    "gamma-0": (["--gamma", "0"], "gamma = 0 (the earlier loss)"),
-    "gamma-0.9": (["--gamma", "0.9"], "gamma = 0.9"),
-    "ann-16": (["--ann-batch", "16"], "16 annotations per step (fewer, easier targets)"),
-    "temp-0.05": (["--temperature", "0.05", "--ab-temperature", "0.05"],
-                  "sharper initial temperatures (both heads)"),
-    "decoder-1": (["--decoder-depth", "1"], "a one-layer annotation decoder"),
-    "decoder-256": (["--decoder-width", "256", "--decoder-heads", "8"], "a wider decoder"),
-    "near-crops": (["--boot-scale", "0.3", "1.0"], "bootstrap crops of 30-100% area (near pairs)"),
+    "decoder-lr": (["--decoder-width", "256", "--decoder-heads", "8"], "a wider decoder"),
 }
+DEFAULT_CELLS = ["default", "plain", "no-residual", "apart", "with-return", "no-action-tokens"]
+REFERENCE = "default"
+VOCABULARIES = {"own": True, "others": False}
 
 
-# the cells a plain run measures (the others on request with --only)
-DEFAULT_CELLS = ["default", "ema-paper", "ema-cosine", "boot-8", "gamma-0", "temp-0.05",
-                 "decoder-1", "near-crops"]
+def cell_id(name: str, seed: int) -> str:
+    return f"{name}_s{seed}"
 
 
-def run_cell(name: str, flags: list[str], out: Path, threads: int, steps: int) -> dict:
-    done = load_cell(out, name)
+def measure(run_dir: Path, batches: int) -> dict[str, dict[str, float]]:
+    """The value diagnostic of a finished run on the fixed probe test images, for both
+    relations of the bootstrap images to the annotations."""
+    import torch
+
+    from agents.ab import load_agent
+    from agents.evaluate import PROBE_TEST, PROBE_TRAIN, probe_sets, value_accuracy_by_iou
+
+    torch.set_num_threads(1)
+    agent = load_agent(str(run_dir / "checkpoint.pt"))
+    _, test = probe_sets("scenes", PROBE_TRAIN, PROBE_TEST, 96)
+    return {vocab: value_accuracy_by_iou(agent, test, n_batches=batches, seed=0,
+                                         boot_annotated=own)
+            for vocab, own in VOCABULARIES.items()}
+
+
+def run_cell(name: str, seed: int, out: Path, threads: int, steps: int, batches: int) -> dict:
+    cid = cell_id(name, seed)
+    done = load_cell(out, cid)
     if done is not None:
         return done
-    train_flags = ["--no-probe", *(["--total-steps", str(steps)] if steps else []), *flags]
-    summary, wall, load = run_train(train_flags, out, name, threads)
-    cell = {"name": name, "flags": flags, "steps": summary["step"],
-            "value_accuracy_by_iou": summary["value_accuracy_by_iou"],
-            "final": summary["final"], "wall_s": wall, "threads": threads, "load": load,
-            "machine": machine(), "code": code_version()}
-    save_cell(out, name, cell)
+    flags = CELLS[name][0]
+    train_flags = ["--no-probe", "--seed", str(seed), "--value-batches", "1",
+                   *(["--total-steps", str(steps)] if steps else []), *flags]
+    summary, wall, load = run_train(train_flags, out, cid, threads)
+    cell = {"name": name, "seed": seed, "flags": flags, "steps": summary["step"],
+            "value": measure(out / "runs" / cid, batches), "final": summary["final"],
+            "wall_s": wall, "threads": threads, "load": load, "machine": machine(),
+            "code": code_version()}
+    save_cell(out, cid, cell)
     return cell
 
 
-def table(cells: list[dict]) -> str:
-    bins = [k[4:] for k in cells[0]["value_accuracy_by_iou"] if k.startswith("iou_")]
-    lines = ["| cell | flags | " + " | ".join(f"IoU {b}" for b in bins)
-             + " | copy x_i, IoU >= 0.4 | majority | ab_kl | base_loss |",
-             "|---|---|" + "---:|" * (len(bins) + 4)]
+def _row(values: list[float], ref: list[float] | None) -> str:
+    mean = sum(values) / len(values)
+    if ref is None or len(ref) != len(values):
+        return f"{mean:.3f}"
+    d, half, sig = paired_difference(values, ref)
+    return f"{mean:.3f} ({d:+.3f} +- {half:.3f}{'*' if sig else ''})"
+
+
+METRICS = [("far", "Q, IoU < 0.4"), ("far_copy", "copy, IoU < 0.4"),
+           ("far_gain", "Q - copy, IoU < 0.4"), ("far_drop", "permuting costs, IoU < 0.4"),
+           ("near", "Q, IoU >= 0.4"), ("near_copy", "copy, IoU >= 0.4")]
+
+
+def _metric(v: dict[str, float], key: str) -> float:
+    if key == "far_gain":
+        return v["far"] - v["far_copy"]
+    if key == "far_drop":  # relative: 1 - permuted / true
+        return 1 - v["far_permuted"] / v["far"] if v["far"] > 0 else float("nan")
+    return v[key]
+
+
+def table(cells: list[dict], vocab: str) -> str:
+    """One row per cell: the mean over its seeds of each metric, and (in brackets) the paired
+    difference from the reference cell with its 95% half-width (* = outside the noise)."""
+    by_name: dict[str, dict[int, dict]] = {}
     for c in cells:
-        v, f = c["value_accuracy_by_iou"], c["final"]
-        lines.append(f"| {c['name']} | `{' '.join(c['flags']) or '(default)'}` | "
-                     + " | ".join(f"{v[f'iou_{b}']:.3f}" for b in bins)
-                     + f" | {v['copy_0.40-0.60']:.3f} / {v['copy_0.60-1.00']:.3f}"
-                     + f" | {v['majority']:.3f} | {f.get('ab_kl', float('nan')):.3f} | "
-                     f"{f['base_loss']:.3f} |")
-    counts = cells[0]["value_accuracy_by_iou"]
-    lines.append(f"| pairs per bin ({cells[0]['name']}) | | "
-                 + " | ".join(f"{counts[f'count_{b}']:.0f}" for b in bins)
-                 + " | | | | |")
+        by_name.setdefault(c["name"], {})[c["seed"]] = c
+    ref = by_name.get(REFERENCE, {})
+    lines = [f"| cell ({vocab}) | seeds | " + " | ".join(m[1] for m in METRICS) + " |",
+             "|---|---:|" + "---:|" * len(METRICS)]
+    for name, seeds in by_name.items():
+        common = sorted(set(seeds) & set(ref)) if name != REFERENCE else []
+        row = []
+        for key, _ in METRICS:
+            vals = [_metric(seeds[s]["value"][vocab], key) for s in sorted(seeds)]
+            if common:
+                vals = [_metric(seeds[s]["value"][vocab], key) for s in common]
+                refs = [_metric(ref[s]["value"][vocab], key) for s in common]
+                row.append(_row(vals, refs))
+            else:
+                row.append(_row(vals, None))
+        n = len(common) if common else len(seeds)
+        lines.append(f"| {name} | {n} | " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+def bins_table(cells: list[dict], vocab: str) -> str:
+    """Per IoU bin, the mean over seeds of Q, copy and Q with permuted actions, per cell."""
+    first = cells[0]["value"][vocab]
+    bins = [k[4:] for k in first if k.startswith("iou_")]
+    lines = [f"| cell ({vocab}) | " + " | ".join(bins) + " |", "|---|" + "---:|" * len(bins)]
+    names = list(dict.fromkeys(c["name"] for c in cells))
+    for name in names:
+        group = [c["value"][vocab] for c in cells if c["name"] == name]
+        cell = []
+        for b in bins:
+            q, cp, pm = (sum(v[f"{k}_{b}"] for v in group) / len(group)
+                         for k in ("iou", "copy", "permuted"))
+            cell.append(f"{q:.3f} / {cp:.3f} / {pm:.3f}")
+        lines.append(f"| {name} | " + " | ".join(cell) + " |")
+    return "\n".join(lines) + "\n\n(each entry: Q / copy / Q with permuted actions)"
+
+
+def report(out: Path) -> str:
+    cells = [json.loads(p.read_text()) for p in sorted(out.glob("*_s*.json"))]
+    if not cells:
+        return f"no finished cells in {out}"
+    order = {n: k for k, n in enumerate(CELLS)}
+    cells.sort(key=lambda c: (order.get(c["name"], 99), c["seed"]))
+    head = (f"{len(cells)} cells; machine: {cells[0]['machine']}; {cells[0]['steps']} steps; "
+            f"code {', '.join(sorted({c['code'] for c in cells}))}")
+    parts = [head]
+    for vocab in VOCABULARIES:
+        parts += [table(cells, vocab), bins_table(cells, vocab)]
+    return "\n\n".join(parts)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="docs/results/value_factors", help="one JSON per cell")
+    p.add_argument("--out", default=str(ROOT / "docs/results/value_function"),
+                   help="one JSON per cell and seed")
     p.add_argument("--only", nargs="*", default=None,
                    help=f"cells to run (default {DEFAULT_CELLS}); all: {list(CELLS)}")
+    p.add_argument("--seeds", nargs="*", type=int, default=[1, 2, 3])
     p.add_argument("--parallel", type=int, default=2, help="cells at once (1 thread each)")
     p.add_argument("--steps", type=int, default=0, help="steps per cell (0: the preset's)")
+    p.add_argument("--value-batches", type=int, default=64,
+                   help="bootstrap batches of probe test images per measurement")
+    p.add_argument("--report", action="store_true", help="print the tables of finished cells")
     args = p.parse_args()
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    names = args.only or DEFAULT_CELLS
-    unknown = set(names) - set(CELLS)
-    if unknown:
-        raise SystemExit(f"unknown cells {sorted(unknown)}; valid: {list(CELLS)}")
-    threads = 1 if args.parallel > 1 else 2
-    with ThreadPoolExecutor(args.parallel) as pool:
-        cells = list(pool.map(lambda n: run_cell(n, CELLS[n][0], out, threads, args.steps),
-                              names))
-    print(f"machine: {cells[0]['machine']}; each cell one seed (1), {cells[0]['steps']} steps")
-    print(table(cells))
+    if not args.report:
+        names = args.only or DEFAULT_CELLS
+        unknown = set(names) - set(CELLS)
+        if unknown:
+            raise SystemExit(f"unknown cells {sorted(unknown)}; valid: {list(CELLS)}")
+        out.mkdir(parents=True, exist_ok=True)
+        threads = 1 if args.parallel > 1 else 2
+        jobs = [(n, s) for s in args.seeds for n in names]
+        with ThreadPoolExecutor(args.parallel) as pool:
+            list(pool.map(lambda j: run_cell(j[0], j[1], out, threads, args.steps,
+                                             args.value_batches), jobs))
+    print(report(out))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from agents.ab import (
     ABAgent,
@@ -313,3 +314,119 @@ def test_gradient_diagnostic_adam_denominator_after_one_step(dataset):
     denom = adam_denominator(Args(), agent, optimizer.state_dict())
     assert denom.shape == g.shape
     assert torch.allclose(denom, g.abs() + optimizer.defaults["eps"], rtol=1e-4, atol=1e-9)
+
+
+def test_action_sensitivity_diagnostic(dataset):
+    """The permuted-action accuracy is reported per bin; a value function that ignores the
+    action (no action tokens) scores exactly the same with permuted actions, and the loss's
+    training gauges (copy, actions moved to other pairs) are logged."""
+    agent, sampler = make(dataset)
+    acc = value_accuracy_by_iou(agent, sampler, bins=(0.0, 0.3, 1.0), n_batches=2)
+    assert {"permuted_0.00-0.30", "permuted_0.30-1.00"} <= set(acc)
+    assert all(np.isfinite(acc[k]) for k in ("permuted", "copy", "kl", "kl_permuted"))
+    assert 0 <= acc["permuted"] <= 1 and acc["kl"] >= 0
+    blind = make(dataset, action_tokens=False)[0]
+    acc = value_accuracy_by_iou(blind, sampler, bins=(0.0, 0.3, 1.0), n_batches=2)
+    assert acc["permuted"] == acc["all"] and acc["kl_permuted"] == pytest.approx(acc["kl"])
+    _, metrics = agent.loss(sampler.sample())
+    assert {"copy_acc", "value_acc_permuted"} <= set(metrics)
+
+
+def test_permute_within_moves_items_only_inside_their_group():
+    from agents.evaluate import permute_within
+
+    groups = torch.tensor([0, 1, 0, 2, 1, 0, 0])
+    perm = permute_within(groups, torch.Generator().manual_seed(0))
+    assert sorted(perm.tolist()) == list(range(7))
+    assert torch.equal(groups[perm], groups)
+
+
+@pytest.mark.parametrize("mode", ["copy", "gated"])
+def test_value_residual_starts_q_at_copy(dataset, mode):
+    """value_residual='copy' adds the source view's base logits to Q_AB and starts the
+    decoder's term at 0: at initialisation Q_AB(. | x_i, a) is p(. | x_i) for every action;
+    one optimizer step on the loss makes the decoder's term non-zero."""
+    agent, sampler = make(dataset, value_residual=mode)
+    batch = sampler.sample()
+    enc = agent.encode(batch)
+    pred = agent.online_q(batch, enc)
+    net = agent.online
+    psi, _ = net.annotations(net.encoder.pool(enc.base_tokens[:4]))
+    base = net.base_logits(net.encoder.pool(enc.boot_tokens), psi)
+    assert torch.allclose(pred, base[:, None].expand_as(pred), atol=1e-5)
+    opt = torch.optim.SGD(agent.online.parameters(), lr=0.1)
+    agent.loss(batch)[0].backward()
+    opt.step()
+    with torch.no_grad():
+        net = agent.online
+        part = net.phi_ab(net.decoder(agent.encoder(batch.boot_views), batch.actions))
+    assert part.abs().max() > 0
+
+
+def test_boot_annotated_draws_the_bootstrap_images_from_the_annotated_base_images(dataset):
+    agent, _ = make(dataset)
+    sampler = TransitionSampler(dataset, view_size=VIEW, base_batch=8, boot_images=2, n_views=3,
+                                boot_annotated=True)
+    b = sampler.sample()
+    assert torch.equal(b.boot_index, b.base_index[:2])  # among the first ann_batch = 4 images
+    loss, _ = agent.loss(b)
+    assert torch.isfinite(loss)
+    with pytest.raises(ValueError, match="boot_annotated"):
+        TransitionSampler(dataset, view_size=VIEW, base_batch=8, boot_images=2, n_views=2,
+                          boot_source="base", boot_annotated=True)
+
+
+def test_exclude_return_drops_exactly_the_return_box(dataset):
+    """With exclude_return, the candidates of pair (i, j) are the boxes from x_j to every view
+    but x_i and x_j: n - 2 of them, the return box a_j->i left out."""
+    agent, sampler = make(dataset, gamma=0.5, exclude_return=True)
+    batch = sampler.sample()
+    n = batch.boot_boxes.shape[1]
+    _, _, q_logits, j = agent.bootstrap_logits(batch, agent.encode(batch))
+    # tag every candidate with the view it points to: q_logits[v, s, 0] = others[v % n, s]
+    others = pair_index(n)
+    tags = others.repeat(len(q_logits) // n, 1).float()
+    tagged = q_logits.clone()
+    tagged[..., 0] = tags
+    kept = agent.pair_candidates(tagged, j)[..., 0]  # (M (n - 1), n - 2)
+    assert kept.shape == (len(j) * (n - 1), n - 2)
+    src = torch.arange(len(j)).repeat_interleave(n - 1) % n  # each pair's source view i
+    dst = others[src, torch.arange(n - 1).repeat(len(j))]  # and its target view j
+    assert not (kept == src[:, None].float()).any()  # never the return box
+    assert not (kept == dst[:, None].float()).any()
+    agent.cfg.exclude_return = False
+    assert agent.pair_candidates(tagged, j).shape[1] == n - 1
+
+
+def test_decoder_geometry_window_pools_the_tokens_under_the_box():
+    """The geometry prior's window: a box over one token of the 4x4 grid pools mostly that
+    token, the whole view pools every token, and the decoder runs with it."""
+    from agents.networks import AnnotationDecoder
+
+    dec = AnnotationDecoder(8, 16, width=16, depth=1, heads=2, geometry=True)
+    memory = torch.eye(16)[None].expand(1, 16, 16)  # token t is the one-hot e_t
+    # token (row 1, col 2): centre x = 2.5 / 4 - 0.5 = 0.125, y = 1.5 / 4 - 0.5 = -0.125
+    one = torch.tensor([[[0.125, -0.125, 0.05, 0.05]]])
+    w = dec.box_window(memory, one)[0, 0]
+    assert w.argmax() == 1 * 4 + 2 and w[1 * 4 + 2] > 0.5  # the nearest neighbours: the rest
+    whole = dec.box_window(memory, torch.tensor([[[0.0, 0.0, 1.0, 1.0]]]))[0, 0]
+    assert whole.min() > 0.3 / 16 and torch.allclose(whole.sum(), torch.tensor(1.0))
+    out = dec(torch.randn(2, 16, 8), torch.rand(2, 3, 4) + 0.1)
+    assert out.shape == (2, 3, 16)
+
+
+def test_value_mixture_is_a_distribution_between_copy_and_the_decoder(dataset):
+    """value_residual='mixture': Q = w p(. | x_i) + (1 - w) Q_dec with w = 1/2 at the start;
+    its logits are log-probabilities (they sum to 1 in probability), and every probability
+    lies between the copy expert's and the decoder's."""
+    agent, sampler = make(dataset, value_residual="mixture")
+    batch = sampler.sample()
+    enc = agent.encode(batch)
+    q = agent.online_q(batch, enc).exp()
+    assert torch.allclose(q.sum(-1), torch.ones(q.shape[:2]), atol=1e-5)
+    net = agent.online
+    psi, psi_ab = net.annotations(net.encoder.pool(enc.base_tokens[:4]))
+    copy = net.base_logits(net.encoder.pool(enc.boot_tokens), psi).softmax(-1)[:, None]
+    dec = (net.ab_scale() * F.normalize(net.phi_ab(net.decoder(enc.boot_tokens, batch.actions)),
+                                        dim=-1) @ psi_ab.T).softmax(-1)
+    assert torch.allclose(q, 0.5 * copy + 0.5 * dec, atol=1e-5)
