@@ -1,7 +1,12 @@
 """The training images of a run, from its flags: which kwargs each source takes
 (:func:`source_kwargs`: the memory bound, the split, COCO files, a test source), the datasets
 (:func:`build_datasets`) and the per-step buffer of a streaming source (:func:`sync_streams`).
-Shared by ``agents/train_value.py``, its final report and ``agents/evaluate.py``."""
+Shared by ``agents/train_value.py``, its final report and ``agents/evaluate.py``.
+
+The find-the-object scripts (``examples/value_search.py``, ``benchmarks/find_object.py``) take
+the same source flags (:func:`add_object_flags`) and ask here for images with object boxes:
+the test images the episodes start in (:func:`object_env`, :func:`object_split`) and the
+images of the goal crops, never the test ones (:func:`goal_images`)."""
 
 from __future__ import annotations
 
@@ -9,13 +14,14 @@ from typing import TYPE_CHECKING
 
 from agents.distributed import rank_info
 from imgmdp_env.datasets import ImageDataset
-from imgmdp_env.datasets.splits import load_split
+from imgmdp_env.datasets.splits import load_split, reference_split
 
 if TYPE_CHECKING:
     from agents.ab import ABAgent
     from agents.data import TransitionSampler
 
-__all__ = ["build_datasets", "source_kwargs", "sync_streams"]
+__all__ = ["add_object_flags", "build_datasets", "goal_images", "object_env", "object_split",
+           "source_kwargs", "sync_streams"]
 
 
 def source_kwargs(args, name: str) -> dict:
@@ -101,3 +107,79 @@ def sync_streams(data: dict[str, ImageDataset], step: int,
         if isinstance(ds, ShardStream) and ds.at_step(step) and ds is data["base"] and (
                 sampler is not None and sampler.caption_inputs is not None):
             sampler.caption_inputs = agent.caption_inputs(ds.captions)
+
+
+# ---------------------------------------------------------------------------------------------
+# Images with object boxes: the find-the-object scripts
+# ---------------------------------------------------------------------------------------------
+def add_object_flags(p) -> None:
+    """The source flags of the find-the-object scripts on an ``argparse`` parser ``p``, named
+    as ``train_value.py`` / ``evaluate.py`` name them and read by :func:`source_kwargs`;
+    checked by :func:`agents.arg_checks.check_object_args`."""
+    p.add_argument("--dataset", default="scenes",
+                   help="images with object boxes: scenes, fashion-scenes, a folder of images "
+                        "with --instances, or shards whose samples carry boxes")
+    p.add_argument("--instances", default="",
+                   help="COCO instances_*.json of a --dataset folder: its object boxes and "
+                        "category names (the goals)")
+    p.add_argument("--test-dataset", default="",
+                   help="a separate folder / shards of test images, the episodes' (empty: the "
+                        "--holdout split of a folder / shards --dataset)")
+    p.add_argument("--test-instances", default="", help="COCO instances_*.json of --test-dataset")
+    p.add_argument("--holdout", type=float, default=0.1,
+                   help="fraction of a folder / shards --dataset held out as its test images "
+                        "(by file name); the goal crops come from the other images")
+    p.add_argument("--max-side", type=int, default=256,
+                   help="folder / shard images are resized on load to this longer side (0: "
+                        "full size)")
+
+
+def object_split(args, split: str, n: int, size: int, seed: int = 0) -> ImageDataset:
+    """``n`` images of ``split`` of ``args.dataset`` with their object boxes:
+    :func:`~imgmdp_env.datasets.splits.load_split` with :func:`source_kwargs` (a folder's
+    ``--instances``, its ``--holdout`` split, or ``--test-dataset`` for ``"test"``). A
+    file-backed source keeps only its images with at least one object (an episode's goal is one
+    of its image's own objects), so it may give fewer than ``n``. size: side of generated
+    images (named datasets). Raises ``SystemExit`` naming the flag when the source cannot be
+    loaded or has no object boxes."""
+    from imgmdp_env.datasets import source_kind
+
+    test = split == "test" and bool(getattr(args, "test_dataset", ""))
+    key = "test_dataset" if test else "dataset"
+    where = f"--{key.replace('_', '-')} ({getattr(args, key)!r})"
+    try:
+        ds = load_split(args.dataset, split, n, size, seed, **source_kwargs(args, args.dataset))
+    except (ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"{where}: {err}") from None
+    if ds.object_boxes is None or ds.object_labels is None or ds.class_names is None:
+        coco = "--test-instances" if test else "--instances"
+        raise SystemExit(f"{where} has no object boxes: pass a folder of images with {coco} "
+                         "(its COCO instances file), shards whose samples carry boxes, or "
+                         "scenes / fashion-scenes")
+    if source_kind(args.dataset) == "named":
+        return ds
+    keep = [i for i, b in enumerate(ds.object_boxes) if len(b)]
+    if not keep:
+        raise SystemExit(f"{where}: none of its {len(ds)} {split} image(s) has an object box "
+                         "(are the file names in the instances file those of the folder?)")
+    return ds if len(keep) == len(ds) else ds.subset(keep)
+
+
+def object_env(args, split: str, n: int, size: int, seed: int = 0) -> dict:
+    """``dataset=`` / ``dataset_kwargs=`` of ``ImageView-v0`` for the images of ``split``: a
+    named dataset by name, generated by the env (``n``, ``size``, ``split``, ``seed``); any
+    other source loaded once by :func:`object_split` and passed as the ``ImageDataset``."""
+    from imgmdp_env.datasets import source_kind
+
+    if source_kind(args.dataset) == "named":
+        return {"dataset": args.dataset,
+                "dataset_kwargs": {"n": n, "size": size, "split": split, "seed": seed}}
+    return {"dataset": object_split(args, split, n, size, seed)}
+
+
+def goal_images(args, n: int, size: int) -> ImageDataset:
+    """The images whose objects are the goal crops (:func:`agents.learned_rewards.object_crops`):
+    ``n`` images of :func:`~imgmdp_env.datasets.splits.reference_split`, never the test images
+    the episodes start in (``scenes``: ``"val"``; a folder: the images outside its
+    ``--holdout`` split, or the whole ``--dataset`` beside a ``--test-dataset``), seed 0."""
+    return object_split(args, reference_split(args.dataset), n, size, 0)

@@ -1,12 +1,19 @@
-"""Find the object: success rate and return on held-out scenes, for a random policy,
+"""Find the object: success rate and return on held-out images, for a random policy,
 value-guided search with zero RL steps, and PPO from scratch / with a pretrained encoder.
 
-The task: an episode starts at a random view of a test-split scene with a goal object class
-(one of the image's own objects); the reward is the ground-truth visibility of the goal
+The task: an episode starts at a random view of a test image with a goal object class (one of
+the image's own objects); the reward is the ground-truth visibility of the goal
 (``ObjectVisibilityScorer``: 1 when the whole object is in view and fills >= half of it);
 success = visibility >= ``--threshold`` at some step within ``--horizon`` steps. Every policy is
-evaluated on the same episodes (same scenes, start views and goals: one seeded reset of
+evaluated on the same episodes (same images, start views and goals: one seeded reset of
 ``--eval-envs`` sub-envs per seed).
+
+Images (``agents.sources``): ``--dataset scenes`` (default) or ``fashion-scenes``, generated:
+test-split scenes, goal crops of ``val`` scenes (fashion-scenes: ``train``), PPO on ``train``
+scenes; or any images with object boxes: a folder with its COCO ``--instances`` (the episodes
+start in its ``--holdout`` test split, at most ``--test-images`` of those with an object; the
+goal crops and PPO's images come from the rest), optionally with a separate
+``--test-dataset`` and ``--test-instances`` (then the whole ``--dataset`` is the rest).
 
 Policies (one JSON per (dataset, policy, seed) cell under ``--out``; a rerun skips finished
 cells whose settings match, so the benchmark resumes cell by cell):
@@ -15,13 +22,14 @@ cells whose settings match, so the benchmark resumes cell by cell):
 - ``random``: uniform actions in ``Box(-1, 1, (4,))``.
 - ``grid-random``: uniform over the search's candidate moves (the search without the value).
 - ``search``: :class:`agents.search.ValueSearch` (greedy over the ``--candidates`` moves) on
-  ``Q_AB`` of ``--checkpoint`` (a SimCLR run), the goals being object crops of the ``val``
-  split (never the test scenes) grouped by class; no RL at all.
+  ``Q_AB`` of ``--checkpoint`` (a SimCLR run), the goals being object crops of
+  ``--curated-images`` images that are never test images (``agents.sources.goal_images``)
+  grouped by class; no RL at all.
 - ``search-softmax``: the same, sampling moves with probabilities proportional to ``Q``
   (``policy="softmax"``, temperature 1, untuned).
 - ``search-base``: the same with ``--base-checkpoint`` (a ``--ab-weight 0`` run: its decoder
   was never trained, so this is the control of an untrained value head on a trained encoder).
-- ``ppo-scratch``, ``ppo-frozen``, ``ppo-finetune``: SB3 PPO on train-split scenes, the same
+- ``ppo-scratch``, ``ppo-frozen``, ``ppo-finetune``: SB3 PPO on train-split images, the same
   network (the checkpoint's CNN architecture + goal one-hot -> linear) from a random init, or
   from the checkpoint's encoder frozen, or fine-tuned; ``--ppo-steps`` env steps each, evaluated
   at 4 points along training (the curve) on the test episodes.
@@ -30,6 +38,14 @@ cells whose settings match, so the benchmark resumes cell by cell):
     python benchmarks/find_object.py --checkpoint /tmp/fo_runs/ab_s1 \
         --base-checkpoint /tmp/fo_runs/base_s1 --only search-base value-ranking-base
     python benchmarks/find_object.py --checkpoint ... --only random search --seeds 0
+    python benchmarks/find_object.py --checkpoint ... --dataset path/to/images \
+        --instances path/to/instances.json --only random search   # any COCO-style folder
+    python benchmarks/find_object.py --checkpoint ... --dataset train2017/ \
+        --instances instances_train2017.json --test-dataset val2017/ \
+        --test-instances instances_val2017.json
+
+A folder's cells are named ``<folder name>-<hash of its source flags>_<policy>_s<seed>.json``
+and record those flags in their settings.
 
 ``value-ranking`` (and ``-base``) is a diagnostic, not a policy: over the candidate moves of
 each test start view, the rank correlation of ``Q_AB(goal | x, a)`` with the goal's true
@@ -40,6 +56,9 @@ and the best move's. Results and the commands of the checkpoints: docs/results.m
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -54,6 +73,9 @@ sys.path.insert(0, str(ROOT))
 from _cells import code_version, load_cell, machine, save_cell  # noqa: E402
 
 import imgmdp_env  # noqa: E402, F401  (registers ImageView-v0)
+from agents.arg_checks import check_object_args  # noqa: E402
+from agents.sources import add_object_flags, object_env, source_kwargs  # noqa: E402
+from imgmdp_env.datasets import source_kind  # noqa: E402
 from imgmdp_env.rewards import VectorCaptionMatchReward  # noqa: E402
 
 POLICIES = ("oracle", "random", "grid-random", "search", "search-softmax", "search-base",
@@ -61,10 +83,30 @@ POLICIES = ("oracle", "random", "grid-random", "search", "search-softmax", "sear
 RANKING = ("value-ranking", "value-ranking-base")
 
 
+def _once(a, key: tuple, make):
+    """``make()``, kept on ``a`` under ``key``: a folder is read once per split, not per cell."""
+    loaded = vars(a).setdefault("_loaded", {})
+    if key not in loaded:
+        loaded[key] = make()
+    return loaded[key]
+
+
 def env_kwargs(a, split: str, n: int) -> dict:
-    return dict(dataset=a.dataset, dataset_kwargs={"n": n, "size": a.image_size, "split": split,
-                                                   "seed": 0},
-                view_size=a.view_size, max_episode_steps=a.horizon)
+    """ImageView-v0's kwargs for ``n`` images of ``split``: a named dataset by name (as ever),
+    any other source loaded once (``agents.sources.object_env``)."""
+    source = _once(a, ("env", split, n), lambda: object_env(a, split, n, a.image_size))
+    return dict(**source, view_size=a.view_size, max_episode_steps=a.horizon)
+
+
+def dataset_label(a) -> str:
+    """The dataset's part of a cell id: a named dataset's name; else the folder (or shard)
+    name and a hash of the source flags, so two sources never share a cell file."""
+    if source_kind(a.dataset) == "named":
+        return a.dataset
+    stem = re.sub(r"[^A-Za-z0-9.-]+", "-", Path(a.dataset.rstrip("/\\")).name).strip("-.")
+    spec = json.dumps([str(Path(a.dataset).resolve()), source_kwargs(a, a.dataset)],
+                      sort_keys=True, default=str)
+    return f"{stem or 'images'}-{hashlib.sha1(spec.encode()).hexdigest()[:8]}"
 
 
 def eval_envs(a):
@@ -114,17 +156,18 @@ def oracle_policy(envs):
 def search_policy(a, checkpoint: str, envs_probe, policy: str = "greedy", seed: int = 0):
     from agents.ab import load_agent
     from agents.learned_rewards import object_crops
-    from agents.search import GoalValue, ValueSearch, curated_goals
-    from imgmdp_env.datasets.splits import load_split
+    from agents.search import GoalValue, ValueSearch, curated_goals, env_goal_ids
+    from agents.sources import goal_images
 
     agent = load_agent(checkpoint).eval()
-    crops = object_crops(load_split(a.dataset, "val", a.curated_images, a.image_size, 0),
-                         agent.encoder.image_size)
+    images = _once(a, ("goals",), lambda: goal_images(a, a.curated_images, a.image_size))
+    crops = object_crops(images, agent.encoder.image_size)
     goals = curated_goals(agent, crops, per_class=a.per_class)
-    env_vocab = envs_probe.vocabulary
-    if sorted(goals.vocabulary) != sorted(env_vocab):
-        raise SystemExit(f"curated classes {goals.vocabulary} != env goals {env_vocab}")
-    to_search = np.array([goals.vocabulary.index(v) for v in env_vocab])
+    try:
+        to_search = env_goal_ids(goals, envs_probe)
+    except ValueError as err:
+        raise SystemExit(f"{err}: no goal crops of them in {a.curated_images} images of "
+                         f"{a.dataset}; raise --curated-images") from None
     search = ValueSearch(GoalValue(agent, goals), envs_probe, candidates=a.candidates,
                          policy=policy, seed=seed)
 
@@ -233,7 +276,10 @@ def run_cell(a, policy: str, seed: int, out: Path) -> dict | None:
         settings.update({k: getattr(a, k) for k in (
             "checkpoint", "ppo_steps", "ppo_envs", "ppo_n_steps", "ppo_batch", "ppo_epochs",
             "ppo_lr", "train_images")})
-    cell_id = f"{a.dataset}_{policy}_s{seed}"
+    source = source_kwargs(a, a.dataset)  # named datasets: none (their cells are unchanged)
+    if source:
+        settings.update(source=source)
+    cell_id = f"{dataset_label(a)}_{policy}_s{seed}"
     cell = load_cell(out, cell_id)
     if cell is not None:
         if cell.get("settings") == settings:
@@ -313,23 +359,26 @@ def table(cells: list[dict]) -> str:
     return "\n".join(rows)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True, help="an AB (SimCLR) run folder / checkpoint")
     p.add_argument("--base-checkpoint", default="", help="its --ab-weight 0 control (optional)")
-    p.add_argument("--dataset", default="scenes", choices=("scenes", "fashion-scenes"))
+    add_object_flags(p)
     p.add_argument("--only", nargs="+", choices=POLICIES, default=list(POLICIES))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--out", default=str(ROOT / "docs" / "results" / "find_object"))
-    p.add_argument("--image-size", type=int, default=96)
+    p.add_argument("--image-size", type=int, default=96, help="side of generated scenes")
     p.add_argument("--view-size", type=int, default=64, help="the checkpoint encoder's size")
     p.add_argument("--horizon", type=int, default=20, help="steps per episode")
     p.add_argument("--threshold", type=float, default=0.5,
                    help="visibility that counts as found (0.8 is recorded too)")
     p.add_argument("--eval-envs", type=int, default=128, help="test episodes per seed")
-    p.add_argument("--test-images", type=int, default=512)
-    p.add_argument("--train-images", type=int, default=1024)
-    p.add_argument("--curated-images", type=int, default=128, help="val scenes of the goal crops")
+    p.add_argument("--test-images", type=int, default=512,
+                   help="test images the episodes start in (at most)")
+    p.add_argument("--train-images", type=int, default=1024, help="PPO's training images")
+    p.add_argument("--curated-images", type=int, default=128,
+                   help="images of the goal crops (scenes: val scenes; a folder: its images "
+                        "outside the test split)")
     p.add_argument("--per-class", type=int, default=32, help="goal crops per class")
     p.add_argument("--candidates", default="grid", choices=("discrete", "grid", "random"))
     p.add_argument("--ppo-steps", type=int, default=4096)
@@ -340,6 +389,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ppo-lr", type=float, default=3e-4)
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
+    check_object_args(a)
+    return a
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()

@@ -2,12 +2,20 @@
 
     python agents/train_value.py --name ab                # a SimCLR run (the default)
     python examples/value_search.py --checkpoint runs/ab --out search.png
+    python examples/value_search.py --checkpoint runs/ab --dataset path/to/images \
+        --instances path/to/instances.json                # any images with COCO object boxes
+    python examples/value_search.py --checkpoint runs/ab --dataset train2017/ \
+        --instances instances_train2017.json --test-dataset val2017/ \
+        --test-instances instances_val2017.json
 
 Each step scores a grid of candidate moves of every view with Q_AB(goal | view, move) and takes
 the best (agents.search.ValueSearch). The goal is an object class, given as object crops of
-held-out scenes (the SimCLR agent's annotations are images); the reward printed is the
-ground-truth visibility of the goal object. The picture has one row per episode: the full image
-with the boxes visited (yellow to red, the last one thick), the goal crops, and the views.
+images the episodes never start in (the SimCLR agent's annotations are images): ``scenes``
+episodes start in test scenes and the crops come from val scenes; a folder's episodes start in
+its ``--holdout`` split (or the ``--test-dataset``) and the crops come from its other images
+(``agents.sources.goal_images``). The reward printed is the ground-truth visibility of the goal
+object. The picture has one row per episode: the full image with the boxes visited (yellow to
+red, the last one thick), the goal crops, and the views.
 """
 
 from __future__ import annotations
@@ -20,9 +28,10 @@ import torch
 
 import imgmdp_env  # noqa: F401  (registers ImageView-v0)
 from agents.ab import load_agent
+from agents.arg_checks import check_object_args
 from agents.learned_rewards import object_crops
-from agents.search import GoalValue, ValueSearch, curated_goals
-from imgmdp_env.datasets.splits import load_split
+from agents.search import GoalValue, ValueSearch, curated_goals, env_goal_ids
+from agents.sources import add_object_flags, goal_images, object_env
 from imgmdp_env.rewards import VectorCaptionMatchReward
 
 
@@ -69,26 +78,32 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=10, help="steps per episode")
     p.add_argument("--num-envs", type=int, default=4, help="episodes (one picture row each)")
     p.add_argument("--candidates", default="grid", choices=("discrete", "grid", "random"))
-    p.add_argument("--images", type=int, default=256, help="test scenes the episodes start in")
-    p.add_argument("--curated-images", type=int, default=64, help="val scenes of the goal crops")
+    p.add_argument("--images", type=int, default=256,
+                   help="test images the episodes start in (at most)")
+    p.add_argument("--curated-images", type=int, default=64,
+                   help="images of the goal crops (scenes: val scenes; a folder: its images "
+                        "outside the test split)")
+    p.add_argument("--image-size", type=int, default=96, help="side of generated scenes")
+    add_object_flags(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="value_search.png", help="the picture")
     args = p.parse_args(argv)
+    check_object_args(args)
     torch.set_num_threads(1)
 
     agent = load_agent(args.checkpoint).eval()
     size = agent.encoder.image_size
-    envs = gym.make_vec("ImageView-v0", num_envs=args.num_envs, dataset="scenes",
-                        dataset_kwargs={"n": args.images, "size": 96, "split": "test"},
+    envs = gym.make_vec("ImageView-v0", num_envs=args.num_envs,
+                        **object_env(args, "test", args.images, args.image_size),
                         view_size=size, max_episode_steps=args.steps)
     envs = VectorCaptionMatchReward(envs, goals="image")
-    crops = object_crops(load_split("scenes", "val", args.curated_images, 96, 0), size)
+    crops = object_crops(goal_images(args, args.curated_images, args.image_size), size)
     goals = curated_goals(agent, crops)
-    missing = sorted(set(envs.vocabulary) - set(goals.vocabulary))
-    if missing:
-        raise SystemExit(f"no goal crops of {missing} in {args.curated_images} val scenes: "
-                         "raise --curated-images")
-    to_search = np.array([goals.vocabulary.index(v) for v in envs.vocabulary])
+    try:
+        to_search = env_goal_ids(goals, envs)
+    except ValueError as err:
+        raise SystemExit(f"{err}: no goal crops of them in {args.curated_images} images of "
+                         f"{args.dataset}; raise --curated-images") from None
     search = ValueSearch(GoalValue(agent, goals), envs, candidates=args.candidates)
 
     obs, info = envs.reset(seed=args.seed)
@@ -106,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
                                                                      strict=True)]
     blank = [np.zeros((size, size, 3), np.uint8)]
     goal_crops = [[crops.images[j] for j in np.flatnonzero(
-        crops.labels == ds.class_names.index(envs.vocabulary[g]))] or blank for g in goal]
+        crops.labels == crops.class_names.index(envs.vocabulary[g]))] or blank for g in goal]
     save_picture(args.out, [ds.images[j] for j in idx], np.stack(boxes), np.stack(views),
                  goal_crops, titles, envs.unwrapped.margin)
     print(f"mean reward per step {rewards.mean():.3f}; best visibility per episode "

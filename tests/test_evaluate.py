@@ -235,10 +235,17 @@ def test_cli_prints_the_checkpoint_beside_a_random_encoder(tmp_path, make_checkp
     out = subprocess.run(
         [sys.executable, str(root / "agents" / "evaluate.py"), "--checkpoint",
          str(tmp_path), "--n-train", "12", "--n-test", "6", "--random-twins", "2",
-         "--threads", "1"],
+         "--threads", "1", "--value-batches", "2"],
         capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    rows = [ln for ln in out.stdout.splitlines() if ln.startswith("| ")]
+    lines = out.stdout.splitlines()
+    # first the value function's table: Q beside copy and beside itself with permuted actions
+    value_rows = [ln.split("|")[1].strip() for ln in lines if ln.startswith("| ")][:6]
+    assert value_rows[1:4] == ["value function Q_AB", "copy x_i's own annotation",
+                               "Q_AB, actions permuted within the bin"]
+    assert any(ln.startswith("verdict: on far pairs") for ln in lines)
+    start = next(k for k, ln in enumerate(lines) if ln.startswith("| encoder |"))
+    rows = [ln for ln in lines[start:] if ln.startswith("| ")]
     assert rows[0].split("|")[2:5] == [" linear ", " knn ", " attentive "]
     assert "checkpoint" in rows[1] and "random init" in rows[2] and "raw pixels" in rows[3]
     assert "+-" in rows[2]  # the twins' spread

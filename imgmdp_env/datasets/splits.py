@@ -16,6 +16,9 @@ other). The other ``source`` keys go to the source
 
 The probes use :data:`PROBE_SEED` for their data, whatever the training seed, so every run is
 measured on the same labelled images (see :func:`agents.evaluate.probe_sets`).
+
+:func:`reference_split` names the split whose labelled images stand apart from a dataset's
+``"test"`` images: the probes' training images and the value search's goal crops come from it.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import numpy as np
 
 from imgmdp_env.datasets import NAMED, ImageDataset, make_dataset
 
-__all__ = ["PROBE_SEED", "held_out", "load_split"]
+__all__ = ["PROBE_SEED", "held_out", "load_split", "reference_split"]
 
 PROBE_SEED = 0
 
@@ -51,6 +54,14 @@ def held_out(names: Sequence[str], fraction: float) -> np.ndarray:
         mask[int(np.argmin(u))] = True
         mask[int(np.argmax(u))] = False
     return mask
+
+
+def reference_split(name: str) -> str:
+    """The split of dataset ``name`` whose labelled images are never its ``"test"`` images:
+    ``"val"`` for ``scenes`` (generated apart from both ``"train"`` and ``"test"``), else
+    ``"train"``: ``fashion-scenes`` has no ``"val"``, and for a file-backed source ``"val"`` is
+    its held-out test split (:func:`load_split`)."""
+    return "val" if name == "scenes" else "train"
 
 
 def load_split(name: str, split: str, n: int, size: int, seed: int, **source: Any
