@@ -180,6 +180,7 @@ def check_train_args(a) -> None:
         check.integer(f("warmup_steps"), a.warmup_steps, 0)
         check.number(f("weight_decay"), a.weight_decay, 0)
         check.number(f("grad_clip"), a.grad_clip, 0)
+        check.number(f("value_lr_scale"), a.value_lr_scale, 0, lo_open=True)
         check.integer(f("log_every"), a.log_every, 1)
         check.integer(f("checkpoint_every"), a.checkpoint_every, 1)
         check.integer(f("stop_at"), a.stop_at, 0)

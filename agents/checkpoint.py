@@ -229,8 +229,10 @@ def restore_checkpoint(state: dict, agent, optimizer, scaler, sampler,
             "resuming a run")
     agent.load_state_dict(state["agent"])
     optimizer.load_state_dict(state["optimizer"])
-    if weight_decay is not None:
-        optimizer.param_groups[0]["weight_decay"] = weight_decay
+    if weight_decay is not None:  # the decayed groups (the others keep 0)
+        for group in optimizer.param_groups:
+            if group["weight_decay"] > 0 or group is optimizer.param_groups[0]:
+                group["weight_decay"] = weight_decay
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
     own = state["ranks"][rank] if "ranks" in state else state

@@ -131,6 +131,9 @@ class Args:
     """AdamW weight decay (matrices only; not biases, norms, temperatures, embeddings)"""
     grad_clip: float = 3.0
     """clip the gradient norm (0 = off)"""
+    value_lr_scale: float = 1.0
+    """the value function's branch (annotation decoder, phi_AB, psi_AB, t_AB) learns at this
+    multiple of the learning rate"""
 
     # logging, checkpoints, evaluation
     log_every: int = 10

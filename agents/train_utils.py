@@ -105,17 +105,31 @@ def build_agent(args, data: dict[str, ImageDataset], rank: int = 0
     return agent, sampler
 
 
+# The value function's own parameters (the AB branch): their learning rate is
+# ``--value-lr-scale`` times the schedule's.
+VALUE_PARAMS = ("decoder.", "phi_ab.", "psi_ab.", "ab_scale.", "copy_gate.", "ab_prototypes")
+
+
 def make_optimizer(args, agent: ABAgent, amp: torch.dtype | None):
     """AdamW on the online network (no weight decay on vectors, positions and embeddings),
-    and a GradScaler for fp16."""
-    decay, no_decay = [], []
+    and a GradScaler for fp16. Each parameter group carries ``lr_scale``, the factor the
+    training loop applies to the scheduled learning rate: ``--value-lr-scale`` for the AB
+    branch (:data:`VALUE_PARAMS`, in groups of their own only when the scale is not 1, so
+    that the optimizer state keeps its two groups by default), 1 for the rest."""
+    scale = getattr(args, "value_lr_scale", 1.0)
+    groups: dict[tuple[bool, bool], list] = {}
     for name, p in agent.online.named_parameters():
         if not p.requires_grad:
             continue
         plain = p.ndim < 2 or "pos" in name or "embed" in name
-        (no_decay if plain else decay).append(p)
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
+        value = scale != 1.0 and name.startswith(VALUE_PARAMS)
+        groups.setdefault((value, plain), []).append(p)
+    optimizer = torch.optim.AdamW(
+        [{"params": groups.get((value, plain), []),
+          "weight_decay": 0.0 if plain else args.weight_decay,
+          "lr_scale": scale if value else 1.0}
+         for value in ((False, True) if scale != 1.0 else (False,)) for plain in (False, True)],
+        lr=args.lr)
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     return optimizer, scaler
 

@@ -141,7 +141,7 @@ def _run(args: Args, run_dir: Path, resumed: dict | None, stop: StopSignals,
         with progress:
             while step < last and not stop.received:
                 for group in optimizer.param_groups:
-                    group["lr"] = float(lr_schedule[step])
+                    group["lr"] = float(lr_schedule[step]) * group.get("lr_scale", 1.0)
                 between = True
                 sync_streams(data, step, sampler, agent)  # streaming shards: this step's buffer
                 batch = sampler.sample(device, bootstrap=args.ab.ab_weight > 0)

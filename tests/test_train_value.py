@@ -14,7 +14,8 @@ import torch
 
 from agents.ab import ABAgent
 from agents.checkpoint import read_checkpoint
-from agents.config import with_flags
+from agents.config import resolved, with_flags
+from agents.networks import make_encoder
 from agents.train_value import Args, parse_args, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,9 +37,13 @@ def losses(run_dir: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in map(json.loads, lines)}
 
 
-@pytest.mark.parametrize("base,candidates", [("simclr", "views"), ("dino", "random")])
-def test_resume_gives_the_same_next_losses(tmp_path, base, candidates):
-    kw = {"base": base, "candidates": candidates}
+@pytest.mark.parametrize("base,candidates,extra", [
+    ("simclr", "views", {}), ("dino", "random", {}),
+    ("simclr", "views", {"value_residual": "gated", "decoder_geometry": True,
+                         "boot_annotated": True, "exclude_return": True, "value_lr_scale": 3.0}),
+    ("simclr", "views", {"value_residual": "mixture", "value_lr_scale": 3.0})])
+def test_resume_gives_the_same_next_losses(tmp_path, base, candidates, extra):
+    kw = {"base": base, "candidates": candidates, **extra}
     train(tiny(tmp_path, "full", **kw))
     train(tiny(tmp_path, "split", stop_at=3, **kw))
     assert sorted(losses(tmp_path / "split")) == [1, 2, 3]
@@ -49,6 +54,16 @@ def test_resume_gives_the_same_next_losses(tmp_path, base, candidates):
     ckpt = read_checkpoint(tmp_path / "split")
     assert ckpt["step"] == 6 and ckpt["args"]["ab"]["base"] == base
     assert (tmp_path / "split" / "value_accuracy_iou.png").exists()
+    if "value_lr_scale" in extra:  # the value branch learns at its multiple of the schedule
+        from agents.train_utils import make_optimizer
+
+        args = tiny(tmp_path, "x", **kw)
+        opt, _ = make_optimizer(args, ABAgent(make_encoder("cnn", 32), resolved(args).ab), None)
+        scales = [g["lr_scale"] for g in opt.param_groups]
+        assert scales == [1.0, 1.0, 3.0, 3.0]
+        value = {id(p) for g in opt.param_groups[2:] for p in g["params"]}
+        decoder = ABAgent(make_encoder("cnn", 32), resolved(args).ab).online.decoder
+        assert len(value) > len(list(decoder.parameters()))  # the decoder and its heads
 
 
 def test_ctrl_c_saves_after_the_step_and_resume_is_exact(tmp_path, monkeypatch):
