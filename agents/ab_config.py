@@ -53,9 +53,10 @@ class ABConfig:
     """box size ratios are binned on log scale in [-max_log_scale, max_log_scale]"""
     action_tokens: bool = True
     """feed the box tokens to the decoder (False: the paper's no-action-tokens ablation)"""
-    decoder_geometry: bool = False
+    decoder_geometry: bool = True
     """also give the decoder's queries a smooth embedding of the box and the source tokens
-    pooled where the box lies (not in the paper: a prior on the geometry of boxes)"""
+    pooled where the box lies (not in the paper: a prior on the geometry of boxes; on a frozen
+    encoder it is what lets the decoder learn to use the action, docs/results.md)"""
 
     # DINO
     n_prototypes: int = 256
@@ -93,12 +94,13 @@ class ABConfig:
     """the bootstrap images are the first boot_images images of the base batch, so each one's
     own crop (SimCLR) or caption (CLIP) is among the annotations l; False: they are drawn
     independently and the annotations are crops of other images (the paper does not say)"""
-    value_residual: Literal["none", "copy", "gated", "mixture"] = "none"
+    value_residual: Literal["none", "copy", "gated", "mixture"] = "gated"
     """copy: Q_AB's logits are the decoder's plus the online base head's logits of the source
     view p(l | x_i) (gradient stopped), so that Q starts at "copy the source view" and the
     decoder learns what the action changes; gated: the copy term weighted by a gate the
     decoder computes from (x_i, a), 1 at the start; mixture: Q = w p(l | x_i) + (1 - w)
-    Q_dec(l | x_i, a), w from (x_i, a); none: the decoder's alone (the paper)"""
+    Q_dec(l | x_i, a), w from (x_i, a); none: the decoder's alone (the paper; below copy
+    on near pairs at the cpu scale, docs/results.md)"""
 
     def __post_init__(self) -> None:
         if self.base not in BASES:

@@ -33,20 +33,19 @@ from representation import paired_difference  # noqa: E402
 
 # name -> (flags changed from the default run, what the cell measures)
 CELLS: dict[str, tuple[list[str], str]] = {
-    "default": ([], "the default run"),
-    "plain": (["--value-residual", "none", "--no-boot-annotated", "--no-exclude-return"],
-              "the earlier default: the decoder alone, bootstrap images apart from the "
-              "annotations, the return box among the candidates"),
-    "no-residual": (["--value-residual", "none"], "the decoder alone (no copy residual)"),
-    "apart": (["--no-boot-annotated"], "bootstrap images drawn apart from the annotated ones"),
-    "with-return": (["--no-exclude-return"], "the return box a_j->i among the max's candidates"),
+    "default": ([], "the default run: gated copy residual, box geometry in the decoder"),
+    "plain": (["--value-residual", "none", "--no-decoder-geometry"],
+              "the earlier default (the paper's head): the decoder alone, box tokens only"),
     "no-action-tokens": (["--no-action-tokens"], "the decoder never sees the action"),
+    "no-geometry": (["--no-decoder-geometry"], "the gated residual, box tokens only"),
+    "no-residual": (["--value-residual", "none"], "the decoder alone, with box geometry"),
+    "mixture": (["--value-residual", "mixture"], "a mixture of copy and the decoder"),
+    "annotated": (["--boot-annotated"], "bootstrap images among the annotated images"),
+    "exclude-return": (["--exclude-return"], "the return box a_j->i out of the max"),
     "gamma-0": (["--gamma", "0"], "gamma = 0 (the earlier loss)"),
-    "ema-paper": (["--ema-rate", "0.004", "--ema-schedule", "cosine"],
-                  "the paper's EMA: rate 0.004 cosine-annealed to 0 (set for 800M views)"),
-    "decoder-lr": (["--decoder-width", "256", "--decoder-heads", "8"], "a wider decoder"),
+    "value-lr-5": (["--value-lr-scale", "5"], "the value branch at 5x the learning rate"),
 }
-DEFAULT_CELLS = ["default", "plain", "no-residual", "apart", "with-return", "no-action-tokens"]
+DEFAULT_CELLS = ["default", "plain", "no-action-tokens"]
 REFERENCE = "default"
 VOCABULARIES = {"own": True, "others": False}
 

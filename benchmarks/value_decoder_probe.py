@@ -1,0 +1,138 @@
+"""Can the annotation decoder learn to use the action at all? Train a fresh AB branch (decoder,
+``phi_AB``, ``psi_AB``, gate) on a FROZEN trained encoder and its frozen base head, at a
+constant learning rate, and measure ``Q_AB`` against copy and against itself with permuted
+actions on held-out pairs.
+
+In a training run the encoder, the annotation embeddings and the target all move and the
+learning rate decays; here nothing moves but the branch, so this isolates the question "is the
+target predictable from (x_i, a) beyond what x_i alone gives?" from the question "does joint
+training get there in 1200 steps?".
+
+    python benchmarks/value_decoder_probe.py --checkpoint runs/<run> --value-residual gated \\
+        --decoder-geometry --steps 3000
+
+Pairs are drawn as in training (the run's bootstrap batch: ``--boot-images`` x ``--n-views``
+views) from the scenes train split (``--train-batches`` cached batches, cycled) and the fixed
+probe test images (``--test-batches``); the targets are the checkpoint's EMA target
+``argmax_l p_ema(l | x_j)`` over each batch's annotation crops, as in
+``agents.evaluate.value_accuracy_by_iou``. Prints one line per ``--every`` steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agents.ab import ABNetwork, load_agent  # noqa: E402
+from agents.data import TransitionSampler, pair_index  # noqa: E402
+from agents.evaluate import PROBE_TEST, PROBE_TRAIN, SPLIT_IOU, probe_sets  # noqa: E402
+from imgmdp_env.datasets.splits import load_split  # noqa: E402
+from imgmdp_env.views import box_iou  # noqa: E402
+
+
+@torch.no_grad()
+def cache(agent, sampler: TransitionSampler, n: int) -> list[tuple[torch.Tensor, ...]]:
+    """``n`` batches of (EMA source tokens, actions, EMA annotation features, EMA target
+    logits ``p_ema(. | x)`` per view, pair index ``j``, pair IoU)."""
+    out = []
+    for _ in range(n):
+        b = sampler.sample()
+        enc = agent.encode(b)
+        _, p_logits, _, j = agent.bootstrap_logits(b, enc)
+        nv = b.boot_boxes.shape[1]
+        iou = box_iou(b.boot_boxes[:, :, None], b.boot_boxes[:, pair_index(nv)]).reshape(-1, nv - 1)
+        out.append((enc.ema_boot_tokens, b.actions, enc.ema_ann_pooled, p_logits, j, iou))
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", required=True, help="a SimCLR train_value.py run")
+    p.add_argument("--value-residual", default="none", choices=("none", "copy", "gated",
+                                                                 "mixture"))
+    p.add_argument("--decoder-geometry", action="store_true")
+    p.add_argument("--no-action-tokens", action="store_true")
+    p.add_argument("--boot-annotated", action="store_true")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--train-batches", type=int, default=200)
+    p.add_argument("--test-batches", type=int, default=40)
+    p.add_argument("--every", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    t0 = time.perf_counter()
+    agent = load_agent(a.checkpoint).eval()
+    if agent.cfg.base != "simclr":
+        raise SystemExit(f"--checkpoint: a SimCLR run is needed (this one: {agent.cfg.base})")
+    cfg = replace(agent.cfg, value_residual=a.value_residual,
+                  decoder_geometry=a.decoder_geometry, action_tokens=not a.no_action_tokens)
+    view = agent.encoder.image_size
+
+    def sampler(ds, seed):
+        return TransitionSampler(ds, view_size=view, base_batch=2 * cfg.ann_batch,
+                                 boot_images=10, n_views=6, boot_annotated=a.boot_annotated,
+                                 seed=seed)
+
+    train = cache(agent, sampler(load_split("scenes", "train", 2048, 96, 0), 1), a.train_batches)
+    _, test_ds = probe_sets("scenes", PROBE_TRAIN, PROBE_TEST, 96)
+    test = cache(agent, sampler(test_ds, 2), a.test_batches)
+    torch.manual_seed(a.seed)
+    net = ABNetwork(agent.target.encoder, cfg)  # the frozen encoder; a fresh branch
+    net.phi, net.scale = agent.target.phi, agent.target.scale  # the frozen base head
+    frozen = {"encoder.", "phi.", "scale."}
+    params = [q for n, q in net.named_parameters() if not n.startswith(tuple(frozen))]
+    opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.05)
+    gen = torch.Generator().manual_seed(0)
+
+    def q_logits(batch, permute: bool = False):
+        tok, act, ann, _, _, _ = batch
+        if permute:
+            flat = act.flatten(0, 1)
+            act = flat[torch.randperm(len(flat), generator=gen)].view_as(act)
+        psi = F.normalize(net.phi(ann), dim=-1).detach()
+        psi_ab = F.normalize(net.psi_ab(ann), dim=-1)
+        return net.q_logits(tok, act, psi, psi_ab)
+
+    @torch.no_grad()
+    def report() -> str:
+        hit, perm, copy, ious = [], [], [], []
+        for b in test:
+            labels = b[3].argmax(-1)
+            want = labels[b[4]]
+            hit.append((q_logits(b).argmax(-1) == want).flatten())
+            perm.append((q_logits(b, True).argmax(-1) == want).flatten())
+            copy.append((labels[:, None] == want).flatten())
+            ious.append(b[5].flatten())
+        h, pm, c, i = (torch.cat(x).float() for x in (hit, perm, copy, ious))
+        far = i < SPLIT_IOU
+        return (f"far Q {h[far].mean():.3f} copy {c[far].mean():.3f} permuted "
+                f"{pm[far].mean():.3f} | near Q {h[~far].mean():.3f} copy {c[~far].mean():.3f} "
+                f"permuted {pm[~far].mean():.3f}")
+
+    print(f"{a.checkpoint}: {cfg.value_residual}, geometry {cfg.decoder_geometry}; "
+          f"{len(train)} train / {len(test)} test batches cached in "
+          f"{time.perf_counter() - t0:.0f} s", flush=True)
+    for step in range(1, a.steps + 1):
+        b = train[(step - 1) % len(train)]
+        target = F.softmax(b[3][b[4]].float(), -1)
+        loss = -(target * F.log_softmax(q_logits(b).float(), -1)).sum(-1).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % a.every == 0 or step == a.steps:
+            print(f"step {step} loss {loss.item():.3f} | {report()} | "
+                  f"{time.perf_counter() - t0:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
