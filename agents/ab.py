@@ -93,10 +93,7 @@ class ABNetwork(nn.Module):
             cfg.decoder_heads, cfg.n_bins, cfg.max_shift, cfg.max_log_scale, cfg.action_tokens,
             cfg.decoder_geometry)
         self.phi_ab = ProjectionHead(self.decoder.out_dim, d, hid)
-        if cfg.value_residual in ("copy", "gated"):  # the decoder's term starts at 0: Q = copy
-            nn.init.zeros_(self.phi_ab.net[-1].weight)
-            nn.init.zeros_(self.phi_ab.net[-1].bias)
-        if cfg.value_residual != "none":  # gated: 2 sigmoid(0) = 1; mixture: sigmoid(0) = 1/2
+        if cfg.residual in ("gated", "mixture"):  # gated: 2 sigmoid(0) = 1; mixture: 1/2
             self.copy_gate = nn.Linear(self.decoder.out_dim, 1)
             nn.init.zeros_(self.copy_gate.weight)
             nn.init.zeros_(self.copy_gate.bias)
@@ -120,9 +117,10 @@ class ABNetwork(nn.Module):
         ``(B, K, L)``.
 
         ``value_residual="none"`` (the paper): ``t_AB phi_AB(x, a) . psi_AB(l)`` with unit
-        ``phi_AB``. ``"copy"``: plus the source view's own base logits ``p(l | x)``
-        (:meth:`base_logits`, gradient stopped), ``phi_AB`` unnormalised and starting at 0, so
-        that ``Q`` starts at "copy the source view". ``"gated"``: the copy term weighted by
+        ``phi_AB`` and ``psi_AB``. ``"copy"``: plus the source view's own base logits
+        ``p(l | x)`` (:meth:`base_logits`, gradient stopped), so that ``Q`` starts near "copy
+        the source view" (the decoder's term is bounded by ``t_AB``, the copy term is not) and
+        the decoder learns what the action changes. ``"gated"``: the copy term weighted by
         ``g(x, a) = 2 sigmoid(w . h(x, a))`` from the decoder's output ``h`` (1 at the start),
         so that the decoder can keep the source's annotation where the target view overlaps
         the source and drop it where it does not. ``"mixture"``: a mixture of two experts,
@@ -131,10 +129,8 @@ class ABNetwork(nn.Module):
         The decoder takes the gradient of the pairs the copy expert gets wrong: the far pairs,
         where only the action can tell what the target view holds."""
         h = self.decoder(tokens, actions)  # (B, K, width)
-        mode = self.cfg.value_residual
-        phi = self.phi_ab(h)
-        phi = phi if mode in ("copy", "gated") else F.normalize(phi, dim=-1)
-        logits = self.ab_scale() * phi @ psi_ab.T
+        mode = self.cfg.residual
+        logits = self.ab_scale() * F.normalize(self.phi_ab(h), dim=-1) @ psi_ab.T
         if mode == "none":
             return logits
         with torch.no_grad():

@@ -94,13 +94,21 @@ class ABConfig:
     """the bootstrap images are the first boot_images images of the base batch, so each one's
     own crop (SimCLR) or caption (CLIP) is among the annotations l; False: they are drawn
     independently and the annotations are crops of other images (the paper does not say)"""
-    value_residual: Literal["none", "copy", "gated", "mixture"] = "gated"
-    """copy: Q_AB's logits are the decoder's plus the online base head's logits of the source
-    view p(l | x_i) (gradient stopped), so that Q starts at "copy the source view" and the
-    decoder learns what the action changes; gated: the copy term weighted by a gate the
-    decoder computes from (x_i, a), 1 at the start; mixture: Q = w p(l | x_i) + (1 - w)
-    Q_dec(l | x_i, a), w from (x_i, a); none: the decoder's alone (the paper; below copy
-    on near pairs at the cpu scale, docs/results.md)"""
+    value_residual: Literal["auto", "none", "copy", "gated", "mixture"] = "auto"
+    """how Q_AB uses the source view's own annotation p(l | x_i), a value function that ignores
+    the action ("copy"): mixture: Q = w p(l | x_i) + (1 - w) Q_dec(l | x_i, a), a mixture of
+    two experts with w = sigmoid(gate(x_i, a)); copy: the decoder's logits plus p's (gradient
+    stopped); gated: plus p's weighted by a gate from (x_i, a); none: the decoder alone (the
+    paper; below copy on near pairs at the cpu scale, docs/results.md); auto: mixture for
+    SimCLR and CLIP, none for DINO (the teacher's sharpened, centred distribution is no
+    calibrated prior: with it the base loss rose on a fixed batch)"""
+
+    @property
+    def residual(self) -> str:
+        """``value_residual`` with ``"auto"`` resolved for the base."""
+        if self.value_residual != "auto":
+            return self.value_residual
+        return "none" if self.base == "dino" else "mixture"
 
     def __post_init__(self) -> None:
         if self.base not in BASES:

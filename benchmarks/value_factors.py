@@ -33,13 +33,13 @@ from representation import paired_difference  # noqa: E402
 
 # name -> (flags changed from the default run, what the cell measures)
 CELLS: dict[str, tuple[list[str], str]] = {
-    "default": ([], "the default run: gated copy residual, box geometry in the decoder"),
+    "default": ([], "the default run: Q a mixture of copy and the decoder, box geometry"),
     "plain": (["--value-residual", "none", "--no-decoder-geometry"],
               "the earlier default (the paper's head): the decoder alone, box tokens only"),
     "no-action-tokens": (["--no-action-tokens"], "the decoder never sees the action"),
-    "no-geometry": (["--no-decoder-geometry"], "the gated residual, box tokens only"),
+    "no-geometry": (["--no-decoder-geometry"], "the mixture, box tokens only"),
     "no-residual": (["--value-residual", "none"], "the decoder alone, with box geometry"),
-    "mixture": (["--value-residual", "mixture"], "a mixture of copy and the decoder"),
+    "gated": (["--value-residual", "gated"], "copy's logits added, weighted by a gate"),
     "annotated": (["--boot-annotated"], "bootstrap images among the annotated images"),
     "exclude-return": (["--exclude-return"], "the return box a_j->i out of the max"),
     "gamma-0": (["--gamma", "0"], "gamma = 0 (the earlier loss)"),
