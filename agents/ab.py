@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agents.ab_config import ABConfig
+from agents.ab_config import LEGACY_AB_CONFIG, ABConfig
 from agents.data import Batch, pair_index
 from agents.losses import (
     bootstrap_loss,
@@ -413,11 +413,6 @@ class ABAgent(nn.Module):
             annotations = net.encoder.pool(net.encoder(annotations))
         psi, psi_ab = net.annotations(annotations)
         return net.q_logits(net.encoder(views), actions, psi, psi_ab, self.center).softmax(-1)
-
-
-# The behaviour of checkpoints written before these ABConfig fields existed.
-LEGACY_AB_CONFIG = {"exclude_return": False, "boot_annotated": False, "value_residual": "none",
-                    "decoder_geometry": False}
 
 
 def _read_checkpoint(path, map_location) -> dict:

@@ -11,7 +11,12 @@ from typing import Literal
 
 from agents.data import BASES
 
-__all__ = ["ABConfig"]
+__all__ = ["LEGACY_AB_CONFIG", "ABConfig"]
+
+# What a run saved before these fields existed did: a checkpoint or config.json without them
+# loads with these values, not with today's defaults (agents.ab.load_agent, --resume).
+LEGACY_AB_CONFIG = {"exclude_return": False, "boot_annotated": False, "value_residual": "none",
+                    "decoder_geometry": False}
 
 
 @dataclass

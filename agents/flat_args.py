@@ -12,6 +12,8 @@ import warnings
 from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
 
+from agents.ab_config import LEGACY_AB_CONFIG, ABConfig
+
 __all__ = ["args_from", "flags_given", "flat_fields", "from_flat", "merge_resume_args",
            "nest_flat"]
 
@@ -127,6 +129,8 @@ def args_from(cls, saved: dict, where: Path):
         unknown.extend(prefix + k for k in sorted(set(values) - names))
         kept = {k: tuple(v) if isinstance(v, list) else v
                 for k, v in values.items() if k in names and k not in _nested(kind)}
+        if kind is ABConfig and values:  # a run saved before a field existed: as it ran
+            kept = {**{k: v for k, v in LEGACY_AB_CONFIG.items() if k in names}, **kept}
         for name, sub in _nested(kind).items():
             kept[name] = build(sub, values.get(name) or {}, f"{prefix}{name}.")
         return replace(kind(), **kept)

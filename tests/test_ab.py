@@ -430,3 +430,19 @@ def test_value_mixture_is_a_distribution_between_copy_and_the_decoder(dataset):
     dec = (net.ab_scale() * F.normalize(net.phi_ab(net.decoder(enc.boot_tokens, batch.actions)),
                                         dim=-1) @ psi_ab.T).softmax(-1)
     assert torch.allclose(q, 0.5 * copy + 0.5 * dec, atol=1e-5)
+
+
+def test_a_checkpoint_saved_before_the_value_head_options_loads_as_it_ran(dataset, tmp_path):
+    """A checkpoint whose ab_config predates value_residual / decoder_geometry (the paper's
+    head) loads as that head, not as today's default (whose weights would not even fit)."""
+    agent, sampler = make(dataset, value_residual="none", decoder_geometry=False)
+    old = {k: v for k, v in vars(agent.cfg).items()
+           if k not in ("value_residual", "decoder_geometry", "exclude_return", "boot_annotated")}
+    path = str(tmp_path / "checkpoint.pt")
+    atomic_save({"encoder": agent.encoder.config, "ab_config": old,
+                 "agent": agent.state_dict()}, path)
+    again = load_agent(path)
+    assert again.cfg.residual == "none" and not again.cfg.decoder_geometry
+    b = sampler.sample()
+    q = again.value(b.boot_views[:2], b.actions[:2], b.base_views[0, :4])
+    assert torch.allclose(q, agent.value(b.boot_views[:2], b.actions[:2], b.base_views[0, :4]))

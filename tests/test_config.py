@@ -186,6 +186,9 @@ def test_an_old_flat_config_json_reads_back(run):
     for k, v in saved.items():
         assert flat_fields(args)[k] == (tuple(v) if isinstance(v, list) else v), k
     assert args.ab.gamma == saved["gamma"] and args.ab.ann_batch == 0
+    # fields added since take the values the run had, not today's defaults
+    assert args.ab.residual == "none" and args.ab.decoder_geometry is False
+    assert parse_args([]).ab.residual == "mixture" and parse_args([]).ab.decoder_geometry
 
 
 def test_an_old_checkpoint_with_flat_args_resumes_exactly(tmp_path):
