@@ -359,13 +359,16 @@ class ABAgent(nn.Module):
                          self.center, cfg.student_temperature, cfg.teacher_temperature)
         return loss, teacher, emb_cos
 
-    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, batch: Batch, gauges: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
         """The training loss of one :class:`agents.data.Batch`.
 
         Returns ``(loss, metrics)``: a scalar with gradients and floats for logging (``loss``,
         ``base_loss``, ``t``, ``emb_cos``: the collapse gauge of :meth:`base_loss`; with
         bootstrapping also ``ab_loss``, ``ab_kl`` = ab_loss minus the target's entropy,
-        ``t_ab``, ``value_acc``). Updates the DINO centre.
+        ``t_ab``, ``value_acc``, and with ``gauges`` ``copy_acc``: answering the source view's
+        own annotation, ``value_acc_permuted``: ``Q_AB`` with every action moved to another
+        pair; an extra decoder pass without gradients, so the loop asks for it on log steps
+        only). Updates the DINO centre.
         """
         net, cfg = self.online, self.cfg
         bootstrap = cfg.ab_weight > 0 and batch.bootstrap
@@ -387,12 +390,14 @@ class ABAgent(nn.Module):
                 hit = pred.argmax(-1) == labels[j]
                 # the action-sensitivity gauge: the same pairs with every action moved to
                 # another pair (a fixed roll by half the pairs: no random stream is used)
-                rolled = batch.actions.flatten(0, 1).roll(pred.shape[0] * pred.shape[1] // 2, 0)
-                pred_rolled = self.online_q(batch, enc, rolled.view_as(batch.actions))
+                if gauges:
+                    rolled = batch.actions.flatten(0, 1).roll(hit.numel() // 2, 0)
+                    pred_rolled = self.online_q(batch, enc, rolled.view_as(batch.actions))
+                    metrics.update(
+                        copy_acc=(labels[:, None] == labels[j]).float().mean(),
+                        value_acc_permuted=(pred_rolled.argmax(-1) == labels[j]).float().mean())
             metrics.update(ab_loss=ab_loss.detach(), ab_kl=ab_loss.detach() - entropy,
-                           t_ab=net.ab_scale().detach(), value_acc=hit.float().mean(),
-                           copy_acc=(labels[:, None] == labels[j]).float().mean(),
-                           value_acc_permuted=(pred_rolled.argmax(-1) == labels[j]).float().mean())
+                           t_ab=net.ab_scale().detach(), value_acc=hit.float().mean())
         if teacher is not None and self.training:
             self.center.copy_(update_center(self.center, teacher, cfg.center_momentum))
         metrics["loss"] = loss.detach()

@@ -97,8 +97,8 @@ class LossModule(nn.Module):
         super().__init__()
         self.agent = agent
 
-    def forward(self, batch) -> tuple[torch.Tensor, dict[str, float]]:
-        return self.agent.loss(batch)
+    def forward(self, batch, gauges: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.agent.loss(batch, gauges)
 
 
 @dataclass(frozen=True)

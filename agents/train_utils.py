@@ -135,14 +135,16 @@ def make_optimizer(args, agent: ABAgent, amp: torch.dtype | None):
 
 
 def train_step(model, agent, optimizer, scaler, batch, amp: torch.dtype | None,
-               grad_clip: float, ema_rate: float, ranks: Ranks, step: int) -> dict[str, float]:
+               grad_clip: float, ema_rate: float, ranks: Ranks, step: int,
+               gauges: bool = True) -> dict[str, float]:
     """One optimizer step on ``batch`` (this rank's): the loss (``model``: the agent's loss,
     DDP-wrapped with several ranks, which averages the gradients in ``backward``), the
-    clipped update, the EMA step of the target. Returns the loss's metrics. Raises
+    clipped update, the EMA step of the target. Returns the loss's metrics (with the value
+    function's gauges when ``gauges``: :meth:`agents.ab.ABAgent.loss`). Raises
     ``FloatingPointError`` on every rank if the loss of any rank, or a weight, is non-finite."""
     with torch.autocast(batch.base_views.device.type, dtype=amp or torch.float32,
                         enabled=amp is not None):
-        loss, metrics = model(batch)
+        loss, metrics = model(batch, gauges)
     if ranks.any(not math.isfinite(metrics["loss"])):
         raise FloatingPointError(f"non-finite loss ({metrics['loss']} on rank {ranks.rank}) at "
                                  f"step {step + 1}" if ranks.distributed else

@@ -145,8 +145,10 @@ def _run(args: Args, run_dir: Path, resumed: dict | None, stop: StopSignals,
                 between = True
                 sync_streams(data, step, sampler, agent)  # streaming shards: this step's buffer
                 batch = sampler.sample(device, bootstrap=args.ab.ab_weight > 0)
+                logged = (step + 1) % args.log_every == 0 or step + 1 == last
                 metrics = train_step(model, agent, optimizer, scaler, batch, amp,
-                                     args.grad_clip, float(ema_schedule[step]), ranks, step)
+                                     args.grad_clip, float(ema_schedule[step]), ranks, step,
+                                     gauges=logged)
                 step += 1
                 between = False
                 stop.sync(ranks.max)  # several ranks: all stop after the same step

@@ -82,8 +82,8 @@ class MeanOfHalves(nn.Module):
         super().__init__()
         self.agent, self.world = agent, world
 
-    def forward(self, batch):
-        out = [self.agent.loss(half(batch, r, self.world)) for r in range(self.world)]
+    def forward(self, batch, gauges: bool = True):
+        out = [self.agent.loss(half(batch, r, self.world), gauges) for r in range(self.world)]
         return sum(loss for loss, _ in out) / self.world, out[0][1]
 
 

@@ -71,11 +71,11 @@ def test_ctrl_c_saves_after_the_step_and_resume_is_exact(tmp_path, monkeypatch):
     calls = {"n": 0}
     real = ABAgent.loss
 
-    def loss_with_ctrl_c(self, batch):
+    def loss_with_ctrl_c(self, batch, gauges=True):
         calls["n"] += 1
         if calls["n"] == 4:
             signal.raise_signal(signal.SIGINT)  # Ctrl-C in the middle of step 4
-        return real(self, batch)
+        return real(self, batch, gauges)
 
     monkeypatch.setattr(ABAgent, "loss", loss_with_ctrl_c)
     out = train(tiny(tmp_path, "run"))
@@ -91,11 +91,11 @@ def test_keyboard_interrupt_mid_step_still_saves(tmp_path, monkeypatch):
     calls = {"n": 0}
     real = ABAgent.loss
 
-    def loss_then_interrupt(self, batch):
+    def loss_then_interrupt(self, batch, gauges=True):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return real(self, batch)
+        return real(self, batch, gauges)
 
     monkeypatch.setattr(ABAgent, "loss", loss_then_interrupt)
     assert train(tiny(tmp_path, "run")) == {"step": 2, "interrupted": True, "signal": 0}
@@ -106,9 +106,9 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
     calls = {"n": 0}
     real = ABAgent.loss
 
-    def nan_at_step_5(self, batch):
+    def nan_at_step_5(self, batch, gauges=True):
         calls["n"] += 1
-        loss, metrics = real(self, batch)
+        loss, metrics = real(self, batch, gauges)
         if calls["n"] == 5:
             loss, metrics = loss * float("nan"), {**metrics, "loss": float("nan")}
         return loss, metrics
@@ -150,6 +150,16 @@ def test_script_smoke_run_writes_log_checkpoint_and_plots(tmp_path):
     assert set(summary["probes"]) == {"trained", "random init", "raw pixels"}
     assert {"linear", "knn", "attentive", "n_test"} <= set(summary["probes"]["trained"])
     assert {"linear_sd", "knn_sd", "attentive_sd"} <= set(summary["probes"]["random init"])
+    # the value function's diagnostics: Q beside copy and beside itself with permuted actions,
+    # in the summary per IoU bin and far / near, in the log on every logged step, and printed
+    value = summary["value_accuracy_by_iou"]
+    for b in ("0.00-0.05", "0.60-1.00"):
+        assert {f"iou_{b}", f"copy_{b}", f"permuted_{b}", f"count_{b}"} <= set(value)
+    assert {"far", "far_copy", "far_permuted", "near", "near_copy", "kl", "kl_permuted"} <= set(
+        value)
+    rows = [json.loads(ln) for ln in (run / "log.jsonl").read_text().splitlines()]
+    assert all({"value_acc", "copy_acc", "value_acc_permuted"} <= set(r) for r in rows)
+    assert "Q_AB, actions permuted within the bin" in res.stdout and "verdict:" in res.stdout
 
 
 def test_probes_do_not_move_with_the_training_seed(tmp_path):
@@ -266,11 +276,11 @@ def test_sigterm_saves_like_ctrl_c(tmp_path, monkeypatch, full):
     calls = {"n": 0}
     real = ABAgent.loss
 
-    def loss_with_sigterm(self, batch):
+    def loss_with_sigterm(self, batch, gauges=True):
         calls["n"] += 1
         if calls["n"] == 3:
             signal.raise_signal(signal.SIGTERM)
-        return real(self, batch)
+        return real(self, batch, gauges)
 
     monkeypatch.setattr(ABAgent, "loss", loss_with_sigterm)
     out = train(tiny(tmp_path, "run"))
@@ -285,12 +295,12 @@ def test_a_second_ctrl_c_names_the_step_actually_saved(tmp_path, monkeypatch, ca
     calls = {"n": 0}
     real = ABAgent.loss
 
-    def loss_with_two_ctrl_c(self, batch):
+    def loss_with_two_ctrl_c(self, batch, gauges=True):
         calls["n"] += 1
         if calls["n"] == 3:
             signal.raise_signal(signal.SIGINT)
             signal.raise_signal(signal.SIGINT)
-        return real(self, batch)
+        return real(self, batch, gauges)
 
     monkeypatch.setattr(ABAgent, "loss", loss_with_two_ctrl_c)
     assert train(tiny(tmp_path, "run"))["step"] == 2
