@@ -27,10 +27,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+SPLIT_IOU = 0.4  # far pairs below, near pairs at or above (agents.evaluate.SPLIT_IOU)
 TRAIN = [sys.executable, str(ROOT / "agents" / "train_value.py")]
 EVAL = [sys.executable, str(ROOT / "agents" / "evaluate.py")]
 ROW = re.compile(r"^\| (value function Q_AB|copy x_i's own annotation|Q_AB, actions permuted"
                  r" within the bin|pairs) \|(.*)\|$")
+HEAD = re.compile(r"^\| IoU\(x_i, x_j\) \|(.*)\|$")
 
 
 def run(cmd: list[str], log: Path) -> str:
@@ -49,9 +51,11 @@ def parse_value(text: str) -> dict[str, list[float]]:
     """The rows of the value table that ``evaluate.py`` prints, by name."""
     rows = {}
     for line in text.splitlines():
-        m = ROW.match(line.strip())
+        m, h = ROW.match(line.strip()), HEAD.match(line.strip())
         if m:
             rows[m.group(1)] = [float(x) for x in m.group(2).split("|")]
+        elif h:  # the bins, "LO-HI": their upper edges
+            rows["bin_hi"] = [float(b.split("-")[1]) for b in h.group(1).split("|")]
     return rows
 
 
@@ -70,7 +74,7 @@ def one_run(name: str, flags: list[str], a, out: Path) -> dict:
         last = k == a.segments
         run(cmd + ["--device", a.device, "--threads", "1", "--no-tensorboard",
                    *([] if last else ["--stop-at", str(stop)]),
-                   *([] if (last and a.probe) else ["--no-probe"])] +
+                   *(["--probe"] if (last and a.probe) else ["--no-probe"])] +
             (["--total-steps", str(a.steps)] if k == 1 else []), log)
         if "--ab-weight" in flags:  # the base: no value function to measure
             continue
@@ -83,13 +87,14 @@ def one_run(name: str, flags: list[str], a, out: Path) -> dict:
             "final": summary["final"], "wall_s": time.perf_counter() - t0}
 
 
-def _avg(xs: list[float], counts: list[float], sel: range) -> float:
+def _avg(xs: list[float], counts: list[float], sel: list[int]) -> float:
     """The pair-weighted mean of per-bin accuracies over the bins ``sel``."""
     return sum(xs[i] * counts[i] for i in sel) / max(sum(counts[i] for i in sel), 1)
 
 
 def tables(results: list[dict]) -> str:
-    lines = ["| run | step | far pairs (IoU < 0.4): Q / copy / permuted | near pairs: Q / copy |",
+    lines = [f"| run | step | far pairs (IoU < {SPLIT_IOU}): Q / copy / permuted | near pairs: "
+             "Q / copy |",
              "|---|---:|---|---|"]
     for r in results:
         for p in r["points"]:
@@ -100,7 +105,9 @@ def tables(results: list[dict]) -> str:
                                                   "pairs"))
             if not n:
                 continue
-            far, near = range(0, 3), range(3, len(n))  # bins 0-0.05-0.2-0.4 | 0.4-0.6-1
+            hi = v.get("bin_hi", [])
+            far = [i for i, h in enumerate(hi) if h <= SPLIT_IOU + 1e-9]
+            near = [i for i in range(len(n)) if i not in far]
             lines.append(f"| {r['name']} | {p['step']} | {_avg(q, n, far):.3f} / "
                          f"{_avg(c, n, far):.3f} / {_avg(pm, n, far):.3f} | "
                          f"{_avg(q, n, near):.3f} / {_avg(c, n, near):.3f} |")

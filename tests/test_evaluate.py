@@ -307,3 +307,28 @@ def test_probe_report_puts_the_twins_mean_and_raw_pixels_beside_the_encoder():
         assert rep["random init"][p] == pytest.approx(vals.mean())
         assert rep["random init"][f"{p}_sd"] == pytest.approx(vals.std(ddof=1))
     assert rep["trained"]["n_test"] == 20  # 2 objects per test image
+
+
+def test_the_gpu_check_reads_the_value_table_that_evaluate_prints():
+    """benchmarks/gpu_value_check.py parses evaluate.py's printed value table: its rows must
+    come back as the numbers value_table printed (a renamed row would silently drop)."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    from agents.evaluate import value_table
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    check = importlib.import_module("gpu_value_check")
+    bins = ["0.00-0.40", "0.40-1.00"]
+    acc = {"chance": 0.1, "majority": 0.2}
+    for k, b in enumerate(bins):
+        acc.update({f"iou_{b}": 0.3 + k / 10, f"copy_{b}": 0.25 + k / 10,
+                    f"permuted_{b}": 0.2 + k / 10, f"count_{b}": 100.0 + k})
+    rows = check.parse_value("some line\n" + value_table(acc) + "\nanother")
+    assert rows["value function Q_AB"] == [0.3, 0.4]
+    assert rows["copy x_i's own annotation"] == [0.25, 0.35]
+    assert rows["Q_AB, actions permuted within the bin"] == [0.2, 0.3]
+    assert rows["pairs"] == [100.0, 101.0] and rows["bin_hi"] == [0.4, 1.0]
+    point = {"name": "ab_s1", "points": [{"step": 10, "value": rows}], "probes": {}}
+    assert "| ab_s1 | 10 | 0.300 / 0.250 / 0.200 | 0.400 / 0.350 |" in check.tables([point])
