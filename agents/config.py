@@ -164,7 +164,7 @@ class Args:
 
 
 PRESET_HELP = {
-    "cpu-small": "the default: a CNN on 96-pixel scenes, a few minutes on 2 CPU cores",
+    "cpu-small": "the default: a CNN on 96-pixel scenes, 6-11 minutes on 2 CPU cores",
     "gpu-vits16": "ViT-S/16 at 224 pixels, 20000 steps of 256 images: a GPU (bf16 autocast)",
 }
 PRESETS = {
