@@ -128,20 +128,32 @@ class ABNetwork(nn.Module):
         the start) and ``Q_dec`` the paper's head; returned as ``log Q`` (normalised logits).
         The decoder takes the gradient of the pairs the copy expert gets wrong: the far pairs,
         where only the action can tell what the target view holds."""
-        h = self.decoder(tokens, actions)  # (B, K, width)
+        logits, copy, gate = self.value_parts(tokens, actions, psi, psi_ab, center)
         mode = self.cfg.residual
-        logits = self.ab_scale() * F.normalize(self.phi_ab(h), dim=-1) @ psi_ab.T
         if mode == "none":
             return logits
-        with torch.no_grad():
-            copy = self.base_logits(self.encoder.pool(tokens), psi, center)[:, None]
-        if mode == "mixture":
-            gate = self.copy_gate(h).float()  # (B, K, 1): log-odds of the copy expert
+        if mode == "mixture":  # gate: the log-odds of the copy expert
             return torch.logaddexp(F.logsigmoid(gate) + F.log_softmax(copy.float(), -1),
                                    F.logsigmoid(-gate) + F.log_softmax(logits.float(), -1))
         if mode == "gated":
-            copy = 2 * torch.sigmoid(self.copy_gate(h)) * copy
+            copy = 2 * torch.sigmoid(gate) * copy
         return logits + copy
+
+    def value_parts(self, tokens: torch.Tensor, actions: torch.Tensor, psi: torch.Tensor,
+                    psi_ab: torch.Tensor, center: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """What :meth:`q_logits` combines: the decoder's logits ``t_AB phi_AB . psi_AB``
+        ``(B, K, L)``; the copy expert's, the source view's base logits ``(B, 1, L)`` without
+        gradients (None with ``value_residual="none"``); the gate's output ``(B, K, 1)``
+        float32 (None without a gate)."""
+        h = self.decoder(tokens, actions)  # (B, K, width)
+        logits = self.ab_scale() * F.normalize(self.phi_ab(h), dim=-1) @ psi_ab.T
+        if self.cfg.residual == "none":
+            return logits, None, None
+        with torch.no_grad():
+            copy = self.base_logits(self.encoder.pool(tokens), psi, center)[:, None]
+        gate = self.copy_gate(h).float() if hasattr(self, "copy_gate") else None
+        return logits, copy, gate
 
     def annotations(self, source: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(psi(l), psi_AB(l))``, each unit ``(L, d)``, for the annotation source: pooled
@@ -285,9 +297,8 @@ class ABAgent(nn.Module):
     def online_q(self, batch: Batch, enc: Encoded, actions: torch.Tensor | None = None
                  ) -> torch.Tensor:
         """The online ``Q_AB`` logits ``(M, K, L)`` of the bootstrap views for actions
-        ``(M, K, 4)`` (default: the batch's, the transitions), with gradients. With
-        ``value_residual="copy"`` the source view's own base logits ``p(l | x_i)`` are added
-        (gradient stopped)."""
+        ``(M, K, 4)`` (default: the batch's, the transitions), with gradients
+        (:meth:`ABNetwork.q_logits`: the value head of ``value_residual``)."""
         src, _ = self._annotation_sources(batch, enc)
         psi, psi_ab = self.online.annotations(src)
         actions = batch.actions if actions is None else actions

@@ -109,6 +109,12 @@ class ABConfig:
     calibrated prior: with it the base loss rose on a fixed batch)"""
 
     @property
+    def annotated_boot(self) -> bool:
+        """``boot_annotated`` where it means something: SimCLR's and CLIP's annotations come
+        from the base images (crops, captions); DINO's are prototypes."""
+        return self.boot_annotated and self.base != "dino"
+
+    @property
     def residual(self) -> str:
         """``value_residual`` with ``"auto"`` resolved for the base."""
         if self.value_residual != "auto":

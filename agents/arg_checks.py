@@ -136,7 +136,7 @@ def check_train_args(a) -> None:
                     f"images: it needs --base simclr or dino (got {a.ab.base}), --n-views 2 (got "
                     f"{a.n_views}), --boot-images <= --base-batch (got {boot} > "
                     f"{a.base_batch}) and --boot-color-jitter 0 (got {a.boot_color_jitter})")
-        if a.ab.boot_annotated and a.ab.ab_weight > 0 and a.ab.base != "dino":
+        if a.ab.annotated_boot and a.ab.ab_weight > 0:
             r = resolved(a)
             if a.boot_source != "views" or r.boot_images > r.ab.ann_batch or a.boot_dataset:
                 raise ValueError(

@@ -229,9 +229,9 @@ def restore_checkpoint(state: dict, agent, optimizer, scaler, sampler,
             "resuming a run")
     agent.load_state_dict(state["agent"])
     optimizer.load_state_dict(state["optimizer"])
-    if weight_decay is not None:  # the decayed groups (the others keep 0)
+    if weight_decay is not None:  # the decayed groups (older checkpoints: the first)
         for group in optimizer.param_groups:
-            if group["weight_decay"] > 0 or group is optimizer.param_groups[0]:
+            if group.get("decay", group is optimizer.param_groups[0]):
                 group["weight_decay"] = weight_decay
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])

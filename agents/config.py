@@ -14,8 +14,8 @@ from typing import Annotated, Literal, Union
 import tyro
 
 from agents.ab_config import ABConfig
-from agents.evaluate import PROBE_MAX_SAMPLES, PROBE_TEST, PROBE_TRAIN
 from agents.flat_args import flags_given, flat_fields, from_flat
+from agents.probes import PROBE_MAX_SAMPLES, PROBE_TEST, PROBE_TRAIN
 
 __all__ = ["PRESETS", "RESUME_MAY_CHANGE", "RESUME_PER_RUN", "Args", "cli_given",
            "default_name", "given_fields", "parse_args", "resolved", "with_flags"]

@@ -172,16 +172,15 @@ class TransitionSampler:
             if any(bad):
                 raise ValueError("boot_source='base' pairs the 2 crops of the first boot_images "
                                  "base images: it needs " + "; ".join(filter(None, bad)))
-        if boot_annotated and (boot_source != "views" or boot_images > base_batch
-                               or (boot_dataset is not None and boot_dataset is not base_dataset)):
-            raise ValueError(
-                "boot_annotated takes the bootstrap images from the base batch: it needs "
-                f"boot_source='views' (got {boot_source!r}), boot_images <= base_batch (got "
-                f"{boot_images} > {base_batch}) and one dataset for both (no boot_dataset)"
-                if boot_images > base_batch else
-                "boot_annotated takes the bootstrap images from the base batch: it needs "
-                f"boot_source='views' (got {boot_source!r}) and one dataset for both losses "
-                "(no separate boot_dataset)")
+        if boot_annotated:
+            bad = [f"boot_source='views' (got {boot_source!r})" if boot_source != "views" else "",
+                   f"boot_images <= base_batch (got {boot_images} > {base_batch})"
+                   if boot_images > base_batch else "",
+                   "one dataset for both losses (got a separate boot_dataset)"
+                   if boot_dataset is not None and boot_dataset is not base_dataset else ""]
+            if any(bad):
+                raise ValueError("boot_annotated takes the bootstrap images from the base "
+                                 "batch: it needs " + "; ".join(filter(None, bad)))
         if base == "clip" and caption_inputs is None:
             raise ValueError("base='clip' needs caption_inputs (the tokenised captions)")
         self.base_bank = base_dataset.bank()

@@ -19,7 +19,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -31,7 +31,15 @@ from torch import nn
 if __package__ in (None, ""):  # `python agents/evaluate.py`: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.probes import PROBES, _device_of, probe_all, probe_samples  # noqa: E402
+from agents.probes import (  # noqa: E402, F401 - PROBE_*: re-exported (their old home)
+    PROBE_MAX_SAMPLES,
+    PROBE_TEST,
+    PROBE_TRAIN,
+    PROBES,
+    _device_of,
+    probe_all,
+    probe_samples,
+)
 from imgmdp_env.datasets import ImageDataset  # noqa: E402
 
 __all__ = [
@@ -104,14 +112,14 @@ def value_accuracy_by_iou(agent, data, bins: tuple[float, ...] = DEFAULT_IOU_BIN
 
     cfg = agent.cfg
     if isinstance(data, ImageDataset):
-        boot = max(cfg.ann_batch // 4, 1)
+        annotated = cfg.annotated_boot if boot_annotated is None else (
+            replace(cfg, boot_annotated=boot_annotated).annotated_boot)
         data = TransitionSampler(
             data, base=cfg.base, view_size=agent.encoder.image_size,
-            base_batch=2 * cfg.ann_batch, boot_images=boot,
+            base_batch=2 * cfg.ann_batch, boot_images=max(cfg.ann_batch // 4, 1),
             candidates=cfg.candidates, n_random=cfg.n_random,
-            caption_inputs=agent.caption_inputs(data.captions),
-            boot_annotated=(cfg.boot_annotated if boot_annotated is None else boot_annotated)
-            and cfg.base != "dino", seed=seed)
+            caption_inputs=agent.caption_inputs(data.captions), boot_annotated=annotated,
+            seed=seed)
     if isinstance(data, TransitionSampler):
         state = data.state_dict()
         data.base_gen.manual_seed(seed)
@@ -125,7 +133,8 @@ def value_accuracy_by_iou(agent, data, bins: tuple[float, ...] = DEFAULT_IOU_BIN
     agent.eval()
     gen = torch.Generator().manual_seed(seed)
     edges = torch.tensor(bins[1:-1])
-    hits, permuted, copies, ious, majority, kls, n_ann = [], [], [], [], [], [], 1
+    hits, permuted, copies, ious, majority, n_ann = [], [], [], [], [], 1
+    kls: dict[str, list[float]] = {"kl": [], "kl_permuted": []}
     for batch in batches:  # the training loss's own path: encode, then the bootstrap logits
         enc = agent.encode(batch)
         pred, p_logits, q_logits, j = agent.bootstrap_logits(batch, enc)
@@ -139,10 +148,11 @@ def value_accuracy_by_iou(agent, data, bins: tuple[float, ...] = DEFAULT_IOU_BIN
         pred_perm = agent.online_q(batch, enc, actions)
         target = bootstrap_target(p_logits[j].flatten(0, 1), agent.pair_candidates(q_logits, j),
                                   cfg.gamma, cfg.max_mode)
-        for logits, out in ((pred, hits), (pred_perm, permuted)):
+        for logits, out, kl in ((pred, hits, "kl"), (pred_perm, permuted, "kl_permuted")):
             out.append((logits.argmax(-1) == want).flatten().cpu())
             log_q = F.log_softmax(logits.flatten(0, 1).float(), -1)
-            kls.append(float((target * (target.clamp(min=1e-12).log() - log_q)).sum(-1).mean()))
+            kls[kl].append(float((target * (target.clamp(min=1e-12).log() - log_q)).sum(-1)
+                                 .mean()))
         copies.append((labels[:, None] == want).flatten().cpu())  # answer x_i's own annotation
         majority.append((want == want.flatten().mode().values).flatten().cpu())
         ious.append(iou)
@@ -162,7 +172,7 @@ def value_accuracy_by_iou(agent, data, bins: tuple[float, ...] = DEFAULT_IOU_BIN
     for side, sel in (("far", iou < SPLIT_IOU), ("near", iou >= SPLIT_IOU)):
         for name, values in (("", hit), ("_copy", copy), ("_permuted", perm_hit)):
             out[f"{side}{name}"] = float(values[sel].mean()) if sel.any() else float("nan")
-    out["kl"], out["kl_permuted"] = float(np.mean(kls[0::2])), float(np.mean(kls[1::2]))
+    out.update({k: float(np.mean(v)) for k, v in kls.items()})
     out["chance"] = 1.0 / n_ann
     out["majority"] = float(torch.cat(majority).float().mean())
     return out
@@ -208,8 +218,6 @@ def value_verdict(value_acc: dict[str, float]) -> str:
 # ---------------------------------------------------------------------------------------------
 # The protocol: fixed probe sets, baselines beside every result
 # ---------------------------------------------------------------------------------------------
-PROBE_TRAIN, PROBE_TEST = 2048, 1536  # images; scenes: ~2.6 objects each, test SE < 0.01
-PROBE_MAX_SAMPLES = 6000
 N_RANDOM_TWINS = 3
 
 

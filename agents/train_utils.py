@@ -99,7 +99,7 @@ def build_agent(args, data: dict[str, ImageDataset], rank: int = 0
         base_scale=tuple(args.base_scale), candidates=cfg.candidates, n_random=cfg.n_random,
         caption_inputs=inputs, color_jitter=args.color_jitter,
         boot_color_jitter=args.boot_color_jitter, boot_source=args.boot_source,
-        boot_annotated=cfg.boot_annotated and cfg.base != "dino",
+        boot_annotated=cfg.annotated_boot,
         seed=rank_seed(args.seed, rank),
     )
     return agent, sampler
@@ -115,8 +115,9 @@ def make_optimizer(args, agent: ABAgent, amp: torch.dtype | None):
     and a GradScaler for fp16. Each parameter group carries ``lr_scale``, the factor the
     training loop applies to the scheduled learning rate: ``--value-lr-scale`` for the AB
     branch (:data:`VALUE_PARAMS`, in groups of their own only when the scale is not 1, so
-    that the optimizer state keeps its two groups by default), 1 for the rest."""
-    scale = getattr(args, "value_lr_scale", 1.0)
+    that the optimizer state keeps its two groups by default), 1 for the rest; ``decay``
+    marks the groups ``--weight-decay`` applies to (a resume may change it)."""
+    scale = args.value_lr_scale
     groups: dict[tuple[bool, bool], list] = {}
     for name, p in agent.online.named_parameters():
         if not p.requires_grad:
@@ -126,7 +127,7 @@ def make_optimizer(args, agent: ABAgent, amp: torch.dtype | None):
         groups.setdefault((value, plain), []).append(p)
     optimizer = torch.optim.AdamW(
         [{"params": groups.get((value, plain), []),
-          "weight_decay": 0.0 if plain else args.weight_decay,
+          "weight_decay": 0.0 if plain else args.weight_decay, "decay": not plain,
           "lr_scale": scale if value else 1.0}
          for value in ((False, True) if scale != 1.0 else (False,)) for plain in (False, True)],
         lr=args.lr)

@@ -27,7 +27,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SPLIT_IOU = 0.4  # far pairs below, near pairs at or above (agents.evaluate.SPLIT_IOU)
+sys.path.insert(0, str(ROOT))
+
+from agents.evaluate import SPLIT_IOU  # noqa: E402  (far pairs below, near at or above)
+
 TRAIN = [sys.executable, str(ROOT / "agents" / "train_value.py")]
 EVAL = [sys.executable, str(ROOT / "agents" / "evaluate.py")]
 ROW = re.compile(r"^\| (value function Q_AB|copy x_i's own annotation|Q_AB, actions permuted"

@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -44,13 +43,11 @@ def gate_report(run: str, batches: int) -> list[str]:
         pred, p_logits, _, j = agent.bootstrap_logits(b, enc)
         want = p_logits.argmax(-1)[j]
         psi, psi_ab = net.annotations(net.encoder.pool(enc.base_tokens[:cfg.ann_batch]))
-        h = net.decoder(enc.boot_tokens, b.actions)
-        dec = F.normalize(net.phi_ab(h), dim=-1) @ psi_ab.T
-        copy = net.base_logits(net.encoder.pool(enc.boot_tokens), psi).argmax(-1)
+        dec, copy, gate = net.value_parts(enc.boot_tokens, b.actions, psi, psi_ab)
         n = b.boot_boxes.shape[1]
-        cols["w"].append(torch.sigmoid(net.copy_gate(h))[..., 0].flatten())
+        cols["w"].append(torch.sigmoid(gate)[..., 0].flatten())
         cols["dec"].append((dec.argmax(-1) == want).flatten().float())
-        cols["copy"].append((copy[:, None] == want).flatten().float())
+        cols["copy"].append((copy.argmax(-1) == want).flatten().float())
         cols["mix"].append((pred.argmax(-1) == want).flatten().float())
         cols["iou"].append(box_iou(b.boot_boxes[:, :, None],
                                    b.boot_boxes[:, pair_index(n)]).flatten())
