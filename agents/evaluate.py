@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -44,10 +44,12 @@ from imgmdp_env.datasets import ImageDataset  # noqa: E402
 
 __all__ = [
     "RawPixels",
+    "describe_probe_sets",
     "probe_report",
     "probe_sets",
     "probe_table",
     "random_twin",
+    "run_verdict",
     "value_accuracy_by_iou",
     "value_table",
 ]
@@ -215,6 +217,65 @@ def value_verdict(value_acc: dict[str, float]) -> str:
             f"copy {v['near_copy']:.3f}")
 
 
+BASELINE_ROWS = ("random init", "raw pixels", "majority class")
+
+
+def probe_verdict(probes: dict[str, dict[str, float]]) -> list[str]:
+    """One line per probe: the encoder's row (the first row that is not a baseline) against its
+    strongest baseline among random init (the twins' mean) and raw pixels, with the noise of
+    the difference: ``2 sqrt(se_a^2 + se_b^2 + sd_twins^2)``, ``se = sqrt(p (1 - p) / n_test)``.
+    A difference inside it is reported as none. Empty without an encoder row or a baseline."""
+    trained = [k for k in probes if k not in BASELINE_ROWS]
+    bases = [k for k in ("random init", "raw pixels") if k in probes]
+    if not trained or not bases:
+        return []
+    enc, lines = probes[trained[0]], []
+    majority = probes.get("majority class", {})
+    for p in [q for q in PROBES if q in enc]:
+        best = max(bases, key=lambda b: probes[b].get(p, -1.0))
+        a, b = enc[p], probes[best][p]
+        se2 = [x * (1 - x) / max(probes[r].get("n_test", 0) or 1, 1) for x, r in
+               ((a, trained[0]), (b, best))]
+        noise = 2 * math.sqrt(sum(se2) + probes[best].get(f"{p}_sd", 0.0) ** 2)
+        diff = a - b
+        word = ("above" if diff > noise else "below" if diff < -noise
+                else "no different from")
+        floor = f"; majority class {majority[p]:.3f}" if p in majority else ""
+        lines.append(f"{p} probe: {a:.3f}, {word} {best} ({b:.3f}; difference {diff:+.3f}, "
+                     f"noise +-{noise:.3f}){floor}")
+    return lines
+
+
+def run_verdict(value_acc: dict[str, float] | None, probes: dict[str, dict[str, float]],
+                checkpoint: str | Path | None = None) -> str:
+    """The few lines that end a run or an evaluation: the value function against copying the
+    source view and against itself with permuted actions (:func:`value_verdict`), each probe
+    against the strongest of random init and raw pixels (:func:`probe_verdict`), and the next
+    command to run."""
+    lines = ["verdict:"]
+    q_works = True
+    if value_acc and "far" in value_acc:
+        lines.append("  value function: " + value_verdict(value_acc).removeprefix("verdict: "))
+        q_works = value_acc["far"] > value_acc["far_copy"]
+    rep = probe_verdict(probes)
+    lines += [f"  {line}" for line in rep]
+    rep_works = bool(rep) and all(" above " in line for line in rep)
+    if not rep:
+        lines.append("  representation: not probed (no labels, or --no-probe)")
+    where = str(checkpoint) if checkpoint is not None else "runs/<name>"
+    if q_works and rep_works:
+        lines.append("next: scale it up (more steps, a ViT: `python agents/train_value.py "
+                     "--help` lists the presets) and check again with `python agents/evaluate.py "
+                     f"--checkpoint {where}`")
+    else:
+        lines.append("next: a short run (make train is 1,200 steps) is not expected to beat "
+                     "these bars (docs/results.md has longer runs): train longer with "
+                     "`python agents/train_value.py --total-steps 4800`, compare with the base "
+                     "method alone (`--ab-weight 0`), and re-check with `python agents/evaluate.py "
+                     f"--checkpoint {where}`")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------------------------
 # The protocol: fixed probe sets, baselines beside every result
 # ---------------------------------------------------------------------------------------------
@@ -261,6 +322,23 @@ def probe_sets(name: str = "scenes", n_train: int = PROBE_TRAIN, n_test: int = P
     return train, load_split(name, "test", n_test, image_size, PROBE_SEED, **source)
 
 
+def describe_probe_sets(name: str, train: ImageDataset, test: ImageDataset,
+                        **source) -> str:
+    """Which images the probes trained and were tested on, in words: the splits that
+    :func:`probe_sets` actually loaded for ``name`` with these ``source`` kwargs."""
+    from imgmdp_env.datasets.splits import reference_split
+
+    test_source = source.get("test") or ""
+    if test_source:
+        return (f"probes trained on {len(train)} images of {name}, tested on {len(test)} "
+                f"images of {test_source} (the test dataset)")
+    if "holdout" in source:
+        return (f"probes trained on {len(train)} images of {name}, tested on {len(test)} "
+                f"held-out images of it (--holdout {source['holdout']:g}, by file name)")
+    return (f"probes trained on {len(train)} images of {name}'s {reference_split(name)!r} "
+            f"split, tested on {len(test)} images of its 'test' split")
+
+
 def probe_report(
     encoder: nn.Module | None,
     train_ds: ImageDataset,
@@ -271,6 +349,8 @@ def probe_report(
     max_samples: int | None = PROBE_MAX_SAMPLES,
     probes: Sequence[str] = PROBES,
     label: str = "trained",
+    majority: bool = True,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Probe accuracies of ``encoder`` beside its baselines, on the same samples.
 
@@ -279,15 +359,31 @@ def probe_report(
     standard deviation; needs ``encoder`` or is left out) and ``"raw pixels"``
     (:class:`RawPixels`). Each row also has ``"n_test"`` (test samples) so a reader can compute
     the standard error ``sqrt(acc (1 - acc) / n_test)``. The probes' own seeds are fixed (0).
+    majority: add the ``"majority class"`` row, always answering the test samples' most
+    frequent class (the same number under every probe): the floor every row must clear.
+    log: called with one line as each encoder starts (the probes take seconds to minutes).
     """
     kw = dict(view_size=view_size, max_samples=max_samples, seed=0, probes=probes)
-    n_test = float(len(probe_samples(test_ds, max_samples=max_samples, seed=0)[2]))
+    test_labels = probe_samples(test_ds, max_samples=max_samples, seed=0)[2]
+    n_test = float(len(test_labels))
     out: dict[str, dict[str, float]] = {}
+    n_rows = (encoder is not None) * (1 + max(n_random, 0)) + bool(raw_pixels)
+    t0, done = time.perf_counter(), 0
+
+    def started(what: str) -> None:
+        nonlocal done
+        done += 1
+        if log is not None:
+            log(f"  probing {what} ({done}/{n_rows}, {time.perf_counter() - t0:.0f} s so far)")
+
     if encoder is not None:
+        started(label)
         out[label] = {**probe_all(encoder, train_ds, test_ds, **kw), "n_test": n_test}
         if n_random > 0:
-            runs = [probe_all(random_twin(encoder, seed), train_ds, test_ds, **kw)
-                    for seed in range(n_random)]
+            runs = []
+            for seed in range(n_random):
+                started(f"random init twin {seed + 1} of {n_random}")
+                runs.append(probe_all(random_twin(encoder, seed), train_ds, test_ds, **kw))
             row: dict[str, float] = {}
             for p in runs[0]:
                 vals = np.array([r[p] for r in runs])
@@ -295,8 +391,12 @@ def probe_report(
                 row[f"{p}_sd"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
             out["random init"] = {**row, "n_test": n_test}
     if raw_pixels:
+        started("raw pixels")
         raw = RawPixels().to(_device_of(encoder) if encoder is not None else "cpu")
         out["raw pixels"] = {**probe_all(raw, train_ds, test_ds, **kw), "n_test": n_test}
+    if majority and len(test_labels):
+        top = float(torch.bincount(test_labels).max()) / len(test_labels)
+        out["majority class"] = {**{p: top for p in probes}, "n_test": n_test}
     return out
 
 
@@ -409,14 +509,17 @@ def _probe_main(args: Args) -> None:
     t0 = time.perf_counter()
     from agents.sources import source_kwargs
 
-    train, test = probe_sets(args.dataset, args.n_train, args.n_test, args.image_size,
-                             **source_kwargs(args, args.dataset))
-    print(f"data: {args.dataset}, {len(train)} train / {len(test)} test images "
+    source = source_kwargs(args, args.dataset)
+    print(f"loading the fixed probe sets of {args.dataset} ...", flush=True)
+    train, test = probe_sets(args.dataset, args.n_train, args.n_test, args.image_size, **source)
+    print(f"data: {describe_probe_sets(args.dataset, train, test, **source)} "
           f"({time.perf_counter() - t0:.1f} s); views {view}x{view}; device {device}")
+    value_acc = None
     if args.checkpoint is not None and args.value_batches > 0:
         from agents.ab import load_agent
 
         t0 = time.perf_counter()
+        print(f"value accuracy: {args.value_batches} batches of view pairs ...", flush=True)
         agent = load_agent(path, device)
         value_acc = value_accuracy_by_iou(agent, test, n_batches=args.value_batches, seed=0)
         print(f"value accuracy by IoU of source and target view ({args.dataset}, probe test "
@@ -427,9 +530,12 @@ def _probe_main(args: Args) -> None:
     t0 = time.perf_counter()
     results = probe_report(encoder, train, test, view_size=view, label=label,
                            n_random=args.random_twins if args.checkpoint is not None else 0,
-                           raw_pixels=args.raw_pixels, max_samples=args.max_samples)
+                           raw_pixels=args.raw_pixels, max_samples=args.max_samples,
+                           log=lambda line: print(line, flush=True))
     print(f"probed in {time.perf_counter() - t0:.1f} s")
     print(probe_table(results))
+    if args.checkpoint is not None:
+        print(run_verdict(value_acc, results, args.checkpoint))
 
 
 if __name__ == "__main__":

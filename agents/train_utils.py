@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -231,18 +232,23 @@ def final_report(args, agent: ABAgent, data: dict[str, ImageDataset], run_dir: P
     beside random-init twins and raw pixels (:func:`agents.evaluate.probe_report`), plots, and
     ``summary.json``. Prints both tables; returns the summary."""
     from agents.evaluate import (
+        describe_probe_sets,
         probe_report,
         probe_sets,
         probe_table,
+        run_verdict,
         value_accuracy_by_iou,
         value_table,
     )
 
     name = args.probe_dataset or args.boot_dataset or args.dataset
-    train, test = probe_sets(name, args.probe_train, args.probe_test, args.image_size,
-                             **source_kwargs(args, name))
+    source = source_kwargs(args, name)
+    print(f"\nfinal report: loading the fixed probe sets of {name} ...", flush=True)
+    train, test = probe_sets(name, args.probe_train, args.probe_test, args.image_size, **source)
+    t0 = time.perf_counter()
     value_acc = value_accuracy_by_iou(agent, test, n_batches=args.value_batches, seed=0)
-    print(f"\nvalue accuracy by IoU of source and target view ({name}, probe test images):")
+    print(f"value accuracy by IoU of source and target view ({name}, probe test images; "
+          f"{time.perf_counter() - t0:.0f} s):")
     print(value_table(value_acc))
     probes: dict[str, dict[str, float]] = {}
     labelled = test.labels is not None or test.object_boxes is not None
@@ -250,23 +256,27 @@ def final_report(args, agent: ABAgent, data: dict[str, ImageDataset], run_dir: P
         print("probes skipped (--no-probe)")
     elif not labelled:
         print(f"probes skipped: {name!r} has no labels or object boxes to classify (a folder "
-              "needs --instances, a COCO instances_*.json; or pass --probe-dataset with a "
-              "labelled dataset such as scenes)")
+              "needs --instances, a COCO instances_*.json, or class subfolders; or pass "
+              "--probe-dataset with a labelled dataset such as scenes)")
     else:
+        n_twins = args.random_twins if args.probe_baselines else 0
+        print(f"\nprobes ({describe_probe_sets(name, train, test, **source)}), the encoder, "
+              f"{n_twins} random-init twins and raw pixels:", flush=True)
         probes = probe_report(agent.encoder, train, test, view_size=args.view_size,
-                              n_random=args.random_twins if args.probe_baselines else 0,
-                              raw_pixels=args.probe_baselines,
-                              max_samples=args.probe_max_samples)
-        print(f"\nprobe accuracy on {name} (fixed probe sets, test split):")
+                              n_random=n_twins, raw_pixels=args.probe_baselines,
+                              max_samples=args.probe_max_samples,
+                              log=lambda line: print(line, flush=True))
         print(probe_table(probes))
     log = [json.loads(ln) for ln in (run_dir / "log.jsonl").read_text().splitlines() if ln]
     _plot(run_dir, log, value_acc, probes)
+    verdict = run_verdict(value_acc, probes, run_dir)
     summary = {"step": args.total_steps, "value_accuracy_by_iou": value_acc, "probes": probes,
-               "final": log[-1] if log else {}}
+               "verdict": verdict, "final": log[-1] if log else {}}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if writer is not None:
         for label, acc in probes.items():
             for k, v in acc.items():
                 writer.add_scalar(f"probe/{label}/{k}", v, args.total_steps)
     print(f"run folder: {run_dir}")
+    print(verdict)
     return summary

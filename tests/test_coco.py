@@ -166,11 +166,11 @@ def test_clip_run_and_probes_on_a_coco_folder(coco, tmp_path, capsys):
         warnings.simplefilter("ignore")
         summary = train(replace(args, total_steps=2, log_every=1, tensorboard=False))
     probes = summary["probes"]
-    assert set(probes) == {"trained", "random init", "raw pixels"}
+    assert set(probes) == {"trained", "random init", "raw pixels", "majority class"}
     test = load_split(str(folder), "test", 12, 0, 0, instances=instances, holdout=0.3)
     assert probes["trained"]["n_test"] == sum(len(b) for b in test.object_boxes) > 0
     out = capsys.readouterr().out
-    assert "probe accuracy on" in out and "probes skipped" not in out
+    assert "probes trained on" in out and "probes skipped" not in out
 
 
 def test_unlabelled_folder_says_why_probes_are_skipped(coco, tmp_path, capsys):
@@ -225,7 +225,8 @@ def test_evaluate_cli_probes_a_coco_folder(coco, capsys):
                        n_test=12, view_size=32, raw_pixels=False, threads=1, max_samples=24))
     out = capsys.readouterr().out
     test = load_split(str(folder), "test", 12, 0, 0, instances=instances, holdout=0.3)
-    assert f"{len(test)} test images" in out and "| random init (cnn, seed 0) |" in out
+    assert f"tested on {len(test)} held-out images" in out
+    assert "| random init (cnn, seed 0) |" in out
 
 
 def test_a_separate_test_folder_with_its_own_instances(tmp_path):

@@ -1,6 +1,8 @@
 """Frozen-encoder probes (agents.probes): they read what is decodable, not what is not; scene
 samples are the objects' boxes. The probe protocol (agents.evaluate): fixed sets, baselines."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -248,9 +250,17 @@ def test_cli_prints_the_checkpoint_beside_a_random_encoder(tmp_path, make_checkp
     rows = [ln for ln in lines[start:] if ln.startswith("| ")]
     assert rows[0].split("|")[2:5] == [" linear ", " knn ", " attentive "]
     assert "checkpoint" in rows[1] and "random init" in rows[2] and "raw pixels" in rows[3]
+    assert "majority class" in rows[4]
     assert "+-" in rows[2]  # the twins' spread
-    accs = [float(x.split("+-")[0]) for row in rows[2:] for x in row.split("|")[2:5]]
-    assert len(accs) == 6 and all(0 <= a <= 1 for a in accs)
+    accs = [float(x.split("+-")[0]) for row in rows[2:5] for x in row.split("|")[2:5]]
+    assert len(accs) == 9 and all(0 <= a <= 1 for a in accs)
+    # the split probed is named, and the run's verdict ends the output with the next command
+    assert any("probes trained on" in ln and "tested on" in ln for ln in lines)
+    end = lines[next(k for k, ln in enumerate(lines) if ln == "verdict:"):]
+    assert any(ln.strip().startswith("value function:") for ln in end)
+    assert sum(ln.strip().startswith(("linear probe", "knn probe", "attentive probe"))
+               for ln in end) == 3
+    assert end[-1].startswith("next:") and "agents/evaluate.py --checkpoint" in end[-1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,7 +309,10 @@ def test_probe_report_puts_the_twins_mean_and_raw_pixels_beside_the_encoder():
     train, test = colour_scenes(20, 0), colour_scenes(10, 1)
     enc = make_encoder("cnn", 32, widths=(8, 16))
     rep = probe_report(enc, train, test, view_size=32, n_random=2, probes=("linear", "knn"))
-    assert list(rep) == ["trained", "random init", "raw pixels"]
+    assert list(rep) == ["trained", "random init", "raw pixels", "majority class"]
+    labels = probe_samples(test)[2]
+    top = float(torch.bincount(labels).max()) / len(labels)
+    assert rep["majority class"] == {"linear": top, "knn": top, "n_test": 20}
     twins = [probe_all(random_twin(enc, s), train, test, view_size=32, probes=("linear", "knn"),
                        seed=0, max_samples=6000) for s in (0, 1)]
     for p in ("linear", "knn"):
@@ -332,3 +345,40 @@ def test_the_gpu_check_reads_the_value_table_that_evaluate_prints():
     assert rows["pairs"] == [100.0, 101.0] and rows["bin_hi"] == [0.4, 1.0]
     point = {"name": "ab_s1", "points": [{"step": 10, "value": rows}], "probes": {}}
     assert "| ab_s1 | 10 | 0.300 / 0.250 / 0.200 | 0.400 / 0.350 |" in check.tables([point])
+
+
+def _rows(trained: float, twins: float, sd: float, raw: float, n: float = 400.0) -> dict:
+    return {"trained": {"knn": trained, "n_test": n},
+            "random init": {"knn": twins, "knn_sd": sd, "n_test": n},
+            "raw pixels": {"knn": raw, "n_test": n},
+            "majority class": {"knn": 0.1, "n_test": n}}
+
+
+def test_probe_verdict_compares_with_the_strongest_baseline_and_its_noise():
+    from agents.evaluate import probe_verdict
+
+    # raw pixels is the stronger baseline: 0.60 vs 0.50 is below it, far outside the noise
+    (line,) = probe_verdict(_rows(0.50, 0.30, 0.01, 0.60))
+    assert "below raw pixels" in line and "-0.100" in line and "majority class 0.100" in line
+    (line,) = probe_verdict(_rows(0.70, 0.30, 0.01, 0.60))
+    assert "above raw pixels" in line
+    # 0.02 above random init, but the twins' own spread (0.03) makes it no difference
+    (line,) = probe_verdict(_rows(0.52, 0.50, 0.03, 0.20))
+    assert "no different from random init" in line
+    # the noise: 2 sqrt(se_a^2 + se_b^2 + sd^2) with se = sqrt(p (1 - p) / n)
+    noise = 2 * math.sqrt(0.52 * 0.48 / 400 + 0.5 * 0.5 / 400 + 0.03 ** 2)
+    assert f"noise +-{noise:.3f}" in line
+    assert probe_verdict({"random init": {"knn": 0.3}}) == []  # no encoder row
+
+
+def test_run_verdict_names_the_failures_and_the_next_command():
+    from agents.evaluate import run_verdict
+
+    value = {"far": 0.20, "far_copy": 0.25, "far_permuted": 0.199, "near": 0.5, "near_copy": 0.6}
+    text = run_verdict(value, _rows(0.7, 0.3, 0.01, 0.6), "runs/x")
+    assert "does not beat copying" in text and "above raw pixels" in text
+    assert text.splitlines()[-1].startswith("next:") and "--total-steps" in text
+    good = dict(value, far=0.4)
+    text = run_verdict(good, _rows(0.7, 0.3, 0.01, 0.6), "runs/x")
+    assert " beats copying" in text and "scale it up" in text and "runs/x" in text
+    assert "not probed" in run_verdict(good, {}, None)

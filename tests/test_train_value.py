@@ -145,9 +145,10 @@ def test_script_smoke_run_writes_log_checkpoint_and_plots(tmp_path):
         assert (run / f).stat().st_size > 0, f
     assert list((run / "tb").glob("events.*"))
     assert sorted(losses(run)) == [2, 4]
-    assert all(row in res.stdout for row in ("| trained", "| random init", "| raw pixels"))
+    assert all(row in res.stdout for row in ("| trained", "| random init", "| raw pixels",
+                                            "| majority class"))
     summary = json.loads((run / "summary.json").read_text())
-    assert set(summary["probes"]) == {"trained", "random init", "raw pixels"}
+    assert set(summary["probes"]) == {"trained", "random init", "raw pixels", "majority class"}
     assert {"linear", "knn", "attentive", "n_test"} <= set(summary["probes"]["trained"])
     assert {"linear_sd", "knn_sd", "attentive_sd"} <= set(summary["probes"]["random init"])
     # the value function's diagnostics: Q beside copy and beside itself with permuted actions,
@@ -160,6 +161,10 @@ def test_script_smoke_run_writes_log_checkpoint_and_plots(tmp_path):
     rows = [json.loads(ln) for ln in (run / "log.jsonl").read_text().splitlines()]
     assert all({"value_acc", "copy_acc", "value_acc_permuted"} <= set(r) for r in rows)
     assert "Q_AB, actions permuted within the bin" in res.stdout and "verdict:" in res.stdout
+    # the run ends with its verdict against copy, random init and raw pixels, then what to run
+    tail = res.stdout.strip().splitlines()
+    assert tail[-1].startswith("next:") and summary["verdict"].splitlines()[-1] == tail[-1]
+    assert "random init" in summary["verdict"] or "raw pixels" in summary["verdict"]
 
 
 def test_probes_do_not_move_with_the_training_seed(tmp_path):
