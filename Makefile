@@ -11,8 +11,8 @@ $(PYBIN):
 	$(PYBIN) -m pip install --quiet --upgrade pip
 
 # pip (not uv/poetry) so that torch/torchvision come from the machine's local cache.
-$(STAMP): pyproject.toml | $(PYBIN)
-	$(PYBIN) -m pip install --quiet -e ".[test,text,rl,video]"
+$(STAMP): pyproject.toml constraints.txt | $(PYBIN)
+	$(PYBIN) -m pip install --quiet -c constraints.txt -e ".[test,text,rl,video]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -30,7 +30,7 @@ demo: $(STAMP)
 	$(PYBIN) examples/random_policy_demo.py --out demo.png
 
 bench: $(STAMP)
-	$(PYBIN) -m pip install --quiet -e ".[bench]"
+	$(PYBIN) -m pip install --quiet -c constraints.txt -e ".[bench]"
 	$(PYBIN) benchmarks/env_throughput.py
 	$(PYBIN) benchmarks/train_throughput.py
 

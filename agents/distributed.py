@@ -165,11 +165,17 @@ class Ranks:
         module = LossModule(agent)
         if not self.distributed:
             return module
+        import inspect
+
         from torch.nn.parallel import DistributedDataParallel
 
+        # torch 2.14 names the switch forward_sync_buffers; older ones (2.11) broadcast_buffers
+        known = inspect.signature(DistributedDataParallel.__init__).parameters
+        sync = ("forward_sync_buffers" if "forward_sync_buffers" in known
+                else "broadcast_buffers")
         return DistributedDataParallel(
             module, device_ids=[device.index] if device.type == "cuda" else None,
-            forward_sync_buffers=False, static_graph=True)
+            static_graph=True, **{sync: False})
 
     def _reduce(self, values: list[float], op) -> list[float]:
         if not self.distributed:
