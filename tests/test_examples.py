@@ -1,5 +1,7 @@
 """Smoke tests of the examples of issue 9 at tiny settings: value-guided search saves its
-picture, SB3 PPO runs over a checkpoint's encoder (frozen: unchanged), REINFORCE learns steps."""
+picture, SB3 PPO runs over a checkpoint's encoder (frozen: unchanged), REINFORCE learns steps;
+curation (issue 23) runs on a folder of class sub-folders and names the flag of a source
+without class labels."""
 
 import importlib.util
 from pathlib import Path
@@ -79,3 +81,46 @@ def test_reinforce_runs(capsys):
     example("reinforce").main(["--iterations", "2", "--num-envs", "4", "--horizon", "3"])
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and all("mean return" in line for line in lines)
+
+
+def _class_folder(root: Path, classes=("cat", "dog"), per_class: int = 4) -> Path:
+    """root/<class>/<i>.png: tiny PNGs, a bright square at a class-specific place."""
+    import numpy as np
+    from PIL import Image
+
+    for k, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            img = np.full((24, 24, 3), 20 + i, np.uint8)
+            img[4 + 8 * k: 12 + 8 * k, 4:20] = 230
+            Image.fromarray(img).save(root / name / f"{i}.png")
+    return root
+
+
+def test_curation_on_a_class_folder(tmp_path, capsys):
+    root = _class_folder(tmp_path / "classes")
+    example("curation").main(["--dataset", str(root), "--holdout", "0.5", "--steps", "2",
+                              "--num-envs", "2"])
+    out = capsys.readouterr().out
+    assert "prototypes: ['cat', 'dog']" in out  # one per class, not one per image
+    assert out.count("mean reward per step") == 2
+
+
+def test_curation_names_the_flag_of_a_source_without_labels(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((8, 8, 3), i, np.uint8)).save(flat / f"{i}.png")
+    curation = example("curation")
+    with pytest.raises(SystemExit, match=r"--dataset \('.*flat'\) has neither object boxes nor "
+                                         r"class labels: pass a folder of class sub-folders"):
+        curation.main(["--dataset", str(flat), "--steps", "1"])
+    with pytest.raises(SystemExit, match=r"--curated \('.*flat'\) has no class labels"):
+        curation.main(["--curated", str(flat), "--steps", "1"])
+    classes = _class_folder(tmp_path / "classes")
+    with pytest.raises(SystemExit, match=r"--curated \('.*classes'\) shares no class with "
+                                         r"--dataset \('scenes'\)"):
+        curation.main(["--curated", str(classes), "--steps", "1"])

@@ -6,7 +6,9 @@ spec:
 - ``"fashion"``: Fashion-MNIST single centred items (Debian package ``dataset-fashion-mnist``).
 - ``"fashion-scenes"``: Fashion-MNIST items composited into cluttered multi-object scenes.
 - a path to a folder of images (recursive), optionally with COCO ``captions=`` /
-  ``instances=`` JSON files; resized on load to ``max_side`` within a ``memory_budget``.
+  ``instances=`` JSON files; resized on load to ``max_side`` within a ``memory_budget``;
+  class sub-folders (``root/<class>/<image>``, as torchvision's ``ImageFolder``) give image
+  labels (``labels=``, :func:`~imgmdp_env.datasets.folder.load_folder`).
 - webdataset shards: ``.tar`` paths, a brace pattern ``data/shard-{000..009}.tar``, a comma
   list, or a folder of ``.tar`` files (``stream=True``: a bounded streaming buffer).
 - a video file, or a folder of videos: every ``frame_stride``-th frame (PyAV, extra ``video``).

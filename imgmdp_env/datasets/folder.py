@@ -7,7 +7,21 @@ size), after the RAM they will take has been estimated from their headers and ch
 converted by :func:`imgmdp_env.datasets.arrays.pil_to_rgb` (alpha composited onto black).
 Symlinked sub-folders are followed. Unreadable or corrupt files, folders that cannot be listed
 and dangling links are skipped and reported together in one warning: nothing is dropped
-silently.
+silently. Video files (:data:`imgmdp_env.datasets.video.VIDEO_EXTENSIONS`) in an image folder
+are skipped with a warning that names them: a video is its own dataset spec (the file, or a
+folder holding only videos; :func:`imgmdp_env.datasets.video.is_video_spec`).
+
+Class labels (``labels=``), torchvision's ``ImageFolder`` convention: the classes are the
+sorted names of the top-level sub-folders (``root/cat/x.png``, ``root/dog/y.jpg``: classes
+``["cat", "dog"]``), each image's label the index of the sub-folder it sits under.
+``"auto"`` (default) applies it when the folder is laid out that way without doubt: every
+image exactly one level under a sub-folder, at least 2 sub-folders, and no ``instances``
+file; otherwise the images carry no labels (images at the top level beside such class
+folders: a warning says so). ``"folders"`` applies it always (images at any depth under their
+class folder, as torchvision); an image at the top level, or ``instances=`` (whose
+categories are the class names), is then an error. ``"none"``: no labels. The classes come
+from every image of the folder, before any split or ``n``, so the train and test splits share
+one list.
 
 Annotations (:mod:`imgmdp_env.datasets.coco`): ``captions=`` a COCO ``captions_*.json`` (each
 image takes its first caption), ``instances=`` a COCO ``instances_*.json`` (object boxes and
@@ -37,16 +51,21 @@ from imgmdp_env.datasets.coco import (
     read_coco_instances,
     warn_dropped,
 )
+from imgmdp_env.datasets.video import VIDEO_EXTENSIONS
 
-__all__ = ["EXTENSIONS", "SPLITS", "list_images", "load_folder", "read_coco_captions"]
+__all__ = ["EXTENSIONS", "LABEL_MODES", "SPLITS", "class_folders", "list_images",
+           "load_folder", "read_coco_captions"]
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 SPLITS = ("all", "train", "test")
+LABEL_MODES = ("auto", "folders", "none")
 
 
-def _walk(root: Path, exts: tuple[str, ...]) -> tuple[list[Path], list[str]]:
+def _walk(root: Path, exts: tuple[str, ...], videos: list[Path] | None = None
+          ) -> tuple[list[Path], list[str]]:
     """Image files under ``root``, following symlinked folders (each real folder once, so a
-    link loop ends), and the problems met: unlistable folders and dangling links."""
+    link loop ends), and the problems met: unlistable folders and dangling links. Video files
+    (not images here) are appended to ``videos`` when given."""
     files: list[Path] = []
     problems: list[str] = []
     seen: set[str] = set()
@@ -71,6 +90,8 @@ def _walk(root: Path, exts: tuple[str, ...]) -> tuple[list[Path], list[str]]:
                 problems.append(f"{rel(p)} (dangling link to {os.readlink(p)})")
             elif p.suffix.lower() in exts and p.is_file():
                 files.append(p)
+            elif videos is not None and p.suffix.lower() in VIDEO_EXTENSIONS:
+                videos.append(p)
     return sorted(files, key=rel), problems
 
 
@@ -82,15 +103,54 @@ def _extensions(extensions: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in exts)
 
 
-def list_images(path: str | Path, extensions: tuple[str, ...] = EXTENSIONS
-                ) -> tuple[list[str], list[str]]:
+def list_images(path: str | Path, extensions: tuple[str, ...] = EXTENSIONS,
+                videos: list[str] | None = None) -> tuple[list[str], list[str]]:
     """The image files under ``path`` (recursive, symlinked folders followed once) as sorted
-    POSIX paths relative to it, and the problems met (unlistable folders, dangling links)."""
+    POSIX paths relative to it, and the problems met (unlistable folders, dangling links).
+    videos: when a list, the video files met are appended to it (sorted relative paths)."""
     root = Path(check.path_like("path", path))
     if not root.is_dir():
         raise ValueError(f"image folder {str(path)!r} does not exist or is not a folder")
-    files, problems = _walk(root, _extensions(extensions))
+    found: list[Path] | None = None if videos is None else []
+    files, problems = _walk(root, _extensions(extensions), found)
+    if videos is not None:
+        videos.extend(sorted(p.relative_to(root).as_posix() for p in found))
     return [p.relative_to(root).as_posix() for p in files], problems
+
+
+def _shown(names: list[str], k: int = 5) -> str:
+    return ", ".join(names[:k]) + (f", ... ({len(names)} in all)" if len(names) > k else "")
+
+
+def class_folders(names: list[str], labels: str = "auto", where: str = "image folder"
+                  ) -> list[str] | None:
+    """The class names of a folder's images by the class-subfolder convention (module
+    docstring): the sorted top-level sub-folders holding images, or None when the images take
+    no labels. names: the relative POSIX paths of every image of the folder (before any split,
+    so that all splits share the classes). labels: one of :data:`LABEL_MODES`. Raises
+    ValueError, naming images, for ``"folders"`` with images at the top level."""
+    labels = check.choice("labels", labels, LABEL_MODES)
+    if labels == "none":
+        return None
+    top = [x for x in names if "/" not in x]
+    classes = sorted({x.split("/", 1)[0] for x in names if "/" in x})
+    if labels == "folders":
+        if top:
+            raise ValueError(
+                f"{where}: labels='folders' takes each image's class from the sub-folder it "
+                f"sits under, but {len(top)} image(s) sit at the top level: {_shown(top)}; "
+                "move them into a class folder (root/<class>/<image>) or pass labels='none'")
+        return classes
+    if len(classes) < 2 or any(x.count("/") != 1 for x in names if "/" in x):
+        return None
+    if top:
+        warnings.warn(
+            f"load_folder: {where} has {len(classes)} class folders ({_shown(classes)}) and "
+            f"{len(top)} image(s) at the top level ({_shown(top)}): loaded without class "
+            "labels; move those images into a class folder for labels (torchvision's "
+            "ImageFolder layout), or pass labels='none' to silence this", stacklevel=3)
+        return None
+    return classes
 
 
 def split_args(split: str, holdout: float, n: int | None, seed: int
@@ -136,6 +196,7 @@ def load_folder(
     holdout: float = 0.1,
     n: int | None = None,
     seed: int = 0,
+    labels: str = "auto",
 ) -> ImageDataset:
     """The image files under ``path`` (recursive, sorted) as an :class:`ImageDataset`.
 
@@ -146,9 +207,13 @@ def load_folder(
     memory_budget: GiB the decoded images may take (None: half the physical RAM); estimated
     from the headers before decoding, refused with the figure and the fixes (MemoryError).
     workers: decoding processes (1: this process). split / holdout / n / seed: which images
-    (module docstring). Returns images ``(H_i, W_i, 3)`` uint8, object boxes cxcywh
-    normalised, labels indexing ``class_names`` (COCO categories in increasing id).
-    Raises ValueError for a missing or empty folder, or when no file could be decoded.
+    (module docstring). labels: ``"auto"``, ``"folders"`` or ``"none"``: image labels from
+    class sub-folders (module docstring). Returns images ``(H_i, W_i, 3)`` uint8; with
+    ``instances``, object boxes ``(K_i, 4)`` float32 cxcywh normalised and object labels
+    ``(K_i,)`` int64 indexing ``class_names`` (COCO categories in increasing id); with class
+    folders, ``labels`` ``(N,)`` int64 indexing ``class_names`` (the sorted folder names).
+    Raises ValueError for a missing or empty folder, when no file could be decoded, or for
+    ``labels="folders"`` with top-level images or with ``instances``.
     """
     root = Path(check.path_like("path", path))
     captions = None if captions is None else check.path_like("captions", captions)
@@ -157,12 +222,26 @@ def load_folder(
     decode.budget_bytes(memory_budget)  # checks the value before any work
     workers = check.integer("workers", workers, 1)
     split_args(split, holdout, n, seed)  # before walking the folder
-    names, problems = list_images(root, extensions)
+    labels = check.choice("labels", labels, LABEL_MODES)
+    if labels == "folders" and instances is not None:
+        raise ValueError("labels='folders' and instances= both name the classes (class "
+                         "sub-folders vs COCO categories); pass one of them")
+    videos: list[str] = []
+    names, problems = list_images(root, extensions, videos)
     exts = _extensions(extensions)
+    if videos:
+        warnings.warn(
+            f"load_folder: skipped {len(videos)} video file(s) in the image folder {root}: "
+            f"{_shown(videos, 10)}; an image folder reads image files only. To train on "
+            "video, pass the video file itself, or a folder holding only videos, as the "
+            "dataset (e.g. --dataset clip.mp4 --frame-stride 30; needs pip install "
+            "'imgmdp[video]')", stacklevel=2)
     if not names:
         detail = f" ({'; '.join(problems[:10])})" if problems else ""
         raise ValueError(f"image folder {str(path)!r} holds no files with extensions {exts} "
                          f"(searched recursively){detail}")
+    classes = None if instances is not None else class_folders(
+        names, labels, f"image folder {str(path)!r}")
     names = select(names, split, holdout, n, seed, f"image folder {str(path)!r}")
     ann = read_coco_instances(instances) if instances is not None else None
     firsts = read_coco_captions(captions) if captions is not None else None
@@ -204,15 +283,19 @@ def load_folder(
             warnings.warn(f"load_folder: {missing} of {len(rels)} image(s) in {root} have no "
                           f"caption in {captions}; they get the empty caption \"\"",
                           stacklevel=2)
-    boxes = labels = class_names = None
+    boxes = object_labels = class_names = image_labels = None
+    if classes is not None:
+        index = {c: i for i, c in enumerate(classes)}
+        image_labels = np.array([index[r.split("/", 1)[0]] for r in rels], np.int64)
+        class_names = classes
     if ann is not None:
         warn_dropped(ann.dropped, instances, lambda t: warnings.warn(t, stacklevel=3))
         found, missing = match_names(rels, {k: k for k in ann.boxes})
-        boxes, labels = [], []
+        boxes, object_labels = [], []
         for (_, hw), key in zip(kept, found, strict=True):
             b, lab = ann.for_image(key, hw) if key is not None else ann.for_image("")
             boxes.append(b)
-            labels.append(lab)
+            object_labels.append(lab)
         class_names = ann.class_names
         if missing == len(rels):
             warnings.warn(f"load_folder: none of the {len(rels)} image(s) in {root} has a box "
@@ -225,4 +308,5 @@ def load_folder(
     if split != "all":
         name = f"{name}[{split}]"
     return ImageDataset(images=images, captions=texts, object_boxes=boxes,
-                        object_labels=labels, class_names=class_names, name=name)
+                        object_labels=object_labels, labels=image_labels,
+                        class_names=class_names, name=name)

@@ -10,7 +10,8 @@ held-out set (:func:`held_out`): ``"train"`` is everything outside it, ``"test"`
 ``"val"``) inside it, or, with ``source["test"]`` (a separate folder / shard pattern, with
 its own ``test_captions`` / ``test_instances``), ``"train"`` is the whole source and
 ``"test"`` the whole test source (which takes the ``test_*`` keys, prefix removed, and no
-other). The other ``source`` keys go to the source
+other; image labels of class sub-folders are re-indexed into the train folder's classes).
+The other ``source`` keys go to the source
 (``captions``, ``instances``, ``max_side``, ``memory_budget``, ``workers``, ``holdout``,
 ``frame_stride``...; see :func:`imgmdp_env.datasets.make_dataset`).
 
@@ -24,6 +25,7 @@ measured on the same labelled images (see :func:`agents.evaluate.probe_sets`).
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,10 +38,20 @@ __all__ = ["PROBE_SEED", "held_out", "load_split", "reference_split"]
 PROBE_SEED = 0
 
 
+def _name_bytes(name: str) -> bytes:
+    """The bytes hashed for ``name``: its UTF-8, with the undecodable bytes of a file name
+    that is not UTF-8 (which Python holds as lone surrogates, ``os.fsdecode``) restored as
+    they are on disk, so such a file splits like any other, the same on every machine."""
+    try:
+        return name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate outside the escape range (not a file name)
+        return name.encode("utf-8", "surrogatepass")
+
+
 def _unit(name: str) -> float:
     """A name's position in [0, 1), from the first 8 bytes of its SHA-1 (the same on every
-    machine, Python version and seed, unlike ``hash``)."""
-    return int.from_bytes(hashlib.sha1(name.encode("utf-8")).digest()[:8], "big") / 2**64
+    machine, Python version and seed, unlike ``hash``; :func:`_name_bytes`)."""
+    return int.from_bytes(hashlib.sha1(_name_bytes(name)).digest()[:8], "big") / 2**64
 
 
 def held_out(names: Sequence[str], fraction: float) -> np.ndarray:
@@ -62,6 +74,34 @@ def reference_split(name: str) -> str:
     ``"train"``: ``fashion-scenes`` has no ``"val"``, and for a file-backed source ``"val"`` is
     its held-out test split (:func:`load_split`)."""
     return "val" if name == "scenes" else "train"
+
+
+def _train_classes(test: ImageDataset, name: str, source: dict) -> ImageDataset:
+    """The image labels of a separate test folder re-indexed into the class list of the train
+    folder ``name``, when both take their classes from class sub-folders: each folder's list
+    is its own sub-folders, so a class missing from one would shift the other's indices.
+    Raises ValueError naming a test class the train folder lacks."""
+    from imgmdp_env.datasets import source_kind
+    from imgmdp_env.datasets.folder import EXTENSIONS, class_folders, list_images
+
+    if (test.labels is None or test.class_names is None or test.object_labels is not None
+            or source_kind(name) != "folder" or source.get("instances")):
+        return test
+    with warnings.catch_warnings():  # the train folder's own load reports its problems
+        warnings.simplefilter("ignore")
+        train = class_folders(list_images(name, source.get("extensions", EXTENSIONS))[0],
+                              source.get("labels", "auto"))
+    if train is None or train == test.class_names:
+        return test
+    used = sorted({test.class_names[k] for k in test.labels.tolist()})
+    missing = [c for c in used if c not in train]
+    if missing:
+        raise ValueError(f"the test folder's class folder(s) {missing} are not class folders "
+                         f"of the train folder {name!r} ({train}): a test class must be one "
+                         "the train images have")
+    index = np.array([train.index(c) if c in train else -1 for c in test.class_names], np.int64)
+    return ImageDataset(images=test.images, captions=test.captions, labels=index[test.labels],
+                        class_names=train, name=test.name)
 
 
 def load_split(name: str, split: str, n: int, size: int, seed: int, **source: Any
@@ -87,7 +127,7 @@ def load_split(name: str, split: str, n: int, size: int, seed: int, **source: An
     split = "test" if split == "val" else split
     if test:
         if split == "test":
-            return make_dataset(test, n=n, seed=seed, **test_kw)
+            return _train_classes(make_dataset(test, n=n, seed=seed, **test_kw), name, source)
         source.pop("holdout", None)
         return make_dataset(name, n=n, seed=seed, **source)
     return make_dataset(name, split=split, n=n, seed=seed, **source)
