@@ -1,7 +1,9 @@
 """The annotation bootstrapping agent (Ghosh & Levine 2025) on the image view MDP.
 
-- :mod:`agents.networks`: encoders that return tokens (``make_encoder``), the annotation
-  decoder, projection heads and learned temperatures.
+- :mod:`agents.encoders`: encoders that return tokens (``make_encoder``; torch only).
+- :mod:`agents.networks`: the annotation decoder, projection heads and learned temperatures.
+- :mod:`agents.export`: a trained encoder as ``model.safetensors`` + ``config.json`` and its
+  loader (``load_encoder``), which imports none of the training code.
 - :mod:`agents.losses`: SimCLR / CLIP / DINO base losses and the bootstrapping target.
 - :mod:`agents.text`: the caption tokenizer and text encoder (CLIP base).
 - :mod:`agents.data`: training batches from the environment's dynamics.
@@ -13,21 +15,31 @@
   collectives of the loop).
 """
 
-from agents.ab import ABAgent, ABConfig, load_agent, load_encoder
-from agents.data import Batch, TransitionSampler, simclr_augment
-from agents.evaluate import value_accuracy_by_iou
-from agents.networks import AnnotationDecoder, Encoder, make_encoder
+from __future__ import annotations
 
-__all__ = [
-    "ABAgent",
-    "ABConfig",
-    "AnnotationDecoder",
-    "Batch",
-    "Encoder",
-    "TransitionSampler",
-    "load_agent",
-    "load_encoder",
-    "make_encoder",
-    "simclr_augment",
-    "value_accuracy_by_iou",
-]
+import importlib
+
+# Lazy (PEP 562): ``import agents.export`` (loading a trained encoder) must not import the
+# training code (agents.ab, agents.data, ..., gymnasium); ``from agents import ABAgent`` still
+# works and imports what it names on first use.
+_HOME = {
+    "ABAgent": "agents.ab", "ABConfig": "agents.ab", "load_agent": "agents.ab",
+    "load_encoder": "agents.ab", "Batch": "agents.data", "TransitionSampler": "agents.data",
+    "simclr_augment": "agents.data", "value_accuracy_by_iou": "agents.evaluate",
+    "AnnotationDecoder": "agents.networks", "Encoder": "agents.encoders",
+    "make_encoder": "agents.encoders",
+}
+
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str):
+    if name in _HOME:
+        value = getattr(importlib.import_module(_HOME[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'agents' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME))

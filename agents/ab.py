@@ -461,8 +461,14 @@ def load_encoder(checkpoint_path: str, map_location: str | torch.device = "cpu",
     views of side ``encoder.image_size`` to tokens ``(B, T, D)``; ``encoder.pool`` -> ``(B, D)``.
     """
     ckpt = _read_checkpoint(checkpoint_path, map_location)
+    return encoder_of(ckpt, ema).to(map_location).eval()
+
+
+def encoder_of(ckpt: dict, ema: bool = False) -> Encoder:
+    """The online (``ema``: target) encoder held by a verified checkpoint's state
+    (:func:`agents.checkpoint.read_checkpoint`), on the state's device."""
     encoder = make_encoder(**ckpt["encoder"])
     prefix = "target.encoder." if ema else "online.encoder."
     state = {k[len(prefix):]: v for k, v in ckpt["agent"].items() if k.startswith(prefix)}
     encoder.load_state_dict(state)
-    return encoder.to(map_location).eval()
+    return encoder

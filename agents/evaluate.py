@@ -11,6 +11,7 @@ value-accuracy diagnostic.
 Run as a script, it prints the probe table of a checkpoint::
 
     python agents/evaluate.py --checkpoint runs/<run>/checkpoint.pt --dataset scenes
+    python agents/evaluate.py --checkpoint runs/<run> --export DIR  # the encoder, for others
 """
 
 from __future__ import annotations
@@ -445,6 +446,9 @@ class Args:
     accuracy by IoU beside copy and permuted actions (0: skip it)"""
     probes: bool = True
     """run the probes (--no-probes: the value diagnostic only)"""
+    export: Path | None = None
+    """write the --checkpoint's encoder to this new or empty folder (model.safetensors +
+    config.json, loaded by agents.export.load_encoder) and stop: no evaluation"""
 
 
 def random_twin(encoder: nn.Module, seed: int = 0) -> nn.Module:
@@ -480,6 +484,10 @@ def _main(args: Args) -> None:
     from agents.arg_checks import check_eval_args
 
     check_eval_args(args)  # every flag, before any work
+    if args.export is not None:  # the encoder for others to load (agents/export.py), no probes
+        from agents.export import export_cli
+
+        return export_cli(args.checkpoint, args.export)
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:

@@ -8,7 +8,7 @@
     policy_kwargs = dict(
         features_extractor_class=PretrainedViewExtractor,
         features_extractor_kwargs=dict(checkpoint="runs/<run>/checkpoint.pt", features_dim=256),
-    )
+    )  # checkpoint= also takes an encoder export folder, e.g. "runs/<run>/encoder"
     model = PPO("CnnPolicy", env, policy_kwargs=policy_kwargs)  # "MultiInputPolicy" for a Dict
 
 Observations: a uint8 ``Box(0, 255, (3, H, W))`` view, or a ``Dict`` with such a ``"view"`` and
@@ -66,9 +66,10 @@ class PretrainedViewExtractor(BaseFeaturesExtractor):
     features_dim: output width.
     encoder: an encoder following the ``agents.networks`` contract (``forward(views) -> (B, T,
         D)`` tokens, ``pool(tokens) -> (B, D)``); or
-    checkpoint: a file written by ``agents/train_value.py`` (loaded by
-        ``agents.ab.load_encoder``); or neither: a fresh ``agents.networks.make_encoder(kind,
-        image_size=H, **encoder_kwargs)``.
+    checkpoint: a file written by ``agents/train_value.py`` or its run folder (loaded by
+        ``agents.ab.load_encoder``), or an encoder export folder (``runs/<run>/encoder``,
+        ``evaluate.py --export DIR``; loaded by ``agents.export.load_encoder``); or neither: a
+        fresh ``agents.networks.make_encoder(kind, image_size=H, **encoder_kwargs)``.
     freeze: keep the encoder's weights fixed (``requires_grad=False``, eval mode, no graph).
 
     forward: observations (after SB3's ``preprocess_obs``) -> ``(B, features_dim)``.
@@ -106,13 +107,23 @@ class PretrainedViewExtractor(BaseFeaturesExtractor):
         if encoder is not None and checkpoint is not None:
             raise ValueError("pass either encoder= or checkpoint=, not both")
         if encoder is None and checkpoint is not None:
-            from agents.ab import load_encoder
-            from agents.checkpoint import CheckpointError
+            from agents.export import ExportError, is_export
+            from agents.export import load_encoder as load_export
 
-            try:  # the one verified reader: a foreign / truncated / corrupted file is refused
-                encoder = load_encoder(checkpoint, map_location="cpu")
-            except CheckpointError as e:
-                raise CheckpointError(f"PretrainedViewExtractor(checkpoint=...): {e}") from None
+            if is_export(checkpoint):  # an export folder: its one loader (checksum checked)
+                try:
+                    encoder = load_export(checkpoint).backbone
+                except ExportError as e:
+                    raise ExportError(f"PretrainedViewExtractor(checkpoint=...): {e}") from None
+            else:
+                from agents.ab import load_encoder
+                from agents.checkpoint import CheckpointError
+
+                try:  # the one verified reader: a foreign / truncated / corrupted file is refused
+                    encoder = load_encoder(checkpoint, map_location="cpu")
+                except CheckpointError as e:
+                    raise CheckpointError(f"PretrainedViewExtractor(checkpoint=...): {e}"
+                                          ) from None
         elif encoder is None:
             from agents.networks import make_encoder
 

@@ -8,9 +8,11 @@
     python agents/train_value.py --resume runs/<name>   # continue a run exactly
 
 Writes ``runs/<name>/``: ``config.json``, ``log.jsonl`` (one JSON object per logged step),
-TensorBoard events, ``checkpoint.pt`` (atomic; the latest state) and PNG plots (losses, probe
-accuracy, value accuracy by IoU). Ends with probe accuracies of the trained encoder beside its
-randomly initialised twins and raw pixels (``agents.evaluate.probe_report``).
+TensorBoard events, ``checkpoint.pt`` (atomic; the latest state), PNG plots (losses, probe
+accuracy, value accuracy by IoU) and, once training is complete, ``encoder/`` (the trained
+encoder for others to load: ``agents.export.load_encoder``). Ends with probe accuracies of the
+trained encoder beside its randomly initialised twins and raw pixels
+(``agents.evaluate.probe_report``).
 
 A fresh run never writes into an existing run (``--name`` of one is refused; the default name
 takes the next free ``-2``, ``-3``); one process per run folder (``<run>/lock``); ``--resume``
@@ -46,6 +48,7 @@ from agents.config import (  # noqa: E402, F401 - Args, PRESETS, parse_args: re-
     parse_args,
 )
 from agents.distributed import Ranks, launched  # noqa: E402
+from agents.export import ENCODER_DIR, export_encoder  # noqa: E402
 from agents.flat_args import flags_given  # noqa: E402, F401 - re-exported
 from agents.progress import Progress, describe_batch  # noqa: E402
 from agents.runs import StopSignals, open_run  # noqa: E402, F401 - re-exported
@@ -190,6 +193,7 @@ def _run(args: Args, run_dir: Path, resumed: dict | None, stop: StopSignals,
     if step < args.total_steps:
         print(f"stopped at step {step}/{args.total_steps}: continue with --resume {run_dir}")
         return {"step": step, "interrupted": False}
+    export_encoder(agent.encoder, run_dir / ENCODER_DIR, step=step, source=ckpt_path, replace=True)
     try:
         summary = final_report(args, agent, data, run_dir, writer)
     except KeyboardInterrupt:

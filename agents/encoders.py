@@ -1,0 +1,194 @@
+"""The view encoders: uint8 views -> tokens. Only torch is imported here, so a trained encoder
+loads without the training code (:mod:`agents.export`); :mod:`agents.networks` re-exports them.
+
+Contract (relied on by ``agents/evaluate.py``, ``agents/sb3_extractor.py``, ``agents/export.py``)::
+
+    encoder = make_encoder("cnn", image_size=64)      # or "vit", "vits16"
+    tokens = encoder(views)         # views (B, 3, H, W) uint8 -> tokens (B, T, D) float32
+    feature = encoder.pool(tokens)  # (B, D), the mean over tokens
+    encoder.embed_dim == D; encoder.num_tokens == T; encoder.image_size == H == W
+
+One input contract: views are uint8 in [0, 255], as :func:`imgmdp_env.views.render_views`
+and the environment produce them, and are normalised once, inside the encoder. Float input is
+refused (a float tensor could be in [0, 1] or [0, 255]; guessing the scale silently gave some
+views 255x the brightness of others when uint8 and float batches were concatenated).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "ENCODERS",
+    "MEAN",
+    "STD",
+    "CNNEncoder",
+    "Encoder",
+    "ViTEncoder",
+    "constructor_arguments",
+    "make_encoder",
+]
+
+# Per-channel statistics used to normalise views (ImageNet's, the usual choice for RGB views).
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+class Encoder(nn.Module):
+    """Base class: views ``(B, 3, H, W)`` uint8 -> tokens ``(B, T, D)``.
+
+    Subclasses implement :meth:`tokens` on normalised float views and set ``embed_dim``,
+    ``num_tokens`` and ``image_size``.
+    """
+
+    embed_dim: int
+    num_tokens: int
+    image_size: int
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
+
+    def normalise(self, views: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` uint8 in [0, 255] -> standardised float32 (per-channel mean / std)."""
+        if views.dtype != torch.uint8:
+            raise TypeError(
+                f"encoder views must be uint8 in [0, 255], got {views.dtype}: pass the views as "
+                "render_views / the environment give them (float views in [0, 1]: "
+                "(views * 255).round().to(torch.uint8))")
+        return (views.float().div_(255.0) - self.mean) / self.std
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, views: torch.Tensor) -> torch.Tensor:
+        """views ``(B, 3, H, W)`` -> tokens ``(B, T, D)``."""
+        if views.ndim != 4 or views.shape[1] != 3:
+            raise ValueError(f"views must be (B, 3, H, W), got {tuple(views.shape)}")
+        return self.tokens(self.normalise(views))
+
+    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens ``(B, T, D)`` -> pooled feature ``(B, D)`` (mean over tokens)."""
+        return tokens.mean(dim=1)
+
+
+class _BasicBlock(nn.Module):
+    """ResNet basic block with GroupNorm (batch-independent: the bootstrap batch is small and
+    the EMA target must behave the same in training and evaluation)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.norm1 = nn.GroupNorm(8, c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.norm2 = nn.GroupNorm(8, c_out)
+        self.skip = (
+            nn.Identity() if stride == 1 and c_in == c_out
+            else nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
+                               nn.GroupNorm(8, c_out))
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.norm1(self.conv1(x)))
+        return F.relu(self.norm2(self.conv2(y)) + self.skip(x))
+
+
+class CNNEncoder(Encoder):
+    """A small ResNet: a patchify stem (``stem_stride`` x ``stem_stride`` convolution with the
+    same stride, as in ConvNeXt: cheap on a CPU), then one basic block per stage with strides
+    1, 2, 2, ... Its last feature map, ``(H / 16, W / 16)`` with the defaults, is the token grid.
+
+    image_size: side of the (square) views; widths: channels per stage (the last is ``D``).
+    """
+
+    def __init__(self, image_size: int = 64, widths: tuple[int, ...] = (32, 64, 128),
+                 stem_stride: int = 4) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], stem_stride, stem_stride),
+                                  nn.GroupNorm(8, widths[0]), nn.ReLU())
+        blocks, c = [], widths[0]
+        for i, w in enumerate(widths):
+            blocks.append(_BasicBlock(c, w, 1 if i == 0 else 2))
+            c = w
+        self.blocks = nn.Sequential(*blocks)
+        side = image_size // (stem_stride * 2 ** (len(widths) - 1))
+        if side < 1:
+            raise ValueError(f"image_size {image_size} is too small for stem stride "
+                             f"{stem_stride} and {len(widths)} stages")
+        self.embed_dim, self.num_tokens, self.image_size = widths[-1], side * side, image_size
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.stem(x)).flatten(2).transpose(1, 2)
+
+
+class ViTEncoder(Encoder):
+    """A pre-norm Vision Transformer; its patch tokens (no class token) are the tokens.
+
+    image_size, patch_size: views are cut into ``(image_size / patch_size) ** 2`` patches;
+    width, depth, heads: token dimension ``D``, number of blocks, attention heads.
+    """
+
+    def __init__(self, image_size: int = 64, patch_size: int = 8, width: int = 192,
+                 depth: int = 4, heads: int = 3, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        if image_size % patch_size:
+            raise ValueError(f"image_size ({image_size}) must be a multiple of patch_size "
+                             f"({patch_size})")
+        n = (image_size // patch_size) ** 2
+        self.patch = nn.Conv2d(3, width, patch_size, patch_size)
+        self.pos = nn.Parameter(torch.randn(1, n, width) * 0.02)
+        layer = nn.TransformerEncoderLayer(width, heads, int(width * mlp_ratio), dropout=0.0,
+                                           activation="gelu", batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+        self.embed_dim, self.num_tokens, self.image_size = width, n, image_size
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch(x).flatten(2).transpose(1, 2) + self.pos
+        return self.norm(self.blocks(x))
+
+
+# Named configurations. "vits16" is ViT-S/16 (the paper's backbone) for 224 views on a GPU.
+ENCODERS = {
+    "cnn": (CNNEncoder, {}),
+    "vit": (ViTEncoder, {"patch_size": 8, "width": 192, "depth": 4, "heads": 3}),
+    "vits16": (ViTEncoder, {"patch_size": 16, "width": 384, "depth": 12, "heads": 6}),
+}
+
+
+def make_encoder(kind: str = "cnn", image_size: int = 64, **kwargs) -> Encoder:
+    """An encoder by name: ``"cnn"`` (small ResNet), ``"vit"`` (small ViT, patch 8, for 64x64
+    views on a CPU) or ``"vits16"`` (ViT-S/16, for 224x224 views on a GPU).
+
+    kwargs override the named configuration (e.g. ``width=256``, ``depth=6`` for a ViT;
+    ``widths=(32, 64, 128)`` for the CNN). The result records its arguments in
+    ``encoder.config``, so ``make_encoder(**encoder.config)`` builds a fresh twin.
+    """
+    if kind not in ENCODERS:
+        raise ValueError(f"unknown encoder kind {kind!r}; choose from {sorted(ENCODERS)}")
+    cls, defaults = ENCODERS[kind]
+    encoder = cls(image_size=image_size, **{**defaults, **kwargs})
+    encoder.config = {"kind": kind, "image_size": image_size, **kwargs}  # make_encoder(**config)
+    return encoder
+
+
+def constructor_arguments(config: dict) -> dict:
+    """Every argument the encoder class of ``make_encoder(**config)`` is built with: the
+    named configuration's defaults and the class's own, under the overrides of ``config`` (e.g.
+    ``{"kind": "cnn", "image_size": 64}`` -> ``{"image_size": 64, "widths": [32, 64, 128],
+    "stem_stride": 4}``). Tuples become lists (JSON); ``make_encoder(kind, **args)`` rebuilds
+    the same encoder."""
+    config = dict(config)
+    kind = config.pop("kind", "cnn")
+    if kind not in ENCODERS:
+        raise ValueError(f"unknown encoder kind {kind!r}; choose from {sorted(ENCODERS)}")
+    cls, defaults = ENCODERS[kind]
+    own = {name: p.default for name, p in inspect.signature(cls).parameters.items()
+           if p.default is not inspect.Parameter.empty}
+    args = {**own, **defaults, **config}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in args.items()}
