@@ -410,7 +410,8 @@ class Args:
     """checkpoint.pt (or its run folder) from agents/train_value.py (None: a random --kind)"""
     dataset: str = "scenes"
     """labelled dataset: "scenes", "fashion", "fashion-scenes" (object or image classes), a
-    COCO folder (with --instances), or shards whose samples carry boxes / labels"""
+    folder of class sub-folders (root/<class>/<image>), a COCO folder (with --instances), or
+    shards whose samples carry boxes / labels"""
     instances: str = ""
     """COCO instances_*.json of a --dataset folder (the objects to classify)"""
     test_dataset: str = ""

@@ -72,10 +72,12 @@ def main(argv: list[str] | None = None) -> None:
         view_size=args.view_size, max_episode_steps=20,
         wrappers=[lambda e: VectorCaptionMatchReward(e, goals="image", terminate_at=0.8)]))
     model = PPO("MultiInputPolicy", venv, n_steps=64, batch_size=128, n_epochs=4,
-                learning_rate=3e-4, ent_coef=0.01, seed=args.seed, verbose=0,
+                learning_rate=3e-4, ent_coef=0.01, seed=args.seed, verbose=1,
                 policy_kwargs=policy_kwargs)
     eval_steps = max(2, min(64, args.steps // args.num_envs))
     before = mean_reward(model, venv, eval_steps)
+    print(f"PPO, {args.steps} env steps ({args.encoder} features); SB3 prints a table every "
+          f"{64 * args.num_envs} steps", flush=True)
     model.learn(total_timesteps=args.steps)
     after = mean_reward(model, venv, eval_steps)
     returns = [ep["r"] for ep in model.ep_info_buffer]
