@@ -27,6 +27,11 @@ def dataset_spec(name: str, value, *, empty: bool = False) -> str:
     value = check.string(name, value, empty=True)
     if empty and not value:
         return value
+    if not value.strip():
+        raise ValueError(f"{name} ({value!r}) is empty: pass a named dataset {list(NAMED)}, a "
+                         "folder of images or videos ('.' for the current folder), a video "
+                         "file, or webdataset shards (.tar paths or a pattern such as "
+                         "data/shard-{000..009}.tar)")
     try:
         ok = is_source(value)
         if ok and source_kind(value) == "shards":
@@ -69,8 +74,51 @@ def _device(value) -> None:
 def _run(checks) -> None:
     try:
         checks()
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, MemoryError) as e:  # MemoryError: an estimate, up front
         raise SystemExit(f"invalid argument: {e}") from None
+
+
+def _frame_stride(a) -> None:
+    """``--frame-stride`` changed from its default is refused unless a source of the run is
+    video (it would be silently ignored)."""
+    from agents.config import PRESETS
+
+    default = getattr(PRESETS.get(a.preset), "frame_stride", 30)
+    if a.frame_stride == default:
+        return
+    keys = ("dataset", "boot_dataset", "test_dataset", "probe_dataset")
+    given = {flag(k): getattr(a, k) for k in keys if getattr(a, k)}
+    if not any(source_kind(v) == "video" for v in given.values()):
+        shown = ", ".join(f"{k} {v!r} ({source_kind(v) or '?'})" for k, v in given.items())
+        raise ValueError(f"--frame-stride ({a.frame_stride}) keeps every k-th frame of a "
+                         f"video, but no source of this run is one ({shown}): pass a video "
+                         "(file or folder of videos) as --dataset, or drop --frame-stride")
+
+
+def _memory(a) -> None:
+    """The RAM of the training images whose count is known before anything is read, checked
+    against ``--memory-budget`` (0: half the RAM): generated datasets (``--dataset-size``
+    images of ``--image-size``) and the buffers of streamed shards (2 x ``--dataset-size``
+    images of ``--max-side``). Folders, shards read into RAM and videos are checked by their
+    loaders from the real sizes, before decoding. Raises MemoryError with the figure."""
+    from imgmdp_env.datasets import decode
+
+    n, parts, count, pixels = a.dataset_size, [], 0, 0
+    names = [a.dataset] + ([a.boot_dataset] if a.boot_dataset not in ("", a.dataset) else [])
+    for name in names:
+        if name in ("scenes", "fashion-scenes"):  # generated: n images of image_size
+            parts.append(f"{name}: {n} images of {a.image_size}x{a.image_size}")
+            count, pixels = count + n, pixels + n * a.image_size ** 2
+        elif source_kind(name) == "shards" and a.stream and a.max_side:
+            parts.append(f"{name}: 2 stream buffers of {n} images of at most {a.max_side}x"
+                         f"{a.max_side}")
+            count, pixels = count + 2 * n, pixels + 2 * n * a.max_side ** 2
+    if parts:
+        decode.check_pixels(
+            count, pixels, a.memory_budget or None,
+            f"--dataset-size {n} ({'; '.join(parts)})",
+            fixes="a smaller --dataset-size (or --image-size / --max-side), or a larger "
+                  "--memory-budget (GiB)")
 
 
 def check_train_args(a) -> None:
@@ -115,8 +163,10 @@ def check_train_args(a) -> None:
         check.flag(f("stream"), a.stream)
         check.integer(f("stream_refresh"), a.stream_refresh, 1)
         check.integer(f("frame_stride"), a.frame_stride, 1)
+        _frame_stride(a)
         check.integer(f("dataset_size"), a.dataset_size, 1)
         check.integer(f("image_size"), a.image_size, 16)
+        _memory(a)
         check.choice(f("encoder"), a.encoder, ["cnn", "vit", "vits16"])
         _view_size(f("view_size"), a.view_size, a.encoder)
         check.integer(f("base_batch"), a.base_batch, 2)

@@ -4,6 +4,7 @@ caption-match reward on the boxes, a CLIP run and the probes."""
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -16,7 +17,7 @@ from PIL import Image
 import imgmdp_env  # noqa: F401 - registers ImageView-v0
 from agents.train_value import parse_args, train
 from imgmdp_env.datasets import make_dataset
-from imgmdp_env.datasets.coco import read_coco_instances
+from imgmdp_env.datasets.coco import match_names, read_coco_captions, read_coco_instances
 from imgmdp_env.datasets.folder import load_folder
 from imgmdp_env.datasets.splits import held_out, load_split
 from imgmdp_env.rewards import CaptionMatchReward
@@ -246,3 +247,143 @@ def test_a_separate_test_folder_with_its_own_instances(tmp_path):
     assert len(train) == 6 and len(test) == 4  # the whole folder, the whole test folder
     assert test.object_boxes is not None and test.name == "images"
     assert all(len(b) == 1 for b in test.object_boxes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad COCO files: refused naming the file and the entry (never silently wrong data)
+# ---------------------------------------------------------------------------------------------
+def _tiny_folder(root: Path, names=("im0.png",), size=(20, 30)) -> Path:
+    """PNGs of ``size`` (height, width) at the relative paths ``names`` under ``root``."""
+    for i, name in enumerate(names):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((*size, 3), 40 + 50 * i, np.uint8)).save(root / name)
+    return root
+
+
+def _instances(root: Path, images=None, anns=None, cats=None, data=None) -> Path:
+    """An instances file: one 30x20 image ``im0.png`` (id 1), one box of category 3 ``cat``,
+    with ``images`` / ``anns`` / ``cats`` replacing those lists (or ``data`` the whole)."""
+    path = root / "instances_bad.json"
+    images = [{"id": 1, "file_name": "im0.png", "width": 30, "height": 20}] if images is None \
+        else images
+    anns = [{"image_id": 1, "bbox": [2, 2, 10, 8], "category_id": 3}] if anns is None else anns
+    cats = [{"id": 3, "name": "cat"}] if cats is None else cats
+    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}
+                               if data is None else data))
+    return path
+
+
+IM0 = {"id": 1, "file_name": "im0.png", "width": 30, "height": 20}
+BAD_INSTANCES = {  # case: (file content, pattern the message must match)
+    "image id twice": (dict(images=[IM0, {**IM0, "file_name": "im1.png"}]),
+                       r"images\[1\] \('im1.png'\) has id 1, already the id of images\[0\]"),
+    "file listed twice": (dict(images=[IM0, {**IM0, "id": 2, "file_name": "./im0.png"}]),
+                          r"images\[1\] \('./im0.png'\) names the file 'im0.png', already "
+                          r"listed as images\[0\]"),
+    "image id float": (dict(images=[{**IM0, "id": 1.0}]), r"images\[0\] is .*integer or string"),
+    "category id twice": (dict(cats=[{"id": 3, "name": "cat"}, {"id": 3, "name": "lion"}]),
+                          r"categories\[1\] \('lion'\) has id 3, already the id of "
+                          r"categories\[0\] \('cat'\)"),
+    "category name twice": (dict(cats=[{"id": 3, "name": "cat"}, {"id": 4, "name": "cat"}]),
+                            r"categories\[1\] \(id 4\) is named 'cat'"),
+    "category id str": (dict(cats=[{"id": "3", "name": "cat"}]), r"categories\[0\] is"),
+    "category name blank": (dict(cats=[{"id": 3, "name": " "}]), r"categories\[0\] is"),
+    "box outside": (dict(anns=[{"image_id": 1, "bbox": [100, 2, 5, 5], "category_id": 3}]),
+                    r"annotations\[0\] of image 'im0.png' \(images\[0\]\): the bbox "
+                    r"\[100, 2, 5, 5\] .* not inside the image of 30x20 pixels"),
+    "box past the edge": (dict(anns=[{"image_id": 1, "bbox": [20, 2, 15, 5],
+                                      "category_id": 3}]), r"annotations\[0\].*not inside"),
+    "box negative x": (dict(anns=[{"image_id": 1, "bbox": [-5, 2, 8, 5], "category_id": 3}]),
+                       r"annotations\[0\].*not inside"),
+    "box negative size": (dict(anns=[{"image_id": 1, "bbox": [2, 2, -4, 5], "category_id": 3}]),
+                          r"annotations\[0\] \(image 'im0.png'\) has bbox \[2, 2, -4, 5\], of "
+                          r"negative width"),
+    "box nan": (dict(anns=[{"image_id": 1, "bbox": [2, 2, float("nan"), 5],
+                            "category_id": 3}]), r"annotations\[0\] is .*4 finite numbers"),
+    "unknown image id": (dict(anns=[{"image_id": 7, "bbox": [2, 2, 5, 5], "category_id": 3}]),
+                         r"annotations\[0\] has image_id 7, the id of no entry of 'images'"),
+    "image id of another type": (dict(anns=[{"image_id": "1", "bbox": [2, 2, 5, 5],
+                                             "category_id": 3}]), r"1 and '1' differ"),
+    "unknown category id": (dict(anns=[{"image_id": 1, "bbox": [2, 2, 5, 5],
+                                        "category_id": 9}]),
+                            r"annotations\[0\] \(image 'im0.png'\) has category_id 9, the id "
+                            r"of no entry of 'categories' \(ids \[3\]\)"),
+    "iscrowd str": (dict(anns=[{"image_id": 1, "bbox": [2, 2, 5, 5], "category_id": 3,
+                                "iscrowd": "0"}]), r"annotations\[0\].* iscrowd '0'"),
+    "only crowd boxes": (dict(anns=[{"image_id": 1, "bbox": [2, 2, 5, 5], "category_id": 3,
+                                     "iscrowd": 1}]), r"holds no object box .*1 crowd"),
+    "top level list": (dict(data=[1, 2]), "top level is"),
+    "no categories": (dict(data={"images": [IM0], "annotations": []}), "no 'categories' list"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INSTANCES))
+def test_bad_instances_files_are_refused_naming_the_entry(tmp_path, case):
+    content, pattern = BAD_INSTANCES[case]
+    folder = _tiny_folder(tmp_path / "imgs")
+    path = _instances(tmp_path, **content)
+    with pytest.raises(ValueError, match=pattern) as err:
+        load_folder(folder, instances=path)
+    assert str(path) in str(err.value)
+
+
+def test_instances_size_disagreeing_with_the_image_file_is_refused(tmp_path):
+    folder = _tiny_folder(tmp_path / "imgs", size=(20, 30))  # the file is 30x20
+    path = _instances(tmp_path, images=[{**IM0, "width": 60, "height": 40}])
+    with pytest.raises(ValueError, match=r"image 'im0.png' \(images\[0\]\) is 30x20 pixels "
+                                         r"\(width x height\) in its image file but 60x40"):
+        load_folder(folder, instances=path)
+    ok = _instances(tmp_path, images=[{"id": 1, "file_name": "im0.png"}])  # no size: the file's
+    assert load_folder(folder, instances=ok).object_boxes[0].shape == (1, 4)
+
+
+def test_pixel_box_outside_the_image_file_is_refused(tmp_path):
+    folder = _tiny_folder(tmp_path / "imgs", size=(20, 30))
+    path = _instances(tmp_path, images=[{"id": 1, "file_name": "im0.png"}],
+                      anns=[{"image_id": 1, "bbox": [100, 2, 5, 5], "category_id": 3}])
+    with pytest.raises(ValueError, match=r"annotations\[0\] of image 'im0.png' \(images\[0\]\): "
+                                         r"the bbox \[100.0, 2.0, 5.0, 5.0\].*30x20"):
+        load_folder(folder, instances=path)
+
+
+def _captions(root: Path, images, anns) -> Path:
+    path = root / "captions_bad.json"
+    path.write_text(json.dumps({"images": images, "annotations": anns}))
+    return path
+
+
+def test_captions_with_a_shared_image_id_are_refused(tmp_path):
+    path = _captions(tmp_path, [{"id": 1, "file_name": "a.png"}, {"id": 1, "file_name": "b.png"}],
+                     [{"image_id": 1, "caption": "a dog"}])
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))}: images\[1\] \('b.png'\) has "
+                                         r"id 1, already the id of images\[0\] \('a.png'\)"):
+        read_coco_captions(path)
+
+
+def test_captions_all_blank_are_refused_and_some_blank_warned(tmp_path):
+    images = [{"id": 1, "file_name": "a.png"}, {"id": 2, "file_name": "b.png"}]
+    path = _captions(tmp_path, images, [{"image_id": 1, "caption": " "},
+                                        {"image_id": 2, "caption": ""}])
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))} holds no caption to use: "
+                                         r"all 2 of its captions are blank"):
+        read_coco_captions(path)
+    path = _captions(tmp_path, images, [{"image_id": 1, "caption": " "},
+                                        {"image_id": 1, "caption": "a dog"},
+                                        {"image_id": 2, "caption": ""}])
+    with pytest.warns(UserWarning, match=r"1 of its 2 image\(s\) have no non-blank caption.*"
+                                         r"\['b.png'\]"):
+        assert read_coco_captions(path) == {"a.png": "a dog", "b.png": ""}
+
+
+def test_caption_matching_never_crosses_folders(tmp_path):
+    folder = _tiny_folder(tmp_path / "imgs", names=("im0.png", "sub/im0.png", "x/only.png"))
+    path = _captions(tmp_path, [{"id": 1, "file_name": "./sub/im0.png"},
+                                {"id": 2, "file_name": "y/only.png"}],
+                     [{"image_id": 1, "caption": "the sub one"},
+                      {"image_id": 2, "caption": "another folder"}])
+    with pytest.warns(UserWarning, match="2 of 3"):
+        ds = load_folder(folder, captions=path)
+    assert ds.captions == ["", "the sub one", ""]  # im0.png, sub/im0.png, x/only.png
+    assert match_names(["im0.png", "x/only.png"], {"sub/im0.png": 1, "y/only.png": 2}) == (
+        [1, None], 1)  # another root: by the end of the path, never a/ <-> b/
+    assert match_names(["a/im0.png", "b/im0.png"], {"im0.png": 1}) == ([None, None], 2)

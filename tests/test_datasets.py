@@ -323,7 +323,7 @@ def test_load_folder_coco_captions(image_folder, tmp_path):
         "images": [{"id": 1, "file_name": "a/rgb.png"}, {"id": 2, "file_name": "val/z.bmp"},
                    {"id": 3, "file_name": "cmyk.jpg"}, {"id": 4, "file_name": "other.jpg"}],
         "annotations": [{"image_id": 1, "caption": "first"}, {"image_id": 1, "caption": "second"},
-                        {"image_id": 2, "caption": " by basename "},
+                        {"image_id": 2, "caption": " not z.bmp's: it is in val/ "},
                         {"image_id": 3, "caption": "cmyk"}, {"image_id": 4, "caption": "x"}],
     }
     path = tmp_path / "captions.json"
@@ -332,8 +332,9 @@ def test_load_folder_coco_captions(image_folder, tmp_path):
         warnings.simplefilter("always")
         ds = load_folder(image_folder, captions=path)
     messages = [str(w.message) for w in caught]
-    assert any("6 of 9 image(s)" in m for m in messages), messages
-    assert ds.captions[2] == "first" and ds.captions[8] == "by basename"
+    assert any("7 of 9 image(s)" in m for m in messages), messages
+    # the file's names are this folder's (a/rgb.png matches): val/z.bmp is not the top z.bmp
+    assert ds.captions[2] == "first" and ds.captions[8] == ""
     assert ds.captions[6] == "cmyk" and ds.captions[0] == ""
     path.write_text(json.dumps({"images": []}))
     with pytest.raises(ValueError, match="annotations"), warnings.catch_warnings():

@@ -288,3 +288,59 @@ def test_build_datasets_streams_this_ranks_shards(tmp_path, shards, scenes, monk
     from imgmdp_env.datasets.splits import load_split
 
     assert len(load_split(args.dataset, "test", 100, 0, 0, **kw)) == 6  # the test shards
+
+
+def _shard_with_meta(path: Path, metas: list[dict]) -> Path:
+    """A shard of 20x30 PNGs, sample ``k`` with ``metas[k]`` as its ``.json``."""
+    from PIL import Image
+
+    with tarfile.open(path, "w") as tar:
+        for k, meta in enumerate(metas):
+            buf = io.BytesIO()
+            Image.fromarray(np.full((20, 30, 3), 50, np.uint8)).save(buf, "PNG")
+            for ext, data in {"png": buf.getvalue(), "json": json.dumps(meta).encode()}.items():
+                info = tarfile.TarInfo(f"s{k:03d}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+OK_META = {"boxes": [[0.5, 0.5, 0.2, 0.2]], "labels": ["dog"]}
+
+
+@pytest.mark.parametrize("meta,pattern", [
+    ({"boxes": [[5, 5, 0.2, 0.2]], "labels": ["dog"]},
+     r"box 0 \[5.0, 5.0, 0.2, 0.2\] \(label 'dog'\) is not inside the image"),
+    ({"boxes": [[0.95, 0.5, 0.2, 0.2]], "labels": ["dog"]}, "is not inside the image"),
+    ({"boxes": [[0.5, 0.5, -0.2, 0.2]], "labels": ["dog"]}, "is not inside the image"),
+    ({"boxes": [[0.5, 0.5, float("nan"), 0.2]], "labels": ["dog"]}, r"has boxes \[\[0.5"),
+    ({"boxes": [[0.5, 0.5, 0.2]], "labels": ["dog"]}, "has boxes"),
+    ({"boxes": [[0.5, 0.5, 0.2, 0.2]], "labels": [""]}, r"has labels \[''\]"),
+    ({"boxes": [[0.5, 0.5, 0.2, 0.2]], "labels": ["dog", "cat"]}, r"for 1 box\(es\)"),
+    ({"boxes": "none", "labels": []}, "has boxes none"),
+])
+def test_bad_shard_boxes_are_refused_naming_shard_and_sample(tmp_path, meta, pattern):
+    path = _shard_with_meta(tmp_path / "bad-000.tar", [OK_META, meta])
+    with pytest.raises(ValueError, match=pattern) as err:
+        read_shards(str(path))
+    assert f"shard {path}: sample 's001'" in str(err.value)
+    ds = read_shards(str(path), n=1)  # the good sample alone is read
+    np.testing.assert_allclose(ds.object_boxes[0], [[0.5, 0.5, 0.2, 0.2]], rtol=1e-6)
+
+
+def test_shard_box_past_the_edge_by_rounding_is_clipped(tmp_path):
+    path = _shard_with_meta(tmp_path / "ok-000.tar", [{"boxes": [[0.9, 0.5, 0.205, 0.2]],
+                                                        "labels": ["dog"]}])
+    box = read_shards(str(path)).object_boxes[0][0]
+    assert box[0] + box[2] / 2 == pytest.approx(1.0) and box[2] == pytest.approx(0.2025)
+
+
+def test_writer_cli_refuses_frame_stride_for_a_folder(tmp_path, capsys):
+    from PIL import Image
+
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "imgs" / "a.png")
+    out = tmp_path / "out" / "part-%04d.tar"
+    assert main([str(tmp_path / "imgs"), str(out), "--frame-stride", "5"]) == 2
+    assert "--frame-stride (5) keeps every k-th frame of a video" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

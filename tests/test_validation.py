@@ -470,3 +470,45 @@ def test_coco_file_names_are_normalised(tmp_path, file_name):
     with pytest.warns(UserWarning, match="1 of 2"):
         ds = load_folder(root, captions=path)
     assert ds.captions == ["the one", ""]
+
+
+# ---------------------------------------------------------------------------------------------
+# Class 10: CLI flags refused up front with a message, not a raw error after work
+# ---------------------------------------------------------------------------------------------
+def _train(argv, tmp_path):
+    from agents.train_value import parse_args, train
+
+    return train(parse_args([*argv, "--runs-dir", str(tmp_path / "runs")]))
+
+
+@pytest.mark.parametrize("argv,pattern", [
+    (["--dataset", ""], r"--dataset \(''\) is empty: pass a named dataset \['scenes'.*a folder "
+                        r"of images or videos \('.' for the current folder\), a video file, or "
+                        r"webdataset shards"),
+    (["--dataset", "  "], r"--dataset \('  '\) is empty"),
+    (["--dataset-size", "1000000000"], r"--dataset-size 1000000000 \(scenes: 1000000000 images "
+                                       r"of 96x96\): .* GiB in RAM .* over the memory budget of "
+                                       r".*Fix: a smaller --dataset-size"),
+    (["--dataset-size", "100000", "--memory-budget", "0.01"], r"--dataset-size 100000 .*over "
+                                                              r"the memory budget of 0.01 GiB"),
+    (["--frame-stride", "5"], r"--frame-stride \(5\) keeps every k-th frame of a video, but no "
+                              r"source of this run is one \(--dataset 'scenes' \(named\)\)"),
+])
+def test_train_flags_are_refused_with_a_clear_message(argv, pattern, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # '' would have been the current folder
+    with pytest.raises(SystemExit, match=pattern):
+        _train(argv, tmp_path)
+    assert not (tmp_path / "runs").exists()  # refused before the run folder is made
+
+
+def test_frame_stride_with_a_folder_is_refused(tmp_path):
+    Image.fromarray(NHWC[0]).save(tmp_path / "x.png")
+    with pytest.raises(SystemExit, match=rf"--frame-stride \(2\).*--dataset '{tmp_path}' "
+                                         r"\(folder\)"):
+        _train(["--dataset", str(tmp_path), "--frame-stride", "2"], tmp_path)
+
+
+def test_generated_dataset_too_large_for_ram_is_refused_before_generating():
+    with pytest.raises(MemoryError, match=r"dataset 'scenes' \(n=1000000000 images of 96x96.*"
+                                          r"Fix: a smaller n \(--dataset-size\)"):
+        make_dataset("scenes", n=10**9, size=96)

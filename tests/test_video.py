@@ -17,7 +17,8 @@ N_FRAMES = 20
 
 
 def _level(i: int) -> int:
-    return 10 + 12 * i  # frame i is a flat grey of this level: the frame index is readable
+    # frame i is a flat grey of this level: the frame index is readable (for i < 21)
+    return (10 + 12 * i) % 256
 
 
 def encode(path: Path, n: int = N_FRAMES, h: int = 48, w: int = 64) -> Path:
@@ -87,3 +88,35 @@ def test_train_value_reads_a_video_with_held_out_frames(tmp_path):
     train = load_split(args.dataset, "train", 100, 0, 1, **kw)
     test = load_split(args.dataset, "test", 100, 0, 0, **kw)
     assert (len(train), len(test)) == (8, 2) and train.images[0].shape == (24, 32, 3)
+
+
+def test_a_short_video_at_the_default_stride_keeps_a_held_out_frame(tmp_path):
+    """40 frames at the default --frame-stride 30 keep frames 0 and 30: the held-out part
+    (from frame 36) held none, so the final report found no frame; now each split takes one."""
+    from agents.sources import source_kwargs
+    from agents.train_value import parse_args
+    from imgmdp_env.datasets.splits import load_split
+
+    path = encode(tmp_path / "clip.mp4", n=40, h=16, w=16)
+    args = parse_args(["--dataset", str(path), "--max-side", "16"])
+    kw = source_kwargs(args, args.dataset)
+    assert kw["frame_stride"] == 30
+    with pytest.warns(UserWarning, match=r"40 frames, 1 in 30 kept: 2 frames.*the held-out "
+                                         r"split empty.*training split takes 1.*held-out split 1"):
+        train = load_split(args.dataset, "train", 100, 0, 1, **kw)
+    with pytest.warns(UserWarning, match="held-out split 1"):
+        test = load_split(args.dataset, "test", 100, 0, 0, **kw)
+    assert (len(train), len(test)) == (1, 1)
+    level = lambda im: int(np.argmin([abs(float(im.mean()) - _level(j))  # noqa: E731
+                                      for j in (0, 30)]))
+    assert (level(train.images[0]), level(test.images[0])) == (0, 1)  # frames 0 and 30
+
+
+def test_a_video_too_short_for_both_splits_is_refused_with_the_numbers(tmp_path):
+    path = encode(tmp_path / "clip.mp4", n=N_FRAMES, h=16, w=16)
+    for split in ("train", "test"):
+        with pytest.raises(ValueError, match=r"clip.mp4'.*20 frame\(s\), 1 in 30 kept: 1 "
+                                             r"frame\(s\), too few .*--frame-stride.* at most 19"):
+            load_video(path, split=split)
+    assert len(load_video(path, split="train", holdout=0)) == 1  # nothing held out: fine
+    assert len(load_video(path, split="all")) == 1

@@ -39,6 +39,8 @@ def source_kind(spec: Any) -> str | None:
     exists, else None (arrays and ``ImageDataset`` objects are not names)."""
     if isinstance(spec, str) and spec in NAMED:
         return "named"
+    if isinstance(spec, str) and not spec.strip():
+        return None  # "" is no source (not the current folder: that is ".")
     from imgmdp_env.datasets.shards import is_shard_spec
 
     if is_shard_spec(spec):
@@ -66,6 +68,26 @@ def _call(source: Callable[..., ImageDataset], what: str, kwargs: dict, *first: 
     return source(*first, **kwargs)
 
 
+def _check_generated(source: Callable[..., ImageDataset], spec: str, kwargs: dict) -> None:
+    """Refuse a generated dataset (``n`` images of ``size``) that would not fit in the
+    machine's RAM (:func:`imgmdp_env.datasets.decode.check_pixels`) before generating any: a
+    count typed by mistake gives the figure, not a bare MemoryError. Bad values are left to the
+    source's own checks. (``train_value.py`` checks against ``--memory-budget`` up front.)"""
+    from imgmdp_env.datasets import decode
+
+    defaults = {k: p.default for k, p in inspect.signature(source).parameters.items()}
+    n, size = kwargs.get("n", defaults.get("n")), kwargs.get("size", defaults.get("size"))
+    try:
+        h, w = check.size_hw("size", size, 1)
+        n = check.integer("n", n, 1)
+    except (TypeError, ValueError):
+        return
+    ram_gib = 2 * decode.budget_bytes(None) / 2**30  # the whole RAM (None: half of it)
+    decode.check_pixels(n, n * h * w, ram_gib, f"dataset {spec!r} (n={n} images of {h}x{w}, "
+                        "against the machine's RAM)", fixes="a smaller n (--dataset-size) or "
+                        "size (--image-size)")
+
+
 def make_dataset(spec: Any = "scenes", **kwargs: Any) -> ImageDataset:
     """Build an :class:`ImageDataset` from a name, a folder, arrays or PIL images.
 
@@ -85,15 +107,19 @@ def make_dataset(spec: Any = "scenes", **kwargs: Any) -> ImageDataset:
         if spec == "scenes":
             from imgmdp_env.datasets.scenes import make_scenes
 
+            _check_generated(make_scenes, spec, kwargs)
             return _call(make_scenes, repr(spec), kwargs)
         from imgmdp_env.datasets import fashion
 
         if spec == "fashion":
             return _call(fashion.load_fashion, repr(spec), kwargs)
+        _check_generated(fashion.make_fashion_scenes, spec, kwargs)
         return _call(fashion.make_fashion_scenes, repr(spec), kwargs)
     if isinstance(spec, str) and not spec.strip():
-        raise ValueError(f"dataset ({spec!r}) is empty: pass a named dataset {NAMED}, or a "
-                         "folder path ('.' for the current folder)")
+        raise ValueError(f"dataset ({spec!r}) is empty: pass a named dataset {list(NAMED)}, a "
+                         "folder of images or videos ('.' for the current folder), a video "
+                         "file, or webdataset shards (.tar paths or a pattern such as "
+                         "data/shard-{000..009}.tar)")
     kind = source_kind(spec) if isinstance(spec, str | os.PathLike | list | tuple) else None
     if kind == "shards":
         from imgmdp_env.datasets import shards

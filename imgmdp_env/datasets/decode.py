@@ -34,6 +34,7 @@ __all__ = [
     "budget_bytes",
     "check_budget",
     "check_max_side",
+    "check_pixels",
     "decode_image",
     "decode_many",
     "fit_size",
@@ -82,17 +83,28 @@ def check_budget(sizes: Sequence[tuple[int, int]], memory_budget: float | None, 
     fixes: a smaller ``max_side``, fewer images, a larger ``memory_budget``, or streaming
     shards (``fix`` adds the source's own)."""
     pixels = sum(int(h) * int(w) for h, w in sizes)
-    need = int(math.ceil(pixels * BYTES_PER_PIXEL))
+    return check_pixels(len(sizes), pixels, memory_budget, what, fix)
+
+
+def check_pixels(count: int, pixels: int, memory_budget: float | None, what: str,
+                 fix: str = "", fixes: str | None = None) -> int:
+    """:func:`check_budget` for ``count`` images of ``pixels`` pixels in all (no list of
+    sizes: a count typed by mistake, say a billion images, is refused at once). ``fixes``
+    replaces the usual list of fixes (``fix`` adds to it). Returns the estimate in bytes;
+    raises MemoryError with the estimate, the budget and the fixes."""
+    need = int(math.ceil(int(pixels) * BYTES_PER_PIXEL))
     have = budget_bytes(memory_budget)
     if need > have:
         gib = lambda b: f"{b / 2**30:.2f} GiB"  # noqa: E731
+        if fixes is None:
+            fixes = ("a smaller max_side (--max-side), fewer images (n / --dataset-size), a "
+                     "larger memory_budget (--memory-budget, GiB), or stream the images from "
+                     "shards (python -m imgmdp_env.datasets.shards)")
         raise MemoryError(
-            f"{what}: {len(sizes)} image(s) of {pixels / max(len(sizes), 1):.0f} pixels on "
+            f"{what}: {count} image(s) of {pixels / max(count, 1):.0f} pixels on "
             f"average would take about {gib(need)} in RAM once decoded ({BYTES_PER_PIXEL:.2f} "
             f"bytes a pixel: the RGB array and the crop kernel's pyramid), over the memory "
-            f"budget of {gib(have)}. Fix: a smaller max_side (--max-side), fewer images "
-            f"(n / --dataset-size), a larger memory_budget (--memory-budget, GiB), or stream "
-            f"the images from shards (python -m imgmdp_env.datasets.shards){fix}")
+            f"budget of {gib(have)}. Fix: {fixes}{fix}")
     return need
 
 

@@ -11,8 +11,10 @@ JSON's ``"caption"`` wins when both exist). The JSON keys read here::
      "label": "kitchen"}                 # an image-level class name (optional)
 
 Other keys (img2dataset's ``url``, ``width``, ``key``...) are ignored. Class names become
-indices in order of first appearance. No dependency: ``tarfile`` in streaming mode reads a
-shard front to back, so shards may live on any file system.
+indices in order of first appearance. Each box must lie inside its image (within
+:data:`BOX_SLACK`, then clipped) with w, h > 0, one non-empty class name per box: anything else
+is refused with the shard file and the sample key. No dependency: ``tarfile`` in streaming
+mode reads a shard front to back, so shards may live on any file system.
 
 Three ways to read shards (``spec``: paths, a brace pattern ``data/shard-{000..009}.tar``, a
 comma list, or a folder of ``.tar`` files; :func:`expand_shards`):
@@ -100,43 +102,83 @@ def _image_bytes(raw: dict[str, bytes], where: str) -> bytes:
     for k in IMAGE_KEYS:
         if k in raw:
             return raw[k]
+    where = f"shard {raw['__url__']}" if raw.get("__url__") else where
     raise ValueError(f"{where}: sample {raw['__key__']!r} has no image ({sorted(raw)[:6]}; "
                      f"expected one of {IMAGE_KEYS})")
 
 
+# A normalised box may stick out of its image by this much (rounding); it is clipped to it.
+BOX_SLACK = 0.01
+
+
 def _meta(raw: dict[str, bytes], where: str) -> tuple[str | None, np.ndarray | None,
                                                        list[str] | None, str | None]:
+    """The caption, boxes, box labels and image label of a sample, checked; errors name the
+    shard file and the sample key (``where`` when the sample does not say its shard)."""
     key = raw["__key__"]
+    here = f"shard {raw['__url__']}" if raw.get("__url__") else where
     meta: dict = {}
     if "json" in raw:
         try:
             meta = json.loads(raw["json"].decode("utf-8-sig"))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"{where}: {key}.json is not UTF-8 JSON ({err})") from err
+            raise ValueError(f"{here}: {key}.json is not UTF-8 JSON ({err})") from err
         if not isinstance(meta, dict):
-            raise ValueError(f"{where}: {key}.json is {type(meta).__name__}, expected an object")
+            raise ValueError(f"{here}: {key}.json is {type(meta).__name__}, expected an object")
     caption = meta.get("caption")
     if caption is None and "txt" in raw:
-        caption = raw["txt"].decode("utf-8", "replace").strip()
+        try:
+            caption = raw["txt"].decode("utf-8-sig").strip()
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{here}: {key}.txt is not UTF-8 text (byte {err.start}: "
+                             f"{err.reason}); captions must be UTF-8") from err
     if caption is not None and not isinstance(caption, str):
-        raise ValueError(f"{where}: {key}.json caption {caption!r:.60} is not a string")
+        raise ValueError(f"{here}: {key}.json caption {caption!r:.60} is not a string")
     boxes = labels = None
     if "boxes" in meta or "labels" in meta:
-        try:
-            boxes = np.asarray(meta.get("boxes") or np.zeros((0, 4)), np.float64)
-        except (TypeError, ValueError):  # ragged or non-numeric
-            boxes = np.zeros((1, 0))
-        labels = meta.get("labels", [])
-        if boxes.ndim != 2 or boxes.shape[1] != 4 or not isinstance(labels, list) or not all(
-                isinstance(x, str) for x in labels) or len(labels) != len(boxes) or not (
-                np.isfinite(boxes).all()) or (boxes[:, 2:] <= 0).any():
-            raise ValueError(f"{where}: {key}.json needs 'boxes' [[cx, cy, w, h], ...] "
-                             "(normalised, w and h > 0) and 'labels' (one class name per box)")
-        boxes = boxes.astype(np.float32)
+        boxes, labels = _boxes(meta.get("boxes") or [], meta.get("labels") or [],
+                               f"{here}: sample {key!r} ({key}.json)")
     label = meta.get("label")
-    if label is not None and not isinstance(label, str):
-        raise ValueError(f"{where}: {key}.json label {label!r:.60} must be a class name")
+    if label is not None and (not isinstance(label, str) or not label.strip()):
+        raise ValueError(f"{here}: {key}.json label {label!r:.60} must be a class name (a "
+                         "non-empty string)")
     return caption, boxes, labels, label
+
+
+def _boxes(boxes: Any, labels: Any, where: str) -> tuple[np.ndarray, list[str]]:
+    """A sample's ``boxes`` / ``labels`` checked: ``(K, 4)`` float32 cxcywh inside the image's
+    normalised coordinates (within :data:`BOX_SLACK`, then clipped to [0, 1]) with w, h > 0, and
+    K non-empty class names."""
+    want = ("'boxes' [[cx, cy, w, h], ...] (normalised: each box inside [0, 1] x [0, 1], "
+            "w and h > 0) and 'labels' (one class name per box)")
+    ok = isinstance(boxes, list) and all(
+        isinstance(b, list) and len(b) == 4 and all(check._is_real(v) for v in b)
+        for b in boxes)
+    arr = np.asarray(boxes if ok and boxes else np.zeros((0, 4)), np.float64).reshape(-1, 4)
+    if not ok or not np.isfinite(arr).all():
+        raise ValueError(f"{where} has boxes {str(boxes)[:80]}; it needs {want}")
+    if not isinstance(labels, list) or not all(isinstance(x, str) and x.strip()
+                                               for x in labels) or len(labels) != len(arr):
+        raise ValueError(f"{where} has labels {str(labels)[:80]} for {len(arr)} box(es); it "
+                         f"needs {want}")
+    cx, cy, w, h = arr.T
+    x0, y0, x1, y1 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+    bad = (w <= 0) | (h <= 0) | (x0 < -BOX_SLACK) | (y0 < -BOX_SLACK) | (
+        x1 > 1 + BOX_SLACK) | (y1 > 1 + BOX_SLACK) | (x0 >= 1) | (y0 >= 1) | (x1 <= 0) | (
+        y1 <= 0)
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise ValueError(f"{where}: box {k} {arr[k].tolist()} (label {labels[k]!r}) is not "
+                         f"inside the image: boxes are cxcywh in the image's normalised "
+                         f"coordinates, so cx - w/2 >= 0, cx + w/2 <= 1 (and the same for cy, "
+                         f"h), w and h > 0 (within {BOX_SLACK:g}); it needs {want}")
+    out = arr.copy()
+    off = (x0 < 0) | (y0 < 0) | (x1 > 1) | (y1 > 1)
+    if off.any():  # clipped to the image; boxes inside it are kept as written
+        c = np.clip(np.stack([x0, y0, x1, y1], -1)[off], 0, 1)
+        out[off] = np.stack([(c[:, 0] + c[:, 2]) / 2, (c[:, 1] + c[:, 3]) / 2,
+                             c[:, 2] - c[:, 0], c[:, 3] - c[:, 1]], -1)
+    return out.astype(np.float32), list(labels)
 
 
 def _in_split(key: str, split: str, holdout: float) -> bool:
@@ -303,7 +345,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=None, help="at most this many images")
     p.add_argument("--frame-stride", type=int, default=None, help="videos: every k-th frame")
     a = p.parse_args(argv)
-    from imgmdp_env.datasets import make_dataset
+    from imgmdp_env.datasets import make_dataset, source_kind
+
+    if a.frame_stride is not None and source_kind(a.src) != "video":
+        print(f"error: --frame-stride ({a.frame_stride}) keeps every k-th frame of a video; "
+              f"{a.src!r} is {source_kind(a.src) or 'no source'}, not a video: drop "
+              "--frame-stride", file=sys.stderr)
+        return 2
 
     kwargs: dict[str, Any] = {}
     if a.src in ("scenes", "fashion-scenes"):

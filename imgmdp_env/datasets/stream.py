@@ -68,7 +68,7 @@ class ShardStream(ImageDataset):
         if self.max_side is None:
             raise ValueError("ShardStream needs max_side (the buffer's memory bound is "
                              "buffer x max_side^2 pixels); pass e.g. max_side=256")
-        decode.check_budget([(self.max_side, self.max_side)] * (2 * self.capacity),
+        decode.check_pixels(2 * self.capacity, 2 * self.capacity * self.max_side ** 2,
                             memory_budget, f"ShardStream buffer ({self.capacity} images, two "
                             "buffers while refreshing)", "; or a smaller buffer (--dataset-size)")
         self.where = f"shards {shards!r}"

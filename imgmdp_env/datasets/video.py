@@ -14,7 +14,8 @@ copies, so holding out frames would leak the test set into training):
 ``split="train"`` / ``"test"`` keep the videos outside / inside
 :func:`imgmdp_env.datasets.splits.held_out` of their relative paths. One video is split by
 time instead: its last ``holdout`` of frames is the test split (one contiguous block, so only
-the frames at the cut are near copies of training frames).
+the frames at the cut are near copies of training frames); of the kept frames, each split
+takes at least one (a video with fewer than 2 kept frames is refused with the numbers).
 """
 
 from __future__ import annotations
@@ -122,23 +123,23 @@ def load_video(
         if split == "test" and holdout == 0:
             raise ValueError(f"video {str(path)!r}: split='test' with holdout=0 holds no "
                              "frame; pass holdout > 0 or a separate test video")
+    n = check.optional_integer("n", n, 1)
     plan, skipped = [], []
     for rel in files:
         try:
             with av.open(str(base / rel)) as container:
                 stream = container.streams.video[0]
                 count = _frame_count(stream)
-                frames = range(0, count, frame_stride)
-                if one and split != "all":
-                    cut = int(round((1 - holdout) * count))
-                    frames = range(0, cut, frame_stride) if split == "train" else range(
-                        cut + (-cut) % frame_stride, count, frame_stride)
-                if max_frames is not None:
-                    frames = frames[:max_frames]
-                plan.append((rel, frames, decode.fit_size(stream.height, stream.width,
-                                                          max_side)))
+                hw = decode.fit_size(stream.height, stream.width, max_side)
         except Exception as err:  # PyAV raises its own error types for broken files
             skipped.append(f"{rel} ({type(err).__name__}: {err})")
+            continue
+        frames = range(0, count, frame_stride)
+        if one and split != "all":
+            frames = _time_split(frames, count, split, holdout, frame_stride, str(path))
+        if max_frames is not None:
+            frames = frames[:max_frames]
+        plan.append((rel, frames, hw))
     sizes = [hw for _, k, hw in plan for _ in k]
     if sizes:
         n_est = len(sizes) if n is None else min(n, len(sizes))
@@ -156,13 +157,42 @@ def load_video(
                       f"{'; '.join(skipped[:10])}", stacklevel=2)
     if not images:
         raise ValueError(f"video {str(path)!r}: no frame could be decoded")
-    n = check.optional_integer("n", n, 1)
     if n is not None and len(images) > n:
         pick = np.sort(np.random.default_rng(check.seed("seed", seed) or 0).choice(
             len(images), n, replace=False))
         images = [images[i] for i in pick]
     name = root.stem if root.is_file() else (root.name or str(root))
     return ImageDataset(images=images, name=name if split == "all" else f"{name}[{split}]")
+
+
+def _time_split(grid: range, count: int, split: str, holdout: float, stride: int,
+                where: str) -> range:
+    """The frames of ``split`` of one video: of its kept frames ``grid`` (``0, k, 2k, ...``),
+    those before frame ``(1 - holdout) * count`` train and the others are held out, each side
+    keeping at least one (a warning says so when that moves the cut). Refused (ValueError with
+    the numbers and the flag to change) when ``grid`` has fewer than 2 frames."""
+    if holdout == 0:  # split "train" (a "test" split of nothing is refused before)
+        return grid
+    if len(grid) < 2:
+        fix = (f"a --frame-stride (frame_stride) of at most {count - 1} keeps 2 frames, "
+               if count >= 2 else "")
+        raise ValueError(
+            f"video {where!r}: {count} frame(s), 1 in {stride} kept: {len(grid)} frame(s), "
+            f"too few to hold out the last {holdout:g} of the video for testing and train on "
+            f"the rest (each split needs at least 1 frame): {fix}or pass a separate test "
+            "video (--test-dataset)")
+    cut = int(round((1 - holdout) * count))
+    k = len(range(0, cut, stride))  # kept frames before the cut: the training ones
+    kept = min(max(k, 1), len(grid) - 1)
+    if kept != k:
+        warnings.warn(
+            f"load_video: video {where!r}: {count} frames, 1 in {stride} kept: {len(grid)} "
+            f"frames; holding out the last {holdout:g} of the video (from frame {cut}) would "
+            f"leave the {'held-out' if k == len(grid) else 'training'} split empty, so the "
+            f"training split takes {kept} frame(s) and the held-out split {len(grid) - kept} "
+            f"(frames {list(grid[kept:][:5])}); a smaller --frame-stride (frame_stride) keeps "
+            "more frames", stacklevel=3)
+    return grid[:kept] if split == "train" else grid[kept:]
 
 
 def _frames(av, path: Path, frames: range, max_side: int | None) -> list[np.ndarray]:
