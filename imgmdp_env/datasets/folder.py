@@ -26,7 +26,9 @@ one list.
 Annotations (:mod:`imgmdp_env.datasets.coco`): ``captions=`` a COCO ``captions_*.json`` (each
 image takes its first caption), ``instances=`` a COCO ``instances_*.json`` (object boxes and
 category names). Images are matched by their path relative to the folder (``./a/b.jpg`` is
-``a/b.jpg``), else by their file name alone when that name is unique in the file.
+``a/b.jpg``); only when no image matches that way (the file was written from another root)
+by the end of the path, and then only names unique both in the file and in the folder
+(:func:`imgmdp_env.datasets.coco.match_names`), so ``sub/a.jpg`` never takes ``a.jpg``'s entry.
 
 Splits: ``split="train"`` / ``"test"`` keep the images outside / inside a deterministic
 held-out set (:func:`imgmdp_env.datasets.splits.held_out`: a ``holdout`` fraction chosen by a
