@@ -237,9 +237,9 @@ def check_train_args(a) -> None:
         check.flag(f("tensorboard"), a.tensorboard)
         check.flag(f("probe"), a.probe)
         dataset_spec(f("probe_dataset"), a.probe_dataset, empty=True)
-        check.integer(f("probe_train"), a.probe_train, 1)
+        _probe_size(f("probe_train"), a.probe_train)
         check.integer(f("probe_test"), a.probe_test, 1)
-        check.integer(f("probe_max_samples"), a.probe_max_samples, 1)
+        _probe_size(f("probe_max_samples"), a.probe_max_samples)
         check.integer(f("random_twins"), a.random_twins, 0)
         check.integer(f("value_batches"), a.value_batches, 1)
 
@@ -300,6 +300,16 @@ def check_object_args(a) -> None:
     _run(checks)
 
 
+def _probe_size(name: str, value) -> int:
+    """A count of probe train images / samples: an integer >= 2 (one sample has no spread, and
+    the probes standardise every feature by it: L-BFGS then overflowed)."""
+    try:
+        return check.integer(name, value, 2)
+    except ValueError as e:
+        raise ValueError(f"{e}: the probes standardise each feature by its spread over the "
+                         "train samples, which one sample does not have") from None
+
+
 def check_eval_args(a) -> None:
     """Every field of ``evaluate.Args``; raises ``SystemExit`` naming the first bad one."""
     def checks() -> None:
@@ -310,13 +320,13 @@ def check_eval_args(a) -> None:
                 raise ValueError(f"--checkpoint ({str(p)!r}) does not exist: pass a run folder "
                                  "(runs/<name>) or its checkpoint.pt")
         labelled_source(a)
-        check.integer(f("n_train"), a.n_train, 1)
+        _probe_size(f("n_train"), a.n_train)
         check.integer(f("n_test"), a.n_test, 1)
         check.integer(f("image_size"), a.image_size, 16)
         kind = check.choice(f("kind"), a.kind, ["cnn", "vit", "vits16"])
         if a.view_size is not None:
             _view_size(f("view_size"), a.view_size, kind if a.checkpoint is None else "")
-        check.integer(f("max_samples"), a.max_samples, 1)
+        _probe_size(f("max_samples"), a.max_samples)
         check.integer(f("random_twins"), a.random_twins, 0)
         check.integer(f("value_batches"), a.value_batches, 0)
         check.flag(f("raw_pixels"), a.raw_pixels)

@@ -10,7 +10,9 @@ A checkpoint is one file: a text header line, then the ``torch.save`` bytes of a
 - verified on every load (:func:`read_checkpoint`): the marker (a foreign file such as
   ``config.json``, an empty or random file), the length (a truncated file) and the digest
   (silent bit corruption) are checked before anything is unpickled, and the payload is loaded
-  with ``weights_only=True`` (tensors and plain data only);
+  with ``weights_only=True`` (tensors and plain data only), then its fields are checked (a
+  step >= 0 and within the run's ``total_steps``, real RNG states, ...) and its weights must
+  be finite;
 - never non-finite: :func:`save_checkpoint` refuses a state with NaN / inf weights, so a
   checkpoint on disk is always one a run may continue from.
 
@@ -32,6 +34,7 @@ import torch
 __all__ = [
     "CHECKPOINT",
     "CheckpointError",
+    "check_fields",
     "non_finite",
     "read_checkpoint",
     "remove_temporaries",
@@ -119,13 +122,17 @@ def _describe(head: bytes) -> str:
     return f"it does not start with the checkpoint marker {MAGIC.decode()!r}"
 
 
-def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu"
-                    ) -> dict:
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                    finite: bool = True) -> dict:
     """The state dict of a checkpoint file (or of ``checkpoint.pt`` in a run folder), verified.
 
     Raises :class:`CheckpointError` (a ``ValueError``) naming the file and what it is not:
     missing, empty, foreign (no marker), of another format version, truncated, corrupted
-    (digest mismatch) or unreadable."""
+    (digest mismatch) or unreadable; or, once loaded, what is wrong in it: a field that is not
+    what :func:`save_checkpoint` writes (:func:`check_fields`: a negative step, a step past the
+    run's ``total_steps``, a torch RNG state that is not one, ...) or, with ``finite`` (the
+    default; False only to inspect a broken file), a NaN / inf weight or optimizer moment,
+    naming the first."""
     p = resolve(path)
     where = f"{p} is not a usable checkpoint"
     if not p.exists():
@@ -164,7 +171,101 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
                               f"{e})") from e
     if not isinstance(state, dict):
         raise CheckpointError(f"{where}: its payload is a {type(state).__name__}, not a dict")
+    check_fields(state, where)
+    if finite:
+        bad = non_finite(_weights(state))
+        if bad:
+            raise CheckpointError(
+                f"{where}: it holds non-finite weights (NaN or inf), first in {bad[0]!r}"
+                f"{f' ({len(bad)} tensors in all: {bad[:5]})' if len(bad) > 1 else ''}; no run "
+                "writes them (save_checkpoint refuses): it was written by other code or edited")
     return state
+
+
+def _weights(state: dict) -> list[tuple[str, torch.Tensor]]:
+    """The model and optimizer tensors of a state, by name (``agent.<param>``,
+    ``optimizer.<i>.<moment>``)."""
+    out: list[tuple[str, torch.Tensor]] = []
+    if isinstance(state.get("agent"), dict):
+        out += [(f"agent.{k}", v) for k, v in state["agent"].items()]
+    opt = state.get("optimizer")
+    if isinstance(opt, dict) and isinstance(opt.get("state"), dict):
+        out += [(f"optimizer.{i}.{k}", v) for i, s in opt["state"].items()
+                if isinstance(s, dict) for k, v in s.items()]
+    return out
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_fields(state: dict, where: str) -> None:
+    """Refuse a checkpoint whose fields (those it has: :func:`require` asks for the ones a
+    reader needs) are not what :func:`save_checkpoint` writes: a checksum only proves the file
+    is the one written, not that its writer wrote sane values. ``where`` starts the message
+    (the file's name)."""
+    def refuse(field: str, shown: str, want: str) -> None:  # shown: the value, described
+        raise CheckpointError(f"{where}: its {field!r} is {shown}; it must be {want}")
+
+    args = state.get("args")
+    if "args" in state and not isinstance(args, dict):
+        refuse("args", _short(args), "a dict of the run's arguments")
+    total = args.get("total_steps") if isinstance(args, dict) else None
+    if "step" in state:
+        step = state["step"]
+        if not _is_int(step) or step < 0:
+            refuse("step", _short(step), "an integer >= 0 (the optimizer steps taken)")
+        if _is_int(total) and total >= 1 and step > total:
+            refuse("step", _short(step), f"<= the run's total_steps ({total})")
+    for key in ("agent", "optimizer", "sampler", "encoder", "ab_config"):
+        if key in state and not isinstance(state[key], dict):
+            refuse(key, f"a {type(state[key]).__name__}", "a dict")
+    for key in ("tokenizer", "scaler"):
+        if state.get(key) is not None and not isinstance(state[key], dict):
+            refuse(key, f"a {type(state[key]).__name__}", "a dict or None")
+    agent = state.get("agent")
+    if isinstance(agent, dict):
+        odd = [k for k, v in agent.items() if not isinstance(v, torch.Tensor)]
+        if odd:
+            refuse("agent", f"a dict whose {odd[0]!r} is a {type(agent[odd[0]]).__name__}",
+                   "a state dict of tensors")
+    opt = state.get("optimizer")
+    if isinstance(opt, dict) and not (isinstance(opt.get("state"), dict)
+                                      and isinstance(opt.get("param_groups"), list)):
+        refuse("optimizer", f"a dict of {list(opt)[:8]}",
+               "an optimizer state dict (state, param_groups)")
+    if "text_dim" in state and state["text_dim"] is not None and not (
+            _is_int(state["text_dim"]) and state["text_dim"] >= 1):
+        refuse("text_dim", _short(state["text_dim"]), "an integer >= 1 or None")
+    if "torch_rng" in state:
+        _rng_state("torch_rng", state["torch_rng"], refuse)
+    if "world_size" in state or "ranks" in state:
+        world, ranks = state.get("world_size"), state.get("ranks")
+        if not _is_int(world) or world < 1:
+            refuse("world_size", _short(world), "an integer >= 1 (the processes that trained it)")
+        if not isinstance(ranks, list) or len(ranks) != world:
+            size = f" of {len(ranks)}" if isinstance(ranks, list) else ""
+            refuse("ranks", f"a {type(ranks).__name__}{size}",
+                   f"a list of one state per rank ({world})")
+        for r, own in enumerate(ranks):
+            if not isinstance(own, dict) or not isinstance(own.get("sampler"), dict):
+                refuse(f"ranks[{r}]", f"a dict of {list(own)[:8]}" if isinstance(own, dict)
+                       else f"a {type(own).__name__}",
+                       "a dict with the rank's sampler and torch_rng")
+            _rng_state(f"ranks[{r}].torch_rng", own.get("torch_rng"), refuse)
+
+
+def _rng_state(field: str, value, refuse) -> None:
+    if not (isinstance(value, torch.Tensor) and value.dtype == torch.uint8 and value.ndim == 1
+            and value.numel() > 0):
+        shown = (f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+                 if isinstance(value, torch.Tensor) else f"a {type(value).__name__}")
+        refuse(field, shown, "torch.get_rng_state()'s uint8 tensor")
 
 
 def require(state: dict, keys: Iterable[str], path: str | os.PathLike, what: str) -> None:
@@ -185,6 +286,8 @@ def save_checkpoint(path: str | os.PathLike, args, agent, optimizer, scaler, sam
 
     Raises ``FloatingPointError`` (and writes nothing) if a weight or an optimizer state is
     NaN or infinite: the checkpoint already on disk is never replaced by a broken one."""
+    if not _is_int(step) or step < 0:
+        raise ValueError(f"step ({_short(step)}) must be an integer >= 0: not saved")
     agent_state = agent.state_dict()
     bad = non_finite(agent_state) + non_finite(
         (f"optimizer.{i}.{k}", v) for i, s in optimizer.state_dict()["state"].items()

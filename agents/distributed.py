@@ -26,6 +26,7 @@ and trains exactly as before.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -39,7 +40,9 @@ from torch import nn
 __all__ = [
     "LossModule",
     "Ranks",
+    "args_digest",
     "check_world_size",
+    "differing_flags",
     "launched",
     "mean_over_ranks",
     "rank_info",
@@ -76,6 +79,21 @@ def rank_seed(seed: int, rank: int) -> int:
     if rank == 0:
         return seed
     return int(np.random.SeedSequence([seed, rank]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def args_digest(flags: Mapping[str, Any]) -> str:
+    """sha256 of a flat ``{flag field: value}`` dict (``agents.flat_args.flat_fields``): equal
+    for equal arguments whatever the dict's order (values compared by ``repr``)."""
+    text = "\n".join(f"{k}={flags[k]!r}" for k in sorted(flags))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def differing_flags(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """The fields (sorted) whose values differ between two flat argument dicts (by ``repr``;
+    a field one of them lacks differs)."""
+    missing = object()
+    return sorted(k for k in set(a) | set(b)
+                  if repr(a.get(k, missing)) != repr(b.get(k, missing)))
 
 
 def mean_over_ranks(t: torch.Tensor) -> torch.Tensor:
@@ -238,6 +256,32 @@ class Ranks:
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()
+
+    def check_same_args(self, flags: Mapping[str, Any]) -> None:
+        """Refuse ranks launched with different arguments (every rank calls it, with its own
+        flat ``{flag field: value}``, before anything uses them). Rank 0's arguments are the
+        run's (it opens the run folder and sends them to the others), so a rank given other
+        flags (on another machine, say) would silently train with rank 0's. A digest per rank
+        is gathered; only if they differ are the values gathered, and every rank exits
+        (``SystemExit``) with the differing flags of each rank beside rank 0's."""
+        if not self.distributed:
+            return
+        digests = self.gather(args_digest(flags))
+        if len(set(digests)) == 1:
+            return
+        everyone = self.gather({k: repr(v) for k, v in flags.items()})
+        lines = []
+        for r, other in enumerate(everyone[1:], 1):
+            diff = differing_flags(everyone[0], other)
+            if diff:
+                shown = ", ".join(f"--{k.replace('_', '-')} {other.get(k, '(none)')} (rank 0: "
+                                  f"{everyone[0].get(k, '(none)')})" for k in diff[:8])
+                lines.append(f"rank {r} differs from rank 0 in {len(diff)} flag(s): {shown}"
+                             + (" ..." if len(diff) > 8 else ""))
+        raise SystemExit(
+            "the ranks were launched with different arguments: " + "; ".join(lines) + ". "
+            "Every rank must get the same flags (rank 0's would be used silently): launch "
+            "each machine's torchrun with the same command line")
 
     def check_same(self, tensors: Mapping[str, torch.Tensor]) -> None:
         """Refuse ranks whose tensors differ (a fingerprint per tensor: its float64 sum and

@@ -529,7 +529,10 @@ def _probe_main(args: Args) -> None:
 
         t0 = time.perf_counter()
         print(f"value accuracy: {args.value_batches} batches of view pairs ...", flush=True)
-        agent = load_agent(path, device)
+        try:  # verified as load_encoder's read was (its fields, finite weights)
+            agent = load_agent(path, device)
+        except CheckpointError as e:
+            raise SystemExit(f"--checkpoint: {e}") from None
         value_acc = value_accuracy_by_iou(agent, test, n_batches=args.value_batches, seed=0)
         print(f"value accuracy by IoU of source and target view ({args.dataset}, probe test "
               f"images; {time.perf_counter() - t0:.1f} s):")

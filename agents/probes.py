@@ -362,6 +362,11 @@ def probe_all(
               box_scale=box_scale, keep_tokens=keep)
     tr = extract_features(encoder, train_ds, **kw)
     te = extract_features(encoder, test_ds, **kw)
+    if len(tr.labels) < 2 or len(te.labels) < 1:
+        raise ValueError(f"the probes need at least 2 labelled train samples and 1 test sample; "
+                         f"{train_ds.name!r} gave {len(tr.labels)} and {test_ds.name!r} "
+                         f"{len(te.labels)} (max_samples={max_samples}): one train sample has "
+                         "no spread to standardise the features by")
     c = _num_classes(tr.labels, te.labels)
     if train_ds.class_names is not None:
         c = max(c, len(train_ds.class_names))

@@ -176,6 +176,20 @@ class GoalValue:
     @torch.no_grad()
     def __call__(self, views: torch.Tensor, rel: torch.Tensor, goal: torch.Tensor
                  ) -> torch.Tensor:
+        views, rel = torch.as_tensor(views), torch.as_tensor(rel)
+        if views.dtype != torch.uint8 or views.ndim != 4 or views.shape[1] != 3:
+            raise ValueError(f"views must be (N, 3, H, W) uint8, got {views.dtype} "
+                             f"{tuple(views.shape)}")
+        n = len(views)
+        if rel.ndim != 3 or rel.shape[0] != n or rel.shape[2] != 4 or not (
+                rel.is_floating_point()):
+            raise ValueError(f"rel must be ({n}, K, 4) float relative boxes, got {rel.dtype} "
+                             f"{tuple(rel.shape)}")
+        if not torch.isfinite(rel).all():  # a NaN box token is an index error in the decoder
+            rows = (~torch.isfinite(rel)).flatten(1).any(1).nonzero().flatten().tolist()
+            raise ValueError(f"rel holds NaN or inf for view(s) {rows[:10]}: relative boxes "
+                             "must be finite")
+        goal = torch.from_numpy(check.index_array("goal", goal, len(self.vocabulary), [(n,)]))
         net = self.net
         tokens = net.encoder(views.to(self.device))  # (N, T, D): one pass for all views
         logits = net.q_logits(tokens, rel.to(self.device), self.psi, self.psi_ab, self.center)
@@ -279,29 +293,67 @@ class ValueSearch:
                ) -> tuple[torch.Tensor, torch.Tensor]:
         """Values ``(N, K)`` and the candidate env actions ``(N, K, A)`` they belong to.
 
-        views: ``(N, 3, H, W)`` uint8; goal: ``(N,)`` ids; boxes: ``(N, 4)`` current cxcywh
-        boxes (optional): each candidate is then scored as the box the env reaches
-        (``clamp_boxes``), else as the relative box the action asks for."""
+        views: ``(N, 3, H, W)`` uint8; goal: ``(N,)`` integer ids (in
+        ``[0, len(value_fn.vocabulary))`` for a :class:`GoalValue`); boxes: ``(N, 4)`` current
+        cxcywh boxes (optional; finite, sizes > 0, within the env's ``margin`` of the image):
+        each candidate is then scored as the box the env reaches (``clamp_boxes``), else as
+        the relative box the action asks for. Bad ids or boxes, and non-finite values from
+        ``value_fn``, raise naming them."""
         views = torch.as_tensor(np.asarray(views))
         if views.dtype != torch.uint8 or views.ndim != 4 or views.shape[1] != 3:
             raise ValueError(f"views must be (N, 3, H, W) uint8, got {views.dtype} "
                              f"{tuple(views.shape)}")
         n = len(views)
-        goal = torch.as_tensor(np.asarray(goal, np.int64).reshape(-1))
-        if goal.shape != (n,):
-            raise ValueError(f"goal must hold one id per view ({n}), got shape "
-                             f"{tuple(goal.shape)}")
+        goal = torch.from_numpy(self._goal_ids(goal, n))
         acts = self.candidate_actions(n)
         rel = action_to_relative(acts, self.max_pan, self.max_zoom)  # (N, K, 4)
         if boxes is not None:
-            b = torch.as_tensor(np.asarray(boxes, np.float32)).reshape(n, 1, 4)
+            b = check.box_array("boxes", boxes, margin=self.margin)
+            if b.size != 4 * n:
+                raise ValueError(f"boxes must hold one cxcywh box per view ({n}, 4), got shape "
+                                 f"{b.shape}")
+            b = torch.from_numpy(b).reshape(n, 1, 4)
             reached = clamp_boxes(apply_relative(b, rel), self.min_size, self.margin)
             rel = relative_box(b, reached)
-        values = torch.as_tensor(self.value_fn(views, rel, goal)).float()
+        values = torch.as_tensor(self.value_fn(views, rel, goal))
+        if values.dtype == torch.bool or values.is_complex():
+            raise TypeError(f"value_fn returned {values.dtype} values; expected real numbers "
+                            "(N, K) = (views, candidates)")
+        values = values.float()
         if values.shape != (n, acts.shape[1]):
             raise ValueError(f"value_fn returned shape {tuple(values.shape)}; expected "
                              f"({n}, {acts.shape[1]}) = (views, candidates)")
+        bad = ~torch.isfinite(values)
+        if bad.any():  # a greedy argmax over NaN would take the first candidate, silently
+            per_view = bad.sum(1)
+            rows = per_view.nonzero().flatten().tolist()
+            kinds = sorted({"NaN" if v != v else "inf" for v in values[bad].tolist()})
+            raise ValueError(
+                f"value_fn returned {int(bad.sum())} non-finite value(s) ({' and '.join(kinds)}) "
+                f"of {values.numel()}: view(s) {rows[:10]}{' ...' if len(rows) > 10 else ''} "
+                f"have {per_view[rows[:10]].tolist()} non-finite of their {values.shape[1]} "
+                "candidates; no move can be chosen from them (a NaN weight in the agent? "
+                "check it with agents.checkpoint.non_finite)")
         return values, acts
+
+    def _goal_ids(self, goal: Any, n: int) -> np.ndarray:
+        """``goal`` as ``(n,)`` int64 ids: integers (never floats, which would be truncated,
+        nor bools) in ``[0, len(value_fn.vocabulary))`` when the value function has a
+        vocabulary (a :class:`GoalValue`), else ``>= 0``."""
+        vocab = getattr(self.value_fn, "vocabulary", None)
+        k = len(vocab) if vocab is not None else None
+        try:
+            ids = check.index_array("goal", goal, k)
+        except ValueError as e:
+            hint = (f" (ids into the goals' vocabulary of {k} names" if k is not None
+                    else " (goal ids") + "; env_goal_ids gives -1 for an env goal the goal " \
+                "set lacks)"
+            raise ValueError(f"{e}{hint}") from None
+        ids = ids.reshape(-1)
+        if ids.shape != (n,):
+            raise ValueError(f"goal must hold one id per view ({n}), got shape "
+                             f"{tuple(np.shape(goal))}")
+        return ids
 
     def act(self, obs: Any, goal: Any = None, boxes: Any = None) -> np.ndarray:
         """Actions in the env's action space for a batch of observations.
@@ -319,9 +371,8 @@ class ValueSearch:
                              "'goal' (the reward wrappers' goal_obs=True)")
         views = np.asarray(obs)
         single = views.ndim == 3
-        if single:
-            views, goal = views[None], np.reshape(goal, (1,))
-            boxes = None if boxes is None else np.reshape(boxes, (1, 4))
+        if single:  # one goal id and one box (4,) for it
+            views = views[None]
         values, acts = self.scores(views, goal, boxes)
         if self.policy == "greedy":
             k = values.argmax(1)

@@ -49,7 +49,7 @@ from agents.config import (  # noqa: E402, F401 - Args, PRESETS, parse_args: re-
 )
 from agents.distributed import Ranks, launched  # noqa: E402
 from agents.export import ENCODER_DIR, export_encoder  # noqa: E402
-from agents.flat_args import flags_given  # noqa: E402, F401 - re-exported
+from agents.flat_args import flags_given, flat_fields  # noqa: E402, F401 - re-exported
 from agents.progress import Progress, describe_batch  # noqa: E402
 from agents.runs import StopSignals, open_run  # noqa: E402, F401 - re-exported
 from agents.sources import build_datasets, sync_streams  # noqa: E402
@@ -74,6 +74,11 @@ def train(args: Args, given: set[str] | None = None) -> dict:
     ranks = launched()
     with StopSignals(ranks.distributed, ranks.main) as stop, ExitStack() as held:
         created = ranks.start(ranks.device(args.device))  # several ranks: the process group
+        try:  # every rank's flags are rank 0's, or all refuse (else rank 0's rule unnoticed)
+            ranks.check_same_args(flat_fields(args))
+        except SystemExit:  # leave the group first: its threads abort an exiting process
+            ranks.leave(created)
+            raise
         args, run_dir, resumed = ranks.on_main(
             open_run, args, given_fields(args) if given is None else given, held,
             default_name(args), RESUME_MAY_CHANGE, RESUME_PER_RUN, ranks.world_size)

@@ -21,6 +21,7 @@ import numpy as np
 
 __all__ = [
     "UnknownKeyError",
+    "box_array",
     "check_keys",
     "choice",
     "colour",
@@ -231,16 +232,28 @@ def string_list(name: str, value: Any, n: int | None = None, per: str = "images"
     return [str(v) for v in items]
 
 
-def index_array(name: str, value: Any, n: int,
-                shapes: Iterable[tuple[int, ...]] | None = None) -> np.ndarray:
-    """Integers (a scalar, sequence or array; numpy / torch integers too, never floats or
-    bools) all in ``[0, n)``, with one of ``shapes`` (any shape if None), as ``int64``."""
-    want = f"integers in [0, {n})"
-    arr = value.detach().cpu().numpy() if type(value).__module__.startswith("torch") else value
+def _as_array(value: Any) -> np.ndarray:
+    """``value`` (a scalar, sequence, numpy array or torch tensor) as a numpy array; a ragged
+    nesting becomes a 0-d object array (refused by its dtype)."""
+    arr = value
+    if type(value).__module__.startswith("torch"):
+        arr = value.detach().cpu()
+        if str(arr.dtype) == "torch.bfloat16":  # numpy has no bfloat16
+            arr = arr.float()
+        arr = arr.numpy()
     try:
-        arr = np.asarray(arr)
+        return np.asarray(arr)
     except (TypeError, ValueError):  # ragged nesting
-        arr = np.asarray(None)
+        return np.asarray(None)
+
+
+def index_array(name: str, value: Any, n: int | None,
+                shapes: Iterable[tuple[int, ...]] | None = None) -> np.ndarray:
+    """Integers (a scalar, sequence or array; numpy / torch integers too, never floats, even
+    integral ones, as numpy indexing refuses them, nor bools) all in ``[0, n)`` (``n`` None:
+    all ``>= 0``), with one of ``shapes`` (any shape if None), as ``int64``."""
+    want = f"integers in [0, {n})" if n is not None else "integers >= 0"
+    arr = _as_array(value)
     if arr.size == 0 and arr.dtype.kind == "f":  # an empty list is float64 in numpy
         arr = arr.astype(np.int64)
     if arr.dtype.kind not in "iu":
@@ -249,9 +262,41 @@ def index_array(name: str, value: Any, n: int,
     if shapes is not None and arr.shape not in shapes:
         raise ValueError(f"{name} ({_show(value)}) has shape {arr.shape}; expected "
                          f"{' or '.join(map(str, shapes))}")
-    if arr.size and (arr.min() < 0 or arr.max() >= n):
-        raise ValueError(f"{name} ({_show(value)}) must be {want}")
+    if arr.size and (arr.min() < 0 or (n is not None and arr.max() >= n)):
+        bad = arr[(arr < 0) | (arr >= (n if n is not None else np.inf))]
+        raise ValueError(f"{name} ({_show(value)}) must be {want}: "
+                         f"{_show(bad.reshape(-1)[:5].tolist())} out of range")
     return arr.astype(np.int64)
+
+
+def box_array(name: str, value: Any, shapes: Iterable[tuple[int, ...]] | None = None,
+              margin: float | None = None) -> np.ndarray:
+    """cxcywh boxes ``(..., 4)``: real numbers (numpy / torch too, integers taken as numbers;
+    never bools or strings), all finite, width and height > 0, with one of ``shapes`` (any
+    ``(..., 4)`` if None). With ``margin``: boxes a view can be at, edges within
+    ``[-margin, 1 + margin]`` of the image (to float32 rounding). As ``float32``."""
+    want = "finite cxcywh boxes with width and height > 0"
+    if margin is not None:
+        want += f", edges within [{-margin:g}, {1 + margin:g}]"
+    arr = _as_array(value)
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(f"{name} ({_show(value)}) must be {want}, not {arr.dtype} values")
+    shapes = None if shapes is None else [tuple(s) for s in shapes]
+    if (shapes is not None and arr.shape not in shapes) or (
+            shapes is None and (arr.ndim == 0 or arr.shape[-1] != 4)):
+        expected = " or ".join(map(str, shapes)) if shapes is not None else "(..., 4)"
+        raise ValueError(f"{name} has shape {arr.shape}; expected {expected} {want}")
+    box = arr.astype(np.float32).reshape(-1, 4)
+    bad = ~np.isfinite(box).all(1) | (box[:, 2:] <= 0).any(1)
+    if margin is not None:
+        tol = 1e-4
+        lo, hi = box[:, :2] - box[:, 2:] / 2, box[:, :2] + box[:, 2:] / 2
+        bad |= (lo < -margin - tol).any(1) | (hi > 1 + margin + tol).any(1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise ValueError(f"{name} must be {want}; box(es) {rows[:5].tolist()} "
+                         f"{'are' if len(rows) > 1 else 'is'} not: {_show(box[rows[:3]].tolist())}")
+    return arr.astype(np.float32)
 
 
 def path_like(name: str, value: Any) -> str:

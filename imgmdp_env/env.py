@@ -13,6 +13,7 @@ single-env adaptor over the same core (``num_envs=1``).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,7 +28,13 @@ from imgmdp_env import _checks as check
 from imgmdp_env.actions import BOX_ACTIONS, action_to_relative
 from imgmdp_env.datasets.cache import cached_dataset
 from imgmdp_env.vector_attrs import VectorAttrs
-from imgmdp_env.views import apply_relative, clamp_boxes, render_views, sample_boxes
+from imgmdp_env.views import (
+    _render_views,
+    apply_relative,
+    clamp_boxes,
+    render_views,
+    sample_boxes,
+)
 
 __all__ = ["RESET_OPTIONS", "ImageViewVectorEnv"]
 
@@ -35,6 +42,22 @@ AUG_ACTIONS = 4  # flip, rot90, brightness, saturation
 
 
 RESET_OPTIONS = ("box", "image_index", "reset_mask")
+_IMPORTED_IN = os.getpid()  # the process that imported this module (see _forked_child_threads)
+
+
+def _forked_child_threads() -> None:
+    """Run torch on one thread in a process forked from the one that imported this module.
+
+    ``gym.make_vec(..., vectorization_mode="async")`` builds each sub-env in a worker forked
+    from the caller (``AsyncVectorEnv``'s default start method on Linux, ``fork``). If the
+    caller had run a multi-threaded torch op (e.g. stepped a native env of a few views),
+    OpenMP's thread pool does not survive the fork, and the worker's first multi-threaded op
+    (filling the view buffer) waits forever for threads that do not exist: the classic
+    fork-after-OpenMP hang (``OMP_NUM_THREADS=1`` hid it). A worker runs one env on one core,
+    so one thread costs nothing; processes started by ``spawn`` / ``forkserver`` import this
+    module themselves and are left alone (as is a worker that already runs one thread)."""
+    if os.getpid() != _IMPORTED_IN and torch.get_num_threads() > 1:
+        torch.set_num_threads(1)
 
 
 class ImageViewVectorEnv(VectorAttrs, VectorEnv):
@@ -103,6 +126,7 @@ class ImageViewVectorEnv(VectorAttrs, VectorEnv):
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         render_mode: str | None = None,
     ) -> None:
+        _forked_child_threads()  # an AsyncVectorEnv worker forked from a torch process
         # Every argument is checked before any work (the dataset is built last).
         num_envs = check.integer("num_envs", num_envs, 1)
         dataset_kwargs = check.mapping("dataset_kwargs", dataset_kwargs)
@@ -182,12 +206,12 @@ class ImageViewVectorEnv(VectorAttrs, VectorEnv):
         # may keep it), so _obs returns it without a copy; the env keeps it only for render().
         if mask is None:  # the step path: render straight into the new array
             views = torch.empty(self.views.shape, dtype=torch.uint8)
-            render_views(self.bank, self.image_idx, self.boxes, self.view_size,
-                         antialias=self.antialias, out=views)
+            _render_views(self.bank, self.image_idx, self.boxes, *self.view_size,
+                          self.antialias, views)  # valid by construction: no checks
             self.views = views if aug is None else _augment(views, aug)
             return
-        views = render_views(self.bank, self.image_idx[mask], self.boxes[mask], self.view_size,
-                             antialias=self.antialias)
+        views = _render_views(self.bank, self.image_idx[mask], self.boxes[mask],
+                              *self.view_size, self.antialias)
         self.views = self.views.clone()
         self.views[mask] = views if aug is None else _augment(views, aug[mask])
 
@@ -210,6 +234,7 @@ class ImageViewVectorEnv(VectorAttrs, VectorEnv):
         cxcywh) fix the start state, e.g. for evaluation; ``reset_mask`` ``(N,)`` bool resets
         only those sub-envs (the way to reset in ``AutoresetMode.DISABLED``).
         """
+        _forked_child_threads()  # an env built before a fork, reset in the child
         seed = check.seed("seed", seed)
         options = check.mapping("options", options)
         check.check_keys(f"{type(self).__name__}.reset options", options, RESET_OPTIONS,
@@ -242,7 +267,14 @@ class ImageViewVectorEnv(VectorAttrs, VectorEnv):
         """Step every sub-env. actions: ``(num_envs, A)`` in ``[-1, 1]`` (clipped)."""
         if self._generator is None:
             raise RuntimeError("call reset() before step()")
-        a = np.asarray(actions, dtype=np.float32)
+        try:
+            a = np.asarray(actions)
+        except (TypeError, ValueError):  # ragged
+            a = np.asarray(None)
+        if a.dtype.kind not in "iuf":  # bools would read as 1.0 / 0.0, strings fail later
+            raise TypeError(f"actions ({check._show(a.tolist())}) must be numbers in [-1, 1], not "
+                            f"{a.dtype} values")
+        a = a.astype(np.float32, copy=False)
         expected = (self.num_envs, *self.single_action_space.shape)
         if a.shape != expected:
             raise ValueError(f"actions have shape {a.shape}; expected {expected} "
@@ -368,21 +400,7 @@ def _autoreset_mode(mode: Any) -> AutoresetMode:
 
 def _start_box(value: Any, n: int) -> np.ndarray:
     """``options["box"]``: ``(4,)`` or ``(n, 4)`` finite numbers with positive sizes."""
-    name = "options['box']"
-    try:
-        box = np.asarray(value)
-    except (TypeError, ValueError):  # ragged
-        box = np.asarray(None)
-    if box.dtype.kind not in "iuf":
-        raise TypeError(f"{name} ({value!r}) must be cxcywh numbers, not {box.dtype} values")
-    if box.shape not in ((4,), (n, 4)):
-        raise ValueError(f"{name} must be finite with shape (4,) or ({n}, 4), got "
-                         f"{tuple(box.shape)}")
-    box = box.astype(np.float32)
-    if not np.isfinite(box).all() or (box[..., 2:] <= 0).any():
-        raise ValueError(f"{name} ({box.tolist()}) must be finite cxcywh boxes with width and "
-                         "height > 0")
-    return box
+    return check.box_array("options['box']", value, [(4,), (n, 4)])
 
 
 def _augment(views: torch.Tensor, aug: torch.Tensor) -> torch.Tensor:

@@ -255,7 +255,9 @@ class ImageBank:
         return self.sizes[:, 1].float() / self.sizes[:, 0].float()
 
     def image(self, index: int) -> np.ndarray:
-        """The full-resolution image ``index`` as ``(H, W, 3)`` uint8 (a copy)."""
+        """The full-resolution image ``index`` (in ``[0, len(self))``) as ``(H, W, 3)``
+        uint8 (a copy)."""
+        index = check.integer("index", index, 0, len(self) - 1)
         o, s, h, w = (int(x[index, 0]) for x in (self.offset, self.stride, self.height, self.width))
         px = self.buffer[o : o + s * (h + 2)].view(h + 2, s)[1:-1, 1:-1].contiguous()
         return px.view(torch.uint8).view(h, w, 4)[..., :3].cpu().numpy().copy()
@@ -285,8 +287,10 @@ def render_views(
 
     images: an :class:`ImageBank`, or an ``(N, 3, H, W)`` uint8 tensor (packed on every call:
         build the bank once for repeated use).
-    image_idx: ``(B,)`` integer indices into the images.
-    boxes: ``(B, 4)`` cxcywh boxes in normalised image coordinates (may leave the image).
+    image_idx: ``(B,)`` integer indices into the images, in ``[0, N)`` (torch or numpy
+        integers; floats and bools are refused, as numpy indexing refuses them).
+    boxes: ``(B, 4)`` finite cxcywh boxes in normalised image coordinates, width and height
+        > 0 (they may leave the image).
     size: output ``h`` or ``(h, w)``.
     antialias: sample each view from the pyramid level at which it shrinks its region by less
         than 2x (needs a bank with ``levels > 1``); otherwise bilinear from full resolution.
@@ -295,7 +299,8 @@ def render_views(
     (``align_corners=False``), so the box ``(0.5, 0.5, 1, 1)`` at the image's own size
     reproduces the image exactly. Bilinear weights are 8-bit fixed point, rounded once at the
     end; on CPU with numba the compiled kernel runs, elsewhere the same computation in torch
-    ops, and both give the same bytes.
+    ops, and both give the same bytes. Bad indices or boxes raise ``TypeError`` /
+    ``ValueError`` naming them.
     """
     if isinstance(images, torch.Tensor):
         if images.dtype != torch.uint8 or images.ndim != 4:
@@ -303,24 +308,70 @@ def render_views(
                              f"{images.dtype}")
         images = ImageBank(images.permute(0, 2, 3, 1).cpu().numpy(),
                            levels=4 if antialias else 1)
+    elif not isinstance(images, ImageBank):
+        raise TypeError(f"images ({type(images).__name__}) must be an ImageBank or an "
+                        "(N, 3, H, W) uint8 tensor")
     h, w = _size(size)
-    if boxes.ndim != 2 or boxes.shape[-1] != 4:
+    if type(antialias) is not bool:
+        antialias = check.flag("antialias", antialias)
+    image_idx, boxes = _view_inputs(images, image_idx, boxes)
+    return _render_views(images, image_idx, boxes, h, w, antialias, out)
+
+
+_INDEX_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+
+def _view_inputs(bank: ImageBank, image_idx: object, boxes: object
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``image_idx`` ``(B,)`` and ``boxes`` ``(B, 4)`` of :func:`render_views`, checked:
+    integer indices (never floats, which would be truncated, nor bools) in ``[0, N)`` (a
+    negative index is refused, not counted from the end) and finite boxes with width and
+    height > 0. Tensors of the usual dtypes pass through as they are (one cheap range and
+    finiteness test); anything else (numpy arrays, lists) is converted, or refused with a
+    message that names the bad value and what is valid."""
+    n = len(bank)
+    if (isinstance(image_idx, torch.Tensor) and isinstance(boxes, torch.Tensor)
+            and image_idx.dtype in _INDEX_DTYPES and boxes.is_floating_point()
+            and boxes.ndim == 2 and boxes.shape[1] == 4 and image_idx.shape == boxes.shape[:1]):
+        if not len(boxes):
+            return image_idx, boxes
+        if image_idx.device.type == "cpu" and boxes.device.type == "cpu" and boxes.dtype in (
+                torch.float32, torch.float64):
+            i, b = image_idx.numpy(), boxes.detach().numpy()
+            ok = i.min() >= 0 and i.max() < n and np.isfinite(b).all() and (b[:, 2:] > 0).all()
+        else:  # one sync for both tests
+            ok = bool((image_idx.min() >= 0) & (image_idx.max() < n)
+                      & torch.isfinite(boxes).all() & (boxes[:, 2:] > 0).all())
+        if ok:
+            return image_idx, boxes
+    # the slow path: convert, or raise naming the bad value
+    if isinstance(boxes, torch.Tensor | np.ndarray) and boxes.ndim != 2:
         raise ValueError(f"boxes must be (B, 4), got {tuple(boxes.shape)}")
-    if image_idx.shape != boxes.shape[:1]:
-        raise ValueError(f"image_idx must be ({len(boxes)},), got {tuple(image_idx.shape)}")
+    box = check.box_array("boxes", boxes)
+    if box.ndim != 2:
+        raise ValueError(f"boxes must be (B, 4), got {box.shape}")
+    idx = check.index_array("image_idx", image_idx, n, [(len(box),)])
+    return torch.from_numpy(idx), torch.from_numpy(box)
+
+
+def _render_views(bank: ImageBank, image_idx: torch.Tensor, boxes: torch.Tensor, h: int,
+                  w: int, antialias: bool = True, out: torch.Tensor | None = None
+                  ) -> torch.Tensor:
+    """:func:`render_views` on inputs already known to be valid (the env's own state: its
+    indices and boxes were checked where they came in), without the checks."""
     shape = (len(boxes), 3, h, w)
     if out is None:
-        out = torch.empty(shape, dtype=torch.uint8, device=images.buffer.device)
+        out = torch.empty(shape, dtype=torch.uint8, device=bank.buffer.device)
     elif tuple(out.shape) != shape or out.dtype != torch.uint8 or not out.is_contiguous():
         raise ValueError(f"out must be a contiguous {shape} uint8 tensor, got "
                          f"{tuple(out.shape)} {out.dtype}")
-    antialias = antialias and images.levels > 1
-    if _bilinear_u8 is not None and images.buffer.device.type == "cpu" == out.device.type:
-        _bilinear_u8(images.buffer.numpy(), images.table, images.n_levels_np,
+    antialias = antialias and bank.levels > 1
+    if _bilinear_u8 is not None and bank.buffer.device.type == "cpu" == out.device.type:
+        _bilinear_u8(bank.buffer.numpy(), bank.table, bank.n_levels_np,
                      _cpu_numpy(image_idx, torch.int64), _cpu_numpy(boxes, torch.float32),
                      antialias, out.numpy())
         return out
-    return out.copy_(_render_torch(images, image_idx, boxes, h, w, antialias))
+    return out.copy_(_render_torch(bank, image_idx, boxes, h, w, antialias))
 
 
 def _size(size: object) -> tuple[int, int]:

@@ -126,3 +126,80 @@ def test_a_non_finite_state_is_never_written(tmp_path, good):
             p.copy_(keep)
     assert read_checkpoint(path)["step"] == 1
     assert [q.name for q in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+def _forge(state: dict, how: str) -> None:
+    """A checkpoint whose checksum is valid but whose content no run writes (issue 23)."""
+    if how == "negative step":
+        state["step"] = -5
+    elif how == "step past total_steps":
+        state["step"] = state["args"]["total_steps"] + 1
+    elif how == "float step":
+        state["step"] = 3.0
+    elif how == "bool step":
+        state["step"] = True
+    elif how == "torch_rng not a state":
+        state["torch_rng"] = torch.zeros(3)
+    elif how == "world_size 0":
+        state["world_size"], state["ranks"] = 0, []
+    elif how == "ranks short":
+        state["world_size"], state["ranks"] = 2, [{"sampler": state["sampler"],
+                                                   "torch_rng": state["torch_rng"]}]
+    elif how == "args not a dict":
+        state["args"] = "lr=1e-3"
+    elif how == "NaN weight":
+        key = next(k for k, v in state["agent"].items()
+                   if v.is_floating_point() and v.numel() > 3)
+        state["agent"][key].view(-1)[3] = float("nan")
+    elif how == "inf optimizer moment":
+        state["optimizer"]["state"][0] = {"step": torch.tensor(1.0),
+                                          "exp_avg": torch.tensor([0.0, float("inf")])}
+
+
+FORGED = {"negative step": r"'step' is -5; it must be an integer >= 0",
+          "step past total_steps": r"'step' is \d+; it must be <= the run's total_steps \(\d+\)",
+          "float step": r"'step' is 3\.0; it must be an integer",
+          "bool step": r"'step' is True; it must be an integer",
+          "torch_rng not a state": r"'torch_rng' is a torch.float32 tensor of shape \(3,\)",
+          "world_size 0": r"'world_size' is 0; it must be an integer >= 1",
+          "ranks short": r"'ranks' is a list of 1; it must be a list of one state per rank \(2\)",
+          "args not a dict": r"'args' is 'lr=1e-3'",
+          "NaN weight": r"non-finite weights \(NaN or inf\), first in 'agent\.online\.",
+          "inf optimizer moment": r"non-finite weights \(NaN or inf\), first in 'optimizer\.0\."}
+
+
+@pytest.mark.parametrize("how", list(FORGED))
+def test_every_reader_refuses_a_checksum_valid_but_insane_checkpoint(tmp_path, good, how):
+    """Issue 23: a checkpoint whose step is -5 resumed at step -5; one with NaN weights was
+    evaluated. The checksum only proves the file is the one written: the fields are checked."""
+    from agents.evaluate import Args as EvalArgs
+    from agents.evaluate import _main as evaluate_main
+    from agents.train_value import train
+
+    run = tmp_path / "run"
+    run.mkdir()
+    path = run / "checkpoint.pt"
+    path.write_bytes(good[0])
+    state = read_checkpoint(path)
+    _forge(state, how)
+    write_checkpoint(state, path)  # a valid checksum
+    want = FORGED[how]
+    for read in (read_checkpoint, load_encoder, load_agent):
+        with pytest.raises(CheckpointError, match=want) as e:
+            read(path)
+        assert str(path) in str(e.value)
+    with pytest.raises(SystemExit, match=f"--checkpoint: {path}.*{want}"):
+        evaluate_main(EvalArgs(checkpoint=run, threads=1))
+    with pytest.raises(SystemExit, match=f"--resume: {path}.*{want}"):
+        train(replace(good[4], resume=str(run)))
+    if how in ("NaN weight", "inf optimizer moment"):  # readable on purpose, to inspect it
+        assert not read_checkpoint(path, finite=False)["step"]
+
+
+def test_a_negative_step_is_never_written(tmp_path, good):
+    _, agent, optimizer, sampler, args = good
+    for step in (-5, 2.0, True):
+        with pytest.raises(ValueError, match=rf"step \({step!r}\) must be an integer >= 0"):
+            save_checkpoint(tmp_path / "checkpoint.pt", args, agent, optimizer, None, sampler,
+                            step)
+    assert not list(tmp_path.iterdir())

@@ -218,3 +218,53 @@ def test_a_signal_that_stops_at_once_carries_its_exit_code(monkeypatch):
 
     monkeypatch.setattr(train_value, "train", ctrl_c)
     assert train_value.main(["--total-steps", "1"]) == 130
+
+
+def test_args_digest_and_differing_flags():
+    from agents.distributed import args_digest, differing_flags
+    from agents.flat_args import flat_fields
+
+    a = flat_fields(parse_args(["--lr", "1e-3", "--boot-scale", "0.1", "1.0"]))
+    same = flat_fields(parse_args(["--boot-scale", "0.1", "1.0", "--lr", "0.001"]))
+    other = flat_fields(parse_args(["--lr", "2e-3", "--gamma", "0.25"]))  # gamma: args.ab
+    assert args_digest(a) == args_digest(dict(reversed(list(same.items()))))
+    assert args_digest(a) != args_digest(other)
+    assert differing_flags(a, same) == []
+    assert differing_flags(a, other) == ["boot_scale", "gamma", "lr"]
+    assert differing_flags({"x": 1}, {}) == ["x"] and differing_flags({"x": 1}, {"x": 1.0})
+
+
+RANK_TRAIN = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from agents.train_value import parse_args, train
+train(parse_args(sys.argv[2:]))
+"""
+
+
+def test_ranks_launched_with_different_flags_are_refused(tmp_path):
+    """Issue 23: rank 1 launched with other flags than rank 0 trained with rank 0's, silently.
+    Two processes joined by gloo (as torchrun would start them); each must refuse, naming the
+    flags, before a run folder exists."""
+    port = str(free_port())
+    base = ["--runs-dir", str(tmp_path), "--name", "run", "--total-steps", "1", "--threads",
+            "1", "--no-probe", "--no-tensorboard", "--dataset-size", "4"]
+    argv = [base + ["--lr", "1e-3"], base + ["--lr", "2e-3", "--seed", "3"]]
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "RANK": str(rank),
+               "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": port}
+        procs.append(subprocess.Popen([sys.executable, "-c", RANK_TRAIN, str(ROOT),
+                                       *argv[rank]], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    try:
+        outs = [p.communicate(timeout=120)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    want = ("the ranks were launched with different arguments: rank 1 differs from rank 0 in 2 "
+            "flag(s): --lr 0.002 (rank 0: 0.001), --seed 3 (rank 0: 1)")
+    for p, out in zip(procs, outs, strict=True):
+        assert p.returncode == 1 and want in out, out[-3000:]
+    assert not list(tmp_path.iterdir())  # refused before rank 0 opened the run folder

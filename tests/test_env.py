@@ -257,3 +257,107 @@ def test_observations_handed_out_are_never_overwritten(mode):
         kept += [(o, o.copy()) for o in info.get("final_obs", []) if o is not None]
     envs.reset(options={"reset_mask": np.array([True, False, True])})
     assert all(np.array_equal(a, b) for a, b in kept)
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 23: bad inputs are refused with a message naming them, never silently used
+# ---------------------------------------------------------------------------------------------
+BANK = make_vec(num_envs=1).unwrapped.bank  # 32 images
+ONE_BOX = torch.tensor([[0.5, 0.5, 1.0, 1.0]])
+
+
+@pytest.mark.parametrize("idx, error, shown", [
+    (torch.tensor([0.7]), TypeError, "0.7"),  # was truncated: rendered image 0
+    (torch.tensor([1.0]), TypeError, "1."),  # integral floats too, as numpy indexing
+    (np.array([0.0]), TypeError, "0."),
+    (torch.tensor([True]), TypeError, "True"),
+    (torch.tensor([-1]), ValueError, "-1"),  # was counted from the end: the last image
+    (torch.tensor([32]), ValueError, "32"),
+    (np.array([2**40]), ValueError, str(2**40)),
+    (torch.tensor([[0]]), ValueError, "shape"),
+    (torch.tensor([0, 1]), ValueError, "shape"),
+])
+def test_render_views_refuses_bad_image_indices(idx, error, shown):
+    with pytest.raises(error, match="image_idx") as e:
+        render_views(BANK, idx, ONE_BOX, 8)
+    assert shown in str(e.value) and "[0, 32)" in str(e.value) or "shape" in str(e.value)
+
+
+@pytest.mark.parametrize("boxes, error, shown", [
+    (torch.tensor([[float("nan"), 0.5, 1.0, 1.0]]), ValueError, "nan"),  # was: the fill colour
+    (torch.tensor([[0.5, 0.5, float("inf"), 1.0]]), ValueError, "inf"),
+    (torch.tensor([[0.5, 0.5, 0.0, 1.0]]), ValueError, "0.0"),
+    (torch.tensor([[0.5, 0.5, -1.0, 1.0]]), ValueError, "-1.0"),
+    (torch.tensor([[True, True, True, True]]), TypeError, "bool"),
+    (torch.zeros(1, 3), ValueError, "(1, 3)"),
+    (torch.zeros(4), ValueError, "(B, 4)"),
+])
+def test_render_views_refuses_bad_boxes(boxes, error, shown):
+    with pytest.raises(error, match="boxes") as e:
+        render_views(BANK, torch.tensor([0]), boxes, 8)
+    assert shown in str(e.value)
+
+
+def test_render_views_takes_numpy_and_integer_inputs_as_the_tensors_they_equal():
+    want = render_views(BANK, torch.tensor([3]), ONE_BOX, 8)
+    for idx, boxes in [(np.array([3]), ONE_BOX.numpy()), ([3], [[0.5, 0.5, 1, 1]]),
+                       (torch.tensor([3], dtype=torch.int32), ONE_BOX.double())]:
+        assert torch.equal(render_views(BANK, idx, boxes, 8), want)
+    assert render_views(BANK, torch.zeros(0, dtype=torch.long), torch.zeros(0, 4), 8).shape == (
+        0, 3, 8, 8)
+    with pytest.raises(ValueError, match=r"index \(-1\) must be an integer in \[0, 31\]"):
+        BANK.image(-1)
+
+
+def test_step_refuses_non_numeric_actions():
+    envs = make_vec(num_envs=2)
+    envs.reset(seed=0)
+    with pytest.raises(TypeError, match="actions .* not bool values"):
+        envs.step(np.ones((2, 4), bool))  # was: read as 1.0
+    with pytest.raises(TypeError, match="not <U1 values"):
+        envs.step(np.full((2, 4), "a"))
+    with pytest.raises(ValueError, match=r"NaN or inf.*\[1\]"):
+        envs.step(np.array([[0.0] * 4, [0.0, np.inf, 0.0, 0.0]]))
+
+
+ASYNC_AFTER_NATIVE = """
+import gymnasium as gym, numpy as np, torch, imgmdp_env
+torch.set_num_threads(2)  # an OpenMP thread pool in the parent (OMP_NUM_THREADS=1 hid it)
+small = dict(dataset="scenes", dataset_kwargs={"n": 8, "size": 64})
+native = gym.make_vec("ImageView-v0", num_envs=16, **small)  # its view buffer: 2e5 bytes
+native.reset(seed=0)
+native.step(native.action_space.sample())
+envs = gym.make_vec("ImageView-v0", num_envs=2, vectorization_mode="async", **small)
+obs, _ = envs.reset(seed=0)
+obs, *_ = envs.step(envs.action_space.sample())
+envs.close()
+assert torch.get_num_threads() == 2  # the caller's own threads are left alone
+print("ok", obs.shape)
+"""
+
+
+def test_async_vector_env_after_a_native_env_does_not_hang():
+    """Issue 23: the async workers are forked from a process whose OpenMP pool is live; their
+    first multi-threaded torch op hung forever. In a subprocess, with a timeout."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    proc = subprocess.Popen([sys.executable, "-c", ASYNC_AFTER_NATIVE], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)  # its own group: hung workers die with it
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("gym.make_vec(..., vectorization_mode='async') hung after a native env ran "
+                    "a multi-threaded torch op in the same process")
+    assert proc.returncode == 0 and "ok (2, 3, 64, 64)" in out, err[-2000:]
+
+
+def test_render_views_refuses_a_truthy_antialias():
+    with pytest.raises(TypeError, match=r"antialias \('no'\) must be True or False"):
+        render_views(BANK, torch.tensor([0]), ONE_BOX, 8, antialias="no")

@@ -382,3 +382,50 @@ def test_run_verdict_names_the_failures_and_the_next_command():
     text = run_verdict(good, _rows(0.7, 0.3, 0.01, 0.6), "runs/x")
     assert " beats copying" in text and "scale it up" in text and "runs/x" in text
     assert "not probed" in run_verdict(good, {}, None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 23: sizes the probes cannot work with are refused up front, naming the valid range
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("field, bad, want", [
+    ("max_samples", 1, r"--max-samples \(1\) must be an integer >= 2: the probes standardise"),
+    ("max_samples", 0, r"--max-samples \(0\) must be an integer >= 2"),
+    ("max_samples", 2.5, r"--max-samples \(2\.5\) must be an integer >= 2, not float"),
+    ("n_train", 1, r"--n-train \(1\) must be an integer >= 2"),
+    ("n_test", 0, r"--n-test \(0\) must be an integer >= 1"),
+])
+def test_cli_refuses_probe_sizes_outside_their_range(field, bad, want):
+    """`evaluate.py --max-samples 1` gave "value cannot be converted to type float without
+    overflow" from inside L-BFGS (one sample has no spread to standardise by)."""
+    from agents.evaluate import Args as EvalArgs
+    from agents.evaluate import _main
+
+    with pytest.raises(SystemExit, match=want):
+        _main(EvalArgs(**{field: bad}))
+
+
+def test_probes_refuse_a_single_train_sample():
+    with pytest.raises(ValueError, match=r"at least 2 labelled train samples.*gave 1"):
+        probe_all(PatchColourEncoder(), colour_items(1, 0), colour_items(4, 1), view_size=16,
+                  max_samples=None)
+
+
+def test_cli_refuses_a_checkpoint_with_non_finite_weights(tmp_path, make_checkpoint):
+    """Issue 23: a checkpoint (valid checksum) holding NaN weights printed probe accuracies."""
+    from agents.ab import load_agent, load_encoder
+    from agents.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
+    from agents.evaluate import Args as EvalArgs
+    from agents.evaluate import _main
+
+    path = tmp_path / "checkpoint.pt"
+    make_checkpoint(path)
+    state = read_checkpoint(path)
+    name = next(k for k, v in state["agent"].items() if v.is_floating_point() and v.numel())
+    state["agent"][name].view(-1)[0] = float("nan")
+    write_checkpoint(state, path)
+    want = rf"non-finite weights \(NaN or inf\), first in 'agent\.{name}'"
+    for load in (load_agent, load_encoder):
+        with pytest.raises(CheckpointError, match=want):
+            load(path)
+    with pytest.raises(SystemExit, match=f"--checkpoint: {path}.*{want}"):
+        _main(EvalArgs(checkpoint=tmp_path, threads=1))

@@ -147,7 +147,8 @@ def test_goal_value_is_the_agents_q_ab_and_batched_equals_per_env():
     # per class: Q summed over the class's images
     classes = curated_goals(agent, crops)
     assert classes.vocabulary == [ds.class_names[c] for c in sorted(set(crops.labels))]
-    per_class = GoalValue(agent, classes)(torch.from_numpy(obs), rel, torch.zeros(4))
+    per_class = GoalValue(agent, classes)(torch.from_numpy(obs), rel,
+                                          torch.zeros(4, dtype=torch.long))
     first = [i for i, c in enumerate(crops.labels) if c == crops.labels.min()]
     assert torch.allclose(per_class, q[..., first].sum(-1), atol=1e-5)
 
@@ -188,3 +189,82 @@ def test_bad_arguments_are_named():
     bad = ValueSearch(lambda v, r, g: torch.zeros(3, 2), env)
     with pytest.raises(ValueError, match=r"expected \(3, 7\)"):
         bad.act(obs, [0, 0, 0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 23: bad goals, boxes and values are refused, never silently used
+# ---------------------------------------------------------------------------------------------
+class Vocab:
+    """A stub value with a vocabulary of 3 goals (as GoalValue has)."""
+
+    vocabulary = ["circle", "square", "star"]
+
+    def __call__(self, views, rel, goal):
+        return right_and_down(views, rel, goal)
+
+
+@pytest.mark.parametrize("goal, error, shown", [
+    ([1.7, 0.2, 0.0], TypeError, "1.7"),  # was truncated to goals 1 and 0
+    (np.array([1.0, 0.0, 2.0]), TypeError, "float64"),  # integral floats too
+    (torch.tensor([1.0, 0.0, 2.0]), TypeError, "float32"),
+    ([True, False, True], TypeError, "bool"),
+    ([0, -1, 2], ValueError, "-1"),  # env_goal_ids' "missing" id
+    ([0, 3, 2], ValueError, "[0, 3)"),  # past the vocabulary
+])
+def test_act_refuses_non_integer_and_out_of_range_goals(goal, error, shown):
+    env = envs()
+    obs, _ = env.reset(seed=0)
+    with pytest.raises(error, match="goal") as e:
+        ValueSearch(Vocab(), env).act(obs, goal)
+    assert shown in str(e.value)
+    with pytest.raises(ValueError, match=r"integers >= 0.*-1"):  # no vocabulary: >= 0
+        ValueSearch(right_and_down, env).act(obs, [0, -1, 2])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("policy", ["greedy", "softmax"])
+def test_non_finite_values_are_refused_naming_the_views(bad, policy):
+    def broken(views, rel, goal):  # view 1: NaN (inf) in 2 of its 7 candidates
+        v = unique_best(views, rel, goal).clone()
+        v[1, 3:5] = bad
+        return v
+
+    env = envs()
+    obs, _ = env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"2 non-finite value\(s\) \((NaN|inf)\) of 21: "
+                                         r"view\(s\) \[1\] have \[2\] non-finite of their 7"):
+        ValueSearch(broken, env, policy=policy).act(obs, [0, 0, 0])
+
+
+@pytest.mark.parametrize("boxes, shown", [
+    ([[float("nan"), 0.5, 0.5, 0.5]] * 3, "nan"),  # was an IndexError inside torch
+    ([[0.5, 0.5, float("inf"), 0.5]] * 3, "inf"),
+    ([[0.5, 0.5, 0.0, 0.5]] * 3, "0.0"),
+    ([[3.0, 0.5, 0.5, 0.5]] * 3, "3.0"),  # far outside the image's margin
+    ([[0.5, 0.5, 0.5, 0.5]] * 2, "one cxcywh box per view"),
+])
+def test_act_refuses_bad_boxes_up_front(boxes, shown):
+    agent, _ = tiny_agent("dino")
+    env = envs()
+    obs, _ = env.reset(seed=0)
+    search = ValueSearch(GoalValue(agent, prototype_goals(agent)), env, candidates="grid")
+    with pytest.raises(ValueError, match="boxes") as e:
+        search.act(obs, [0, 0, 0], boxes=boxes)
+    assert shown in str(e.value)
+    with pytest.raises(TypeError, match="bool"):
+        search.act(obs, [0, 0, 0], boxes=np.ones((3, 4), bool))
+
+
+def test_goal_value_refuses_bad_goals_and_non_finite_boxes():
+    agent, _ = tiny_agent("dino")
+    value = GoalValue(agent, prototype_goals(agent))  # 16 goals
+    views = torch.zeros(2, 3, VIEW, VIEW, dtype=torch.uint8)
+    rel = torch.tensor([[[0.0, 0.0, 1.0, 1.0]]]).expand(2, 3, 4).clone()
+    assert value(views, rel, torch.tensor([0, 15])).shape == (2, 3)
+    with pytest.raises(TypeError, match=r"goal \(tensor\(\[1\.7000, 0\.2000\]\)\)"):
+        value(views, rel, torch.tensor([1.7, 0.2]))  # was truncated by .long()
+    with pytest.raises(ValueError, match=r"goal .* must be integers in \[0, 16\): \[16\]"):
+        value(views, rel, torch.tensor([0, 16]))
+    rel[1, 2, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"rel holds NaN or inf for view\(s\) \[1\]"):
+        value(views, rel, torch.tensor([0, 1]))
