@@ -250,10 +250,10 @@ class ABAgent(nn.Module):
         base = batch.base_views.flatten(0, 1)  # (V B, 3, h, w), crop 0 of every image first
         bootstrap = bootstrap and batch.bootstrap
         from_base = bootstrap and batch.boot_from_base  # the pairs are base crops: no new views
-        online = _encode(net.encoder, [base] + ([batch.boot_views] if bootstrap and not
-                                                from_base else []))
+        online_boot = bootstrap and not from_base and cfg.value_input != "ema"
+        online = _encode(net.encoder, [base] + ([batch.boot_views] if online_boot else []))
         bb = len(batch.boot_views) // 2 if from_base else 0  # images whose crops are pairs
-        boot_tokens = online[1] if bootstrap and not from_base else None
+        boot_tokens = online[1] if online_boot else None
         if from_base:  # pair row b 2 + c is crop c of image b: row c B + b of the base crops
             b = batch.base_views.shape[1]
             rows = (torch.arange(bb)[:, None] + torch.tensor([0, b])).flatten().to(base.device)
@@ -302,7 +302,10 @@ class ABAgent(nn.Module):
         src, _ = self._annotation_sources(batch, enc)
         psi, psi_ab = self.online.annotations(src)
         actions = batch.actions if actions is None else actions
-        return self.online.q_logits(enc.boot_tokens, actions, psi, psi_ab, self.center)
+        mode = self.cfg.value_input
+        tokens = enc.ema_boot_tokens if mode == "ema" else enc.boot_tokens
+        tokens = tokens.detach() if mode == "detached" else tokens
+        return self.online.q_logits(tokens, actions, psi, psi_ab, self.center)
 
     def bootstrap_logits(self, batch: Batch, enc: Encoded
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -428,7 +431,8 @@ class ABAgent(nn.Module):
                 raise ValueError("SimCLR's annotations are images: pass (L, 3, H, W) views")
             annotations = net.encoder.pool(net.encoder(annotations))
         psi, psi_ab = net.annotations(annotations)
-        return net.q_logits(net.encoder(views), actions, psi, psi_ab, self.center).softmax(-1)
+        reader = self.target if self.cfg.value_input == "ema" else net  # the decoder's tokens
+        return net.q_logits(reader.encoder(views), actions, psi, psi_ab, self.center).softmax(-1)
 
 
 def _read_checkpoint(path, map_location) -> dict:

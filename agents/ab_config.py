@@ -16,7 +16,7 @@ __all__ = ["LEGACY_AB_CONFIG", "ABConfig"]
 # What a run saved before these fields existed did: a checkpoint or config.json without them
 # loads with these values, not with today's defaults (agents.ab.load_agent, --resume).
 LEGACY_AB_CONFIG = {"exclude_return": False, "boot_annotated": False, "value_residual": "none",
-                    "decoder_geometry": False}
+                    "decoder_geometry": False, "value_input": "online"}
 
 
 @dataclass
@@ -99,6 +99,11 @@ class ABConfig:
     """the bootstrap images are the first boot_images images of the base batch, so each one's
     own crop (SimCLR) or caption (CLIP) is among the annotations l; False: they are drawn
     independently and the annotations are crops of other images (the paper does not say)"""
+    value_input: Literal["online", "detached", "ema"] = "online"
+    """the source tokens the online decoder reads: online (the paper: the bootstrapping loss
+    trains the encoder through the decoder), detached (the same tokens, no gradient into the
+    encoder through the decoder), ema (the target encoder's tokens of the bootstrap views,
+    which the target already computes: the online encoder skips those views)"""
     value_residual: Literal["auto", "none", "copy", "gated", "mixture"] = "auto"
     """how Q_AB uses the source view's own annotation p(l | x_i), a value function that ignores
     the action ("copy"): mixture: Q = w p(l | x_i) + (1 - w) Q_dec(l | x_i, a), a mixture of

@@ -104,7 +104,9 @@ def value_accuracy_by_iou(agent, data, bins: tuple[float, ...] = DEFAULT_IOU_BIN
     ``majority``: always answering each batch's most frequent target annotation;
     ``far`` / ``far_copy`` / ``far_permuted`` and ``near...``: the same three accuracies
     over every pair with IoU below / at least :data:`SPLIT_IOU` (0.4): far pairs, where only
-    the action can tell what ``x_j`` holds, and near pairs.
+    the action can tell what ``x_j`` holds, and near pairs; ``far_se`` / ``near_se``: the
+    standard error of ``Q - copy`` over those pairs, paired (the same pairs) and clustered by
+    image (the pairs of one image are not independent).
 
     boot_annotated: for an ``ImageDataset``, whether the bootstrap images are among the
     annotated images (None: as the agent was trained, ``agent.cfg.boot_annotated``).
@@ -137,6 +139,7 @@ def value_accuracy_by_iou(agent, data, bins: tuple[float, ...] = DEFAULT_IOU_BIN
     gen = torch.Generator().manual_seed(seed)
     edges = torch.tensor(bins[1:-1])
     hits, permuted, copies, ious, majority, n_ann = [], [], [], [], [], 1
+    images: list[torch.Tensor] = []  # the image of every pair, numbered across batches
     kls: dict[str, list[float]] = {"kl": [], "kl_permuted": []}
     for batch in batches:  # the training loss's own path: encode, then the bootstrap logits
         enc = agent.encode(batch)
@@ -159,10 +162,13 @@ def value_accuracy_by_iou(agent, data, bins: tuple[float, ...] = DEFAULT_IOU_BIN
         copies.append((labels[:, None] == want).flatten().cpu())  # answer x_i's own annotation
         majority.append((want == want.flatten().mode().values).flatten().cpu())
         ious.append(iou)
+        n_views = boxes.shape[1]
+        first = sum(len(x) for x in images) and int(images[-1].max()) + 1
+        images.append(first + torch.arange(len(j)).repeat_interleave(n_views - 1) // n_views)
         n_ann = pred.shape[-1]
     agent.train(was_training)
     hit, copy, iou = torch.cat(hits).float(), torch.cat(copies).float(), torch.cat(ious)
-    perm_hit = torch.cat(permuted).float()
+    perm_hit, image = torch.cat(permuted).float(), torch.cat(images)
     out = {}
     for k, (lo, hi) in enumerate(zip(bins[:-1], bins[1:], strict=True)):
         sel = (iou >= lo) & ((iou < hi) | ((k == len(bins) - 2) & (iou <= hi)))
@@ -175,10 +181,25 @@ def value_accuracy_by_iou(agent, data, bins: tuple[float, ...] = DEFAULT_IOU_BIN
     for side, sel in (("far", iou < SPLIT_IOU), ("near", iou >= SPLIT_IOU)):
         for name, values in (("", hit), ("_copy", copy), ("_permuted", perm_hit)):
             out[f"{side}{name}"] = float(values[sel].mean()) if sel.any() else float("nan")
+        out[f"{side}_se"] = _clustered_se((hit - copy)[sel], image[sel])
     out.update({k: float(np.mean(v)) for k, v in kls.items()})
     out["chance"] = 1.0 / n_ann
     out["majority"] = float(torch.cat(majority).float().mean())
     return out
+
+
+def _clustered_se(diff: torch.Tensor, groups: torch.Tensor) -> float:
+    """The standard error of ``diff.mean()`` ``(N,)`` with items correlated within groups
+    ``(N,)`` int64: the cluster-robust (sandwich) estimate over the groups' sums."""
+    if len(diff) < 2:
+        return float("nan")
+    ids, idx = groups.unique(return_inverse=True)
+    if len(ids) < 2:
+        return float("nan")
+    resid = torch.zeros(len(ids), dtype=torch.float64).index_add_(
+        0, idx, diff.double() - diff.double().mean())
+    g = len(ids)
+    return float(resid.square().sum().sqrt() / len(diff) * math.sqrt(g / (g - 1)))
 
 
 def value_table(value_acc: dict[str, float]) -> str:
@@ -210,12 +231,22 @@ def value_verdict(value_acc: dict[str, float]) -> str:
     v = value_acc
     low, copy_low, perm_low = v["far"], v["far_copy"], v["far_permuted"]
     drop = 1 - perm_low / low if low > 0 else float("nan")
-    beats = "beats" if low > copy_low else "does not beat"
+    word = beats_copy(v)
+    beats = {"above": "beats", "level": "is level with", "below": "is below"}[word]
+    noise = f", noise +-{2 * v['far_se']:.3f}" if "far_se" in v else ""
     uses = "uses the action" if drop > 0.1 else "barely uses the action"
     return (f"verdict: on far pairs (IoU < {SPLIT_IOU}) Q_AB {beats} copying the source view "
-            f"({low:.3f} vs {copy_low:.3f}, {low - copy_low:+.3f}) and {uses} (permuting it "
-            f"costs {100 * drop:.0f}% of the accuracy); on near pairs {v['near']:.3f} vs "
-            f"copy {v['near_copy']:.3f}")
+            f"({low:.3f} vs {copy_low:.3f}, {low - copy_low:+.3f}{noise}) and {uses} "
+            f"(permuting it costs {100 * drop:.0f}% of the accuracy); on near pairs "
+            f"{v['near']:.3f} vs copy {v['near_copy']:.3f}")
+
+
+def beats_copy(value_acc: dict[str, float]) -> str:
+    """``"above"``, ``"level"`` or ``"below"``: Q against copy on far pairs, where a
+    difference within two paired standard errors (``far_se``; 0 when absent) is level."""
+    diff = value_acc["far"] - value_acc["far_copy"]
+    noise = 2 * value_acc.get("far_se", 0.0)
+    return "above" if diff > noise else "below" if diff < -noise else "level"
 
 
 BASELINE_ROWS = ("random init", "raw pixels", "majority class")
@@ -257,7 +288,7 @@ def run_verdict(value_acc: dict[str, float] | None, probes: dict[str, dict[str, 
     q_works = True
     if value_acc and "far" in value_acc:
         lines.append("  value function: " + value_verdict(value_acc).removeprefix("verdict: "))
-        q_works = value_acc["far"] > value_acc["far_copy"]
+        q_works = beats_copy(value_acc) == "above"
     rep = probe_verdict(probes)
     lines += [f"  {line}" for line in rep]
     rep_works = bool(rep) and all(" above " in line for line in rep)
@@ -336,8 +367,8 @@ def describe_probe_sets(name: str, train: ImageDataset, test: ImageDataset,
     if "holdout" in source:
         return (f"probes trained on {len(train)} images of {name}, tested on {len(test)} "
                 f"held-out images of it (--holdout {source['holdout']:g}, by file name)")
-    return (f"probes trained on {len(train)} images of {name}'s {reference_split(name)!r} "
-            f"split, tested on {len(test)} images of its 'test' split")
+    return (f"probes trained on {len(train)} images of the {reference_split(name)!r} split of "
+            f"{name}, tested on {len(test)} images of its 'test' split")
 
 
 def probe_report(

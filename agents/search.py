@@ -159,6 +159,8 @@ class GoalValue:
             raise ValueError(f"goals were built for a {goals.base!r} agent; this agent's base is "
                              f"{agent.cfg.base!r}")
         self.net = agent.online if network == "online" else agent.target
+        # the encoder whose tokens the decoder was trained on (--value-input ema: the target's)
+        self.token_net = agent.target if agent.cfg.value_input == "ema" else self.net
         self.vocabulary = list(goals.vocabulary)
         self.image_size = agent.encoder.image_size
         self.groups = goals.groups
@@ -191,7 +193,7 @@ class GoalValue:
                              "must be finite")
         goal = torch.from_numpy(check.index_array("goal", goal, len(self.vocabulary), [(n,)]))
         net = self.net
-        tokens = net.encoder(views.to(self.device))  # (N, T, D): one pass for all views
+        tokens = self.token_net.encoder(views.to(self.device))  # (N, T, D): one pass
         logits = net.q_logits(tokens, rel.to(self.device), self.psi, self.psi_ab, self.center)
         p = logits.float().softmax(-1)  # (N, K, P)
         if self.groups is not None:

@@ -44,6 +44,9 @@ CELLS: dict[str, tuple[list[str], str]] = {
     "exclude-return": (["--exclude-return"], "the return box a_j->i out of the max"),
     "gamma-0": (["--gamma", "0"], "gamma = 0 (the earlier loss)"),
     "value-lr-5": (["--value-lr-scale", "5"], "the value branch at 5x the learning rate"),
+    "value-detached": (["--value-input", "detached"],
+                       "the decoder reads the online tokens without sending them gradients"),
+    "value-ema": (["--value-input", "ema"], "the decoder reads the target encoder's tokens"),
 }
 DEFAULT_CELLS = ["default", "plain", "no-action-tokens"]
 REFERENCE = "default"

@@ -446,3 +446,29 @@ def test_a_checkpoint_saved_before_the_value_head_options_loads_as_it_ran(datase
     b = sampler.sample()
     q = again.value(b.boot_views[:2], b.actions[:2], b.base_views[0, :4])
     assert torch.allclose(q, agent.value(b.boot_views[:2], b.actions[:2], b.base_views[0, :4]))
+
+
+def test_value_input_chooses_the_tokens_the_decoder_reads(dataset):
+    """--value-input: online tokens with gradients (the paper), the same tokens detached (no
+    gradient into the encoder through the decoder), or the target's tokens (the online encoder
+    then skips the bootstrap views)."""
+    grads = {}
+    for mode in ("online", "detached"):
+        agent, sampler = make(dataset, value_input=mode)
+        batch = sampler.sample()
+        enc = agent.encode(batch)
+        q = agent.online_q(batch, enc)
+        grads[mode] = torch.autograd.grad(q.float().square().sum(), enc.boot_tokens,
+                                          allow_unused=True)[0]
+    assert grads["online"] is not None and grads["online"].abs().sum() > 0
+    assert grads["detached"] is None
+    agent, sampler = make(dataset, value_input="ema")
+    batch = sampler.sample()
+    enc = agent.encode(batch)
+    assert enc.boot_tokens is None and enc.ema_boot_tokens is not None
+    src = agent.online.encoder.pool(enc.base_tokens[:4])
+    psi, psi_ab = agent.online.annotations(src)
+    want = agent.online.q_logits(enc.ema_boot_tokens, batch.actions, psi, psi_ab, agent.center)
+    assert torch.equal(agent.online_q(batch, enc), want)
+    loss, _ = agent.loss(batch)  # the whole step runs without the online bootstrap views
+    assert torch.isfinite(loss)

@@ -374,10 +374,15 @@ def test_probe_verdict_compares_with_the_strongest_baseline_and_its_noise():
 def test_run_verdict_names_the_failures_and_the_next_command():
     from agents.evaluate import run_verdict
 
-    value = {"far": 0.20, "far_copy": 0.25, "far_permuted": 0.199, "near": 0.5, "near_copy": 0.6}
+    value = {"far": 0.20, "far_copy": 0.25, "far_permuted": 0.199, "near": 0.5, "near_copy": 0.6,
+             "far_se": 0.01}
     text = run_verdict(value, _rows(0.7, 0.3, 0.01, 0.6), "runs/x")
-    assert "does not beat copying" in text and "above raw pixels" in text
+    assert "is below copying" in text and "above raw pixels" in text
     assert text.splitlines()[-1].startswith("next:") and "--total-steps" in text
+    # +0.007 with a paired standard error of 0.004 is inside the noise: level, not a win
+    level = dict(value, far=0.257, far_copy=0.25, far_se=0.004)
+    assert "is level with copying" in run_verdict(level, {}, None)
+    assert "noise +-0.008" in run_verdict(level, {}, None)
     good = dict(value, far=0.4)
     text = run_verdict(good, _rows(0.7, 0.3, 0.01, 0.6), "runs/x")
     assert " beats copying" in text and "scale it up" in text and "runs/x" in text
@@ -429,3 +434,18 @@ def test_cli_refuses_a_checkpoint_with_non_finite_weights(tmp_path, make_checkpo
             load(path)
     with pytest.raises(SystemExit, match=f"--checkpoint: {path}.*{want}"):
         _main(EvalArgs(checkpoint=tmp_path, threads=1))
+
+
+def test_clustered_se_counts_images_not_pairs():
+    """The noise of Q - copy: with one pair per image it is the plain standard error; when
+    every image's pairs repeat one outcome, more pairs per image must not shrink it."""
+    from agents.evaluate import _clustered_se
+
+    g = torch.Generator().manual_seed(0)
+    d = (torch.rand(200, generator=g) < 0.3).float() - (torch.rand(200, generator=g) < 0.2).float()
+    plain = _clustered_se(d, torch.arange(200))
+    assert plain == pytest.approx(float(d.std() / math.sqrt(200)), rel=1e-6)
+    repeated = _clustered_se(d.repeat_interleave(12), torch.arange(200).repeat_interleave(12))
+    assert repeated == pytest.approx(plain, rel=1e-6)
+    naive = float(d.repeat_interleave(12).std() / math.sqrt(2400))
+    assert repeated > 3 * naive

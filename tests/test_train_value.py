@@ -156,8 +156,8 @@ def test_script_smoke_run_writes_log_checkpoint_and_plots(tmp_path):
     value = summary["value_accuracy_by_iou"]
     for b in ("0.00-0.05", "0.60-1.00"):
         assert {f"iou_{b}", f"copy_{b}", f"permuted_{b}", f"count_{b}"} <= set(value)
-    assert {"far", "far_copy", "far_permuted", "near", "near_copy", "kl", "kl_permuted"} <= set(
-        value)
+    assert {"far", "far_copy", "far_permuted", "near", "near_copy", "kl", "kl_permuted",
+            "far_se", "near_se"} <= set(value)
     rows = [json.loads(ln) for ln in (run / "log.jsonl").read_text().splitlines()]
     assert all({"value_acc", "copy_acc", "value_acc_permuted"} <= set(r) for r in rows)
     assert "Q_AB, actions permuted within the bin" in res.stdout and "verdict:" in res.stdout
