@@ -1,14 +1,12 @@
 """The boilerplate of ``agents/train_value.py``: agent and optimiser construction (the datasets:
-:mod:`agents.sources`),
-one optimizer step (:func:`train_step`), and the final report (value accuracy by IoU, probes,
-plots). Checkpoints live in :mod:`agents.checkpoint`, run folders (names, locks, resume) in
+:mod:`agents.sources`), the per-step schedules, and the final report (value accuracy by IoU,
+probes, plots). Checkpoints live in :mod:`agents.checkpoint`, run folders (names, locks, resume) in
 :mod:`agents.runs`, the ranks of a torchrun launch in :mod:`agents.distributed`, the loop's
-outputs in :mod:`agents.progress`. The training loop itself stays in the script."""
+outputs in :mod:`agents.progress`. The training step and loop live in the script."""
 
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -16,14 +14,11 @@ import numpy as np
 import torch
 
 from agents.ab import ABAgent
-from agents.checkpoint import (
-    non_finite,
-    save_checkpoint,  # noqa: F401 - re-exported (tests, benchmarks)
-)
+from agents.checkpoint import save_checkpoint  # noqa: F401 - re-exported (tests, benchmarks)
 from agents.checkpoint import write_checkpoint as atomic_save  # noqa: F401 - re-exported
 from agents.config import resolved
 from agents.data import TransitionSampler
-from agents.distributed import Ranks, rank_seed
+from agents.distributed import rank_seed
 from agents.networks import make_encoder
 from agents.sources import source_kwargs
 from agents.text import WordTokenizer
@@ -35,7 +30,6 @@ __all__ = [
     "ema_rates",
     "final_report",
     "make_optimizer",
-    "train_step",
 ]
 
 
@@ -134,41 +128,6 @@ def make_optimizer(args, agent: ABAgent, amp: torch.dtype | None):
         lr=args.lr)
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     return optimizer, scaler
-
-
-def train_step(model, agent, optimizer, scaler, batch, amp: torch.dtype | None,
-               grad_clip: float, ema_rate: float, ranks: Ranks, step: int,
-               gauges: bool = True) -> dict[str, float]:
-    """One optimizer step on ``batch`` (this rank's): the loss (``model``: the agent's loss,
-    DDP-wrapped with several ranks, which averages the gradients in ``backward``), the
-    clipped update, the EMA step of the target. Returns the loss's metrics (with the value
-    function's gauges when ``gauges``: :meth:`agents.ab.ABAgent.loss`). Raises
-    ``FloatingPointError`` on every rank if the loss of any rank, or a weight, is non-finite."""
-    with torch.autocast(batch.base_views.device.type, dtype=amp or torch.float32,
-                        enabled=amp is not None):
-        loss, metrics = model(batch, gauges)
-    if ranks.any(not math.isfinite(metrics["loss"])):
-        raise FloatingPointError(f"non-finite loss ({metrics['loss']} on rank {ranks.rank}) at "
-                                 f"step {step + 1}" if ranks.distributed else
-                                 f"non-finite loss ({metrics['loss']}) at step {step + 1}")
-    optimizer.zero_grad(set_to_none=True)
-    if scaler is not None:
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-    else:
-        loss.backward()
-    if grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(agent.online.parameters(), grad_clip)
-    if scaler is not None:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        optimizer.step()
-    agent.update_target(ema_rate)
-    bad = non_finite(agent.online.named_parameters())
-    if bad:  # the loss was finite but the update was not (the same on every rank)
-        raise FloatingPointError(f"non-finite weights {bad[:3]} after step {step + 1}")
-    return metrics
 
 
 def _plot(run_dir: Path, log: list[dict], value_acc: dict, probes: dict) -> None:

@@ -22,6 +22,7 @@ saves like Ctrl-C. What survives which fault: docs/architecture.md.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from contextlib import ExitStack
@@ -36,7 +37,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 from agents.arg_checks import check_train_args  # noqa: E402
-from agents.checkpoint import CHECKPOINT, restore_checkpoint, save_checkpoint  # noqa: E402
+from agents.checkpoint import (  # noqa: E402
+    CHECKPOINT,
+    non_finite,
+    restore_checkpoint,
+    save_checkpoint,
+)
 from agents.config import (  # noqa: E402, F401 - Args, PRESETS, parse_args: re-exported
     PRESETS,
     RESUME_MAY_CHANGE,
@@ -59,8 +65,41 @@ from agents.train_utils import (  # noqa: E402
     ema_rates,
     final_report,
     make_optimizer,
-    train_step,
 )
+
+
+def train_step(model, agent, optimizer, scaler, batch, amp: torch.dtype | None,
+               grad_clip: float, ema_rate: float, ranks: Ranks, step: int,
+               gauges: bool = True) -> dict[str, float]:
+    """One optimizer step on ``batch`` (this rank's): the loss (``model``: the agent's loss,
+    DDP-wrapped with several ranks, which averages the gradients in ``backward``), the
+    clipped update, the EMA step of the target. Returns the loss's metrics (with the value
+    function's gauges when ``gauges``: :meth:`agents.ab.ABAgent.loss`). Raises
+    ``FloatingPointError`` on every rank if the loss of any rank, or a weight, is non-finite."""
+    with torch.autocast(batch.base_views.device.type, dtype=amp or torch.float32,
+                        enabled=amp is not None):
+        loss, metrics = model(batch, gauges)  # base loss + ab_weight * bootstrapping loss
+    if ranks.any(not math.isfinite(metrics["loss"])):
+        where = f" on rank {ranks.rank}" if ranks.distributed else ""
+        raise FloatingPointError(f"non-finite loss ({metrics['loss']}{where}) at step {step + 1}")
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:  # fp16: scaled backward, unscaled before the clip
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(agent.online.parameters(), grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    agent.update_target(ema_rate)  # the EMA target: target <- target + rate (online - target)
+    bad = non_finite(agent.online.named_parameters())
+    if bad:  # the loss was finite but the update was not (the same on every rank)
+        raise FloatingPointError(f"non-finite weights {bad[:3]} after step {step + 1}")
+    return metrics
 
 
 def train(args: Args, given: set[str] | None = None) -> dict:
@@ -139,16 +178,14 @@ def _run(args: Args, run_dir: Path, resumed: dict | None, stop: StopSignals,
         return (f"the last checkpoint is kept: {ckpt_path} (step {saved_step})"
                 if saved_step is not None else "no checkpoint was written yet")
 
-    # ALGO LOGIC: the training loop
-    # Ctrl-C / SIGTERM: finish the current step, save, exit (exact resumption); a second one
-    # stops at once. `between` marks the part of a step after which the state is half-updated
-    # (sampler and RNG advanced, weights maybe stepped, `step` not yet incremented).
-    between = False
-    stop.defer = True
+    # The loop. Ctrl-C / SIGTERM: finish the current step, save, stop (exact resumption); a
+    # second one stops at once. `between`: the state is half-updated (sampler and RNG advanced,
+    # weights maybe stepped, `step` not yet incremented), so an abrupt stop must not save.
+    between, stop.defer = False, True
     try:
         with progress:
             while step < last and not stop.received:
-                for group in optimizer.param_groups:
+                for group in optimizer.param_groups:  # the learning rate of this step
                     group["lr"] = float(lr_schedule[step]) * group.get("lr_scale", 1.0)
                 between = True
                 sync_streams(data, step, sampler, agent)  # streaming shards: this step's buffer
@@ -156,7 +193,7 @@ def _run(args: Args, run_dir: Path, resumed: dict | None, stop: StopSignals,
                 logged = (step + 1) % args.log_every == 0 or step + 1 == last
                 metrics = train_step(model, agent, optimizer, scaler, batch, amp,
                                      args.grad_clip, float(ema_schedule[step]), ranks, step,
-                                     gauges=logged)
+                                     gauges=logged)  # loss, backward, clip, step, EMA
                 step += 1
                 between = False
                 stop.sync(ranks.max)  # several ranks: all stop after the same step
@@ -186,8 +223,15 @@ def _run(args: Args, run_dir: Path, resumed: dict | None, stop: StopSignals,
     finally:
         stop.defer = False
     progress.close()
-    writer = progress.writer
     ranks.barrier()  # every rank is done; rank 0 reports alone
+    return _finish(args, agent, data, run_dir, step, stop, ranks, progress.writer)
+
+
+def _finish(args: Args, agent, data, run_dir: Path, step: int, stop: StopSignals, ranks: Ranks,
+            writer) -> dict:
+    """After the loop: what a stopped or partial run says, or, once training is complete (rank
+    0), the exported encoder and the final report. Returns the run's summary."""
+    ckpt_path = run_dir / CHECKPOINT
     if not ranks.main:
         return {"step": step, "interrupted": bool(stop.received), "signal": stop.exit_code(),
                 "rank": ranks.rank}

@@ -54,8 +54,8 @@ from _machine import cpu_model  # noqa: E402
 from agents.config import with_flags  # noqa: E402
 from agents.distributed import Ranks  # noqa: E402
 from agents.networks import make_encoder  # noqa: E402
-from agents.train_utils import build_agent, make_optimizer, train_step  # noqa: E402
-from agents.train_value import PRESETS, Args  # noqa: E402
+from agents.train_utils import build_agent, make_optimizer  # noqa: E402
+from agents.train_value import PRESETS, Args, train_step  # noqa: E402
 from imgmdp_env.datasets import make_dataset  # noqa: E402
 
 
@@ -97,7 +97,7 @@ class Row:
 
 
 def ours(name: str, args: Args, ds, device: torch.device, amp: bool) -> Row:
-    """The training step of ``agents/train_value.py`` (its own ``train_utils.train_step``:
+    """The training step of ``agents/train_value.py`` (its own ``train_value.train_step``:
     loss, clipped AdamW update, EMA update, finiteness checks), built by its own helpers from
     ``args``; the encoder is seeded with 0."""
     torch.manual_seed(0)

@@ -36,12 +36,8 @@ import agents.train_value as tv  # noqa: E402
 from agents.data import Batch  # noqa: E402
 from agents.distributed import LossModule, Ranks, launched  # noqa: E402
 from agents.sources import build_datasets  # noqa: E402
-from agents.train_utils import (  # noqa: E402
-    build_agent,
-    cosine_schedule,
-    make_optimizer,
-    train_step,
-)
+from agents.train_utils import build_agent, cosine_schedule, make_optimizer  # noqa: E402
+from agents.train_value import train_step  # noqa: E402
 
 TINY = ["--dataset-size", "16", "--image-size", "48", "--view-size", "32", "--base-batch", "4",
         "--proj-dim", "16", "--proj-hidden", "32", "--decoder-width", "16", "--decoder-depth",
