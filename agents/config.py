@@ -38,6 +38,10 @@ class Args:
     """where to train: auto = cuda if available, else cpu"""
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     """autocast dtype on CUDA (auto = bf16); the CPU always trains in fp32"""
+    render_on: Literal["device", "cpu"] = "device"
+    """where the training views are rendered: device = where the model trains (on a GPU the
+    images live there and only boxes cross; the same bytes as the CPU kernel), cpu = the
+    numba kernel on the CPU, then copied"""
     threads: int = 2
     """torch CPU threads"""
 
@@ -186,7 +190,7 @@ RESUME_MAY_CHANGE = {
     "total_steps", "lr", "min_lr", "warmup_steps", "weight_decay", "grad_clip",
     "log_every", "checkpoint_every", "tensorboard", "probe", "probe_dataset", "probe_train",
     "probe_test", "probe_max_samples", "random_twins", "probe_baselines", "value_batches",
-    "threads", "device", "precision", "decode_workers", "memory_budget",
+    "threads", "device", "precision", "decode_workers", "memory_budget", "render_on",
 }
 RESUME_PER_RUN = {"resume", "stop_at"}
 

@@ -141,6 +141,9 @@ class TransitionSampler:
     batch (their crop 0 is among the SimCLR annotations, their caption among CLIP's), not
     drawn from the bootstrap stream (which then draws the boxes only);
     seed: seeds the two random streams.
+    render_device: where the views are rendered and augmented (the banks are copied there):
+    ``"cuda"`` keeps the pixels on the GPU, only boxes and indices cross; the batches are the
+    same bytes as on the CPU (the random streams stay on the CPU).
     """
 
     def __init__(self, base_dataset: ImageDataset, boot_dataset: ImageDataset | None = None,
@@ -151,7 +154,7 @@ class TransitionSampler:
                  n_random: int = 4, caption_inputs: torch.Tensor | None = None,
                  color_jitter: float = 1.0, boot_color_jitter: float = 0.0,
                  boot_source: str = "views", boot_annotated: bool = False,
-                 seed: int = 0) -> None:
+                 seed: int = 0, render_device: torch.device | str = "cpu") -> None:
         if base not in BASES:
             raise ValueError(f"base {base!r} is not one of {BASES}")
         if candidates not in ("views", "random"):
@@ -183,9 +186,10 @@ class TransitionSampler:
                                  "batch: it needs " + "; ".join(filter(None, bad)))
         if base == "clip" and caption_inputs is None:
             raise ValueError("base='clip' needs caption_inputs (the tokenised captions)")
-        self.base_bank = base_dataset.bank()
         boot_dataset = base_dataset if boot_dataset is None else boot_dataset
-        self.boot_bank = boot_dataset.bank()
+        self._datasets = (base_dataset, boot_dataset)
+        self.render_device = torch.device(render_device)
+        self.refresh_banks()
         self.base, self.view_size, self.base_batch = base, view_size, base_batch
         self.boot_images, self.n_views = boot_images, n_views
         self.boot_scale, self.base_scale = boot_scale, base_scale
@@ -196,6 +200,16 @@ class TransitionSampler:
         self.base_gen = torch.Generator().manual_seed(seed)
         self.boot_gen = torch.Generator().manual_seed(seed + 1_000_003)
         self.others = pair_index(n_views)
+
+    def refresh_banks(self) -> None:
+        """(Re)take the datasets' packed images, on ``render_device``: call after a streaming
+        dataset replaced its buffer (on the CPU the bank is the dataset's own, updated in
+        place; on another device it is a copy)."""
+        base, boot = (ds.bank() for ds in self._datasets)
+        if self.render_device.type != "cpu":
+            base = base.to(self.render_device)
+            boot = base if self._datasets[1] is self._datasets[0] else boot.to(self.render_device)
+        self.base_bank, self.boot_bank = base, boot
 
     def state_dict(self) -> dict:
         """The random streams' states (for exact resumption)."""
@@ -208,7 +222,10 @@ class TransitionSampler:
     def _crops(self, bank, idx: torch.Tensor, scale: tuple[float, float],
                gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         boxes = sample_boxes(len(idx), scale=scale, image_aspect=bank.aspect[idx], generator=gen)
-        return render_views(bank, idx, boxes, self.view_size), boxes
+        # boxes come from the CPU stream (the same on every device); views are rendered where
+        # the bank is (render_device: the same bytes, imgmdp_env.views)
+        dev = bank.buffer.device
+        return render_views(bank, idx.to(dev), boxes.to(dev), self.view_size), boxes
 
     def sample_base(self, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
         """The base fields of a :class:`Batch`: ``base_views`` ``(V, B, 3, h, w)`` uint8

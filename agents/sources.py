@@ -104,8 +104,11 @@ def sync_streams(data: dict[str, ImageDataset], step: int,
     from imgmdp_env.datasets.stream import ShardStream
 
     for ds in {id(d): d for d in data.values()}.values():
-        if isinstance(ds, ShardStream) and ds.at_step(step) and ds is data["base"] and (
-                sampler is not None and sampler.caption_inputs is not None):
+        if not (isinstance(ds, ShardStream) and ds.at_step(step)) or sampler is None:
+            continue
+        if sampler.render_device.type != "cpu":  # its banks are copies of the old buffer
+            sampler.refresh_banks()
+        if ds is data["base"] and sampler.caption_inputs is not None:
             sampler.caption_inputs = agent.caption_inputs(ds.captions)
 
 

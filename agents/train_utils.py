@@ -70,10 +70,11 @@ def ema_rates(rate: float, schedule: str, total_steps: int) -> np.ndarray:
     return np.full(total_steps, rate)
 
 
-def build_agent(args, data: dict[str, ImageDataset], rank: int = 0
-                ) -> tuple[ABAgent, TransitionSampler]:
+def build_agent(args, data: dict[str, ImageDataset], rank: int = 0,
+                render_device: torch.device | str = "cpu") -> tuple[ABAgent, TransitionSampler]:
     """The agent (fresh weights from the current torch seed) and its batch sampler (its
-    streams seeded by ``--seed`` and the rank: :func:`agents.distributed.rank_seed`)."""
+    streams seeded by ``--seed`` and the rank: :func:`agents.distributed.rank_seed`; its
+    views rendered on ``render_device``)."""
     args = resolved(args)  # the "0 = auto" sizes (ann_batch, boot_images) made explicit
     cfg = args.ab
     tokenizer, text_dim, captions = None, 384, None
@@ -95,7 +96,7 @@ def build_agent(args, data: dict[str, ImageDataset], rank: int = 0
         caption_inputs=inputs, color_jitter=args.color_jitter,
         boot_color_jitter=args.boot_color_jitter, boot_source=args.boot_source,
         boot_annotated=cfg.annotated_boot,
-        seed=rank_seed(args.seed, rank),
+        seed=rank_seed(args.seed, rank), render_device=render_device,
     )
     return agent, sampler
 

@@ -141,7 +141,8 @@ def _run(args: Args, run_dir: Path, resumed: dict | None, stop: StopSignals,
     # data, agent, optimiser, schedules
     torch.manual_seed(args.seed)
     data = build_datasets(args)
-    agent, sampler = build_agent(args, data, ranks.rank)
+    agent, sampler = build_agent(args, data, ranks.rank,
+                                 device if args.render_on == "device" else "cpu")
     agent.to(device)
     optimizer, scaler = make_optimizer(args, agent, amp)
     # schedules, precomputed per step (DINO style)

@@ -261,19 +261,16 @@ def test_head_norm_batch_puts_batch_norm_in_phi_of_both_networks(dataset):
 
 
 def _ab_gradients(*names):
-    """Functions of ``benchmarks/ab_gradients.py`` (a script, not a package module)."""
+    """Functions of ``studies/ab_gradients.py`` (a study, outside the installed package)."""
     import importlib
-    import sys
-    from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    module = importlib.import_module("ab_gradients")
+    module = importlib.import_module("studies.ab_gradients")
     return [getattr(module, n) for n in names]
 
 
 @pytest.mark.parametrize("base", ["simclr", "dino"])
 def test_gradient_diagnostic_splits_the_encoder_gradient_by_loss(dataset, base):
-    """benchmarks/ab_gradients.py: at weight 0 the gradient is the base loss's alone, the
+    """studies/ab_gradients.py: at weight 0 the gradient is the base loss's alone, the
     bootstrapping part scales with the weight, and measuring leaves the agent as it was."""
     encoder_grad, gradient_stats = _ab_gradients("encoder_grad", "gradient_stats")
 
@@ -472,3 +469,31 @@ def test_value_input_chooses_the_tokens_the_decoder_reads(dataset):
     assert torch.equal(agent.online_q(batch, enc), want)
     loss, _ = agent.loss(batch)  # the whole step runs without the online bootstrap views
     assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("base", ["simclr", "clip"])
+def test_batches_rendered_by_the_portable_path_are_the_cpu_kernels(dataset, base, monkeypatch):
+    """--render-on device: on a GPU the sampler renders with the portable torch path; on the
+    CPU the same path (numba switched off) gives the same batch, field by field, bit for bit,
+    and leaves the random streams where the kernel leaves them."""
+    import imgmdp_env.views as views
+
+    _, kernel = make(dataset, base)
+    _, portable = make(dataset, base)
+    want = kernel.sample()
+    monkeypatch.setattr(views, "_bilinear_u8", None)
+    got = portable.sample()
+    for field in ("base_views", "boot_views", "actions", "boot_boxes", "base_index"):
+        assert torch.equal(getattr(got, field), getattr(want, field)), field
+    assert torch.equal(portable.base_gen.get_state(), kernel.base_gen.get_state())
+    assert torch.equal(portable.boot_gen.get_state(), kernel.boot_gen.get_state())
+
+
+def test_the_sampler_renders_where_its_banks_are(dataset):
+    """render_device: the banks are taken from the datasets again by refresh_banks (a stream's
+    new buffer); on the CPU they are the datasets' own banks, not copies."""
+    _, sampler = make(dataset)
+    assert sampler.render_device == torch.device("cpu")
+    assert sampler.base_bank is dataset.bank() and sampler.boot_bank is dataset.bank()
+    sampler.refresh_banks()
+    assert sampler.base_bank is dataset.bank()
