@@ -12,7 +12,7 @@ $(PYBIN):
 
 # pip (not uv/poetry) so that torch/torchvision come from the machine's local cache.
 $(STAMP): pyproject.toml constraints.txt | $(PYBIN)
-	$(PYBIN) -m pip install --quiet -c constraints.txt -e ".[test,text,rl,video]"
+	$(PYBIN) -m pip install --quiet -c constraints.txt -e ".[test,text,rl,video,studies]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -31,8 +31,8 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PYBIN) -m pip install --quiet -c constraints.txt -e ".[bench]"
-	$(PYBIN) benchmarks/env_throughput.py
-	$(PYBIN) benchmarks/train_throughput.py
+	$(PYBIN) -m benchmarks.env_throughput
+	$(PYBIN) -m benchmarks.train_throughput
 
 clean:
 	rm -rf $(VENV) runs demo.png .pytest_cache

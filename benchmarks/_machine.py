@@ -1,4 +1,4 @@
-"""What the benchmarks print about the machine they ran on."""
+"""What the benchmarks and the studies print about the machine they ran on."""
 
 import platform
 

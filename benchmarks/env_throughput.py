@@ -12,7 +12,7 @@ Goals (issue 2, at 256 envs): ImageView-v0 >= 5x (a), 10x as the stretch, and wi
 (env/kernel ratio <= 1.3). Each cell is warmed up (numba compiles on first use), then timed in
 short rounds for ``--seconds``; the median round rate is reported.
 
-    .venv/bin/python benchmarks/env_throughput.py [--seconds 2] [--envs 1 16 256]
+    .venv/bin/python -m benchmarks.env_throughput [--seconds 2] [--envs 1 16 256]
         [--no-antialias] [--clock wall|cpu]
 """
 
@@ -31,10 +31,10 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from _machine import cpu_model  # noqa: E402
 from gymnasium import spaces  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from benchmarks._machine import cpu_model  # noqa: E402
 from imgmdp_env.actions import action_to_relative  # noqa: E402
 from imgmdp_env.datasets import ImageDataset, make_dataset  # noqa: E402
 from imgmdp_env.env import ImageViewVectorEnv  # noqa: E402

@@ -19,7 +19,7 @@ load changes hit every row alike); the median round is reported, with the proces
 per step (all threads, the stream's decoder included) and, for the streams, the seconds the
 training thread waited on a refresh. Goal: a stream within 10% of RAM.
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/shard_throughput.py --threads 1
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python -m benchmarks.shard_throughput --threads 1
 """
 
 from __future__ import annotations
@@ -28,24 +28,19 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from _machine import cpu_model  # noqa: E402
-
-from agents.config import with_flags  # noqa: E402
-from agents.sources import sync_streams  # noqa: E402
-from agents.train_utils import build_agent, make_optimizer  # noqa: E402
-from agents.train_value import PRESETS  # noqa: E402
-from imgmdp_env.datasets import make_dataset  # noqa: E402
-from imgmdp_env.datasets.shards import read_shards, write_shards  # noqa: E402
-from imgmdp_env.datasets.stream import ShardStream  # noqa: E402
+from agents.config import with_flags
+from agents.sources import sync_streams
+from agents.train_utils import build_agent, make_optimizer
+from agents.train_value import PRESETS
+from benchmarks._machine import cpu_model
+from imgmdp_env.datasets import make_dataset
+from imgmdp_env.datasets.shards import read_shards, write_shards
+from imgmdp_env.datasets.stream import ShardStream
 
 
 class Row:

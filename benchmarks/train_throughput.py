@@ -27,7 +27,7 @@ machine, with ``--threads 1``, it is the cost of the step without the time spent
 optimiser), which no machine load changes: ``FLOPs vs base`` is the ratio the method's batch
 implies, the floor of ``step vs base`` once the encoder dominates (large encoders, GPUs).
 
-    .venv/bin/python benchmarks/train_throughput.py [--device cuda] [--encoder vit]
+    .venv/bin/python -m benchmarks.train_throughput [--device cuda] [--encoder vit]
 
 Needs lightly (the ``bench`` extra): ``.venv/bin/pip install -e ".[bench]"``.
 """
@@ -39,24 +39,19 @@ import math
 import os
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from _machine import cpu_model  # noqa: E402
-
-from agents.config import with_flags  # noqa: E402
-from agents.distributed import Ranks  # noqa: E402
-from agents.networks import make_encoder  # noqa: E402
-from agents.train_utils import build_agent, make_optimizer  # noqa: E402
-from agents.train_value import PRESETS, Args, train_step  # noqa: E402
-from imgmdp_env.datasets import make_dataset  # noqa: E402
+from agents.config import with_flags
+from agents.distributed import Ranks
+from agents.networks import make_encoder
+from agents.train_utils import build_agent, make_optimizer
+from agents.train_value import PRESETS, Args, train_step
+from benchmarks._machine import cpu_model
+from imgmdp_env.datasets import make_dataset
 
 
 def import_lightly():
@@ -66,7 +61,7 @@ def import_lightly():
         from lightly.models.modules import SimCLRProjectionHead
     except ImportError as e:
         raise SystemExit(
-            f"benchmarks/train_throughput.py compares against lightly's SimCLR, but lightly is "
+            f"benchmarks.train_throughput compares against lightly's SimCLR, but lightly is "
             f"not installed ({e}). Install the benchmark extra:\n"
             f"    .venv/bin/pip install -e \".[bench]\"    (or: pip install lightly==1.6.0)\n"
             f"or run with --skip-lightly.") from e

@@ -31,7 +31,7 @@ from agents.flat_args import args_from, flags_given, flat_fields, merge_resume_a
 from agents.train_value import train
 
 ROOT = Path(__file__).resolve().parents[1]
-# config.json of two real runs written before the nesting (benchmarks/value_factors.py cells)
+# config.json of two real runs written before the nesting (studies/value_factors.py cells)
 OLD_CONFIGS = Path(__file__).resolve().parent / "data" / "old_flat_configs"
 NEW_AB_FIELDS = {"center_momentum", "text_width", "text_depth"}  # flags the nesting added
 

@@ -323,16 +323,13 @@ def test_probe_report_puts_the_twins_mean_and_raw_pixels_beside_the_encoder():
 
 
 def test_the_gpu_check_reads_the_value_table_that_evaluate_prints():
-    """benchmarks/gpu_value_check.py parses evaluate.py's printed value table: its rows must
+    """studies/gpu_value_check.py parses evaluate.py's printed value table: its rows must
     come back as the numbers value_table printed (a renamed row would silently drop)."""
     import importlib
-    import sys
-    from pathlib import Path
 
     from agents.evaluate import value_table
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    check = importlib.import_module("gpu_value_check")
+    check = importlib.import_module("studies.gpu_value_check")
     bins = ["0.00-0.40", "0.40-1.00"]
     acc = {"chance": 0.1, "majority": 0.2}
     for k, b in enumerate(bins):

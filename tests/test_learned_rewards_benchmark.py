@@ -1,4 +1,4 @@
-"""benchmarks/learned_rewards.py: the rank AUC (Mann-Whitney U, ties half) against a brute-force
+"""studies/learned_rewards.py: the rank AUC (Mann-Whitney U, ties half) against a brute-force
 pair count and on hand-made cases, and the benchmark's main path on tiny scenes with a tiny
 untrained checkpoint: one row per scorer, AUCs in [0, 1], a resumable cell."""
 
@@ -10,9 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from tests.test_object_folder import _module
-
-lr = _module("benchmarks/learned_rewards.py")
+from studies import learned_rewards as lr
 
 
 def brute_auc(scores, positive) -> float:

@@ -1,14 +1,14 @@
 """The find-the-object scripts on any images with object boxes: ``examples/value_search.py`` and
-``benchmarks/find_object.py`` on a tiny COCO-style folder (48x48 PNGs, an instances file, two
+``studies/find_object.py`` on a tiny COCO-style folder (48x48 PNGs, an instances file, two
 classes): the episodes start in the folder's held-out test images only (never an image without
 an object), the goals are its category names, the goal crops come from its other images; bad
 source flags are refused naming the flag."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +26,10 @@ pytestmark = pytest.mark.filterwarnings("ignore:load_folder")  # the image witho
 
 
 def _module(path: str):
-    if path.startswith("benchmarks"):
-        sys.path.insert(0, str(ROOT / "benchmarks"))  # find_object imports _cells
+    """The script at ``path``: a study or benchmark as its package module (``studies/x.py``:
+    ``studies.x``), anything else (``examples/``) loaded from its file."""
+    if path.startswith(("studies/", "benchmarks/")):
+        return importlib.import_module(path.removesuffix(".py").replace("/", "."))
     spec = importlib.util.spec_from_file_location(Path(path).stem + "_under_test", ROOT / path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -119,7 +121,7 @@ def test_value_search_on_a_coco_folder(coco, ckpt, tmp_path, monkeypatch, capsys
 
 def test_find_object_on_a_coco_folder(coco, ckpt, tmp_path):
     folder, instances, bare = coco
-    fo = _module("benchmarks/find_object.py")
+    fo = _module("studies/find_object.py")
     out = tmp_path / "cells"
     argv = ["--checkpoint", str(ckpt), "--dataset", str(folder), "--instances", str(instances),
             "--holdout", str(HOLDOUT), "--eval-envs", "6", "--horizon", "3", "--out", str(out)]
@@ -157,7 +159,7 @@ def test_find_object_on_a_coco_folder(coco, ckpt, tmp_path):
 def test_bad_source_flags_name_the_flag(coco, extra, match, capsys):
     folder, instances, _ = coco
     extra = [x.format(folder=folder, instances=instances) for x in extra]
-    for module, argv in ((_module("benchmarks/find_object.py").parse_args, []),
+    for module, argv in ((_module("studies/find_object.py").parse_args, []),
                          (_module("examples/value_search.py").main, [])):
         with pytest.raises(SystemExit, match=match):  # before the checkpoint is even read
             module(["--checkpoint", "no/such/checkpoint", *extra, *argv])

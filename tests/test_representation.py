@@ -1,15 +1,14 @@
-"""The study's plumbing (benchmarks/representation.py): cells, equal views, resume, report."""
+"""The study's plumbing (studies/representation.py): cells, equal views, resume, report, and
+its intervals (scipy's t quantiles, checked against scipy's own t tests)."""
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
+from scipy import stats
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-import representation as rep  # noqa: E402
+from studies import representation as rep
 
 
 def test_plan_cells_are_unique_and_shared_cells_run_once():
@@ -71,7 +70,8 @@ def test_pooled_noise_gives_one_seed_cells_an_interval():
     sd, df = rep.pooled_sd([[0.40, 0.42, 0.44], [0.50, 0.52], [0.9]])  # the single seed: no df
     assert df == 3 and sd == pytest.approx(((0.0008 + 0.0002) / 3) ** 0.5)
     d, half, sig = rep.difference([0.50], [0.40, 0.42, 0.44], (0.01, 8))
-    assert d == pytest.approx(0.08) and half == pytest.approx(2.31 * 0.01 * (1 + 1 / 3) ** 0.5)
+    assert d == pytest.approx(0.08) and half == pytest.approx(
+        stats.t.ppf(0.975, 8) * 0.01 * (1 + 1 / 3) ** 0.5)  # 2.306: t at 8 df
     assert sig
     assert not rep.difference([0.425], [0.40, 0.42, 0.44], (0.01, 8))[2]
     assert rep.difference([0.5], [0.4], (0.0, 0))[1] == float("inf")  # nothing pooled
@@ -84,6 +84,52 @@ def test_difference_calls_noise_noise():
     assert d == pytest.approx(0.10) and sig and 0 < half < 0.1
     _, half, sig = rep.difference([0.6], [0.5])  # one seed: no estimate of the noise
     assert half == float("inf") and not sig
+
+
+def test_t_quantile_is_scipys_at_fractional_degrees_of_freedom():
+    assert rep.t95(2) == pytest.approx(4.302653, rel=1e-6)  # the old table said 4.30
+    assert rep.t95(8) == pytest.approx(2.306004, rel=1e-6)
+    # Welch's df is fractional: no longer rounded down to the table's next lower entry
+    # (4.6 df used to get 4 df's 2.78, 14 df used 10 df's 2.23)
+    assert rep.t95(5) < rep.t95(4.6) < rep.t95(4) and rep.t95(4.6) < 2.776
+    assert rep.t95(14) == pytest.approx(stats.t.ppf(0.975, 14)) and rep.t95(14) < 2.15
+    with pytest.raises(ValueError, match="degrees of freedom"):
+        rep.t95(0)
+
+
+def _ci_half(res) -> float:
+    ci = res.confidence_interval(0.95)
+    return (ci.high - ci.low) / 2
+
+
+@pytest.mark.parametrize("a, b", [
+    ([0.60, 0.61, 0.59], [0.50, 0.51, 0.49]),
+    ([0.50, 0.52, 0.48], [0.49, 0.51, 0.50]),
+    ([0.61, 0.66, 0.58, 0.70], [0.55, 0.56, 0.555]),  # unequal sizes and spreads
+    ([0.40, 0.47, 0.43], [0.40, 0.401, 0.399, 0.4005, 0.3995]),
+])
+def test_welch_difference_is_scipys_welch_t_test(a, b):
+    d, half, sig = rep.difference(a, b)
+    res = stats.ttest_ind(a, b, equal_var=False)
+    assert d == pytest.approx(sum(a) / len(a) - sum(b) / len(b))
+    assert half == pytest.approx(_ci_half(res), rel=1e-9)
+    assert sig == (res.pvalue < 0.05)
+
+
+@pytest.mark.parametrize("a, b", [
+    ([0.60, 0.62, 0.61], [0.50, 0.50, 0.52]),
+    ([0.50, 0.52, 0.48], [0.49, 0.51, 0.50]),
+    ([0.31, 0.35, 0.30, 0.33], [0.30, 0.31, 0.31, 0.30]),
+])
+def test_paired_difference_is_scipys_paired_t_test(a, b):
+    d, half, sig = rep.paired_difference(a, b)
+    res = stats.ttest_rel(a, b)
+    assert d == pytest.approx(sum(x - y for x, y in zip(a, b, strict=True)) / len(a))
+    assert half == pytest.approx(_ci_half(res), rel=1e-9)
+    assert sig == (res.pvalue < 0.05)
+    assert rep.paired_difference([0.6], [0.5])[1] == float("inf")  # one pair: no noise estimate
+    with pytest.raises(ValueError, match="equal, non-zero lengths"):
+        rep.paired_difference([0.6, 0.5], [0.5])
 
 
 def test_report_regenerates_the_results_section(tmp_path):

@@ -16,7 +16,7 @@ rate, episode length, the return of the dense reward (sum of ``p``, the same sca
 arms) and the return with the payment. A uniformly random policy is the reference row.
 Mean +- sd over seeds.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/terminal_payment.py [--steps 20000]
+    OMP_NUM_THREADS=1 .venv/bin/python -m studies.terminal_payment [--steps 20000]
         [--seeds 0 1 2] [--num-envs 8] [--view-size 24] [--threads 1]
 """
 
@@ -33,13 +33,13 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from _machine import cpu_model  # noqa: E402
 from gymnasium import spaces  # noqa: E402
 from stable_baselines3 import PPO  # noqa: E402
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor  # noqa: E402
 from torch import nn  # noqa: E402
 
 import imgmdp_env  # noqa: E402, F401
+from benchmarks._machine import cpu_model  # noqa: E402
 from imgmdp_env.datasets.splits import load_split  # noqa: E402
 from imgmdp_env.rewards import VectorCaptionMatchReward  # noqa: E402
 from imgmdp_env.sb3 import SB3VecEnv  # noqa: E402

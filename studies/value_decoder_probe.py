@@ -8,7 +8,7 @@ learning rate decays; here nothing moves but the branch, so this isolates the qu
 target predictable from (x_i, a) beyond what x_i alone gives?" from the question "does joint
 training get there in 1200 steps?".
 
-    python benchmarks/value_decoder_probe.py --checkpoint runs/<run> --value-residual gated \\
+    python -m studies.value_decoder_probe --checkpoint runs/<run> --value-residual gated \\
         --decoder-geometry --steps 3000
 
 Pairs are drawn as in training (the run's bootstrap batch: ``--boot-images`` x ``--n-views``
@@ -21,21 +21,17 @@ probe test images (``--test-batches``); the targets are the checkpoint's EMA tar
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from agents.ab import ABNetwork, load_agent  # noqa: E402
-from agents.data import TransitionSampler, pair_index  # noqa: E402
-from agents.evaluate import PROBE_TEST, PROBE_TRAIN, SPLIT_IOU, probe_sets  # noqa: E402
-from imgmdp_env.datasets.splits import load_split  # noqa: E402
-from imgmdp_env.views import box_iou  # noqa: E402
+from agents.ab import ABNetwork, load_agent
+from agents.data import TransitionSampler, pair_index
+from agents.evaluate import PROBE_TEST, PROBE_TRAIN, SPLIT_IOU, probe_sets
+from imgmdp_env.datasets.splits import load_split
+from imgmdp_env.views import box_iou
 
 
 @torch.no_grad()

@@ -21,11 +21,15 @@ steps, since an AB step also renders the bootstrap views. Groups (``--groups``):
   features once it has a larger share of the encoder's gradient?);
 - ``scaling``: the AB minus base gap at several budgets.
 
-    python benchmarks/representation.py --groups core              # the core table (~60 min)
-    python benchmarks/representation.py                            # everything (many hours)
-    python benchmarks/representation.py --quick                    # every cell tiny (smoke)
-    python benchmarks/representation.py --scale gpu                # larger cells, ViT-S/16
-    python benchmarks/representation.py --report                   # tables from the files
+    python -m studies.representation --groups core        # the core table (~60 min)
+    python -m studies.representation                      # everything (many hours)
+    python -m studies.representation --quick              # every cell tiny (smoke)
+    python -m studies.representation --scale gpu          # larger cells, ViT-S/16
+    python -m studies.representation --report             # tables from the files
+
+(from the repository root). A difference's 95% interval uses Student's t quantile
+(``scipy.stats.t.ppf``) at its exact degrees of freedom: Welch's fractional ones for two cells'
+own seeds, ``n - 1`` for seeds paired by index, the pooled ones for a family of cells.
 """
 
 from __future__ import annotations
@@ -34,15 +38,14 @@ import argparse
 import math
 import os
 import statistics
-import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scipy import stats
 
-from _cells import (  # noqa: E402
+from studies._cells import (
     ROOT,
     code_version,
     load_cell,
@@ -90,7 +93,7 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     "near": (["--boot-scale", "0.3", "1.0"], "near crop pairs (30-100% of the image)"),
     "far": (["--boot-scale", "0.05", "0.3"], "far crop pairs (5-30% of the image)"),
     "weight-4": (["--ab-weight", "4"], "the bootstrapping loss 4x heavier (at weight 1 its "
-                 "encoder gradient is about 0.1x the base loss's: benchmarks/ab_gradients.py)"),
+                 "encoder gradient is about 0.1x the base loss's: studies/ab_gradients.py)"),
     "weight-10": (["--ab-weight", "10"], "the bootstrapping loss 10x heavier (its share of the "
                   "encoder's Adam step above the base loss's)"),
     "boot-base": (["--boot-source", "base", "--n-views", "2"],
@@ -258,15 +261,12 @@ def baseline_cell(dataset: str, out: Path, scale: str, threads: int) -> dict:
 # ---------------------------------------------------------------------------------------------
 # statistics and the report
 # ---------------------------------------------------------------------------------------------
-# two-sided 95% critical values of Student's t by degrees of freedom (Welch's df, rounded down)
-T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26,
-       10: 2.23, 15: 2.13, 20: 2.09, 30: 2.04}
-
-
 def t95(df: float) -> float:
-    """Critical value for ``df`` (the table's next lower entry: conservative)."""
-    keys = [k for k in T95 if k <= max(df, 1)]
-    return T95[max(keys)]
+    """The two-sided 95% critical value of Student's t with ``df`` degrees of freedom, which
+    may be fractional (Welch's): ``scipy.stats.t.ppf(0.975, df)``."""
+    if not df > 0:
+        raise ValueError(f"t95: degrees of freedom must be > 0, got {df}")
+    return float(stats.t.ppf(0.975, df))
 
 
 def mean_sd(xs: list[float]) -> tuple[float, float]:
@@ -288,10 +288,12 @@ def pooled_sd(samples: Iterable[list[float]]) -> tuple[float, int]:
 def difference(a: list[float], b: list[float], pooled: tuple[float, int] | None = None
                ) -> tuple[float, float, bool]:
     """``mean(a) - mean(b)``, its half-width at 95%, and whether it is outside the noise (the
-    interval excludes 0). Welch's interval from the two cells' own seeds; or, with ``pooled``
-    = ``(sd, df)`` (:func:`pooled_sd` over a family of cells sharing one noise level), the
-    t interval with that sd, which also covers a cell of one seed. Without either estimate
-    (one seed per side, nothing pooled) the interval is infinite: never significant."""
+    interval excludes 0). Welch's interval from the two cells' own seeds, at Welch's
+    (fractional) degrees of freedom: the interval and the verdict of
+    ``scipy.stats.ttest_ind(a, b, equal_var=False)``; or, with ``pooled`` = ``(sd, df)``
+    (:func:`pooled_sd` over a family of cells sharing one noise level), the t interval with
+    that sd, which also covers a cell of one seed. Without either estimate (one seed per side,
+    nothing pooled) the interval is infinite: never significant."""
     if pooled is not None and pooled[1] > 0:
         sd, df = pooled
         d = statistics.mean(a) - statistics.mean(b)
@@ -311,8 +313,9 @@ def difference(a: list[float], b: list[float], pooled: tuple[float, int] | None 
 
 def paired_difference(a: list[float], b: list[float]) -> tuple[float, float, bool]:
     """``mean(a - b)`` over seeds paired by index (the same seed: the same initial weights and
-    data streams), its 95% half-width (Student's t, ``n - 1`` df) and whether it is outside
-    the noise. One pair: an infinite interval (never significant)."""
+    data streams), its 95% half-width (Student's t, ``n - 1`` df: the interval and the verdict
+    of ``scipy.stats.ttest_rel(a, b)``) and whether it is outside the noise. One pair: an
+    infinite interval (never significant)."""
     if len(a) != len(b) or not a:
         raise ValueError(f"paired samples need equal, non-zero lengths (got {len(a)}, {len(b)})")
     d = [x - y for x, y in zip(a, b, strict=True)]

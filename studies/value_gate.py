@@ -6,23 +6,19 @@ and the accuracy of each expert alone (the decoder's ``Q_dec``, the online copy 
 beside the mixture's, on far (IoU < 0.4) and near pairs. The targets are
 ``argmax_l p_ema(l | x_j)``, as in ``agents.evaluate.value_accuracy_by_iou``.
 
-    python benchmarks/value_gate.py runs/<run> [runs/<run2> ...] --batches 48
+    python -m studies.value_gate runs/<run> [runs/<run2> ...] --batches 48
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from agents.ab import load_agent  # noqa: E402
-from agents.data import TransitionSampler, pair_index  # noqa: E402
-from agents.evaluate import PROBE_TEST, PROBE_TRAIN, SPLIT_IOU, probe_sets  # noqa: E402
-from imgmdp_env.views import box_iou  # noqa: E402
+from agents.ab import load_agent
+from agents.data import TransitionSampler, pair_index
+from agents.evaluate import PROBE_TEST, PROBE_TRAIN, SPLIT_IOU, probe_sets
+from imgmdp_env.views import box_iou
 
 
 @torch.no_grad()

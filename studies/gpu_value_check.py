@@ -7,11 +7,12 @@ beside itself with permuted actions: ``agents/evaluate.py --no-probes``), and it
 end every run is probed (linear, kNN, attentive). Writes ``<out>/check.json`` and
 ``<out>/check.md`` (the tables).
 
-    python benchmarks/gpu_value_check.py --device cuda --steps 20000            # on a GPU
-    python benchmarks/gpu_value_check.py --device cpu --steps 40 --segments 2 \\
-        --out /tmp/gpu_check --no-probe                                        # a rehearsal
+    python -m studies.gpu_value_check --device cuda --steps 20000            # on a GPU
+    python -m studies.gpu_value_check --device cpu --steps 40 --segments 2 \\
+        --out /tmp/gpu_check --no-probe                                     # a rehearsal
 
-On a machine without the project installed, put it on the path: ``PYTHONPATH=. python ...``.
+Run from the repository root; that also serves a machine without the project installed (the
+runs it starts get the repository on ``PYTHONPATH``).
 """
 
 from __future__ import annotations
@@ -26,10 +27,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from agents.evaluate import SPLIT_IOU  # far pairs below, near at or above
 
-from agents.evaluate import SPLIT_IOU  # noqa: E402  (far pairs below, near at or above)
+ROOT = Path(__file__).resolve().parents[1]
 
 TRAIN = [sys.executable, str(ROOT / "agents" / "train_value.py")]
 EVAL = [sys.executable, str(ROOT / "agents" / "evaluate.py")]

@@ -19,31 +19,26 @@ each with its spread over the batches. A diagnostic, not a result: it says wheth
 bootstrapping loss has a say in the features at this budget, and whether it agrees with the
 base loss.
 
-    python benchmarks/ab_gradients.py runs/default_s1 runs/default_s2 --batches 16
+    python -m studies.ab_gradients runs/default_s1 runs/default_s2 --batches 16
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from _machine import cpu_model  # noqa: E402
-
-from agents.ab import ABAgent  # noqa: E402
-from agents.checkpoint import read_checkpoint, require  # noqa: E402
-from agents.config import Args  # noqa: E402
-from agents.data import Batch  # noqa: E402
-from agents.flat_args import args_from  # noqa: E402
-from agents.sources import build_datasets  # noqa: E402
-from agents.train_utils import build_agent, make_optimizer  # noqa: E402
+from agents.ab import ABAgent
+from agents.checkpoint import read_checkpoint, require
+from agents.config import Args
+from agents.data import Batch
+from agents.flat_args import args_from
+from agents.sources import build_datasets
+from agents.train_utils import build_agent, make_optimizer
+from benchmarks._machine import cpu_model
 
 
 def encoder_grad(agent: ABAgent, batch: Batch, ab_weight: float) -> torch.Tensor:

@@ -8,9 +8,9 @@ bootstrap views). Every run is probed on the same fixed probe sets (``agents.eva
 the baseline rows are the same for every run. Prints per-run rows, the mean +- sd over seeds,
 and the value accuracy by IoU of the AB runs, as markdown tables.
 
-    python benchmarks/ab_vs_base.py --seeds 1 2 3 --runs-dir /tmp/ab_vs_base
-    python benchmarks/ab_vs_base.py --seeds 1 2 3 --no-base      # the default run's table only
-    python benchmarks/ab_vs_base.py --seeds 1 2 3 -- --base dino   # extra train_value flags
+    python -m studies.ab_vs_base --seeds 1 2 3 --runs-dir /tmp/ab_vs_base
+    python -m studies.ab_vs_base --seeds 1 2 3 --no-base      # the default run's table only
+    python -m studies.ab_vs_base --seeds 1 2 3 -- --base dino   # extra train_value flags
 """
 
 from __future__ import annotations
@@ -24,13 +24,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from _cells import views_per_step  # noqa: E402
-from _machine import cpu_model  # noqa: E402
-
-from agents.train_value import parse_args  # noqa: E402
+from agents.train_value import parse_args
+from benchmarks._machine import cpu_model
+from studies._cells import ROOT, views_per_step
 
 PROBES = ("linear", "knn", "attentive")
 

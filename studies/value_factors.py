@@ -10,26 +10,25 @@ answers) and drawn apart from them (``others``: the question of ``--no-boot-anno
 that cells trained on either question are compared on both. Cells are written to ``--out`` as
 JSON as they finish and are skipped when rerun (the sweep resumes cell by cell).
 
-    python benchmarks/value_factors.py                                   # the default cells
-    python benchmarks/value_factors.py --only default plain --seeds 1 2 3 --parallel 2
-    python benchmarks/value_factors.py --report                          # tables only
+    python -m studies.value_factors                                   # the default cells
+    python -m studies.value_factors --only default plain --seeds 1 2 3 --parallel 2
+    python -m studies.value_factors --report                          # tables only
 
 Differences are paired per seed (the same seed gives both cells the same initial weights and
-data streams): the mean over seeds of ``cell - reference`` and its 95% t interval.
+data streams): the mean over seeds of ``cell - reference`` and its 95% t interval
+(``studies.representation.paired_difference``: ``n - 1`` degrees of freedom, the quantile from
+``scipy.stats.t.ppf``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _cells import ROOT, code_version, load_cell, machine, run_train, save_cell  # noqa: E402
-from representation import paired_difference  # noqa: E402
+from studies._cells import ROOT, code_version, load_cell, machine, run_train, save_cell
+from studies.representation import paired_difference
 
 # name -> (flags changed from the default run, what the cell measures)
 CELLS: dict[str, tuple[list[str], str]] = {

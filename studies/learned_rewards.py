@@ -23,12 +23,12 @@ image's own objects, each pair ``(view, goal)`` gets
 
 Per scorer: the ROC AUC of the reward for separating "the goal is visible" (visibility >=
 ``--threshold``) from "not" (:func:`roc_auc`: Mann-Whitney U, ties counted half) and Spearman's
-rank correlation of the reward with the visibility (``find_object._spearman``), pooled over
-all pairs, with the counts of positives and negatives::
+rank correlation of the reward with the visibility (``studies.find_object._spearman``), pooled
+over all pairs, with the counts of positives and negatives::
 
-    python benchmarks/learned_rewards.py --checkpoint /tmp/runs/ab_s1 \
+    python -m studies.learned_rewards --checkpoint /tmp/runs/ab_s1 \
         --base-checkpoint /tmp/runs/ab0_s1 --views 2000 --out /tmp/learned_rewards
-    python benchmarks/learned_rewards.py --checkpoint ... --dataset path/to/images \
+    python -m studies.learned_rewards --checkpoint ... --dataset path/to/images \
         --instances path/to/instances.json          # any COCO-style folder (find_object's flags)
 
 ``--out``: a folder (the cell is ``<dataset label>_learned-rewards_s<seed>.json``, named as
@@ -43,22 +43,16 @@ memory grows as the square of the pairs (~2.3 per scenes view: 4000 views ~ 170 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))  # _cells, find_object (also when imported)
-
-from _cells import code_version, load_cell, machine, save_cell  # noqa: E402
-from find_object import _spearman, dataset_label  # noqa: E402
-
-from agents.arg_checks import check_object_args  # noqa: E402
-from agents.sources import add_object_flags, source_kwargs  # noqa: E402
+from agents.arg_checks import check_object_args
+from agents.sources import add_object_flags, source_kwargs
+from studies._cells import ROOT, code_version, load_cell, machine, save_cell
+from studies.find_object import _spearman, dataset_label
 
 NETWORKS = ("target", "online")
 UNTRAINED = "untrained (EdgeThumbnail)"

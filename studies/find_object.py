@@ -34,13 +34,13 @@ cells whose settings match, so the benchmark resumes cell by cell):
   from the checkpoint's encoder frozen, or fine-tuned; ``--ppo-steps`` env steps each, evaluated
   at 4 points along training (the curve) on the test episodes.
 
-    python benchmarks/find_object.py --checkpoint /tmp/fo_runs/ab_s1           # all but the control
-    python benchmarks/find_object.py --checkpoint /tmp/fo_runs/ab_s1 \
+    python -m studies.find_object --checkpoint /tmp/fo_runs/ab_s1           # all but the control
+    python -m studies.find_object --checkpoint /tmp/fo_runs/ab_s1 \
         --base-checkpoint /tmp/fo_runs/base_s1 --only search-base value-ranking-base
-    python benchmarks/find_object.py --checkpoint ... --only random search --seeds 0
-    python benchmarks/find_object.py --checkpoint ... --dataset path/to/images \
+    python -m studies.find_object --checkpoint ... --only random search --seeds 0
+    python -m studies.find_object --checkpoint ... --dataset path/to/images \
         --instances path/to/instances.json --only random search   # any COCO-style folder
-    python benchmarks/find_object.py --checkpoint ... --dataset train2017/ \
+    python -m studies.find_object --checkpoint ... --dataset train2017/ \
         --instances instances_train2017.json --test-dataset val2017/ \
         --test-instances instances_val2017.json
 
@@ -59,7 +59,6 @@ import argparse
 import hashlib
 import json
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -67,16 +66,12 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from _cells import code_version, load_cell, machine, save_cell  # noqa: E402
-
-import imgmdp_env  # noqa: E402, F401  (registers ImageView-v0)
-from agents.arg_checks import check_object_args  # noqa: E402
-from agents.sources import add_object_flags, object_env, source_kwargs  # noqa: E402
-from imgmdp_env.datasets import source_kind  # noqa: E402
-from imgmdp_env.rewards import VectorCaptionMatchReward  # noqa: E402
+import imgmdp_env  # noqa: F401  (registers ImageView-v0)
+from agents.arg_checks import check_object_args
+from agents.sources import add_object_flags, object_env, source_kwargs
+from imgmdp_env.datasets import source_kind
+from imgmdp_env.rewards import VectorCaptionMatchReward
+from studies._cells import ROOT, code_version, load_cell, machine, save_cell
 
 POLICIES = ("oracle", "random", "grid-random", "search", "search-softmax", "search-base",
             "ppo-scratch", "ppo-frozen", "ppo-finetune", "value-ranking", "value-ranking-base")

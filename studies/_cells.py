@@ -1,6 +1,7 @@
 """One study cell = one ``agents/train_value.py`` run whose figures are kept as a JSON file.
 
-Shared by the resumable studies (``representation.py``, ``value_factors.py``): a finished cell
+Shared by the resumable studies (``studies.representation``, ``studies.value_factors``, and the
+cell files of ``studies.find_object`` / ``studies.learned_rewards``): a finished cell
 is a file ``<out>/<cell id>.json`` (written atomically, with the config, the figures, the wall
 time, the machine and its load), and a rerun skips it; a cell's run folder under
 ``<out>/runs/`` is scratch (not committed).
@@ -16,12 +17,10 @@ import sys
 import time
 from pathlib import Path
 
+from agents.checkpoint import atomic_write
+from benchmarks._machine import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from _machine import cpu_model  # noqa: E402
-
-from agents.checkpoint import atomic_write  # noqa: E402
 
 
 def machine() -> str:
