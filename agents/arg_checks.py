@@ -1,13 +1,13 @@
 """Argument checks of the two CLIs (``agents/train_value.py``, ``agents/evaluate.py``) and of
 the source flags of the find-the-object scripts (:func:`check_object_args`), run before any
 work: each names the flag, shows the bad value and says what is valid (the helpers of
-:mod:`imgmdp_env._checks`). Errors become ``SystemExit`` with that message."""
+:mod:`imgmdp_env.checks`). Errors become ``SystemExit`` with that message."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from imgmdp_env import _checks as check
+from imgmdp_env import checks as check
 from imgmdp_env.datasets import NAMED, is_source, source_kind
 
 __all__ = ["OBJECT_NAMED", "check_eval_args", "check_object_args", "check_train_args",

@@ -37,7 +37,7 @@ from agents.probes import (  # noqa: E402, F401 - PROBE_*: re-exported (their ol
     PROBE_TEST,
     PROBE_TRAIN,
     PROBES,
-    _device_of,
+    device_of,
     probe_all,
     probe_samples,
 )
@@ -424,7 +424,7 @@ def probe_report(
             out["random init"] = {**row, "n_test": n_test}
     if raw_pixels:
         started("raw pixels")
-        raw = RawPixels().to(_device_of(encoder) if encoder is not None else "cpu")
+        raw = RawPixels().to(device_of(encoder) if encoder is not None else "cpu")
         out["raw pixels"] = {**probe_all(raw, train_ds, test_ds, **kw), "n_test": n_test}
     if majority and len(test_labels):
         top = float(torch.bincount(test_labels).max()) / len(test_labels)
@@ -494,7 +494,7 @@ def random_twin(encoder: nn.Module, seed: int = 0) -> nn.Module:
                         "build encoders with agents.networks.make_encoder")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return make_encoder(**config).to(_device_of(encoder)).eval()
+        return make_encoder(**config).to(device_of(encoder)).eval()
 
 
 def probe_table(results: dict[str, dict[str, float]]) -> str:

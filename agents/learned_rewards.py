@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from imgmdp_env import _checks as check
+from imgmdp_env import checks as check
 from imgmdp_env.datasets import ImageDataset
 from imgmdp_env.scorers import EmbeddingScorer, curation_scorer
 from imgmdp_env.views import render_views

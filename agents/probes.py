@@ -114,7 +114,8 @@ class Features:
     labels: torch.Tensor
 
 
-def _device_of(module: nn.Module) -> torch.device:
+def device_of(module: nn.Module) -> torch.device:
+    """The device of ``module``'s first parameter (the CPU for a module without any)."""
     p = next(iter(module.parameters()), None)
     return p.device if p is not None else torch.device("cpu")
 
@@ -138,7 +139,7 @@ def extract_features(
     """
     image_idx, boxes, labels = probe_samples(ds, box_scale, max_samples, seed)
     bank = ds.bank()
-    device = _device_of(encoder)
+    device = device_of(encoder)
     was_training = encoder.training
     encoder.eval()
     tokens, pooled = [], []

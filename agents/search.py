@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from gymnasium import spaces
 from gymnasium.vector import VectorEnv
 
-from imgmdp_env import _checks as check
+from imgmdp_env import checks as check
 from imgmdp_env.actions import action_to_relative
 from imgmdp_env.datasets import ImageDataset
 from imgmdp_env.views import apply_relative, clamp_boxes, relative_box

@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from imgmdp_env import _checks as check
+from imgmdp_env import checks as check
 
 __all__ = ["BOX_ACTIONS", "action_to_relative", "relative_to_action"]
 

@@ -24,15 +24,15 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from imgmdp_env import _checks as check
+from imgmdp_env import checks as check
 from imgmdp_env.actions import BOX_ACTIONS, action_to_relative
 from imgmdp_env.datasets.cache import cached_dataset
 from imgmdp_env.vector_attrs import VectorAttrs
 from imgmdp_env.views import (
-    _render_views,
     apply_relative,
     clamp_boxes,
     render_views,
+    render_views_unchecked,
     sample_boxes,
 )
 
@@ -206,12 +206,12 @@ class ImageViewVectorEnv(VectorAttrs, VectorEnv):
         # may keep it), so _obs returns it without a copy; the env keeps it only for render().
         if mask is None:  # the step path: render straight into the new array
             views = torch.empty(self.views.shape, dtype=torch.uint8)
-            _render_views(self.bank, self.image_idx, self.boxes, *self.view_size,
-                          self.antialias, views)  # valid by construction: no checks
+            render_views_unchecked(self.bank, self.image_idx, self.boxes, *self.view_size,
+                                   self.antialias, views)  # valid by construction: no checks
             self.views = views if aug is None else _augment(views, aug)
             return
-        views = _render_views(self.bank, self.image_idx[mask], self.boxes[mask],
-                              *self.view_size, self.antialias)
+        views = render_views_unchecked(self.bank, self.image_idx[mask], self.boxes[mask],
+                                       *self.view_size, self.antialias)
         self.views = self.views.clone()
         self.views[mask] = views if aug is None else _augment(views, aug[mask])
 
@@ -272,7 +272,7 @@ class ImageViewVectorEnv(VectorAttrs, VectorEnv):
         except (TypeError, ValueError):  # ragged
             a = np.asarray(None)
         if a.dtype.kind not in "iuf":  # bools would read as 1.0 / 0.0, strings fail later
-            raise TypeError(f"actions ({check._show(a.tolist())}) must be numbers in [-1, 1], not "
+            raise TypeError(f"actions ({check.show(a.tolist())}) must be numbers in [-1, 1], not "
                             f"{a.dtype} values")
         a = a.astype(np.float32, copy=False)
         expected = (self.num_envs, *self.single_action_space.shape)

@@ -1,8 +1,8 @@
 """Goals of the reward wrappers: which annotation each episode is after, and the scoring of
 views against it. The wrappers themselves (single and vector env) are in
-:mod:`imgmdp_env.rewards`; :class:`_Task` is the part they share: the scorer and its
+:mod:`imgmdp_env.rewards`; :class:`GoalTask` is the part they share: the scorer and its
 vocabulary, the goal mode and its draws, the goal observation, the threshold termination, and
-the checks of their arguments (:mod:`imgmdp_env._checks`).
+the checks of their arguments (:mod:`imgmdp_env.checks`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from imgmdp_env import _checks as check
+from imgmdp_env import checks as check
 from imgmdp_env.datasets import ImageDataset
 from imgmdp_env.env import RESET_OPTIONS
 from imgmdp_env.scorers import AnnotationScorer, check_scores, check_vocabulary
@@ -54,7 +54,7 @@ def image_annotations(dataset: ImageDataset, vocabulary: list[str]) -> tuple[np.
     return ids, counts
 
 
-class _Task:
+class GoalTask:
     """What the single and vector wrappers share: scorer, vocabulary, goals, observations."""
 
     def __init__(self, env: Any, scorer: AnnotationScorer, goals: str | int, goal_obs: bool,
@@ -183,7 +183,7 @@ class _Task:
         return {**obs, "goal": goal} if isinstance(obs, dict) else {"view": obs, "goal": goal}
 
 
-def _views(obs: Any, owner: str) -> np.ndarray:
+def obs_views(obs: Any, owner: str) -> np.ndarray:
     v = np.asarray(obs["view"] if isinstance(obs, dict) else obs)
     if v.dtype != np.uint8 or v.ndim < 3 or v.shape[-3] != 3:
         raise TypeError(f"{owner} reads uint8 (3, h, w) views from the observation, got "
@@ -191,7 +191,7 @@ def _views(obs: Any, owner: str) -> np.ndarray:
     return v
 
 
-def _state(info: dict, owner: str) -> tuple[np.ndarray, np.ndarray]:
+def info_state(info: dict, owner: str) -> tuple[np.ndarray, np.ndarray]:
     if "image_index" not in info or "box" not in info:
         raise KeyError(f"{owner} needs info['image_index'] and info['box'] from ImageView-v0; "
                        f"got keys {sorted(info)}: put reward wrappers directly over the env")

@@ -50,15 +50,14 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 from gymnasium.vector.utils import batch_space
 
-from imgmdp_env import _checks as check
-from imgmdp_env._vector_info import end_now, reset_rows
+from imgmdp_env import checks as check
 from imgmdp_env.datasets import make_dataset
 from imgmdp_env.goals import (
     GOAL_MODES,
-    _state,
-    _Task,
-    _views,
+    GoalTask,
     image_annotations,
+    info_state,
+    obs_views,
 )
 from imgmdp_env.scorers import (
     AnnotationScorer,
@@ -69,6 +68,7 @@ from imgmdp_env.scorers import (
     curation_scorer,
 )
 from imgmdp_env.vector_attrs import VectorAttrs
+from imgmdp_env.vector_info import end_now, reset_rows
 from imgmdp_env.wrappers import view_env_core
 
 __all__ = [
@@ -130,8 +130,8 @@ class AnnotationReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
             terminate_at=terminate_at, goal_text=goal_text, terminal_payment=terminal_payment,
             gamma=gamma)
         super().__init__(env)
-        self.task = _Task(env, scorer, goals, goal_obs, terminate_at, goal_text,
-                          type(self).__name__, terminal_payment=terminal_payment, gamma=gamma)
+        self.task = GoalTask(env, scorer, goals, goal_obs, terminate_at, goal_text,
+                             type(self).__name__, terminal_payment=terminal_payment, gamma=gamma)
         self.vocabulary = self.task.vocabulary
         self.observation_space = self.task.observation_space(env.observation_space)
         self.goal = 0
@@ -141,21 +141,21 @@ class AnnotationReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
         seed, options = self.task.reset_args(seed, options)
         goal = options.pop("goal", None)
         obs, info = self.env.reset(seed=seed, options=options)
-        idx, boxes = _state(info, type(self).__name__)
+        idx, boxes = info_state(info, type(self).__name__)
         self.goal = int(self.task.goals_from_option(goal, 1)[0] if goal is not None
                         else self.task.draw(idx)[0])
         return self.task.observe(obs, self.goal), self._info(info, obs, idx, boxes)[0]
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
         obs, _, terminated, truncated, info = self.env.step(action)
-        info, p_goal = self._info(info, obs, *_state(info, type(self).__name__))
+        info, p_goal = self._info(info, obs, *info_state(info, type(self).__name__))
         hit = bool(self.task.reached(p_goal))
         reward = float(self.task.pay(p_goal, hit))
         return self.task.observe(obs, self.goal), reward, bool(terminated) or hit, truncated, info
 
     def _info(self, info: dict, obs: Any, idx: np.ndarray, boxes: np.ndarray
               ) -> tuple[dict, float]:
-        probs = self.task.score(_views(obs, type(self).__name__)[None], idx, boxes)[0]
+        probs = self.task.score(obs_views(obs, type(self).__name__)[None], idx, boxes)[0]
         info = {**info, "annotation_probs": probs, "goal": self.goal}
         if self.task.goal_text:
             info["goal_text"] = self.vocabulary[self.goal]
@@ -187,8 +187,8 @@ class VectorAnnotationReward(VectorAttrs, VectorWrapper):
             raise TypeError(f"{name} wraps a vector env; use {name.removeprefix('Vector')} "
                             "for a single env")
         super().__init__(env)
-        self.task = _Task(env, scorer, goals, goal_obs, terminate_at, goal_text, name,
-                          terminal_payment=terminal_payment, gamma=gamma)
+        self.task = GoalTask(env, scorer, goals, goal_obs, terminate_at, goal_text, name,
+                             terminal_payment=terminal_payment, gamma=gamma)
         self.vocabulary = self.task.vocabulary
         self.single_observation_space = self.task.observation_space(env.single_observation_space)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
@@ -216,14 +216,14 @@ class VectorAnnotationReward(VectorAttrs, VectorWrapper):
         obs, info = self.env.reset(seed=seed, options=options)
         n = self.num_envs
         mask = np.asarray(options.get("reset_mask", np.ones(n, bool)), bool)
-        idx, boxes = _state(info, type(self).__name__)
+        idx, boxes = info_state(info, type(self).__name__)
         if goal is not None:
             self.goals[mask] = self.task.goals_from_option(goal, n)[mask]
         else:
             self.goals[mask] = self.task.draw(idx[mask])
         self._autoreset[mask] = self._pending[mask] = False
         probs = np.zeros((n, len(self.vocabulary)), np.float32)
-        probs[mask] = self.task.score(_views(obs, type(self).__name__)[mask], idx[mask],
+        probs[mask] = self.task.score(obs_views(obs, type(self).__name__)[mask], idx[mask],
                                       boxes[mask])
         return self.task.observe(obs, self.goals), self._annotate(dict(info), probs, mask)
 
@@ -237,16 +237,16 @@ class VectorAnnotationReward(VectorAttrs, VectorWrapper):
             term, trunc = term & ~self._pending, trunc & ~self._pending
             fresh |= self._pending
             self._pending = np.zeros(n, bool)
-        views = _views(obs, name)
-        idx, boxes = _state(info, name)
+        views = obs_views(obs, name)
+        idx, boxes = info_state(info, name)
         ended = np.zeros(n, bool)  # SAME_STEP: sub-envs whose episode ended (and reset) here
         if self.autoreset_mode == AutoresetMode.SAME_STEP and "_final_obs" in info:
             ended = np.asarray(info["_final_obs"], bool).copy()
             rows = np.flatnonzero(ended)
             if len(rows):  # the reward is for the view reached, not the reset view
                 views = views.copy()
-                views[rows] = np.stack([_views(info["final_obs"][i], name) for i in rows])
-                f_idx, f_boxes = _state(info["final_info"], name)
+                views[rows] = np.stack([obs_views(info["final_obs"][i], name) for i in rows])
+                f_idx, f_boxes = info_state(info["final_info"], name)
                 idx[rows], boxes[rows] = f_idx[rows], f_boxes[rows]
         probs = self.task.score(views, idx, boxes)
         if fresh.any():
@@ -278,7 +278,7 @@ class VectorAnnotationReward(VectorAttrs, VectorWrapper):
             final_obs[i] = self.task.observe(final_obs[i], self.goals[i])
         info["final_obs"] = final_obs
         info["final_info"] = self._annotate(dict(info["final_info"]), probs, ended, ended)
-        idx, _ = _state(info, type(self).__name__)
+        idx, _ = info_state(info, type(self).__name__)
         self.goals[ended] = self.task.draw(idx[ended])
         return info
 

@@ -33,9 +33,9 @@ from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices
 
-from imgmdp_env import _checks as check
-from imgmdp_env._vector_info import info_rows, row
+from imgmdp_env import checks as check
 from imgmdp_env.vector_attrs import vector_attr_values, vector_call, vector_set_attr
+from imgmdp_env.vector_info import info_rows, row
 
 __all__ = ["SB3VecEnv", "make_sb3_env"]
 

@@ -10,7 +10,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
-from imgmdp_env import _checks as check
+from imgmdp_env import checks as check
 from imgmdp_env.env import ImageViewVectorEnv
 
 __all__ = ["ImageViewEnv"]

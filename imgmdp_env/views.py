@@ -26,7 +26,7 @@ for once in memory (the pyramid adds ~1/3). Each image level is stored with a on
 of the fill colour, so the taps outside the image read the fill colour and the region outside
 the image is filled with ``fill`` (default black), blended bilinearly at the edge.
 
-On CPU the kernel is compiled by numba (:mod:`imgmdp_env._crop_cpu`: one call per batch, so a
+On CPU the kernel is compiled by numba (:mod:`imgmdp_env.crop_cpu`: one call per batch, so a
 single 64x64 view costs ~50 us rather than the ~0.6 ms of ~40 small torch ops); on other
 devices (e.g. after ``bank.to("cuda")``) or without numba, the same computation runs as torch
 ops. Both paths produce the same bytes.
@@ -41,8 +41,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from imgmdp_env import _checks as check
-from imgmdp_env import _crop_cpu
+from imgmdp_env import checks as check
+from imgmdp_env import crop_cpu
 
 __all__ = [
     "ImageBank",
@@ -315,7 +315,7 @@ def render_views(
     if type(antialias) is not bool:
         antialias = check.flag("antialias", antialias)
     image_idx, boxes = _view_inputs(images, image_idx, boxes)
-    return _render_views(images, image_idx, boxes, h, w, antialias, out)
+    return render_views_unchecked(images, image_idx, boxes, h, w, antialias, out)
 
 
 _INDEX_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
@@ -354,9 +354,9 @@ def _view_inputs(bank: ImageBank, image_idx: object, boxes: object
     return torch.from_numpy(idx), torch.from_numpy(box)
 
 
-def _render_views(bank: ImageBank, image_idx: torch.Tensor, boxes: torch.Tensor, h: int,
-                  w: int, antialias: bool = True, out: torch.Tensor | None = None
-                  ) -> torch.Tensor:
+def render_views_unchecked(bank: ImageBank, image_idx: torch.Tensor, boxes: torch.Tensor,
+                           h: int, w: int, antialias: bool = True,
+                           out: torch.Tensor | None = None) -> torch.Tensor:
     """:func:`render_views` on inputs already known to be valid (the env's own state: its
     indices and boxes were checked where they came in), without the checks."""
     shape = (len(boxes), 3, h, w)
@@ -409,7 +409,7 @@ def _taps(start: torch.Tensor, extent: torch.Tensor, n: int, limit: torch.Tensor
 def _render_torch(bank: ImageBank, image_idx: torch.Tensor, boxes: torch.Tensor, h: int,
                   w: int, antialias: bool) -> torch.Tensor:
     """The portable path (any device, e.g. CUDA), and the reference for the compiled CPU kernel
-    in :mod:`imgmdp_env._crop_cpu`: the same level choice, taps and exact fixed-point blend."""
+    in :mod:`imgmdp_env.crop_cpu`: the same level choice, taps and exact fixed-point blend."""
     dev = bank.buffer.device
     image_idx, boxes = image_idx.to(dev, torch.int64), boxes.to(dev, torch.float32)
     level = torch.zeros_like(image_idx)
@@ -435,4 +435,4 @@ def _render_torch(bank: ImageBank, image_idx: torch.Tensor, boxes: torch.Tensor,
     return out.floor_().to(torch.uint8).permute(0, 3, 1, 2)
 
 
-_bilinear_u8 = _crop_cpu.render_u8  # None without numba (tests set it to None for the torch path)
+_bilinear_u8 = crop_cpu.render_u8  # None without numba (tests set it to None for the torch path)

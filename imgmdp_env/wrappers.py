@@ -19,7 +19,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorActionWrapper, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from imgmdp_env import _checks as check
+from imgmdp_env import checks as check
 from imgmdp_env.env import ImageViewVectorEnv
 from imgmdp_env.vector_attrs import VectorAttrs
 

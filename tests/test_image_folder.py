@@ -17,7 +17,7 @@ from PIL import Image
 import imgmdp_env  # noqa: F401  (registers ImageView-v0)
 from imgmdp_env.datasets import make_dataset
 from imgmdp_env.datasets.folder import load_folder
-from imgmdp_env.datasets.splits import _unit, held_out
+from imgmdp_env.datasets.splits import held_out, name_position
 
 CLASSES = {"cat": (10, 11, 12), "dog": (100, 101), "eel": (200, 201, 202)}  # pixel values
 
@@ -149,8 +149,8 @@ def test_a_file_name_that_is_not_utf8_loads_and_splits(tmp_path):
         Image.fromarray(np.full((6, 6, 3), 77, np.uint8)).save(f, "PNG")
     name = os.fsdecode(raw)  # how os.walk names it: a lone surrogate for the byte
     # its split is the hash of the bytes on disk (no UnicodeEncodeError), so it never moves
-    assert _unit(name) == int.from_bytes(hashlib.sha1(raw).digest()[:8], "big") / 2**64
-    assert _unit("b\u00e9.png") == int.from_bytes(  # UTF-8 names: as before
+    assert name_position(name) == int.from_bytes(hashlib.sha1(raw).digest()[:8], "big") / 2**64
+    assert name_position("b\u00e9.png") == int.from_bytes(  # UTF-8 names: as before
         hashlib.sha1("b\u00e9.png".encode()).digest()[:8], "big") / 2**64
     parts = {s: load_folder(root, split=s, holdout=0.5) for s in ("train", "test")}
     values = {s: sorted(int(im[0, 0, 0]) for im in ds.images) for s, ds in parts.items()}

@@ -15,7 +15,7 @@ from agents.learned_rewards import (
 from imgmdp_env.datasets import make_dataset
 from imgmdp_env.rewards import VectorAnnotationReward, VectorCaptionMatchReward
 from imgmdp_env.scorers import AnnotationScorer, check_scores
-from tests.test_search import VIEW, tiny_agent
+from tests.helpers import VIEW, tiny_agent
 
 
 def envs(n=3, view=VIEW, **kw):

@@ -17,30 +17,14 @@ from agents.search import (
     prototype_goals,
 )
 from imgmdp_env.actions import action_to_relative, relative_to_action
-from imgmdp_env.datasets import make_dataset
 from imgmdp_env.views import apply_relative, clamp_boxes
 from imgmdp_env.wrappers import VIEW_ACTIONS, VectorDiscreteViewActions
-
-VIEW = 32
+from tests.helpers import VIEW, tiny_agent
 
 
 def envs(n=3, **kw):
     return gym.make_vec("ImageView-v0", num_envs=n, dataset="scenes",
                         dataset_kwargs={"n": 8, "size": 48}, view_size=VIEW, **kw)
-
-
-def tiny_agent(base="simclr"):
-    from agents.config import with_flags
-    from agents.train_utils import build_agent
-    from agents.train_value import Args
-
-    args = with_flags(Args(), base=base, dataset_size=4, base_batch=4, view_size=VIEW,
-                      proj_dim=16, proj_hidden=32, decoder_width=16, decoder_depth=1,
-                      n_prototypes=16)
-    ds = make_dataset("scenes", n=4, size=48, seed=0)
-    torch.manual_seed(0)
-    agent, _ = build_agent(args, {"base": ds, "boot": ds})
-    return agent.eval(), ds
 
 
 def right_and_down(views, rel, goal):

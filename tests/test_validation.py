@@ -1,6 +1,6 @@
 """Issue 8: every argument of the env, wrappers, scorers and datasets is checked before any
 work, with a message naming the argument, the bad value and what is valid. One test per class
-of bad input, parametrised over its cases (the checks live in imgmdp_env/_checks.py)."""
+of bad input, parametrised over its cases (the checks live in imgmdp_env/checks.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from PIL import Image
 
 import imgmdp_env  # noqa: F401
 from imgmdp_env import ImageBank, ImageViewVectorEnv, box_tokens, sample_boxes
-from imgmdp_env._checks import UnknownKeyError
+from imgmdp_env.checks import UnknownKeyError
 from imgmdp_env.datasets import ImageDataset, make_dataset
 from imgmdp_env.datasets.arrays import from_arrays
 from imgmdp_env.datasets.cache import _freeze
@@ -403,7 +403,7 @@ def test_raw_tracebacks_become_clear_errors(case, tmp_path):
     build, pattern = RAW_ERRORS[case]
     with pytest.raises((ValueError, TypeError), match=pattern) as err:
         build(tmp_path)
-    assert type(err.value).__module__ in ("builtins", "imgmdp_env._checks")
+    assert type(err.value).__module__ in ("builtins", "imgmdp_env.checks")
 
 
 def test_non_string_captions_are_never_stringified(tmp_path):

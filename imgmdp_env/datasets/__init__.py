@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from imgmdp_env import _checks as check
+from imgmdp_env import checks as check
 from imgmdp_env.datasets.base import ImageDataset
 
 NAMED = ("scenes", "fashion", "fashion-scenes")

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from imgmdp_env import _checks as check
+from imgmdp_env import checks as check
 from imgmdp_env.datasets.base import ImageDataset
 
 __all__ = ["from_arrays", "pil_to_rgb"]

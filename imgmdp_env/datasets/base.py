@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from imgmdp_env import _checks as check
+from imgmdp_env import checks as check
 from imgmdp_env.views import ImageBank
 
 

@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from imgmdp_env import _checks as check
+from imgmdp_env import checks as check
 
 __all__ = ["CocoInstances", "match_names", "parse_coco_instances", "read_coco_captions",
            "read_coco_instances"]
@@ -302,7 +302,7 @@ def _categories(path: Path, cats: Any, layout: str) -> dict[int, str]:
     names: dict[int, str] = {}
     where: dict[Any, int] = {}
     for i, c in enumerate(cats):
-        if not isinstance(c, dict) or not check._is_integer(c.get("id")) or not isinstance(
+        if not isinstance(c, dict) or not check.is_integer(c.get("id")) or not isinstance(
                 c.get("name"), str) or not c["name"].strip():
             raise ValueError(f"instances file {path}: categories[{i}] is {_brief(c)}; each "
                              "category needs an integer 'id' and a non-empty string 'name'")
@@ -347,7 +347,7 @@ def parse_coco_instances(path: str | Path) -> CocoInstances:
         if w is None and h is None:
             sizes[img["file_name"]] = None
             continue
-        if not all(check._is_real(v) and np.isfinite(v) and v > 0 for v in (w, h)):
+        if not all(check.is_real(v) and np.isfinite(v) and v > 0 for v in (w, h)):
             raise ValueError(f"instances file {path}: image {img['file_name']!r} "
                              f"(images[{img['_index']}]) has width {w!r} and height {h!r}; "
                              "both must be positive numbers (or both absent: then the file's "
@@ -361,7 +361,7 @@ def parse_coco_instances(path: str | Path) -> CocoInstances:
         bbox = ann.get("bbox") if isinstance(ann, dict) else None
         if not isinstance(ann, dict) or not _is_id(ann.get("image_id")) or not isinstance(
                 bbox, list) or len(bbox) != 4 or not all(
-                check._is_real(v) and np.isfinite(v) for v in bbox) or not check._is_integer(
+                check.is_real(v) and np.isfinite(v) for v in bbox) or not check.is_integer(
                 ann.get("category_id")):
             raise ValueError(f"instances file {path}: annotations[{j}] is {_brief(ann)}; each "
                              "annotation needs an 'image_id', a 'bbox' of 4 finite numbers "
@@ -374,7 +374,7 @@ def parse_coco_instances(path: str | Path) -> CocoInstances:
                              f"category_id {cid}, the id of no entry of 'categories' (ids "
                              f"{order}); every annotation must name a listed category")
         crowd = ann.get("iscrowd", 0)
-        if not (check._is_integer(crowd) or isinstance(crowd, bool)) or crowd not in (0, 1):
+        if not (check.is_integer(crowd) or isinstance(crowd, bool)) or crowd not in (0, 1):
             raise ValueError(f"instances file {path}: annotations[{j}] (image {name!r}) has "
                              f"iscrowd {_brief(crowd)}; it must be 0 (an object) or 1 (a crowd "
                              "region)")

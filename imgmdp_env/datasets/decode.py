@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from imgmdp_env import _checks as check
+from imgmdp_env import checks as check
 
 __all__ = [
     "BYTES_PER_PIXEL",
@@ -49,7 +49,7 @@ BYTES_PER_PIXEL = 3 + 4 * 4 / 3
 
 def check_max_side(value: Any) -> int | None:
     """``max_side``: an integer >= 8, or None / 0 for full size."""
-    if value is None or (check._is_integer(value) and int(value) == 0):
+    if value is None or (check.is_integer(value) and int(value) == 0):
         return None
     return check.integer("max_side", value, 8)
 

@@ -22,15 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
-from imgmdp_env import _checks as check
+from imgmdp_env import checks as check
 from imgmdp_env.datasets.base import ImageDataset
 from imgmdp_env.datasets.scenes import (
-    _background,
-    _background_grids,
-    _clip01,
-    _clutter,
-    _overlaps,
+    background,
+    background_grids,
     caption_for,
+    clip01,
+    clutter,
+    overlaps,
 )
 
 __all__ = ["CLASS_NAMES", "DEFAULT_ROOT", "load_fashion", "make_fashion_scenes", "read_idx"]
@@ -153,8 +153,8 @@ def _fashion_scene(rng: np.random.Generator, items: np.ndarray, labels: np.ndarr
                    w: int, min_objects: int, max_objects: int, grids: tuple[np.ndarray, ...],
                    resize: dict[int, np.ndarray]
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
-    img = _background(rng, h, w, *grids)  # (3, h, w) float32
-    _clutter(img, rng)
+    img = background(rng, h, w, *grids)  # (3, h, w) float32
+    clutter(img, rng)
     side = min(h, w)
     boxes, classes, placed = [], [], []
     for _ in range(int(rng.integers(min_objects, max_objects + 1))):
@@ -165,7 +165,7 @@ def _fashion_scene(rng: np.random.Generator, items: np.ndarray, labels: np.ndarr
         grey = m @ items[idx].astype(np.float32) @ m.T  # (s, s) in [0, 255]
         if r[2] < 0.5:
             grey = grey[:, ::-1]
-        alpha = _clip01(grey * np.float32(3 / 255))
+        alpha = clip01(grey * np.float32(3 / 255))
         inside = alpha >= 0.5
         rows, cols = np.flatnonzero(inside.any(1)), np.flatnonzero(inside.any(0))
         if len(rows) == 0:  # a blank item: nothing to annotate
@@ -174,7 +174,7 @@ def _fashion_scene(rng: np.random.Generator, items: np.ndarray, labels: np.ndarr
             q = rng.random(2).tolist()
             ox, oy = int(q[0] * (w - s + 1)), int(q[1] * (h - s + 1))
             tight = (ox + cols[0], oy + rows[0], ox + cols[-1] + 1, oy + rows[-1] + 1)
-            clear = not _overlaps(tight, placed, limit=0.25)
+            clear = not overlaps(tight, placed, limit=0.25)
             if clear:
                 break
         if not clear and len(placed) >= min_objects:
@@ -223,7 +223,7 @@ def make_fashion_scenes(
     seed = check.seed("seed", seed)
     items, labels = _load_split(split, root)
     root_seq = np.random.SeedSequence([seed, list(FILES).index(split), 1])
-    grids = _background_grids(h, w, root_seq)
+    grids = background_grids(h, w, root_seq)
     resize: dict[int, np.ndarray] = {}
     out = [_fashion_scene(np.random.default_rng(s), items, labels, h, w, min_objects,
                           max_objects, grids, resize) for s in root_seq.spawn(n)]

@@ -16,6 +16,10 @@ so it is exactly where the object is, before any later object occludes part of i
 Every image has its own random stream, spawned from ``(seed, split)``: the same seed gives the
 same images, ``split="test"`` gives different images, and the first ``m`` images of
 ``make_scenes(n)`` are ``make_scenes(m)`` for ``m <= n``.
+
+The backgrounds, the clutter and the placement test (:func:`background_grids`,
+:func:`background`, :func:`clutter`, :func:`overlaps`, :func:`clip01`) are shared with the
+Fashion-MNIST scenes (:mod:`imgmdp_env.datasets.fashion`).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import colorsys
 
 import numpy as np
 
-from imgmdp_env import _checks as check
+from imgmdp_env import checks as check
 from imgmdp_env.datasets.base import ImageDataset
 
 __all__ = ["CLASS_NAMES", "COLOUR_NAMES", "SPLITS", "caption_for", "make_scenes"]
@@ -65,8 +69,8 @@ def _resize_matrix(src: int, dst: int) -> np.ndarray:
     return m
 
 
-def _background_grids(h: int, w: int, root: np.random.SeedSequence) -> tuple[np.ndarray, ...]:
-    """What :func:`_background` shares across images of size ``(h, w)``: pixel centres, blotch
+def background_grids(h: int, w: int, root: np.random.SeedSequence) -> tuple[np.ndarray, ...]:
+    """What :func:`background` shares across images of size ``(h, w)``: pixel centres, blotch
     upsampling matrices and a grain texture (drawn from ``root``)."""
     ys = (np.arange(h, dtype=np.float32)[:, None] + 0.5) / h
     xs = (np.arange(w, dtype=np.float32)[None, :] + 0.5) / w
@@ -74,8 +78,8 @@ def _background_grids(h: int, w: int, root: np.random.SeedSequence) -> tuple[np.
     return ys, xs, _resize_matrix(6, h), _resize_matrix(6, w), grain
 
 
-def _background(rng: np.random.Generator, h: int, w: int, ys: np.ndarray, xs: np.ndarray,
-                ry: np.ndarray, rx: np.ndarray, grain: np.ndarray) -> np.ndarray:
+def background(rng: np.random.Generator, h: int, w: int, ys: np.ndarray, xs: np.ndarray,
+               ry: np.ndarray, rx: np.ndarray, grain: np.ndarray) -> np.ndarray:
     """A muted gradient with blotches, grain and sometimes a faint texture: ``(3, h, w)`` float32.
 
     ys, xs: ``(h, 1)``, ``(1, w)`` pixel centres in [0, 1]; ry, rx: blotch upsampling matrices;
@@ -105,7 +109,7 @@ def _background(rng: np.random.Generator, h: int, w: int, ys: np.ndarray, xs: np
     return img
 
 
-def _clip01(x: np.ndarray) -> np.ndarray:
+def clip01(x: np.ndarray) -> np.ndarray:
     """Clip a fresh array to [0, 1] in place (``np.clip`` costs more than the work here)."""
     return np.minimum(np.maximum(x, 0, out=x), 1, out=x)
 
@@ -164,7 +168,7 @@ def _pattern(kind: int, r: list[float], px: np.ndarray, py: np.ndarray, side: fl
     if kind == 3:
         fs, ft = np.mod(s, 1.0) - 0.5, np.mod(t, 1.0) - 0.5
         return (fs * fs + ft * ft < 0.09).astype(np.float32)
-    return _clip01((s - s.min()) / max(float(s.max() - s.min()), 1e-6))
+    return clip01((s - s.min()) / max(float(s.max() - s.min()), 1e-6))
 
 
 def _draw_object(img: np.ndarray, rng: np.random.Generator, cls: int, colour: np.ndarray,
@@ -183,7 +187,7 @@ def _draw_object(img: np.ndarray, rng: np.random.Generator, cls: int, colour: np
     a = 2 * np.pi * r[0]
     k = abs(np.cos(a)) + abs(np.sin(a))  # shrink so the turned shape stays in its window
     u, v = (np.cos(a) * u + np.sin(a) * v) * k, (-np.sin(a) * u + np.cos(a) * v) * k
-    alpha = _clip01(0.5 - _shape_distance(name, u, v) * min(hw, hh))
+    alpha = clip01(0.5 - _shape_distance(name, u, v) * min(hw, hh))
     shade = 1.08 - 0.16 * (py - (cy - hh)) / (2 * hh)  # lit from the top: (hy, 1)
     col = colour[:, None, None] * shade  # (3, hy, 1)
     texture = _pattern(int(5 * r[1]), r[2:4], px, py, float(min(h, w)))
@@ -213,7 +217,7 @@ def _busy_background(rng: np.random.Generator, img: np.ndarray) -> None:
     img += np.float32(0.25 + 0.35 * r[5]) * texture * (tint[:, None, None] - img)
 
 
-def _clutter(img: np.ndarray, rng: np.random.Generator) -> None:
+def clutter(img: np.ndarray, rng: np.random.Generator) -> None:
     """Small dots and thin line segments that are not objects (in place)."""
     h, w = img.shape[1:]
     side = min(h, w)
@@ -231,13 +235,13 @@ def _clutter(img: np.ndarray, rng: np.random.Generator) -> None:
             t = np.minimum(np.maximum(((px - cx) * dx + (py - cy) * dy) / (dx * dx + dy * dy),
                                       -1), 1)
             d = np.sqrt((px - cx - t * dx) ** 2 + (py - cy - t * dy) ** 2) - 0.6
-        alpha = _clip01(0.5 - d) * np.float32(0.6 + 0.4 * r[7])
+        alpha = clip01(0.5 - d) * np.float32(0.6 + 0.4 * r[7])
         region = img[:, sy, sx]
         region += alpha * (col[:, None, None] - region)
 
 
-def _overlaps(box: tuple[float, ...], placed: list[tuple[float, ...]], limit: float = 0.2
-              ) -> bool:
+def overlaps(box: tuple[float, ...], placed: list[tuple[float, ...]], limit: float = 0.2
+             ) -> bool:
     """Whether ``box`` (x0, y0, x1, y1) covers more than ``limit`` of the smaller of it and any
     placed box."""
     for q in placed:
@@ -252,9 +256,9 @@ def _overlaps(box: tuple[float, ...], placed: list[tuple[float, ...]], limit: fl
 
 def _scene(rng: np.random.Generator, h: int, w: int, min_objects: int, max_objects: int,
            grids: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
-    img = _background(rng, h, w, *grids)
+    img = background(rng, h, w, *grids)
     _busy_background(rng, img)
-    _clutter(img, rng)
+    clutter(img, rng)
     side = min(h, w)
     boxes, labels, names, placed = [], [], [], []
     for _ in range(int(rng.integers(min_objects, max_objects + 1))):
@@ -267,7 +271,7 @@ def _scene(rng: np.random.Generator, h: int, w: int, min_objects: int, max_objec
             hw, hh = min(frac * side * aspect, w) / 2, min(frac * side / aspect, h) / 2
             cx, cy = hw + (w - 2 * hw) * q[1], hh + (h - 2 * hh) * q[2]
             corners = (cx - hw, cy - hh, cx + hw, cy + hh)
-            if not _overlaps(corners, placed, limit=0.35):
+            if not overlaps(corners, placed, limit=0.35):
                 break
             frac = max(0.18, frac * 0.85)
         placed.append(corners)
@@ -277,7 +281,7 @@ def _scene(rng: np.random.Generator, h: int, w: int, min_objects: int, max_objec
             boxes.append(box)
             labels.append(cls)
             names.append(f"{COLOUR_NAMES[colour]} {CLASS_NAMES[cls]}")
-    _clutter(img, rng)  # clutter drawn last occludes parts of objects
+    clutter(img, rng)  # clutter drawn last occludes parts of objects
     u8 = np.clip(img, 0, 255, out=img).astype(np.uint8)
     image = np.stack((u8[0], u8[1], u8[2]), -1)  # faster than a transposed copy
     return (image, np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int64),
@@ -311,7 +315,7 @@ def make_scenes(
     split = check.choice("split", split, SPLITS)
     seed = check.integer("seed", seed, 0, check.MAX_SEED - 1)
     root = np.random.SeedSequence([seed, SPLITS.index(split)])
-    grids = _background_grids(h, w, root)
+    grids = background_grids(h, w, root)
     streams = root.spawn(n)
     images, boxes, labels, captions = [], [], [], []
     for stream in streams:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from imgmdp_env import _checks as check
+from imgmdp_env import checks as check
 
 __all__ = ["expand_shards", "is_shard_spec", "split_shards"]
 

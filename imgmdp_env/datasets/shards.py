@@ -27,7 +27,12 @@ comma list, or a folder of ``.tar`` files; :func:`expand_shards`):
 - ``python -m imgmdp_env.datasets.shards SRC OUT_PATTERN``: write any source as shards.
 
 Splits: ``split="train"`` / ``"test"`` keep the samples whose key's SHA-1 position is at or
-above / below ``holdout`` (:func:`imgmdp_env.datasets.splits._unit`), ``"all"`` every sample.
+above / below ``holdout`` (:func:`imgmdp_env.datasets.splits.name_position`), ``"all"`` every
+sample.
+
+The sample helpers :func:`iter_tar`, :func:`in_split`, :func:`decode_sample` and
+:func:`dataset_fields` are shared with the streaming reader
+(:mod:`imgmdp_env.datasets.stream`).
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from imgmdp_env import _checks as check
+from imgmdp_env import checks as check
 from imgmdp_env.datasets import decode
 from imgmdp_env.datasets.base import ImageDataset
 from imgmdp_env.datasets.shard_lists import expand_shards, is_shard_spec, split_shards
@@ -58,7 +63,7 @@ SPLITS = ("all", "train", "test")
 
 
 # ------------------------------------------------------------------------------ samples
-def _iter_tar(path: str) -> Iterator[dict[str, Any]]:
+def iter_tar(path: str) -> Iterator[dict[str, Any]]:
     """The samples of one shard, in file order: ``{"__key__": key, "__url__": path,
     ext: bytes, ...}``."""
     current: dict[str, Any] = {}
@@ -152,7 +157,7 @@ def _boxes(boxes: Any, labels: Any, where: str) -> tuple[np.ndarray, list[str]]:
     want = ("'boxes' [[cx, cy, w, h], ...] (normalised: each box inside [0, 1] x [0, 1], "
             "w and h > 0) and 'labels' (one class name per box)")
     ok = isinstance(boxes, list) and all(
-        isinstance(b, list) and len(b) == 4 and all(check._is_real(v) for v in b)
+        isinstance(b, list) and len(b) == 4 and all(check.is_real(v) for v in b)
         for b in boxes)
     arr = np.asarray(boxes if ok and boxes else np.zeros((0, 4)), np.float64).reshape(-1, 4)
     if not ok or not np.isfinite(arr).all():
@@ -181,13 +186,17 @@ def _boxes(boxes: Any, labels: Any, where: str) -> tuple[np.ndarray, list[str]]:
     return out.astype(np.float32), list(labels)
 
 
-def _in_split(key: str, split: str, holdout: float) -> bool:
-    from imgmdp_env.datasets.splits import _unit
+def in_split(key: str, split: str, holdout: float) -> bool:
+    """Whether the sample ``key`` belongs to ``split`` (see the module docstring)."""
+    from imgmdp_env.datasets.splits import name_position
 
-    return split == "all" or ((_unit(key) < holdout) == (split == "test"))
+    return split == "all" or ((name_position(key) < holdout) == (split == "test"))
 
 
-def _decode_sample(raw: dict[str, bytes], max_side: int | None, where: str) -> Sample:
+def decode_sample(raw: dict[str, bytes], max_side: int | None, where: str) -> Sample:
+    """One raw sample of :func:`iter_tar` decoded (image resized to ``max_side``), its
+    annotations checked; errors name the shard (``where`` when the sample does not say it) and
+    the sample key."""
     caption, boxes, labels, label = _meta(raw, where)
     try:
         image = decode.decode_image(_image_bytes(raw, where), max_side)
@@ -199,7 +208,7 @@ def _decode_sample(raw: dict[str, bytes], max_side: int | None, where: str) -> S
     return Sample(raw["__key__"], image, caption, boxes, labels, label)
 
 
-def _assemble(samples: Sequence[Sample], class_names: list[str], name: str) -> dict:
+def dataset_fields(samples: Sequence[Sample], class_names: list[str], name: str) -> dict:
     """ImageDataset fields of ``samples``; new class names are appended to ``class_names``."""
     index = {c: i for i, c in enumerate(class_names)}
 
@@ -247,8 +256,8 @@ def read_shards(shards: str | Sequence[str], split: str = "all", holdout: float 
     where = f"shards {shards!r}"
     raws, sizes = [], []
     for path in paths:
-        for raw in _iter_tar(path):
-            if not _in_split(raw["__key__"], split, holdout):
+        for raw in iter_tar(path):
+            if not in_split(raw["__key__"], split, holdout):
                 continue
             try:
                 h, w = decode.header_size(io.BytesIO(_image_bytes(raw, path)))
@@ -266,9 +275,10 @@ def read_shards(shards: str | Sequence[str], split: str = "all", holdout: float 
         raise ValueError(f"{where} hold no sample of split {split!r} (holdout={holdout}); use "
                          "split='all', another holdout, or a separate test source")
     decode.check_budget(sizes, memory_budget, where)
-    samples = [_decode_sample(r, max_side, where) for r in raws]
+    samples = [decode_sample(r, max_side, where) for r in raws]
     name = Path(paths[0]).parent.name or "shards"
-    return ImageDataset(**_assemble(samples, [], name if split == "all" else f"{name}[{split}]"))
+    return ImageDataset(**dataset_fields(samples, [],
+                                         name if split == "all" else f"{name}[{split}]"))
 
 
 # ------------------------------------------------------------------------------ the writer

@@ -48,7 +48,7 @@ def _name_bytes(name: str) -> bytes:
         return name.encode("utf-8", "surrogatepass")
 
 
-def _unit(name: str) -> float:
+def name_position(name: str) -> float:
     """A name's position in [0, 1), from the first 8 bytes of its SHA-1 (the same on every
     machine, Python version and seed, unlike ``hash``; :func:`_name_bytes`)."""
     return int.from_bytes(hashlib.sha1(_name_bytes(name)).digest()[:8], "big") / 2**64
@@ -60,7 +60,7 @@ def held_out(names: Sequence[str], fraction: float) -> np.ndarray:
     the other names, so adding files or shards never moves an image between train and test.
     For a finite list with ``0 < fraction`` and at least 2 names, at least one is held out and
     at least one is not (the lowest / highest position), so a tiny folder still has both."""
-    u = np.array([_unit(x) for x in names], np.float64)
+    u = np.array([name_position(x) for x in names], np.float64)
     mask = u < fraction
     if fraction > 0 and len(names) >= 2:
         mask[int(np.argmin(u))] = True

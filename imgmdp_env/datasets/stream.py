@@ -12,17 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
-from imgmdp_env import _checks as check
+from imgmdp_env import checks as check
 from imgmdp_env.datasets import decode
 from imgmdp_env.datasets.base import ImageDataset
 from imgmdp_env.datasets.shards import (
     SPLITS,
     Sample,
-    _assemble,
-    _decode_sample,
-    _in_split,
-    _iter_tar,
+    dataset_fields,
+    decode_sample,
     expand_shards,
+    in_split,
+    iter_tar,
     split_shards,
 )
 
@@ -78,8 +78,8 @@ class ShardStream(ImageDataset):
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="shard-stream")
         self._next: Future | None = None
         self._seek(0)
-        fields = _assemble(self._slots, self._classes, Path(self.paths[0]).parent.name or
-                           "shards")
+        fields = dataset_fields(self._slots, self._classes, Path(self.paths[0]).parent.name or
+                                "shards")
         super().__init__(**fields)
         self.bank()  # the sampler's default bank, known before the first prefetch packs it
         self._prefetch()
@@ -95,14 +95,14 @@ class ShardStream(ImageDataset):
             count = 0
             while pending or open_:
                 while pending and len(open_) < self.interleave:
-                    open_.append(_iter_tar(pending.pop(0)))
+                    open_.append(iter_tar(pending.pop(0)))
                 k = int(rng.integers(len(open_)))
                 try:
                     raw = next(open_[k])
                 except StopIteration:
                     open_.pop(k)
                     continue
-                if _in_split(raw["__key__"], self.split, self.holdout):
+                if in_split(raw["__key__"], self.split, self.holdout):
                     count += 1
                     yield raw
             if count == 0:
@@ -132,7 +132,7 @@ class ShardStream(ImageDataset):
         for j in range(max(plan) + 1):
             raw = next(self._iter)
             if j in want:
-                slots[want[j]] = _decode_sample(raw, self.max_side, self.where)
+                slots[want[j]] = decode_sample(raw, self.max_side, self.where)
         self._slots: list[Sample] = slots  # type: ignore[assignment]
         self.chunk = chunk
 
@@ -141,9 +141,9 @@ class ShardStream(ImageDataset):
         rng = np.random.default_rng([self.seed, chunk, *self.reader, 0xB0F])
         new = list(slots)
         for s in np.sort(rng.choice(self.capacity, self.n_new, replace=False)):
-            new[s] = _decode_sample(next(self._iter), self.max_side, self.where)
+            new[s] = decode_sample(next(self._iter), self.max_side, self.where)
         with self._lock:
-            fields = _assemble(new, self._classes, self.name)
+            fields = dataset_fields(new, self._classes, self.name)
             keys = list(self._banks)
         from imgmdp_env.views import ImageBank
 
@@ -180,7 +180,7 @@ class ShardStream(ImageDataset):
                 self._next.result()  # the stream iterator is the worker's until it returns
             self._seek(chunk)
             with self._lock:
-                fields = _assemble(self._slots, self._classes, self.name)
+                fields = dataset_fields(self._slots, self._classes, self.name)
             slots, banks = self._slots, {}
         self._install(chunk, slots, fields, banks)
         self._prefetch()

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgmdp_env import _checks as check
+from imgmdp_env import checks as check
 from imgmdp_env.datasets import decode
 from imgmdp_env.datasets.base import ImageDataset
 

@@ -47,7 +47,7 @@ class UnknownKeyError(ValueError, TypeError):
     "unexpected keyword argument" and a ``ValueError`` (a bad value of the dict)."""
 
 
-def _show(value: Any) -> str:
+def show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
@@ -62,11 +62,11 @@ def _bounds(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) ->
     return ""
 
 
-def _is_integer(value: Any) -> bool:
+def is_integer(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
 
 
-def _is_real(value: Any) -> bool:
+def is_real(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
 
 
@@ -75,12 +75,12 @@ def number(name: str, value: Any, lo: float | None = None, hi: float | None = No
     """A finite real number (Python or numpy, not bool) in the given bounds, as ``float``."""
     where = _bounds(lo, hi, lo_open, hi_open)
     want = f"a finite number{' ' + where if where else ''}"
-    if not _is_real(value):
-        raise TypeError(f"{name} ({_show(value)}) must be {want}, not {type(value).__name__}")
+    if not is_real(value):
+        raise TypeError(f"{name} ({show(value)}) must be {want}, not {type(value).__name__}")
     x = float(value)
     if not math.isfinite(x) or (lo is not None and (x <= lo if lo_open else x < lo)) or (
             hi is not None and (x >= hi if hi_open else x > hi)):
-        raise ValueError(f"{name} ({_show(value)}) must be {want}")
+        raise ValueError(f"{name} ({show(value)}) must be {want}")
     return x
 
 
@@ -88,11 +88,11 @@ def integer(name: str, value: Any, lo: int | None = None, hi: int | None = None)
     """An integer (Python or numpy, not bool, not float) in ``[lo, hi]``, as ``int``."""
     where = _bounds(lo, hi, False, False)
     want = f"an integer{' ' + where if where else ''}"
-    if not _is_integer(value):
-        raise TypeError(f"{name} ({_show(value)}) must be {want}, not {type(value).__name__}")
+    if not is_integer(value):
+        raise TypeError(f"{name} ({show(value)}) must be {want}, not {type(value).__name__}")
     x = int(value)
     if (lo is not None and x < lo) or (hi is not None and x > hi):
-        raise ValueError(f"{name} ({_show(value)}) must be {want}")
+        raise ValueError(f"{name} ({show(value)}) must be {want}")
     return x
 
 
@@ -112,17 +112,17 @@ def seed(name: str, value: Any) -> int | None:
     if value is None:
         return None
     want = "an integer in [0, 2**64) or None"
-    if not _is_integer(value):
-        raise TypeError(f"{name} ({_show(value)}) must be {want}, not {type(value).__name__}")
+    if not is_integer(value):
+        raise TypeError(f"{name} ({show(value)}) must be {want}, not {type(value).__name__}")
     if not 0 <= int(value) < MAX_SEED:
-        raise ValueError(f"{name} ({_show(value)}) must be {want}")
+        raise ValueError(f"{name} ({show(value)}) must be {want}")
     return int(value)
 
 
 def flag(name: str, value: Any) -> bool:
     """``True`` or ``False`` (numpy bools too), never a truthy string or number."""
     if not isinstance(value, bool | np.bool_):
-        raise TypeError(f"{name} ({_show(value)}) must be True or False, not "
+        raise TypeError(f"{name} ({show(value)}) must be True or False, not "
                         f"{type(value).__name__}")
     return bool(value)
 
@@ -130,9 +130,9 @@ def flag(name: str, value: Any) -> bool:
 def string(name: str, value: Any, *, empty: bool = False) -> str:
     """A ``str`` (non-empty unless ``empty``; whitespace alone counts as empty)."""
     if not isinstance(value, str):
-        raise TypeError(f"{name} ({_show(value)}) must be a string, not {type(value).__name__}")
+        raise TypeError(f"{name} ({show(value)}) must be a string, not {type(value).__name__}")
     if not empty and not value.strip():
-        raise ValueError(f"{name} ({_show(value)}) must be a non-empty string")
+        raise ValueError(f"{name} ({show(value)}) must be a non-empty string")
     return str(value)
 
 
@@ -141,7 +141,7 @@ def choice(name: str, value: Any, valid: Iterable[Any]) -> Any:
     valid = list(valid)
     if not any(value is v or (isinstance(value, str) and isinstance(v, str) and value == v)
                for v in valid):
-        raise ValueError(f"{name} {_show(value)} is not one of {valid}")
+        raise ValueError(f"{name} {show(value)} is not one of {valid}")
     return value
 
 
@@ -150,7 +150,7 @@ def mapping(name: str, value: Any) -> dict:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise TypeError(f"{name} ({_show(value)}) must be a dict or None, not "
+        raise TypeError(f"{name} ({show(value)}) must be a dict or None, not "
                         f"{type(value).__name__}")
     bad = [k for k in value if not isinstance(k, str)]
     if bad:
@@ -169,7 +169,7 @@ def check_keys(name: str, given: Iterable[str], valid: Iterable[str], hint: str 
 
 def _sequence(name: str, value: Any, what: str) -> list:
     if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
-        raise TypeError(f"{name} ({_show(value)}) must be {what}, not {type(value).__name__}")
+        raise TypeError(f"{name} ({show(value)}) must be {what}, not {type(value).__name__}")
     return list(value.tolist() if isinstance(value, np.ndarray) else value)
 
 
@@ -180,28 +180,28 @@ def number_range(name: str, value: Any, lo: float | None = None, hi: float | Non
     want = f"a pair (low, high) of finite numbers, low <= high{', ' + where if where else ''}"
     items = _sequence(name, value, want)
     if len(items) != 2:
-        raise ValueError(f"{name} ({_show(value)}) must be {want}")
+        raise ValueError(f"{name} ({show(value)}) must be {want}")
     try:
         pair = tuple(number(name, v, lo, hi, lo_open=lo_open) for v in items)
     except (TypeError, ValueError) as err:
-        raise type(err)(f"{name} ({_show(value)}) must be {want}") from None
+        raise type(err)(f"{name} ({show(value)}) must be {want}") from None
     if pair[0] > pair[1]:
-        raise ValueError(f"{name} ({_show(value)}) must be {want}")
+        raise ValueError(f"{name} ({show(value)}) must be {want}")
     return pair
 
 
 def size_hw(name: str, value: Any, lo: int = 1) -> tuple[int, int]:
     """An integer side or a pair ``(height, width)`` of integers ``>= lo``."""
     want = f"an integer >= {lo} or a pair (height, width) of integers >= {lo}"
-    if _is_integer(value):
+    if is_integer(value):
         side = integer(name, value, lo)
         return side, side
     items = _sequence(name, value, want)
-    if len(items) != 2 or not all(_is_integer(v) for v in items):
+    if len(items) != 2 or not all(is_integer(v) for v in items):
         raise (ValueError if len(items) != 2 else TypeError)(
-            f"{name} ({_show(value)}) must be {want}")
+            f"{name} ({show(value)}) must be {want}")
     if min(items) < lo:
-        raise ValueError(f"{name} ({_show(value)}) must be {want}")
+        raise ValueError(f"{name} ({show(value)}) must be {want}")
     return int(items[0]), int(items[1])
 
 
@@ -209,11 +209,11 @@ def colour(name: str, value: Any) -> tuple[int, int, int]:
     """An RGB colour: three integers in ``[0, 255]``."""
     want = "three integers (R, G, B) in [0, 255]"
     items = _sequence(name, value, want)
-    if len(items) != 3 or not all(_is_integer(v) for v in items):
+    if len(items) != 3 or not all(is_integer(v) for v in items):
         raise (ValueError if len(items) != 3 else TypeError)(
-            f"{name} ({_show(value)}) must be {want}")
+            f"{name} ({show(value)}) must be {want}")
     if not all(0 <= int(v) <= 255 for v in items):
-        raise ValueError(f"{name} ({_show(value)}) must be {want}")
+        raise ValueError(f"{name} ({show(value)}) must be {want}")
     return int(items[0]), int(items[1]), int(items[2])
 
 
@@ -226,7 +226,7 @@ def string_list(name: str, value: Any, n: int | None = None, per: str = "images"
     bad = [i for i, v in enumerate(items) if not isinstance(v, str)]
     if bad:
         raise TypeError(f"{name} must be {want}; item {bad[0]} is "
-                        f"{type(items[bad[0]]).__name__} ({_show(items[bad[0]])})")
+                        f"{type(items[bad[0]]).__name__} ({show(items[bad[0]])})")
     if n is not None and len(items) != n:
         raise ValueError(f"{name} has {len(items)} entries for {n} {per}; it must be {want}")
     return [str(v) for v in items]
@@ -257,15 +257,15 @@ def index_array(name: str, value: Any, n: int | None,
     if arr.size == 0 and arr.dtype.kind == "f":  # an empty list is float64 in numpy
         arr = arr.astype(np.int64)
     if arr.dtype.kind not in "iu":
-        raise TypeError(f"{name} ({_show(value)}) must be {want}, not {arr.dtype} values")
+        raise TypeError(f"{name} ({show(value)}) must be {want}, not {arr.dtype} values")
     shapes = None if shapes is None else [tuple(s) for s in shapes]
     if shapes is not None and arr.shape not in shapes:
-        raise ValueError(f"{name} ({_show(value)}) has shape {arr.shape}; expected "
+        raise ValueError(f"{name} ({show(value)}) has shape {arr.shape}; expected "
                          f"{' or '.join(map(str, shapes))}")
     if arr.size and (arr.min() < 0 or (n is not None and arr.max() >= n)):
         bad = arr[(arr < 0) | (arr >= (n if n is not None else np.inf))]
-        raise ValueError(f"{name} ({_show(value)}) must be {want}: "
-                         f"{_show(bad.reshape(-1)[:5].tolist())} out of range")
+        raise ValueError(f"{name} ({show(value)}) must be {want}: "
+                         f"{show(bad.reshape(-1)[:5].tolist())} out of range")
     return arr.astype(np.int64)
 
 
@@ -280,7 +280,7 @@ def box_array(name: str, value: Any, shapes: Iterable[tuple[int, ...]] | None = 
         want += f", edges within [{-margin:g}, {1 + margin:g}]"
     arr = _as_array(value)
     if arr.dtype.kind not in "iuf":
-        raise TypeError(f"{name} ({_show(value)}) must be {want}, not {arr.dtype} values")
+        raise TypeError(f"{name} ({show(value)}) must be {want}, not {arr.dtype} values")
     shapes = None if shapes is None else [tuple(s) for s in shapes]
     if (shapes is not None and arr.shape not in shapes) or (
             shapes is None and (arr.ndim == 0 or arr.shape[-1] != 4)):
@@ -295,16 +295,16 @@ def box_array(name: str, value: Any, shapes: Iterable[tuple[int, ...]] | None = 
     if bad.any():
         rows = np.flatnonzero(bad)
         raise ValueError(f"{name} must be {want}; box(es) {rows[:5].tolist()} "
-                         f"{'are' if len(rows) > 1 else 'is'} not: {_show(box[rows[:3]].tolist())}")
+                         f"{'are' if len(rows) > 1 else 'is'} not: {show(box[rows[:3]].tolist())}")
     return arr.astype(np.float32)
 
 
 def path_like(name: str, value: Any) -> str:
     """A non-empty ``str`` or ``os.PathLike`` (``""`` would mean the current folder)."""
     if not isinstance(value, str | os.PathLike):
-        raise TypeError(f"{name} ({_show(value)}) must be a path (str or pathlib.Path), not "
+        raise TypeError(f"{name} ({show(value)}) must be a path (str or pathlib.Path), not "
                         f"{type(value).__name__}")
     text = os.fspath(value)
     if isinstance(text, bytes) or not text.strip():
-        raise ValueError(f"{name} ({_show(value)}) must be a non-empty path")
+        raise ValueError(f"{name} ({show(value)}) must be a non-empty path")
     return text
