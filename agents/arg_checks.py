@@ -269,7 +269,7 @@ def labelled_source(a) -> None:
 
 def check_object_args(a) -> None:
     """The source flags of the find-the-object scripts (``examples/value_search.py``,
-    ``benchmarks/find_object.py``: :func:`agents.sources.add_object_flags`): those of
+    ``studies/find_object.py``: :func:`agents.sources.add_object_flags`): those of
     :func:`labelled_source`, then that the source can carry object boxes: a named dataset of
     :data:`OBJECT_NAMED`, a folder with its ``--instances`` (a ``--test-dataset`` folder with
     its ``--test-instances``), shards (their samples' boxes, checked once loaded:

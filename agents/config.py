@@ -162,7 +162,7 @@ class Args:
     """randomly initialised encoders probed beside the trained one (their mean and sd)"""
     probe_baselines: bool = True
     """probe the baselines (random-init twins, raw pixels) beside the trained encoder; they
-    depend only on the probe sets, so a study computes them once (benchmarks/representation.py)"""
+    depend only on the probe sets, so a study computes them once (studies/representation.py)"""
     value_batches: int = 64
     """bootstrap batches of probe test images for the value accuracy by IoU"""
 

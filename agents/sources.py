@@ -3,7 +3,7 @@
 (:func:`build_datasets`) and the per-step buffer of a streaming source (:func:`sync_streams`).
 Shared by ``agents/train_value.py``, its final report and ``agents/evaluate.py``.
 
-The find-the-object scripts (``examples/value_search.py``, ``benchmarks/find_object.py``) take
+The find-the-object scripts (``examples/value_search.py``, ``studies/find_object.py``) take
 the same source flags (:func:`add_object_flags`) and ask here for images with object boxes:
 the test images the episodes start in (:func:`object_env`, :func:`object_split`) and the
 images of the goal crops, never the test ones (:func:`goal_images`)."""
