@@ -38,6 +38,9 @@ class Args:
     """where to train: auto = cuda if available, else cpu"""
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     """autocast dtype on CUDA (auto = bf16); the CPU always trains in fp32"""
+    compile: bool = False
+    """torch.compile the loss module (its forward and backward) at the first step: for GPU
+    runs; on the CPU compiling costs minutes before the first step"""
     render_on: Literal["device", "cpu"] = "device"
     """where the training views are rendered: device = where the model trains (on a GPU the
     images live there and only boxes cross; the same bytes as the CPU kernel), cpu = the
@@ -191,6 +194,7 @@ RESUME_MAY_CHANGE = {
     "log_every", "checkpoint_every", "tensorboard", "probe", "probe_dataset", "probe_train",
     "probe_test", "probe_max_samples", "random_twins", "probe_baselines", "value_batches",
     "threads", "device", "precision", "decode_workers", "memory_budget", "render_on",
+    "compile",
 }
 RESUME_PER_RUN = {"resume", "stop_at"}
 

@@ -155,6 +155,8 @@ def _run(args: Args, run_dir: Path, resumed: dict | None, stop: StopSignals,
         if ranks.main:
             print(f"resumed {run_dir} at step {step}/{args.total_steps}")
     model = ranks.wrap(agent, device)  # DDP with several ranks
+    if args.compile:  # the loss and its backward as compiled graphs (two: with/without gauges)
+        model = torch.compile(model)
     last = args.total_steps if not args.stop_at else min(args.stop_at, args.total_steps)
     progress = Progress(args, run_dir, step, sampler.views_per_step(args.ab.ab_weight > 0), ranks,
                         last)

@@ -91,12 +91,13 @@ class Row:
         self.data: list[float] = []  # of which, seconds sampling the batch
 
 
-def ours(name: str, args: Args, ds, device: torch.device, amp: bool) -> Row:
+def ours(name: str, args: Args, ds, device: torch.device, amp: bool,
+         render_device: torch.device | str = "cpu") -> Row:
     """The training step of ``agents/train_value.py`` (its own ``train_value.train_step``:
     loss, clipped AdamW update, EMA update, finiteness checks), built by its own helpers from
-    ``args``; the encoder is seeded with 0."""
+    ``args``, its views rendered on ``render_device``; the encoder is seeded with 0."""
     torch.manual_seed(0)
-    agent, sampler = build_agent(args, {"base": ds, "boot": ds})
+    agent, sampler = build_agent(args, {"base": ds, "boot": ds}, render_device=render_device)
     agent.to(device).train()
     optimizer, _ = make_optimizer(args, agent, None)
     bootstrap = args.ab.ab_weight > 0
@@ -115,6 +116,65 @@ def ours(name: str, args: Args, ds, device: torch.device, amp: bool) -> Row:
         return t_data
 
     return Row(name, sampler.views_per_step(bootstrap), step, counter.get_total_flops())
+
+
+def matmul_peak(device: torch.device, amp: bool, n: int = 8192, reps: int = 20) -> float:
+    """The FLOP/s of one large matrix product on ``device`` (bf16 with ``amp``, else fp32),
+    measured now: the peak the MFU column is a fraction of (n = 1024 on the CPU)."""
+    n = n if device.type == "cuda" else 1024
+    dtype = torch.bfloat16 if amp else torch.float32
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync(device)
+    return 2 * n ** 3 * reps / (time.perf_counter() - t0)
+
+
+def encoder_only(name: str, encoder: torch.nn.Module, view_size: int, batch: int,
+                 device: torch.device, amp: bool) -> Row:
+    """The encoder alone: ``batch`` random uint8 views already on the device, forward + mean
+    of the pooled features + backward + fused AdamW (where the device has it): the reference
+    that compares our backbone with timm's at the same FLOPs."""
+    encoder = encoder.to(device).train()
+    views = torch.randint(0, 256, (batch, 3, view_size, view_size), dtype=torch.uint8,
+                          device=device)
+    opt = torch.optim.AdamW(encoder.parameters(), lr=1e-4, fused=device.type == "cuda")
+    is_ours = hasattr(encoder, "pool")
+
+    def loss() -> torch.Tensor:
+        x = views if is_ours else views.float().div_(255.0)  # ours normalises uint8 itself
+        with torch.autocast(device.type, torch.bfloat16, enabled=amp):
+            out = encoder(x)
+            feats = encoder.pool(out) if is_ours else out
+            return feats.float().square().mean()
+
+    with FlopCounterMode(display=False) as counter:
+        loss().backward()
+    opt.zero_grad(set_to_none=True)
+
+    def step() -> float:
+        opt.zero_grad(set_to_none=True)
+        loss().backward()
+        opt.step()
+        return 0.0
+
+    return Row(name, batch, step, counter.get_total_flops())
+
+
+def timm_vit(view_size: int):
+    """timm's ``vit_small_patch16_224`` at ``view_size`` (no weights downloaded, no head), or
+    None when timm is not installed."""
+    try:
+        import timm
+    except ImportError:
+        return None
+    return timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=0,
+                             img_size=view_size)
 
 
 def lightly_simclr(args: Args, ds, device: torch.device, amp: bool, ntxent, head_cls) -> Row:
@@ -164,6 +224,10 @@ def main() -> None:
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast for every row (default: on for cuda, off for cpu)")
     p.add_argument("--skip-lightly", action="store_true", help="leave out the lightly row")
+    p.add_argument("--render-on", choices=("device", "cpu"), default="device",
+                   help="where the sampler renders the views (train_value.py --render-on)")
+    p.add_argument("--encoder-rows", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time the encoder alone, ours and (if installed) timm's ViT-S/16")
     args = p.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -176,6 +240,7 @@ def main() -> None:
         lightly_version, ntxent, head_cls = import_lightly()
 
     ds = make_dataset("scenes", n=args.images, size=96, seed=0)
+    render = device if args.render_on == "device" else torch.device("cpu")
     preset = PRESETS[args.preset]
     args.encoder, args.view_size = (args.encoder or preset.encoder,
                                     args.view_size or preset.view_size)
@@ -183,18 +248,32 @@ def main() -> None:
                        view_size=args.view_size, base_batch=args.batch, n_views=args.n_views,
                        boot_images=0, seed=0)  # 0: the paper's ratio, base batch / 8 (as printed)
     rows = [
-        ours("AB_SimCLR (ours, ab_weight=1)", with_flags(train, ab_weight=1.0), ds, device, amp),
-        ours("SimCLR (ours, ab_weight=0)", with_flags(train, ab_weight=0.0), ds, device, amp),
+        ours("AB_SimCLR (ours, ab_weight=1)", with_flags(train, ab_weight=1.0), ds, device, amp,
+             render),
+        ours("SimCLR (ours, ab_weight=0)", with_flags(train, ab_weight=0.0), ds, device, amp,
+             render),
         # the cheap variant: the pairs are the base crops of half the base images (no extra
         # online encoder pass; the target encodes the annotation crops and the second crops)
         ours("AB_SimCLR, pairs = base crops (boot_source=base)",
              with_flags(train, ab_weight=1.0, boot_source="base", n_views=2,
-                        boot_images=max(args.batch // 2, 1)), ds, device, amp),
+                        boot_images=max(args.batch // 2, 1)), ds, device, amp, render),
     ]
     if lightly_version is not None:
         rows.append(lightly_simclr(train, ds, device, amp, ntxent, head_cls))
     lightly_row = 3
     encoder = make_encoder(args.encoder, args.view_size)
+    if args.encoder_rows:
+        torch.manual_seed(0)
+        rows.append(encoder_only(f"encoder alone: ours ({args.encoder})",
+                                 make_encoder(args.encoder, args.view_size), args.view_size,
+                                 2 * args.batch, device, amp))
+        reference = timm_vit(args.view_size)
+        if reference is not None:
+            rows.append(encoder_only("encoder alone: timm vit_small_patch16_224", reference,
+                                     args.view_size, 2 * args.batch, device, amp))
+        else:
+            print("timm is not installed: no timm reference row (pip install timm)")
+    peak = matmul_peak(device, amp)
 
     for row in rows:
         for _ in range(args.warmup):
@@ -219,17 +298,20 @@ def main() -> None:
           f"{args.view_size}x{args.view_size}, base batch {args.batch} images x 2 crops, "
           f"bootstrap {max(args.batch // 8, 1)} images x {args.n_views} views, "
           f"amp {'bf16' if amp else 'off'}, lightly {lightly_version or 'not run'}; median of "
-          f"{args.rounds} rounds x {args.steps} steps\n")
-    print("| step | views/step | ms/step | of which data ms | CPU ms/step | views/s "
-          "| step vs base | GFLOP/step | FLOPs vs base |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          f"{args.rounds} rounds x {args.steps} steps; views rendered on {render}; "
+          f"matmul peak measured now: {peak / 1e12:.1f} TFLOP/s "
+          f"({'bf16' if amp else 'fp32'})\n")
+    print("| step | views/step | ms/step | of which data ms (share) | CPU ms/step | views/s "
+          "| step vs base | GFLOP/step | FLOPs vs base | TFLOP/s | MFU |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         t, data = statistics.median(row.rounds), statistics.median(row.data)
-        flops, ratio = ("-", "-") if math.isnan(row.flops) else (
-            f"{row.flops / 1e9:.2f}", f"{row.flops / rows[1].flops:.2f}x")
+        flops, ratio, rate, mfu = ("-",) * 4 if math.isnan(row.flops) else (
+            f"{row.flops / 1e9:.2f}", f"{row.flops / rows[1].flops:.2f}x",
+            f"{row.flops / t / 1e12:.2f}", f"{100 * row.flops / t / peak:.0f}%")
         print(f"| {row.name} | {row.views} | {1e3 * t:.0f} | {1e3 * data:.0f} "
-              f"| {1e3 * statistics.median(row.cpu):.0f} | {row.views / t:,.0f} "
-              f"| {t / base:.2f}x | {flops} | {ratio} |")
+              f"({100 * data / t:.0f}%) | {1e3 * statistics.median(row.cpu):.0f} "
+              f"| {row.views / t:,.0f} | {t / base:.2f}x | {flops} | {ratio} | {rate} | {mfu} |")
     if lightly_version is not None:
         ratio = statistics.median(rows[lightly_row].rounds) / base
         print(f"\nAB step / base step: {statistics.median(rows[0].rounds) / base:.2f}x "

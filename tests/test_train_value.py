@@ -405,3 +405,28 @@ def test_train_leaves_the_callers_thread_count(tmp_path):
     torch.set_num_threads(1)
     train(replace(tiny(tmp_path, "threads"), threads=2, total_steps=2))
     assert torch.get_num_threads() == 1
+
+
+def test_compile_wraps_the_loss_module_the_loop_calls(tmp_path, monkeypatch):
+    """--compile hands the module the loop calls (the agent's loss, DDP-wrapped with several
+    ranks) to torch.compile once, and the loop trains through what it returns. (Compiling for
+    real takes minutes on the CPU: the compiler is replaced by a recorder here.)"""
+    from agents.distributed import LossModule
+
+    calls = []
+
+    def recorder(module):
+        calls.append(module)
+
+        def compiled(*a, **kw):
+            calls.append("called")
+            return module(*a, **kw)
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", recorder)
+    summary = train(tiny(tmp_path, "compiled", total_steps=2, compile=True))
+    assert isinstance(calls[0], LossModule) and calls[1:] == ["called", "called"]
+    assert summary["step"] == 2
+    calls.clear()
+    train(tiny(tmp_path, "plain", total_steps=2))
+    assert calls == []
