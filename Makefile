@@ -12,7 +12,7 @@ $(PYBIN):
 
 # pip (not uv/poetry) so that torch/torchvision come from the machine's local cache.
 $(STAMP): pyproject.toml constraints.txt | $(PYBIN)
-	$(PYBIN) -m pip install --quiet -c constraints.txt -e ".[test,text,rl,video,studies]"
+	$(PYBIN) -m pip install --quiet -c constraints.txt -e ".[test,text,rl,video,studies,timm]"
 	touch $(STAMP)
 
 setup: $(STAMP)

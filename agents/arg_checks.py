@@ -5,8 +5,10 @@ work: each names the flag, shows the bad value and says what is valid (the helpe
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+from agents.encoders import encoder_kind
 from imgmdp_env import checks as check
 from imgmdp_env.datasets import NAMED, is_source, source_kind
 
@@ -55,6 +57,9 @@ def _file(name: str, value) -> None:
 
 def _view_size(name: str, value, kind: str) -> int:
     lo, mult = _VIEW_RULES.get(kind, (1, 1))
+    patch = re.search(r"patch(\d+)", kind) if kind.startswith("timm:") else None
+    if patch:  # a timm ViT: its patch size, from its name
+        lo = mult = int(patch.group(1))
     side = check.integer(name, value, lo)
     if side % mult:
         raise ValueError(f"{name} ({side}) must be a multiple of {mult} (the patch size of "
@@ -167,7 +172,10 @@ def check_train_args(a) -> None:
         check.integer(f("dataset_size"), a.dataset_size, 1)
         check.integer(f("image_size"), a.image_size, 16)
         _memory(a)
-        check.choice(f("encoder"), a.encoder, ["cnn", "vit", "vits16"])
+        try:
+            encoder_kind(a.encoder)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{f('encoder')}: {e}") from None
         _view_size(f("view_size"), a.view_size, a.encoder)
         check.integer(f("base_batch"), a.base_batch, 2)
         check.integer(f("ann_batch"), a.ab.ann_batch, 0)

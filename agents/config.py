@@ -112,8 +112,9 @@ class Args:
     first boot_images base images (the cheap variant: no extra encoder pass; needs n_views 2)"""
 
     # model
-    encoder: Literal["cnn", "vit", "vits16"] = "cnn"
-    """encoder: small ResNet (cnn), small ViT (vit, patch 8) or ViT-S/16 (vits16)"""
+    encoder: str = "cnn"
+    """encoder: small ResNet (cnn), small ViT (vit, patch 8), ViT-S/16 (vits16), or a timm ViT
+    by name, built by timm without weights (timm:vit_small_patch16_224; the timm extra)"""
     ab: Annotated[ABConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=ABConfig)
     """the agent: heads, decoder, losses (agents/ab_config.py; flags without a prefix)"""
 

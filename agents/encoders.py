@@ -28,8 +28,10 @@ __all__ = [
     "STD",
     "CNNEncoder",
     "Encoder",
+    "TimmEncoder",
     "ViTEncoder",
     "constructor_arguments",
+    "encoder_kind",
     "make_encoder",
 ]
 
@@ -153,24 +155,72 @@ class ViTEncoder(Encoder):
         return self.norm(self.blocks(x))
 
 
-# Named configurations. "vits16" is ViT-S/16 (the paper's backbone) for 224 views on a GPU.
+class TimmEncoder(Encoder):
+    """A timm vision transformer (``timm.create_model(model, pretrained=False)``: nothing is
+    downloaded) at ``image_size``; its patch tokens (the class and register tokens dropped,
+    after timm's final norm) are the tokens. Needs the ``timm`` extra (``pip install -e
+    ".[timm]"``). model: any timm ViT name, e.g. ``"vit_small_patch16_224"`` (ViT-S/16);
+    kwargs go to ``timm.create_model`` (e.g. ``depth=2``)."""
+
+    def __init__(self, image_size: int = 224, model: str = "vit_small_patch16_224",
+                 **kwargs) -> None:
+        super().__init__()
+        try:
+            import timm
+        except ImportError as e:
+            raise ImportError(f"encoder 'timm:{model}' needs timm, which is not installed: "
+                              "pip install -e '.[timm]' (or pip install timm)") from e
+        if model.split(".")[0] not in timm.list_models(["vit*", "deit*"]):
+            raise ValueError(f"timm model {model!r} is not one of timm's ViTs (e.g. "
+                             "'vit_small_patch16_224', 'vit_tiny_patch16_224'; all: "
+                             "timm.list_models('vit*'))")
+        self.model = timm.create_model(model, pretrained=False, num_classes=0,
+                                       img_size=image_size, **kwargs)
+        self.prefix = int(getattr(self.model, "num_prefix_tokens", 1))
+        self.embed_dim, self.image_size = int(self.model.embed_dim), image_size
+        self.num_tokens = int(self.model.patch_embed.num_patches)
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(x)[:, self.prefix:]
+
+
+# Named configurations. "vits16" is ViT-S/16 (the paper's backbone) for 224 views on a GPU;
+# "timm" builds a timm ViT (the kwarg ``model``; ``make_encoder("timm:<name>")`` names it).
 ENCODERS = {
     "cnn": (CNNEncoder, {}),
     "vit": (ViTEncoder, {"patch_size": 8, "width": 192, "depth": 4, "heads": 3}),
     "vits16": (ViTEncoder, {"patch_size": 16, "width": 384, "depth": 12, "heads": 6}),
+    "timm": (TimmEncoder, {}),
 }
+
+
+def encoder_kind(kind: str) -> tuple[str, dict]:
+    """``kind`` of :func:`make_encoder` as ``(named configuration, its kwargs)``:
+    ``"timm:<model>"`` is ``("timm", {"model": "<model>"})``; errors name what is valid."""
+    if not isinstance(kind, str):
+        raise TypeError(f"encoder kind must be a string, got {type(kind).__name__}")
+    if kind.startswith("timm:"):
+        if not kind[5:]:
+            raise ValueError("encoder 'timm:' needs a timm model name, e.g. "
+                             "'timm:vit_small_patch16_224'")
+        return "timm", {"model": kind[5:]}
+    if kind not in ENCODERS:
+        raise ValueError(f"unknown encoder kind {kind!r}; choose from {sorted(ENCODERS)} or "
+                         "'timm:<a timm ViT name>'")
+    return kind, {}
 
 
 def make_encoder(kind: str = "cnn", image_size: int = 64, **kwargs) -> Encoder:
     """An encoder by name: ``"cnn"`` (small ResNet), ``"vit"`` (small ViT, patch 8, for 64x64
-    views on a CPU) or ``"vits16"`` (ViT-S/16, for 224x224 views on a GPU).
+    views on a CPU), ``"vits16"`` (ViT-S/16, for 224x224 views on a GPU) or ``"timm:<name>"``
+    (a timm ViT, :class:`TimmEncoder`).
 
     kwargs override the named configuration (e.g. ``width=256``, ``depth=6`` for a ViT;
     ``widths=(32, 64, 128)`` for the CNN). The result records its arguments in
     ``encoder.config``, so ``make_encoder(**encoder.config)`` builds a fresh twin.
     """
-    if kind not in ENCODERS:
-        raise ValueError(f"unknown encoder kind {kind!r}; choose from {sorted(ENCODERS)}")
+    kind, named = encoder_kind(kind)
+    kwargs = {**named, **kwargs}
     cls, defaults = ENCODERS[kind]
     encoder = cls(image_size=image_size, **{**defaults, **kwargs})
     encoder.config = {"kind": kind, "image_size": image_size, **kwargs}  # make_encoder(**config)
@@ -184,9 +234,8 @@ def constructor_arguments(config: dict) -> dict:
     "stem_stride": 4}``). Tuples become lists (JSON); ``make_encoder(kind, **args)`` rebuilds
     the same encoder."""
     config = dict(config)
-    kind = config.pop("kind", "cnn")
-    if kind not in ENCODERS:
-        raise ValueError(f"unknown encoder kind {kind!r}; choose from {sorted(ENCODERS)}")
+    kind, named = encoder_kind(config.pop("kind", "cnn"))
+    config = {**named, **config}
     cls, defaults = ENCODERS[kind]
     own = {name: p.default for name, p in inspect.signature(cls).parameters.items()
            if p.default is not inspect.Parameter.empty}

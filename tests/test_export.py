@@ -153,7 +153,7 @@ def test_broken_exports_are_named_with_what_is_valid(tmp_path, exported):
         load_encoder(out)
     write(architecture="resnet9")
     with pytest.raises(ExportError, match=r"unknown architecture 'resnet9'; valid: \['cnn', "
-                                          r"'vit', 'vits16'\]"):
+                                          r"'timm', 'vit', 'vits16'\]"):
         load_encoder(out)
     with pytest.raises(ExportError, match="no encoder export at"):
         load_encoder(tmp_path / "nowhere")
