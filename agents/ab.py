@@ -373,7 +373,8 @@ class ABAgent(nn.Module):
                          self.center, cfg.student_temperature, cfg.teacher_temperature)
         return loss, teacher, emb_cos
 
-    def loss(self, batch: Batch, gauges: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, batch: Batch, gauges: bool = True, to_host: bool = True
+             ) -> tuple[torch.Tensor, dict[str, float]]:
         """The training loss of one :class:`agents.data.Batch`.
 
         Returns ``(loss, metrics)``: a scalar with gradients and floats for logging (``loss``,
@@ -382,7 +383,8 @@ class ABAgent(nn.Module):
         ``t_ab``, ``value_acc``, and with ``gauges`` ``copy_acc``: answering the source view's
         own annotation, ``value_acc_permuted``: ``Q_AB`` with every action moved to another
         pair; an extra decoder pass without gradients, so the loop asks for it on log steps
-        only). Updates the DINO centre.
+        only). to_host: the metrics as Python floats (one device synchronisation); False:
+        0-d float32 tensors on the batch's device, nothing waited for. Updates the DINO centre.
         """
         net, cfg = self.online, self.cfg
         bootstrap = cfg.ab_weight > 0 and batch.bootstrap
@@ -415,7 +417,8 @@ class ABAgent(nn.Module):
         if teacher is not None and self.training:
             self.center.copy_(update_center(self.center, teacher, cfg.center_momentum))
         metrics["loss"] = loss.detach()
-        values = torch.stack([v.float() for v in metrics.values()]).tolist()  # one device sync
+        values = torch.stack([v.float() for v in metrics.values()])
+        values = values.tolist() if to_host else values.unbind()  # tolist: one device sync
         return loss, dict(zip(metrics, values, strict=True))
 
     @torch.no_grad()

@@ -177,6 +177,7 @@ def check_train_args(a) -> None:
         except (TypeError, ValueError) as e:
             raise ValueError(f"{f('encoder')}: {e}") from None
         _view_size(f("view_size"), a.view_size, a.encoder)
+        check.integer(f("check_every"), a.check_every, 0)
         check.integer(f("base_batch"), a.base_batch, 2)
         check.integer(f("ann_batch"), a.ab.ann_batch, 0)
         check.integer(f("boot_images"), a.boot_images, 0)

@@ -38,6 +38,10 @@ class Args:
     """where to train: auto = cuda if available, else cpu"""
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     """autocast dtype on CUDA (auto = bf16); the CPU always trains in fp32"""
+    check_every: int = 0
+    """steps between the host's checks that the loss and the weights are finite (each check
+    waits for the device): 0 = every step on the CPU, every --log-every steps on a GPU; log and
+    checkpoint steps are always checked, and a non-finite step is never saved"""
     compile: bool = False
     """torch.compile the loss module (its forward and backward) at the first step: for GPU
     runs; on the CPU compiling costs minutes before the first step"""
@@ -195,7 +199,7 @@ RESUME_MAY_CHANGE = {
     "log_every", "checkpoint_every", "tensorboard", "probe", "probe_dataset", "probe_train",
     "probe_test", "probe_max_samples", "random_twins", "probe_baselines", "value_batches",
     "threads", "device", "precision", "decode_workers", "memory_budget", "render_on",
-    "compile",
+    "compile", "check_every",
 }
 RESUME_PER_RUN = {"resume", "stop_at"}
 

@@ -115,8 +115,10 @@ class LossModule(nn.Module):
         super().__init__()
         self.agent = agent
 
-    def forward(self, batch, gauges: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
-        return self.agent.loss(batch, gauges)
+    def forward(self, batch, gauges: bool = True, to_host: bool = True
+                ) -> tuple[torch.Tensor, dict[str, float]]:
+        return (self.agent.loss(batch, gauges) if to_host
+                else self.agent.loss(batch, gauges, to_host=False))
 
 
 @dataclass(frozen=True)

@@ -70,18 +70,33 @@ from agents.train_utils import (  # noqa: E402
 
 def train_step(model, agent, optimizer, scaler, batch, amp: torch.dtype | None,
                grad_clip: float, ema_rate: float, ranks: Ranks, step: int,
-               gauges: bool = True) -> dict[str, float]:
+               gauges: bool = True, check: bool = True,
+               unchecked: list[torch.Tensor] | None = None) -> dict[str, float]:
     """One optimizer step on ``batch`` (this rank's): the loss (``model``: the agent's loss,
     DDP-wrapped with several ranks, which averages the gradients in ``backward``), the
     clipped update, the EMA step of the target. Returns the loss's metrics (with the value
-    function's gauges when ``gauges``: :meth:`agents.ab.ABAgent.loss`). Raises
-    ``FloatingPointError`` on every rank if the loss of any rank, or a weight, is non-finite."""
+    function's gauges when ``gauges``: :meth:`agents.ab.ABAgent.loss`).
+
+    check: the host checks this step (it waits for the device): raises ``FloatingPointError``
+    on every rank if the loss of any rank, a loss since the last check, or a weight is
+    non-finite; metrics are floats. ``check=False`` (a GPU between checks, ``--check-every``):
+    nothing is waited for; the loss's finiteness is appended to ``unchecked`` (a device bool)
+    for the next check, and the metrics stay 0-d device tensors."""
     with torch.autocast(batch.base_views.device.type, dtype=amp or torch.float32,
                         enabled=amp is not None):
-        loss, metrics = model(batch, gauges)  # base loss + ab_weight * bootstrapping loss
-    if ranks.any(not math.isfinite(metrics["loss"])):
-        where = f" on rank {ranks.rank}" if ranks.distributed else ""
-        raise FloatingPointError(f"non-finite loss ({metrics['loss']}{where}) at step {step + 1}")
+        # base loss + ab_weight * bootstrapping loss; metrics as floats only when checked
+        loss, metrics = model(batch, gauges) if check else model(batch, gauges, False)
+    if check:
+        since = unchecked if unchecked is not None else []
+        finite = math.isfinite(metrics["loss"]) and (not since or bool(torch.stack(since).all()))
+        if ranks.any(not finite):
+            where = f" on rank {ranks.rank}" if ranks.distributed else ""
+            when = (f"at a step in {step + 1 - len(since)}-{step + 1}" if since
+                    else f"at step {step + 1}")
+            raise FloatingPointError(f"non-finite loss ({metrics['loss']}{where}) {when}")
+        since.clear()
+    else:
+        unchecked.append(torch.isfinite(loss.detach()))
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:  # fp16: scaled backward, unscaled before the clip
         scaler.scale(loss).backward()
@@ -96,9 +111,10 @@ def train_step(model, agent, optimizer, scaler, batch, amp: torch.dtype | None,
     else:
         optimizer.step()
     agent.update_target(ema_rate)  # the EMA target: target <- target + rate (online - target)
-    bad = non_finite(agent.online.named_parameters())
-    if bad:  # the loss was finite but the update was not (the same on every rank)
-        raise FloatingPointError(f"non-finite weights {bad[:3]} after step {step + 1}")
+    if check:
+        bad = non_finite(agent.online.named_parameters())
+        if bad:  # the loss was finite but the update was not (the same on every rank)
+            raise FloatingPointError(f"non-finite weights {bad[:3]} after step {step + 1}")
     return metrics
 
 
@@ -185,6 +201,10 @@ def _run(args: Args, run_dir: Path, resumed: dict | None, stop: StopSignals,
     # second one stops at once. `between`: the state is half-updated (sampler and RNG advanced,
     # weights maybe stepped, `step` not yet incremented), so an abrupt stop must not save.
     between, stop.defer = False, True
+    # the finiteness checks wait for the device: on a GPU every --check-every steps (and on
+    # log and checkpoint steps), the losses between them kept on the device until then
+    check_every = args.check_every or (1 if device.type == "cpu" else args.log_every)
+    unchecked: list[torch.Tensor] = []
     try:
         with progress:
             while step < last and not stop.received:
@@ -194,9 +214,11 @@ def _run(args: Args, run_dir: Path, resumed: dict | None, stop: StopSignals,
                 sync_streams(data, step, sampler, agent)  # streaming shards: this step's buffer
                 batch = sampler.sample(device, bootstrap=args.ab.ab_weight > 0)
                 logged = (step + 1) % args.log_every == 0 or step + 1 == last
+                checked = logged or (step + 1) % check_every == 0 or (
+                    step + 1) % args.checkpoint_every == 0  # the host waits for the device
                 metrics = train_step(model, agent, optimizer, scaler, batch, amp,
                                      args.grad_clip, float(ema_schedule[step]), ranks, step,
-                                     gauges=logged)  # loss, backward, clip, step, EMA
+                                     gauges=logged, check=checked, unchecked=unchecked)
                 step += 1
                 between = False
                 stop.sync(ranks.max)  # several ranks: all stop after the same step

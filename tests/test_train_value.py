@@ -430,3 +430,36 @@ def test_compile_wraps_the_loss_module_the_loop_calls(tmp_path, monkeypatch):
     calls.clear()
     train(tiny(tmp_path, "plain", total_steps=2))
     assert calls == []
+
+
+def test_check_every_keeps_the_run_and_names_the_steps_of_a_late_caught_nan(tmp_path,
+                                                                             monkeypatch):
+    """--check-every 3 (a GPU's way to skip the host's wait between checks): on the CPU the
+    run is the same, bit for bit; a non-finite loss at an unchecked step is caught at the next
+    check, named by its range of steps, and the last good checkpoint is kept."""
+    every = train(tiny(tmp_path, "every", total_steps=6, checkpoint_every=6, log_every=6))
+    third = train(tiny(tmp_path, "third", total_steps=6, checkpoint_every=6, log_every=6,
+                       check_every=3))
+    timing = ("views_per_s",)
+    assert ({k: v for k, v in third["final"].items() if k not in timing}
+            == {k: v for k, v in every["final"].items() if k not in timing})
+    a, b = (read_checkpoint(tmp_path / n)["agent"] for n in ("every", "third"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    calls = {"n": 0}
+    real = ABAgent.loss
+
+    def nan_at_step_4(self, batch, gauges=True, to_host=True):
+        calls["n"] += 1
+        loss, metrics = real(self, batch, gauges, to_host)
+        if calls["n"] == 4:
+            assert not to_host  # an unchecked step: nothing waited for
+            loss = loss * float("nan")
+            metrics = {**metrics, "loss": metrics["loss"] * float("nan")}
+        return loss, metrics
+
+    monkeypatch.setattr(ABAgent, "loss", nan_at_step_4)
+    with pytest.raises(SystemExit, match=r"non-finite loss \(nan\) at a step in 4-6.*step 3"):
+        train(tiny(tmp_path, "nan", total_steps=9, checkpoint_every=3, log_every=9,
+                   check_every=3))
+    assert read_checkpoint(tmp_path / "nan")["step"] == 3
