@@ -14,11 +14,15 @@ import numpy as np
 import torch
 
 from agents.ab import ABAgent
-from agents.checkpoint import save_checkpoint  # noqa: F401 - re-exported (tests, benchmarks)
+from agents.checkpoint import (
+    CHECKPOINT,
+    save_checkpoint,  # noqa: F401 - re-exported (tests, benchmarks)
+)
 from agents.checkpoint import write_checkpoint as atomic_save  # noqa: F401 - re-exported
 from agents.config import resolved
 from agents.data import TransitionSampler
 from agents.distributed import rank_seed
+from agents.export import ENCODER_DIR, export_encoder
 from agents.networks import make_encoder
 from agents.sources import source_kwargs
 from agents.text import WordTokenizer
@@ -29,6 +33,7 @@ __all__ = [
     "cosine_schedule",
     "ema_rates",
     "final_report",
+    "finish_run",
     "make_optimizer",
 ]
 
@@ -239,4 +244,31 @@ def final_report(args, agent: ABAgent, data: dict[str, ImageDataset], run_dir: P
                 writer.add_scalar(f"probe/{label}/{k}", v, args.total_steps)
     print(f"run folder: {run_dir}")
     print(verdict)
+    return summary
+
+
+def finish_run(args, agent: ABAgent, data: dict[str, ImageDataset], run_dir: Path, step: int,
+               stop, ranks, writer) -> dict:
+    """After the loop: what a stopped or partial run says, or, once training is complete (rank
+    0), the exported encoder and the final report. Returns the run's summary."""
+    ckpt_path = run_dir / CHECKPOINT
+    if not ranks.main:
+        return {"step": step, "interrupted": bool(stop.received), "signal": stop.exit_code(),
+                "rank": ranks.rank}
+    if stop.received:
+        print(f"\n{stop.received[0]}: saved {ckpt_path} at step {step}; continue with "
+              f"--resume {run_dir}")
+        return {"step": step, "interrupted": True, "signal": stop.exit_code()}
+    if step < args.total_steps:
+        print(f"stopped at step {step}/{args.total_steps}: continue with --resume {run_dir}")
+        return {"step": step, "interrupted": False}
+    export_encoder(agent.encoder, run_dir / ENCODER_DIR, step=step, source=ckpt_path, replace=True)
+    try:
+        summary = final_report(args, agent, data, run_dir, writer)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted during the final report: training is complete and {ckpt_path} "
+              f"(step {step}) is kept; --resume {run_dir} runs the report again")
+        return {"step": step, "interrupted": True, "signal": stop.exit_code() or 130}
+    if writer is not None:
+        writer.close()
     return summary

@@ -1,23 +1,15 @@
 """Pre-train an encoder with annotation bootstrapping (AB) on the image view MDP.
 
     python agents/train_value.py                        # cpu-small preset, embedded "scenes"
-    python agents/train_value.py --base dino --gamma 0  # any field of Args, see --help
     python agents/train_value.py --ab-weight 0          # the base method alone (the baseline)
-    python agents/train_value.py gpu-vits16             # ViT-S/16 at 224 on a GPU (a preset:
-                                                        # the first word, then any flags)
+    python agents/train_value.py gpu-vits16 --lr 1e-4   # a preset (the first word), then flags
     python agents/train_value.py --resume runs/<name>   # continue a run exactly
 
-Writes ``runs/<name>/``: ``config.json``, ``log.jsonl`` (one JSON object per logged step),
-TensorBoard events, ``checkpoint.pt`` (atomic; the latest state), PNG plots (losses, probe
-accuracy, value accuracy by IoU) and, once training is complete, ``encoder/`` (the trained
-encoder for others to load: ``agents.export.load_encoder``). Ends with probe accuracies of the
-trained encoder beside its randomly initialised twins and raw pixels
-(``agents.evaluate.probe_report``).
-
-A fresh run never writes into an existing run (``--name`` of one is refused; the default name
-takes the next free ``-2``, ``-3``); one process per run folder (``<run>/lock``); ``--resume``
-applies the flags that may change (``RESUME_MAY_CHANGE``) and refuses the others; SIGTERM
-saves like Ctrl-C. What survives which fault: docs/architecture.md.
+Read top to bottom: :func:`train_step` (loss, backward, clip, optimizer step, EMA), then
+:func:`_run` (build everything; the loop: learning rate, sample, step, log, checkpoint; a
+signal saves), then ``finish_run`` (the export ``runs/<name>/encoder/`` and the final report:
+the value function against copy, the probes against random init and raw pixels, a verdict).
+Run folders, resume rules and what survives which fault: docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -54,16 +46,15 @@ from agents.config import (  # noqa: E402, F401 - Args, PRESETS, parse_args: re-
     parse_args,
 )
 from agents.distributed import Ranks, launched  # noqa: E402
-from agents.export import ENCODER_DIR, export_encoder  # noqa: E402
-from agents.flat_args import flags_given, flat_fields  # noqa: E402, F401 - re-exported
+from agents.flat_args import flat_fields  # noqa: E402
 from agents.progress import Progress, describe_batch  # noqa: E402
-from agents.runs import StopSignals, open_run  # noqa: E402, F401 - re-exported
+from agents.runs import StopSignals, open_run  # noqa: E402
 from agents.sources import build_datasets, sync_streams  # noqa: E402
 from agents.train_utils import (  # noqa: E402
     build_agent,
     cosine_schedule,
     ema_rates,
-    final_report,
+    finish_run,
     make_optimizer,
 )
 
@@ -249,34 +240,7 @@ def _run(args: Args, run_dir: Path, resumed: dict | None, stop: StopSignals,
         stop.defer = False
     progress.close()
     ranks.barrier()  # every rank is done; rank 0 reports alone
-    return _finish(args, agent, data, run_dir, step, stop, ranks, progress.writer)
-
-
-def _finish(args: Args, agent, data, run_dir: Path, step: int, stop: StopSignals, ranks: Ranks,
-            writer) -> dict:
-    """After the loop: what a stopped or partial run says, or, once training is complete (rank
-    0), the exported encoder and the final report. Returns the run's summary."""
-    ckpt_path = run_dir / CHECKPOINT
-    if not ranks.main:
-        return {"step": step, "interrupted": bool(stop.received), "signal": stop.exit_code(),
-                "rank": ranks.rank}
-    if stop.received:
-        print(f"\n{stop.received[0]}: saved {ckpt_path} at step {step}; continue with "
-              f"--resume {run_dir}")
-        return {"step": step, "interrupted": True, "signal": stop.exit_code()}
-    if step < args.total_steps:
-        print(f"stopped at step {step}/{args.total_steps}: continue with --resume {run_dir}")
-        return {"step": step, "interrupted": False}
-    export_encoder(agent.encoder, run_dir / ENCODER_DIR, step=step, source=ckpt_path, replace=True)
-    try:
-        summary = final_report(args, agent, data, run_dir, writer)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted during the final report: training is complete and {ckpt_path} "
-              f"(step {step}) is kept; --resume {run_dir} runs the report again")
-        return {"step": step, "interrupted": True, "signal": stop.exit_code() or 130}
-    if writer is not None:
-        writer.close()
-    return summary
+    return finish_run(args, agent, data, run_dir, step, stop, ranks, progress.writer)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -334,15 +334,15 @@ def test_an_interrupt_between_the_update_and_the_step_count_saves_no_half_step(
 
 
 def test_an_interrupt_in_the_final_report_keeps_the_checkpoint(tmp_path, monkeypatch, capsys):
-    import agents.train_value as tv
+    import agents.train_utils as tu
 
-    real = tv.final_report
-    monkeypatch.setattr(tv, "final_report", lambda *a, **k: (_ for _ in ()).throw(
+    real = tu.final_report
+    monkeypatch.setattr(tu, "final_report", lambda *a, **k: (_ for _ in ()).throw(
         KeyboardInterrupt))
     assert train(tiny(tmp_path, "run"))["interrupted"]
     assert "training is complete and" in capsys.readouterr().out
     assert read_checkpoint(tmp_path / "run")["step"] == 6
-    monkeypatch.setattr(tv, "final_report", real)
+    monkeypatch.setattr(tu, "final_report", real)
     summary = train(replace(tiny(tmp_path, "run"), resume=str(tmp_path / "run")))
     assert summary["step"] == 6 and (tmp_path / "run" / "summary.json").exists()
 
