@@ -47,6 +47,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from agents.config import with_flags
 from agents.distributed import Ranks
+from agents.encoders import Encoder
 from agents.networks import make_encoder
 from agents.train_utils import build_agent, make_optimizer
 from agents.train_value import PRESETS, Args, train_step
@@ -144,7 +145,7 @@ def encoder_only(name: str, encoder: torch.nn.Module, view_size: int, batch: int
     views = torch.randint(0, 256, (batch, 3, view_size, view_size), dtype=torch.uint8,
                           device=device)
     opt = torch.optim.AdamW(encoder.parameters(), lr=1e-4, fused=device.type == "cuda")
-    is_ours = hasattr(encoder, "pool")
+    is_ours = isinstance(encoder, Encoder)
 
     def loss() -> torch.Tensor:
         x = views if is_ours else views.float().div_(255.0)  # ours normalises uint8 itself

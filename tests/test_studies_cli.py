@@ -55,3 +55,19 @@ def test_every_study_and_benchmark_prints_its_help_as_a_module():
     if failed:
         pytest.fail("\n\n".join(f"python -m {m} --help failed:\n{err}"
                                 for m, err in failed.items()))
+
+
+def test_the_gpu_checks_rehearse_on_the_cpu(tmp_path):
+    """benchmarks/gpu_checks.py --quick --device cpu: every step runs (throughput with the
+    views rendered on the device and on the CPU, the training tests) and the report holds
+    each step's exit code and the throughput tables with their MFU column."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    res = subprocess.run([sys.executable, "-m", "benchmarks.gpu_checks", "--quick", "--device",
+                          "cpu", "--out", str(tmp_path)], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr[-3000:]
+    report = (tmp_path / "gpu_checks.md").read_text()
+    for step in ("throughput_render_device", "throughput_render_cpu", "tests_training"):
+        assert f"## {step}: exit 0" in report, report
+    assert "| MFU |" in report and "| AB_SimCLR (ours, ab_weight=1) |" in report
+    assert "| encoder alone: ours (cnn) |" in report
