@@ -8,12 +8,18 @@ Columns, measured in the same run on the same 256x256 images, 64x64 views:
 - ``bare kernel`` (b): :func:`imgmdp_env.views.render_views` on the same number of views,
   at the boxes a random-policy run of the env visits, with no env around it.
 
+With ``--device cuda`` (or another torch device) the table is the device env instead
+(``gym.make_vec(..., device=...)``, the torch API: state, bank and rendering on the device,
+torch actions drawn there up front) beside the bare kernel on the device (the portable torch
+path of ``render_views`` with the bank moved there), at each ``--envs`` (e.g. 4096); the rates
+count complete steps (the device is synchronised after each).
+
 Goals (issue 2, at 256 envs): ImageView-v0 >= 5x (a), 10x as the stretch, and within 1.3x of (b)
 (env/kernel ratio <= 1.3). Each cell is warmed up (numba compiles on first use), then timed in
 short rounds for ``--seconds``; the median round rate is reported.
 
     .venv/bin/python -m benchmarks.env_throughput [--seconds 2] [--envs 1 16 256]
-        [--no-antialias] [--clock wall|cpu]
+        [--no-antialias] [--clock wall|cpu] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -135,6 +141,36 @@ def bench(n: int, ds: ImageDataset, pil: list[Image.Image], seconds: float, anti
     return env_rate, pil_rate, kernel_rate
 
 
+def bench_device(n: int, ds: ImageDataset, seconds: float, antialias: bool, device: str
+                 ) -> tuple[float, float]:
+    """Views/s of the device env (torch API) and of the bare kernel on the device."""
+    dev = torch.device(device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    gen = torch.Generator().manual_seed(0)
+    actions = (torch.rand(16, n, 4, generator=gen) * 2 - 1).to(dev)  # cycled, drawn up front
+    k = iter(range(10**12))
+
+    env = ImageViewVectorEnv(n, dataset=ds, view_size=VIEW, antialias=antialias,
+                             max_episode_steps=MAX_STEPS, device=dev)
+    env.reset(seed=0)
+
+    def env_step() -> None:
+        env.step(actions[next(k) % 16])
+        sync()
+
+    env_rate = rate(env_step, n, seconds)
+    # the bare kernel on the boxes a random-policy run of the device env visits (as in bench)
+    visited = [env.step(actions[i % 16])[-1] for i in range(MAX_STEPS + 14)]
+    bank = env.bank  # already on the device
+
+    def kernel() -> None:
+        info = visited[next(k) % len(visited)]
+        render_views(bank, info["image_index"], info["box"], VIEW, antialias=antialias)
+        sync()
+
+    return env_rate, rate(kernel, n, seconds)
+
+
 def machine() -> str:
     cpu = cpu_model()
     try:
@@ -157,6 +193,10 @@ def main() -> None:
     p.add_argument("--antialias", action=argparse.BooleanOptionalAction, default=True,
                    help="ImageView-v0 and the kernel sample the image pyramid (PIL's resize is "
                         "always a filtered, i.e. anti-aliased, bilinear)")
+    p.add_argument("--device", default="cpu",
+                   help="cpu: the numpy env against PIL and the CPU kernel (the table above); a "
+                        "torch device such as cuda: the device env (torch API) and the kernel "
+                        "there")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="wall: elapsed time; cpu: this thread's CPU time (steadier on a shared, "
                         "loaded machine; it does not count time spent waiting for a core)")
@@ -177,6 +217,18 @@ def main() -> None:
     print(f"{args.images} scenes of {IMAGE}x{IMAGE}, {VIEW}x{VIEW} views, "
           f"antialias={args.antialias}, {args.clock} clock, {args.seconds:g} s per cell (median of "
           f"~0.25 s rounds); load average before: {os.getloadavg()[0]:.2f}\n")
+    if args.device != "cpu":
+        name = (torch.cuda.get_device_name(torch.device(args.device))
+                if torch.device(args.device).type == "cuda" else args.device)
+        print(f"device: {args.device} ({name})\n")
+        print(f"| envs | ImageView-v0 on {args.device} views/s | bare kernel on {args.device} "
+              "views/s | env/kernel |")
+        print("|---:|---:|---:|---:|")
+        for n in args.envs:
+            env_rate, kernel_rate = bench_device(n, ds, args.seconds, args.antialias, args.device)
+            print(f"| {n} | {env_rate:,.0f} | {kernel_rate:,.0f} | {kernel_rate / env_rate:.2f} |",
+                  flush=True)
+        return
     print("| envs | ImageView-v0 views/s | PIL SyncVectorEnv views/s | bare kernel views/s "
           "| speed-up vs PIL | env/kernel |")
     print("|---:|---:|---:|---:|---:|---:|")

@@ -9,6 +9,13 @@ likelihood of an annotation for the new view.
 :class:`ImageViewVectorEnv` keeps the state of all sub-environments as tensors and steps them
 with one call of the crop kernel; :class:`~imgmdp_env.single_env.ImageViewEnv` is a thin
 single-env adaptor over the same core (``num_envs=1``).
+
+With ``device=...`` (opt-in; e.g. ``gym.make_vec("ImageView-v0", num_envs=4096,
+device="cuda")``) the env keeps its state and image bank on that device, renders there (the
+portable torch path of :func:`~imgmdp_env.views.render_views_unchecked`; the numba kernel on the
+CPU) and speaks torch: observations, rewards, dones and info tensors on the device. The random
+streams stay on CPU generators (drawn on the CPU, then moved), so ``device="cpu"`` returns
+exactly the numpy API's values as tensors.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from imgmdp_env.views import (
     sample_boxes,
 )
 
-__all__ = ["RESET_OPTIONS", "ImageViewVectorEnv"]
+__all__ = ["RESET_OPTIONS", "ImageViewVectorEnv", "refuse_device"]
 
 AUG_ACTIONS = 4  # flip, rot90, brightness, saturation
 
@@ -97,6 +104,22 @@ class ImageViewVectorEnv(VectorAttrs, VectorEnv):
         fill: RGB colour outside the image.
         autoreset_mode: a :class:`gymnasium.vector.AutoresetMode` (or its value string).
         render_mode: ``None`` or ``"rgb_array"``.
+        device: ``None`` (default): the numpy API above. A torch device (``"cuda"``, ``"cpu"``,
+            ...): the torch API. The image bank and the state (image indices, boxes, steps)
+            live on the device, views are rendered there, ``step`` takes actions as torch
+            tensors (any device) or numpy, and returns the observation (``(N, 3, h, w)`` uint8,
+            or the dict of it and the ``(N, 4)`` float32 box), the reward (``(N,)`` float32),
+            terminations / truncations (``(N,)`` bool) and the info's ``image_index``
+            ``(N,)`` int64 / ``box`` ``(N, 4)`` float32 (and their ``_`` masks, bool) as torch
+            tensors on the device. Under ``SAME_STEP`` ``info["final_obs"]`` is the batched
+            observation before the resets (its rows ``info["_final_obs"]`` are the finished
+            episodes' last views; Gymnasium's object array of rows would be numpy) and
+            ``final_info`` holds tensors too. Random draws use the same CPU generators as the
+            numpy API, so ``device="cpu"`` gives its values exactly; on CUDA the box arithmetic
+            may differ from the CPU's in the last float bit. One host sync per step (which
+            sub-envs reset next: their draws are made on the CPU). The reward wrappers, the SB3
+            adapter, the discrete-action wrapper and the single env (``gym.make``) do not yet
+            support it and refuse a device env at construction.
     """
 
     per_env_attrs = ("image_index", "box")  # see imgmdp_env.vector_attrs
@@ -125,6 +148,7 @@ class ImageViewVectorEnv(VectorAttrs, VectorEnv):
         fill: Sequence[int] = (0, 0, 0),
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         render_mode: str | None = None,
+        device: str | torch.device | None = None,
     ) -> None:
         _forked_child_threads()  # an AsyncVectorEnv worker forked from a torch process
         # Every argument is checked before any work (the dataset is built last).
@@ -147,11 +171,15 @@ class ImageViewVectorEnv(VectorAttrs, VectorEnv):
         if augment and self.view_size[0] != self.view_size[1]:
             raise ValueError(f"augment=True rotates views: view_size {view_size} must be square")
         self.autoreset_mode = _autoreset_mode(autoreset_mode)
+        self.device = _device(device)
+        dev = self.device or torch.device("cpu")
         self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
 
         self.num_envs = num_envs
         self.dataset = cached_dataset(dataset, dataset_kwargs)
         self.bank = self.dataset.bank(levels=4 if antialias else 1, fill=fill)
+        if self.device is not None:
+            self.bank = self.bank.to(self.device)  # once: every render reads it there
         self.max_episode_steps = max_episode_steps
         self.augment, self.obs_mode, self.antialias = augment, obs_mode, antialias
         self.render_mode = render_mode
@@ -169,22 +197,26 @@ class ImageViewVectorEnv(VectorAttrs, VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
 
-        self.image_idx = torch.zeros(num_envs, dtype=torch.int64)
-        self.boxes = torch.zeros(num_envs, 4)
-        self.steps = torch.zeros(num_envs, dtype=torch.int64)
-        self.views = torch.zeros(num_envs, 3, h, w, dtype=torch.uint8)
+        self.image_idx = torch.zeros(num_envs, dtype=torch.int64, device=dev)
+        self.boxes = torch.zeros(num_envs, 4, device=dev)
+        self.steps = torch.zeros(num_envs, dtype=torch.int64, device=dev)
+        self.views = torch.zeros(num_envs, 3, h, w, dtype=torch.uint8, device=dev)
         self._autoreset = np.zeros(num_envs, dtype=bool)
         self._started = np.zeros(num_envs, dtype=bool)  # sub-envs reset at least once
         self._generator: torch.Generator | None = None
 
     def _get_per_env(self, name: str) -> tuple[Any, ...]:
+        if self.device is not None:  # the torch API: rows of the device tensors
+            return tuple(self.image_idx.clone() if name == "image_index" else self.boxes.clone())
         if name == "image_index":
             return tuple(int(i) for i in self.image_idx)
         return tuple(self.boxes.numpy().copy())  # "box": (4,) float32 rows
 
     # ------------------------------------------------------------------ state changes
     def _draw(self, mask: torch.Tensor, options: dict | None) -> None:
-        """Reset the sub-envs in ``mask``: new image and initial box (or those in ``options``)."""
+        """Reset the sub-envs in ``mask`` (``(N,)`` bool, CPU): new image and initial box (or
+        those in ``options``). Drawn on the CPU (the one random stream of both APIs), then
+        moved to the state's device."""
         k = int(mask.sum())
         options = options or {}
         if "image_index" in options:
@@ -199,29 +231,40 @@ class ImageViewVectorEnv(VectorAttrs, VectorEnv):
         else:
             box = sample_boxes(k, self.init_scale, self.init_ratio, self.bank.aspect[idx],
                                generator=self._generator)
+        if self.device is not None:
+            mask, idx, box = mask.to(self.device), idx.to(self.device), box.to(self.device)
         self.image_idx[mask], self.boxes[mask], self.steps[mask] = idx, box, 0
 
     def _render_obs(self, mask: torch.Tensor | None = None, aug: torch.Tensor | None = None):
         # Always into a new tensor: an observation handed out is never written again (callers
         # may keep it), so _obs returns it without a copy; the env keeps it only for render().
         if mask is None:  # the step path: render straight into the new array
-            views = torch.empty(self.views.shape, dtype=torch.uint8)
+            views = torch.empty(self.views.shape, dtype=torch.uint8, device=self.views.device)
             render_views_unchecked(self.bank, self.image_idx, self.boxes, *self.view_size,
                                    self.antialias, views)  # valid by construction: no checks
             self.views = views if aug is None else _augment(views, aug)
             return
+        mask = mask.to(self.views.device)
         views = render_views_unchecked(self.bank, self.image_idx[mask], self.boxes[mask],
                                        *self.view_size, self.antialias)
         self.views = self.views.clone()
         self.views[mask] = views if aug is None else _augment(views, aug[mask])
 
     def _obs(self) -> Any:
+        if self.device is not None:  # the torch API: a new tensor every step, as below
+            if self.obs_mode == "dict":
+                return {"view": self.views, "box": self.boxes.clone()}
+            return self.views
         views = self.views.numpy()  # a new array every step (see _render_obs)
         if self.obs_mode == "dict":
             return {"view": views, "box": self.boxes.numpy().copy()}
         return views
 
     def _info(self) -> dict[str, Any]:
+        if self.device is not None:
+            ones = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
+            return {"image_index": self.image_idx.clone(), "_image_index": ones,
+                    "box": self.boxes.clone(), "_box": ones.clone()}
         ones = np.ones(self.num_envs, dtype=bool)
         return {"image_index": self.image_idx.numpy().copy(), "_image_index": ones,
                 "box": self.boxes.numpy().copy(), "_box": ones.copy()}
@@ -232,7 +275,8 @@ class ImageViewVectorEnv(VectorAttrs, VectorEnv):
 
         options: ``image_index`` (int or ``(N,)``) and/or ``box`` (``(4,)`` or ``(N, 4)``
         cxcywh) fix the start state, e.g. for evaluation; ``reset_mask`` ``(N,)`` bool resets
-        only those sub-envs (the way to reset in ``AutoresetMode.DISABLED``).
+        only those sub-envs (the way to reset in ``AutoresetMode.DISABLED``). With a ``device``
+        they may be torch tensors (any device) as well as numpy arrays.
         """
         _forked_child_threads()  # an env built before a fork, reset in the child
         seed = check.seed("seed", seed)
@@ -240,6 +284,9 @@ class ImageViewVectorEnv(VectorAttrs, VectorEnv):
         check.check_keys(f"{type(self).__name__}.reset options", options, RESET_OPTIONS,
                          " ('goal' is read by the reward wrappers of imgmdp_env.rewards)"
                          if "goal" in options else "")
+        if self.device is not None:  # torch options are checked as the numpy they equal
+            options = {k: v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v
+                       for k, v in options.items()}
         mask = options.pop("reset_mask", None)
         if mask is None:
             mask = np.ones(self.num_envs, dtype=bool)
@@ -264,9 +311,77 @@ class ImageViewVectorEnv(VectorAttrs, VectorEnv):
         return self._obs(), self._info()
 
     def step(self, actions: Any):
-        """Step every sub-env. actions: ``(num_envs, A)`` in ``[-1, 1]`` (clipped)."""
+        """Step every sub-env. actions: ``(num_envs, A)`` in ``[-1, 1]`` (clipped); with a
+        ``device``, a torch tensor (any device) or numpy."""
         if self._generator is None:
             raise RuntimeError("call reset() before step()")
+        act = self._actions(actions)
+
+        # Move all sub-envs (cheaper than masking); NEXT_STEP resets then overwrite theirs.
+        rel = action_to_relative(act, self.max_pan, self.max_zoom)
+        boxes = clamp_boxes(apply_relative(self.boxes, rel), self.min_size, self.margin)
+        moving = ~self._autoreset
+        aug = act[:, BOX_ACTIONS:] if self.augment else None
+        if moving.all():
+            self.boxes.copy_(boxes)
+            self.steps += 1
+        else:
+            resetting = torch.from_numpy(~moving)
+            keep = torch.from_numpy(moving).to(self.boxes.device)
+            self.boxes[keep], self.steps[keep] = boxes[keep], self.steps[keep] + 1
+            self._draw(resetting, None)
+            if aug is not None:
+                aug = torch.where(resetting.to(aug.device)[:, None], torch.zeros_like(aug), aug)
+        self._render_obs(aug=aug)
+        if self.device is not None:
+            return self._step_torch(moving)
+
+        reward = np.zeros(self.num_envs, dtype=np.float64)
+        terminated = np.zeros(self.num_envs, dtype=bool)
+        if self.max_episode_steps is None:
+            truncated = np.zeros(self.num_envs, dtype=bool)
+        else:
+            truncated = (self.steps >= self.max_episode_steps).numpy() & moving
+        done = terminated | truncated
+        obs, info = self._obs(), self._info()
+        if self.autoreset_mode == AutoresetMode.SAME_STEP and done.any():
+            info = self._same_step_reset(done, obs, info)
+            obs = self._obs()
+        elif self.autoreset_mode == AutoresetMode.NEXT_STEP:
+            self._autoreset = done
+        return obs, reward, terminated, truncated, info
+
+    def _step_torch(self, moving: np.ndarray):
+        """The end of :meth:`step` in the torch API: the same values as tensors on the device.
+        The one host sync: ``truncated`` to the CPU (which sub-envs reset next)."""
+        n, dev = self.num_envs, self.device
+        reward = torch.zeros(n, dtype=torch.float32, device=dev)
+        terminated = torch.zeros(n, dtype=torch.bool, device=dev)
+        if self.max_episode_steps is None:
+            truncated, done = terminated.clone(), np.zeros(n, dtype=bool)
+        else:
+            truncated = (self.steps >= self.max_episode_steps) & torch.from_numpy(moving).to(dev)
+            done = truncated.cpu().numpy()
+        obs, info = self._obs(), self._info()
+        if self.autoreset_mode == AutoresetMode.SAME_STEP and done.any():
+            final_info = {k: v for k, v in info.items() if not k.startswith("_")}
+            done_t = torch.from_numpy(done).to(dev)
+            final_info.update({f"_{k}": done_t.clone() for k in list(final_info)})
+            final_obs = obs  # never written again (see _render_obs)
+            mask = torch.from_numpy(done)
+            self._draw(mask, None)
+            self._render_obs(mask)
+            obs, info = self._obs(), self._info()
+            info.update(final_obs=final_obs, _final_obs=done_t.clone(), final_info=final_info,
+                        _final_info=done_t.clone())
+        elif self.autoreset_mode == AutoresetMode.NEXT_STEP:
+            self._autoreset = done
+        return obs, reward, terminated, truncated, info
+
+    def _actions(self, actions: Any) -> torch.Tensor:
+        """``actions`` checked and clipped: ``(N, A)`` float32 on the state's device."""
+        if self.device is not None and isinstance(actions, torch.Tensor):
+            return self._torch_actions(actions)
         try:
             a = np.asarray(actions)
         except (TypeError, ValueError):  # ragged
@@ -284,37 +399,24 @@ class ImageViewVectorEnv(VectorAttrs, VectorEnv):
             raise ValueError(f"non-finite action (NaN or inf) for sub-env(s) "
                              f"{np.flatnonzero(bad).tolist()}: {a[bad].tolist()}")
         act = torch.from_numpy(np.clip(a, -1.0, 1.0))
+        return act if self.device is None else act.to(self.device)
 
-        # Move all sub-envs (cheaper than masking); NEXT_STEP resets then overwrite theirs.
-        rel = action_to_relative(act, self.max_pan, self.max_zoom)
-        boxes = clamp_boxes(apply_relative(self.boxes, rel), self.min_size, self.margin)
-        moving = ~self._autoreset
-        aug = act[:, BOX_ACTIONS:] if self.augment else None
-        if moving.all():
-            self.boxes.copy_(boxes)
-            self.steps += 1
-        else:
-            resetting, keep = torch.from_numpy(~moving), torch.from_numpy(moving)
-            self.boxes[keep], self.steps[keep] = boxes[keep], self.steps[keep] + 1
-            self._draw(resetting, None)
-            if aug is not None:
-                aug = torch.where(resetting[:, None], torch.zeros_like(aug), aug)
-        self._render_obs(aug=aug)
-
-        reward = np.zeros(self.num_envs, dtype=np.float64)
-        terminated = np.zeros(self.num_envs, dtype=bool)
-        if self.max_episode_steps is None:
-            truncated = np.zeros(self.num_envs, dtype=bool)
-        else:
-            truncated = (self.steps >= self.max_episode_steps).numpy() & moving
-        done = terminated | truncated
-        obs, info = self._obs(), self._info()
-        if self.autoreset_mode == AutoresetMode.SAME_STEP and done.any():
-            info = self._same_step_reset(done, obs, info)
-            obs = self._obs()
-        elif self.autoreset_mode == AutoresetMode.NEXT_STEP:
-            self._autoreset = done
-        return obs, reward, terminated, truncated, info
+    def _torch_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        """Torch actions (device API): the checks of the numpy path, on the device."""
+        if actions.dtype == torch.bool or actions.is_complex():
+            raise TypeError(f"actions must be numbers in [-1, 1], not {actions.dtype} values")
+        expected = (self.num_envs, *self.single_action_space.shape)
+        if tuple(actions.shape) != expected:
+            raise ValueError(f"actions have shape {tuple(actions.shape)}; expected {expected} "
+                             "(num_envs, action dims)")
+        a = actions.detach().to(self.device, torch.float32)
+        finite = torch.isfinite(a).all(dim=1)
+        if not bool(finite.all()):  # a host sync, as numpy's check
+            bad = (~finite).cpu()
+            raise ValueError(f"non-finite action (NaN or inf) for sub-env(s) "
+                             f"{torch.nonzero(bad).flatten().tolist()}: "
+                             f"{a.cpu()[bad].tolist()}")
+        return a.clamp(-1.0, 1.0)
 
     def _same_step_reset(self, done: np.ndarray, obs: Any, info: dict) -> dict:
         final_obs = np.full(self.num_envs, None, dtype=object)
@@ -350,11 +452,11 @@ class ImageViewVectorEnv(VectorAttrs, VectorEnv):
         m = self.margin
         frames = []
         for i in range(self.num_envs):  # rendering is for people, not for throughput
-            idx = self.image_idx[i : i + 1]
+            idx = self.image_idx[i : i + 1].cpu()
             aspect = float(self.bank.aspect[idx])
             hw = (display, max(1, round(display * aspect)))
             canvas = render_views(self.bank, idx, torch.tensor([[0.5, 0.5, 1 + 2 * m, 1 + 2 * m]]),
-                                  hw)[0].permute(1, 2, 0).numpy()
+                                  hw)[0].permute(1, 2, 0).cpu().numpy()
             img = Image.fromarray(np.ascontiguousarray(canvas))
             draw = ImageDraw.Draw(img)
             cx, cy, bw, bh = self.boxes[i].tolist()
@@ -364,7 +466,7 @@ class ImageViewVectorEnv(VectorAttrs, VectorEnv):
                            outline=(255, 64, 64), width=2)
             inner = [to_px(0, hw[1]), to_px(0, hw[0]), to_px(1, hw[1]), to_px(1, hw[0])]
             draw.rectangle(inner, outline=(128, 128, 128), width=1)
-            view = Image.fromarray(self.views[i].permute(1, 2, 0).numpy())
+            view = Image.fromarray(self.views[i].permute(1, 2, 0).cpu().numpy())
             view = view.resize((round(display * self.view_size[1] / self.view_size[0]), display),
                                Image.NEAREST)
             frame = Image.new("RGB", (img.width + 4 + view.width, display), (255, 255, 255))
@@ -398,6 +500,33 @@ def _autoreset_mode(mode: Any) -> AutoresetMode:
                          f"{valid}") from None
 
 
+def _device(device: Any) -> torch.device | None:
+    """The ``device`` argument: ``None`` (the numpy API) or a usable torch device."""
+    if device is None:
+        return None
+    try:
+        dev = torch.device(device)
+    except (TypeError, RuntimeError) as e:
+        raise ValueError(f"device ({device!r}) must be None (the numpy API) or a torch device "
+                         f"such as 'cpu' or 'cuda': {e}") from None
+    try:
+        torch.empty(0, device=dev)
+    except (RuntimeError, AssertionError) as e:
+        raise ValueError(f"device ({device!r}) is not available here: {e}") from None
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
+
+
+def refuse_device(core: ImageViewVectorEnv, what: str) -> None:
+    """Raise if ``core`` runs the torch API (a ``device``): ``what`` (a wrapper, an option)
+    speaks numpy and supports device mode not yet."""
+    if getattr(core, "device", None) is not None:
+        raise ValueError(f"{what} does not support device mode yet: this ImageView-v0 env was "
+                         f"made with device={str(core.device)!r} (the torch API); make it "
+                         "without device= (the numpy API) to use it")
+
+
 def _start_box(value: Any, n: int) -> np.ndarray:
     """``options["box"]``: ``(4,)`` or ``(n, 4)`` finite numbers with positive sizes."""
     return check.box_array("options['box']", value, [(4,), (n, 4)])
@@ -415,7 +544,8 @@ def _augment(views: torch.Tensor, aug: torch.Tensor) -> torch.Tensor:
         if sel.any():
             views[sel] = torch.rot90(views[sel], r, dims=(-2, -1))
     x = views.float()
-    gray = (x * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1, keepdim=True)
+    luma = torch.tensor([0.299, 0.587, 0.114], device=views.device)
+    gray = (x * luma[:, None, None]).sum(1, keepdim=True)
     sat = (1 + aug[:, 3])[:, None, None, None]
     x = gray + (x - gray) * sat
     x = x * torch.pow(2.0, aug[:, 2])[:, None, None, None]

@@ -69,7 +69,7 @@ from imgmdp_env.scorers import (
 )
 from imgmdp_env.vector_attrs import VectorAttrs
 from imgmdp_env.vector_info import end_now, reset_rows
-from imgmdp_env.wrappers import view_env_core
+from imgmdp_env.wrappers import numpy_only, view_env_core
 
 __all__ = [
     "GOAL_MODES",
@@ -186,6 +186,7 @@ class VectorAnnotationReward(VectorAttrs, VectorWrapper):
         if not isinstance(env, VectorEnv):
             raise TypeError(f"{name} wraps a vector env; use {name.removeprefix('Vector')} "
                             "for a single env")
+        numpy_only(env, name)
         super().__init__(env)
         self.task = GoalTask(env, scorer, goals, goal_obs, terminate_at, goal_text, name,
                              terminal_payment=terminal_payment, gamma=gamma)
@@ -362,6 +363,7 @@ class _Curation:
                 terminate_at=terminate_at, goal_text=goal_text,
                 terminal_payment=terminal_payment, gamma=gamma)
         view_env_core(env)  # an ImageView-v0 env underneath, before any work
+        numpy_only(env, type(self).__name__)
         self.curated = make_dataset(curated, **check.mapping("curated_kwargs", curated_kwargs))
         space = env.single_observation_space if isinstance(env, VectorEnv) else (
             env.observation_space)

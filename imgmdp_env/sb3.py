@@ -36,6 +36,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices
 from imgmdp_env import checks as check
 from imgmdp_env.vector_attrs import vector_attr_values, vector_call, vector_set_attr
 from imgmdp_env.vector_info import info_rows, row
+from imgmdp_env.wrappers import numpy_only
 
 __all__ = ["SB3VecEnv", "make_sb3_env"]
 
@@ -62,6 +63,7 @@ class SB3VecEnv(VecEnv):
         if not isinstance(envs, VectorEnv):
             raise TypeError(f"SB3VecEnv adapts a gymnasium VectorEnv, got {type(envs).__name__}"
                             "; for a single env use SB3's DummyVecEnv([lambda: env])")
+        numpy_only(envs, "SB3VecEnv")
         mode = AutoresetMode(envs.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP))
         if mode == AutoresetMode.NEXT_STEP:
             raise ValueError(

@@ -42,6 +42,11 @@ class ImageViewEnv(gym.Env):
                 "ImageViewEnv: use gym.make_vec('ImageView-v0', autoreset_mode=...) (the native "
                 "vector env), or vector_kwargs={'autoreset_mode': ...} with "
                 "vectorization_mode='sync' / 'async'")
+        if kwargs.get("device") is not None:
+            raise TypeError(
+                f"device ({kwargs['device']!r}) applies to the natively batched vector env: "
+                "use gym.make_vec('ImageView-v0', device=...); the single env (gym.make) "
+                "supports device mode not yet")
         self.core = ImageViewVectorEnv(num_envs=1, autoreset_mode=AutoresetMode.DISABLED,
                                        render_mode=render_mode,
                                        max_episode_steps=max_episode_steps, **kwargs)

@@ -20,7 +20,7 @@ from gymnasium.vector import AutoresetMode, VectorActionWrapper, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from imgmdp_env import checks as check
-from imgmdp_env.env import ImageViewVectorEnv
+from imgmdp_env.env import ImageViewVectorEnv, refuse_device
 from imgmdp_env.vector_attrs import VectorAttrs
 
 __all__ = [
@@ -47,6 +47,17 @@ def view_env_core(env: gym.Env | VectorEnv) -> ImageViewVectorEnv:
     name = type(env if u is None else u).__name__
     raise TypeError(f"{name} is not an ImageView-v0 environment: these wrappers need "
                     "gym.make('ImageView-v0') or gym.make_vec('ImageView-v0') underneath")
+
+
+def numpy_only(env: Any, what: str) -> None:
+    """Refuse an ImageView-v0 env made with ``device=`` (the torch API) under ``what``, a
+    wrapper or adapter that speaks numpy (device mode supports it not yet). Envs that are not
+    ImageView-v0 pass (the caller checks them as it always did)."""
+    try:
+        core = view_env_core(env)
+    except TypeError:
+        return
+    refuse_device(core, what)
 
 
 def view_action_table(core: ImageViewVectorEnv, pan: float, zoom: float) -> np.ndarray:
@@ -140,6 +151,7 @@ class VectorDiscreteViewActions(VectorAttrs, VectorActionWrapper):
         if not isinstance(env, VectorEnv):
             raise TypeError("VectorDiscreteViewActions wraps a vector env; use "
                             "DiscreteViewActions for a single env")
+        numpy_only(env, "VectorDiscreteViewActions")
         super().__init__(env)
         self.table = view_action_table(view_env_core(env), pan, zoom)
         self.single_action_space = spaces.Discrete(len(VIEW_ACTIONS))
