@@ -44,7 +44,7 @@ TINY = ["--dataset-size", "16", "--image-size", "48", "--view-size", "32", "--ba
         "1", "--warmup-steps", "1", "--boot-images", "2", "--n-views", "3", "--threads", "1",
         "--n-prototypes", "32", "--no-tensorboard", "--no-probe", "--log-every", "1",
         "--checkpoint-every", "2", "--value-batches", "1", "--probe-test", "4",
-        "--probe-train", "4"]
+        "--probe-train", "4", "--device", "cpu"]  # gloo on the CPU, also on a 1-GPU machine
 STEPS = 3
 CASES = {"dino": ["--base", "dino"], "simclr": ["--base", "simclr"], "clip": ["--base", "clip"],
          "simclr_base_only": ["--base", "simclr", "--ab-weight", "0"]}  # AB branch unused
@@ -163,7 +163,8 @@ def main(out: Path) -> None:
     signal_at: dict[int, int] = {}
     for name, argv in [("whole", base + ["--name", "whole", "--stop-at", "4"]),
                        ("stopped", base + ["--name", "split", "--stop-at", "2"]),
-                       ("resumed", ["--resume", str(out / "runs" / "split"), "--stop-at", "4"]),
+                       ("resumed", ["--resume", str(out / "runs" / "split"), "--stop-at", "4",
+                                    "--device", "cpu"]),
                        ("signalled", base + ["--name", "signalled"])]:
         if name == "signalled":
             signal_at[1] = 2  # SIGTERM reaches rank 1 only, twice, during step 2

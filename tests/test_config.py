@@ -147,7 +147,7 @@ def test_presets_are_subcommands_with_their_defaults():
     gpu = parse_args(["gpu-vits16", "--base", "dino", "--no-action-tokens", "--boot-images",
                       "4", "--boot-scale", "0.1", "0.9"])
     assert (gpu.encoder, gpu.ab.proj_dim, gpu.ab.base, gpu.ab.action_tokens, gpu.boot_images,
-            gpu.boot_scale) == ("vits16", 256, "dino", False, 4, (0.1, 0.9))
+            gpu.boot_scale) == ("timm:vit_small_patch16_224", 256, "dino", False, 4, (0.1, 0.9))
     assert PRESETS["cpu-small"] == Args()  # parsing never changes a preset's defaults
 
 

@@ -248,7 +248,7 @@ def test_ranks_launched_with_different_flags_are_refused(tmp_path):
     flags, before a run folder exists."""
     port = str(free_port())
     base = ["--runs-dir", str(tmp_path), "--name", "run", "--total-steps", "1", "--threads",
-            "1", "--no-probe", "--no-tensorboard", "--dataset-size", "4"]
+            "1", "--no-probe", "--no-tensorboard", "--dataset-size", "4", "--device", "cpu"]
     argv = [base + ["--lr", "1e-3"], base + ["--lr", "2e-3", "--seed", "3"]]
     procs = []
     for rank in range(2):
