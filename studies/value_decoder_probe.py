@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -64,7 +65,13 @@ def main() -> None:
     p.add_argument("--every", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--save", default="",
+                   help="write a run folder whose agent is the checkpoint's EMA network with "
+                        "the probed branch (online and target), for agents.search / "
+                        "studies.find_object; refused if it exists")
     a = p.parse_args()
+    if a.save and Path(a.save).exists():
+        raise SystemExit(f"--save {a.save}: exists; name a new folder (nothing is overwritten)")
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
     agent = load_agent(a.checkpoint).eval()
@@ -128,6 +135,34 @@ def main() -> None:
         if step % a.every == 0 or step == a.steps:
             print(f"step {step} loss {loss.item():.3f} | {report()} | "
                   f"{time.perf_counter() - t0:.0f} s", flush=True)
+    if a.save:
+        save_probed(a.checkpoint, Path(a.save), net, frozen, cfg)
+
+
+def save_probed(checkpoint: str, out: Path, net: ABNetwork, frozen: set[str], cfg) -> None:
+    """A run folder at ``out`` whose agent is ``checkpoint``'s EMA network (online and target:
+    the frozen encoder and base head the branch was trained on) with ``net``'s probed AB
+    branch, and ``cfg`` as its AB configuration. The optimizer and streams stay the source's
+    (a probed agent is for evaluation and search, not for resuming)."""
+    import json
+    from dataclasses import asdict
+
+    from agents.checkpoint import read_checkpoint, resolve, write_checkpoint
+
+    src = resolve(checkpoint)
+    ck = read_checkpoint(src)
+    state = ck["agent"]
+    for k in [k for k in state if k.startswith("online.")]:
+        state[k] = state["target." + k[len("online."):]].clone()
+    for k, v in net.state_dict().items():
+        if not k.startswith(tuple(frozen)):
+            state["online." + k], state["target." + k] = v.detach().clone(), v.detach().clone()
+    ck["ab_config"] = asdict(cfg)
+    out.mkdir(parents=True)
+    write_checkpoint(ck, out / "checkpoint.pt")
+    config = json.loads((src.parent / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    print(f"wrote {out} (the probed branch on {src})")
 
 
 if __name__ == "__main__":
