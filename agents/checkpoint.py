@@ -31,6 +31,8 @@ from pathlib import Path
 
 import torch
 
+from agents.atomic import fsync_dir
+
 __all__ = [
     "CHECKPOINT",
     "CheckpointError",
@@ -90,14 +92,7 @@ def atomic_write(path: str | os.PathLike, *parts: bytes | memoryview) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    try:
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:  # some filesystems cannot fsync a folder
-        pass
+    fsync_dir(path.parent)
 
 
 def write_checkpoint(state: dict, path: str | os.PathLike) -> None:

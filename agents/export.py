@@ -41,6 +41,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from agents.atomic import fsync_dir
 from agents.encoders import ENCODERS, MEAN, STD, Encoder, constructor_arguments, make_encoder
 
 __all__ = [
@@ -303,14 +304,7 @@ def export_encoder(encoder: nn.Module, out_dir: str | os.PathLike, *, step: int 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    try:
-        fd = os.open(full.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:  # some filesystems cannot fsync a folder
-        pass
+    fsync_dir(full.parent)
     return out
 
 
