@@ -27,6 +27,7 @@ from torch import nn
 
 from agents.ab_config import LEGACY_AB_CONFIG, ABConfig
 from agents.data import Batch, pair_index
+from agents.encoders import upgrade_encoder_config
 from agents.losses import (
     bootstrap_loss,
     bootstrap_target,
@@ -452,7 +453,7 @@ def load_agent(checkpoint_path: str, map_location: str | torch.device = "cpu") -
     ckpt = _read_checkpoint(checkpoint_path, map_location)
     tok = ckpt.get("tokenizer")
     cfg = {**LEGACY_AB_CONFIG, **ckpt["ab_config"]}  # a field a checkpoint predates: as it was
-    agent = ABAgent(make_encoder(**ckpt["encoder"]), ABConfig(**cfg),
+    agent = ABAgent(make_encoder(**upgrade_encoder_config(ckpt["encoder"])), ABConfig(**cfg),
                     WordTokenizer(**tok) if tok else None, ckpt.get("text_dim", 384))
     agent.load_state_dict(ckpt["agent"])
     return agent.to(map_location)
@@ -465,7 +466,7 @@ def load_encoder(checkpoint_path: str, map_location: str | torch.device = "cpu",
     checkpoint_path: ``runs/<name>/checkpoint.pt`` or the run folder ``runs/<name>``;
     ema: take the EMA target's encoder (DINO's teacher) instead of the online one.
     Returns the :class:`Encoder` in eval mode: ``encoder(views)`` maps ``(B, 3, H, W)`` uint8
-    views of side ``encoder.image_size`` to tokens ``(B, T, D)``; ``encoder.pool`` -> ``(B, D)``.
+    views of side ``encoder.view_size`` to tokens ``(B, T, D)``; ``encoder.pool`` -> ``(B, D)``.
     """
     ckpt = _read_checkpoint(checkpoint_path, map_location)
     return encoder_of(ckpt, ema).to(map_location).eval()
@@ -474,7 +475,7 @@ def load_encoder(checkpoint_path: str, map_location: str | torch.device = "cpu",
 def encoder_of(ckpt: dict, ema: bool = False) -> Encoder:
     """The online (``ema``: target) encoder held by a verified checkpoint's state
     (:func:`agents.checkpoint.read_checkpoint`), on the state's device."""
-    encoder = make_encoder(**ckpt["encoder"])
+    encoder = make_encoder(**upgrade_encoder_config(ckpt["encoder"]))  # old: image_size
     prefix = "target.encoder." if ema else "online.encoder."
     state = {k[len(prefix):]: v for k, v in ckpt["agent"].items() if k.startswith(prefix)}
     encoder.load_state_dict(state)

@@ -103,7 +103,7 @@ def _frame_stride(a) -> None:
 def _memory(a) -> None:
     """The RAM of the training images whose count is known before anything is read, checked
     against ``--memory-budget`` (0: half the RAM): generated datasets (``--dataset-size``
-    images of ``--image-size``) and the buffers of streamed shards (2 x ``--dataset-size``
+    images of ``--scene-size``) and the buffers of streamed shards (2 x ``--dataset-size``
     images of ``--max-side``). Folders, shards read into RAM and videos are checked by their
     loaders from the real sizes, before decoding. Raises MemoryError with the figure."""
     from imgmdp_env.datasets import decode
@@ -111,9 +111,9 @@ def _memory(a) -> None:
     n, parts, count, pixels = a.dataset_size, [], 0, 0
     names = [a.dataset] + ([a.boot_dataset] if a.boot_dataset not in ("", a.dataset) else [])
     for name in names:
-        if name in ("scenes", "fashion-scenes"):  # generated: n images of image_size
-            parts.append(f"{name}: {n} images of {a.image_size}x{a.image_size}")
-            count, pixels = count + n, pixels + n * a.image_size ** 2
+        if name in ("scenes", "fashion-scenes"):  # generated: n images of scene_size
+            parts.append(f"{name}: {n} images of {a.scene_size}x{a.scene_size}")
+            count, pixels = count + n, pixels + n * a.scene_size ** 2
         elif source_kind(name) == "shards" and a.stream and a.max_side:
             parts.append(f"{name}: 2 stream buffers of {n} images of at most {a.max_side}x"
                          f"{a.max_side}")
@@ -122,7 +122,7 @@ def _memory(a) -> None:
         decode.check_pixels(
             count, pixels, a.memory_budget or None,
             f"--dataset-size {n} ({'; '.join(parts)})",
-            fixes="a smaller --dataset-size (or --image-size / --max-side), or a larger "
+            fixes="a smaller --dataset-size (or --scene-size / --max-side), or a larger "
                   "--memory-budget (GiB)")
 
 
@@ -170,7 +170,7 @@ def check_train_args(a) -> None:
         check.integer(f("frame_stride"), a.frame_stride, 1)
         _frame_stride(a)
         check.integer(f("dataset_size"), a.dataset_size, 1)
-        check.integer(f("image_size"), a.image_size, 16)
+        check.integer(f("scene_size"), a.scene_size, 16)
         _memory(a)
         try:
             encoder_kind(a.encoder)
@@ -331,7 +331,7 @@ def check_eval_args(a) -> None:
         labelled_source(a)
         _probe_size(f("n_train"), a.n_train)
         check.integer(f("n_test"), a.n_test, 1)
-        check.integer(f("image_size"), a.image_size, 16)
+        check.integer(f("scene_size"), a.scene_size, 16)
         kind = check.choice(f("kind"), a.kind, ["cnn", "vit", "vits16"])
         if a.view_size is not None:
             _view_size(f("view_size"), a.view_size, kind if a.checkpoint is None else "")

@@ -89,8 +89,9 @@ class Args:
     """images of the bootstrapping loss (empty: the same as dataset; else the decoupled setting)"""
     dataset_size: int = 2048
     """images per training dataset (generated scenes; a random subset of larger sources)"""
-    image_size: int = 96
-    """side of generated scene images in pixels"""
+    scene_size: int = 96
+    """side of generated scene images in pixels (scenes, fashion-scenes; not the views: those
+    are --view-size)"""
     view_size: int = 64
     """side of every view (the encoder's input) in pixels"""
     base_batch: int = 64
@@ -184,7 +185,7 @@ PRESETS = {
     "cpu-small": Args(),
     "gpu-vits16": Args(
         preset="gpu-vits16", encoder="timm:vit_small_patch16_224", view_size=224,
-        image_size=256, dataset_size=20000,
+        scene_size=256, dataset_size=20000,
         base_batch=256, boot_images=0, n_views=4, total_steps=20000, lr=5e-4, min_lr=1e-6,
         warmup_steps=1000,
         ab=ABConfig(proj_dim=256, proj_hidden=2048, decoder_width=384, decoder_heads=6,
@@ -224,6 +225,10 @@ def parse_args(argv: list[str] | None = None, description: str | None = None) ->
         raise SystemExit(f"{old[0]}: the preset is now the first word of the command line, "
                          f"e.g. train_value.py gpu-vits16 --lr 1e-4 (presets: "
                          f"{', '.join(PRESETS)}; none: cpu-small)")
+    old = [a for a in argv if a == "--image-size" or a.startswith("--image-size=")]
+    if old:  # renamed: one name per quantity (a run's saved image_size loads as scene_size)
+        raise SystemExit(f"{old[0]}: the side of the generated scene images is now --scene-size "
+                         "(e.g. --scene-size 96); the side of the views is --view-size")
     if argv[:1] not in [[name] for name in PRESETS] + [["-h"], ["--help"]]:
         # No preset named: name the default one. tyro 1.0.16 selects a default subcommand by
         # itself (CascadeSubcommandArgs) for --flag but not for --no-flag: a line starting

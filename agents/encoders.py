@@ -3,10 +3,10 @@ loads without the training code (:mod:`agents.export`); :mod:`agents.networks` r
 
 Contract (relied on by ``agents/evaluate.py``, ``agents/sb3_extractor.py``, ``agents/export.py``)::
 
-    encoder = make_encoder("cnn", image_size=64)      # or "vit", "vits16"
+    encoder = make_encoder("cnn", view_size=64)      # or "vit", "vits16"
     tokens = encoder(views)         # views (B, 3, H, W) uint8 -> tokens (B, T, D) float32
     feature = encoder.pool(tokens)  # (B, D), the mean over tokens
-    encoder.embed_dim == D; encoder.num_tokens == T; encoder.image_size == H == W
+    encoder.embed_dim == D; encoder.num_tokens == T; encoder.view_size == H == W
 
 One input contract: views are uint8 in [0, 255], as :func:`imgmdp_env.views.render_views`
 and the environment produce them, and are normalised once, inside the encoder. Float input is
@@ -33,6 +33,7 @@ __all__ = [
     "constructor_arguments",
     "encoder_kind",
     "make_encoder",
+    "upgrade_encoder_config",
 ]
 
 # Per-channel statistics used to normalise views (ImageNet's, the usual choice for RGB views).
@@ -44,12 +45,12 @@ class Encoder(nn.Module):
     """Base class: views ``(B, 3, H, W)`` uint8 -> tokens ``(B, T, D)``.
 
     Subclasses implement :meth:`tokens` on normalised float views and set ``embed_dim``,
-    ``num_tokens`` and ``image_size``.
+    ``num_tokens`` and ``view_size``.
     """
 
     embed_dim: int
     num_tokens: int
-    image_size: int
+    view_size: int
 
     def __init__(self) -> None:
         super().__init__()
@@ -105,10 +106,10 @@ class CNNEncoder(Encoder):
     same stride, as in ConvNeXt: cheap on a CPU), then one basic block per stage with strides
     1, 2, 2, ... Its last feature map, ``(H / 16, W / 16)`` with the defaults, is the token grid.
 
-    image_size: side of the (square) views; widths: channels per stage (the last is ``D``).
+    view_size: side of the (square) views; widths: channels per stage (the last is ``D``).
     """
 
-    def __init__(self, image_size: int = 64, widths: tuple[int, ...] = (32, 64, 128),
+    def __init__(self, view_size: int = 64, widths: tuple[int, ...] = (32, 64, 128),
                  stem_stride: int = 4) -> None:
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, widths[0], stem_stride, stem_stride),
@@ -118,11 +119,11 @@ class CNNEncoder(Encoder):
             blocks.append(_BasicBlock(c, w, 1 if i == 0 else 2))
             c = w
         self.blocks = nn.Sequential(*blocks)
-        side = image_size // (stem_stride * 2 ** (len(widths) - 1))
+        side = view_size // (stem_stride * 2 ** (len(widths) - 1))
         if side < 1:
-            raise ValueError(f"image_size {image_size} is too small for stem stride "
+            raise ValueError(f"view_size {view_size} is too small for stem stride "
                              f"{stem_stride} and {len(widths)} stages")
-        self.embed_dim, self.num_tokens, self.image_size = widths[-1], side * side, image_size
+        self.embed_dim, self.num_tokens, self.view_size = widths[-1], side * side, view_size
 
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(self.stem(x)).flatten(2).transpose(1, 2)
@@ -131,24 +132,24 @@ class CNNEncoder(Encoder):
 class ViTEncoder(Encoder):
     """A pre-norm Vision Transformer; its patch tokens (no class token) are the tokens.
 
-    image_size, patch_size: views are cut into ``(image_size / patch_size) ** 2`` patches;
+    view_size, patch_size: views are cut into ``(view_size / patch_size) ** 2`` patches;
     width, depth, heads: token dimension ``D``, number of blocks, attention heads.
     """
 
-    def __init__(self, image_size: int = 64, patch_size: int = 8, width: int = 192,
+    def __init__(self, view_size: int = 64, patch_size: int = 8, width: int = 192,
                  depth: int = 4, heads: int = 3, mlp_ratio: float = 4.0) -> None:
         super().__init__()
-        if image_size % patch_size:
-            raise ValueError(f"image_size ({image_size}) must be a multiple of patch_size "
+        if view_size % patch_size:
+            raise ValueError(f"view_size ({view_size}) must be a multiple of patch_size "
                              f"({patch_size})")
-        n = (image_size // patch_size) ** 2
+        n = (view_size // patch_size) ** 2
         self.patch = nn.Conv2d(3, width, patch_size, patch_size)
         self.pos = nn.Parameter(torch.randn(1, n, width) * 0.02)
         layer = nn.TransformerEncoderLayer(width, heads, int(width * mlp_ratio), dropout=0.0,
                                            activation="gelu", batch_first=True, norm_first=True)
         self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(width)
-        self.embed_dim, self.num_tokens, self.image_size = width, n, image_size
+        self.embed_dim, self.num_tokens, self.view_size = width, n, view_size
 
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch(x).flatten(2).transpose(1, 2) + self.pos
@@ -157,12 +158,12 @@ class ViTEncoder(Encoder):
 
 class TimmEncoder(Encoder):
     """A timm vision transformer (``timm.create_model(model, pretrained=False)``: nothing is
-    downloaded) at ``image_size``; its patch tokens (the class and register tokens dropped,
+    downloaded) at ``view_size``; its patch tokens (the class and register tokens dropped,
     after timm's final norm) are the tokens. Needs the ``timm`` extra (``pip install -e
     ".[timm]"``). model: any timm ViT name, e.g. ``"vit_small_patch16_224"`` (ViT-S/16);
     kwargs go to ``timm.create_model`` (e.g. ``depth=2``)."""
 
-    def __init__(self, image_size: int = 224, model: str = "vit_small_patch16_224",
+    def __init__(self, view_size: int = 224, model: str = "vit_small_patch16_224",
                  **kwargs) -> None:
         super().__init__()
         try:
@@ -175,9 +176,9 @@ class TimmEncoder(Encoder):
                              "'vit_small_patch16_224', 'vit_tiny_patch16_224'; all: "
                              "timm.list_models('vit*'))")
         self.model = timm.create_model(model, pretrained=False, num_classes=0,
-                                       img_size=image_size, **kwargs)
+                                       img_size=view_size, **kwargs)
         self.prefix = int(getattr(self.model, "num_prefix_tokens", 1))
-        self.embed_dim, self.image_size = int(self.model.embed_dim), image_size
+        self.embed_dim, self.view_size = int(self.model.embed_dim), view_size
         self.num_tokens = int(self.model.patch_embed.num_patches)
 
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
@@ -210,7 +211,21 @@ def encoder_kind(kind: str) -> tuple[str, dict]:
     return kind, {}
 
 
-def make_encoder(kind: str = "cnn", image_size: int = 64, **kwargs) -> Encoder:
+def upgrade_encoder_config(config: dict) -> dict:
+    """An encoder config as saved (a checkpoint's ``"encoder"``, ``encoder.config``, an export's
+    ``arguments``) in today's names: ``image_size`` (the name of the view's side before
+    ``view_size``; checkpoints and exports written before the rename carry it) becomes
+    ``view_size``. The one reader of old encoder configs: every loader passes them through it,
+    so ``make_encoder(**upgrade_encoder_config(config))`` builds the encoder they were saved
+    from. A new dict; ``config`` is left as given."""
+    config = dict(config)
+    if "image_size" in config:
+        old = config.pop("image_size")
+        config.setdefault("view_size", old)
+    return config
+
+
+def make_encoder(kind: str = "cnn", view_size: int = 64, **kwargs) -> Encoder:
     """An encoder by name: ``"cnn"`` (small ResNet), ``"vit"`` (small ViT, patch 8, for 64x64
     views on a CPU), ``"vits16"`` (ViT-S/16, for 224x224 views on a GPU) or ``"timm:<name>"``
     (a timm ViT, :class:`TimmEncoder`).
@@ -219,21 +234,25 @@ def make_encoder(kind: str = "cnn", image_size: int = 64, **kwargs) -> Encoder:
     ``widths=(32, 64, 128)`` for the CNN). The result records its arguments in
     ``encoder.config``, so ``make_encoder(**encoder.config)`` builds a fresh twin.
     """
+    if "image_size" in kwargs:
+        raise TypeError("make_encoder: the view's side is view_size now, not image_size: "
+                        f"make_encoder({kind!r}, view_size={kwargs['image_size']!r}) (a saved "
+                        "config: make_encoder(**upgrade_encoder_config(config)))")
     kind, named = encoder_kind(kind)
     kwargs = {**named, **kwargs}
     cls, defaults = ENCODERS[kind]
-    encoder = cls(image_size=image_size, **{**defaults, **kwargs})
-    encoder.config = {"kind": kind, "image_size": image_size, **kwargs}  # make_encoder(**config)
+    encoder = cls(view_size=view_size, **{**defaults, **kwargs})
+    encoder.config = {"kind": kind, "view_size": view_size, **kwargs}  # make_encoder(**config)
     return encoder
 
 
 def constructor_arguments(config: dict) -> dict:
     """Every argument the encoder class of ``make_encoder(**config)`` is built with: the
     named configuration's defaults and the class's own, under the overrides of ``config`` (e.g.
-    ``{"kind": "cnn", "image_size": 64}`` -> ``{"image_size": 64, "widths": [32, 64, 128],
+    ``{"kind": "cnn", "view_size": 64}`` -> ``{"view_size": 64, "widths": [32, 64, 128],
     "stem_stride": 4}``). Tuples become lists (JSON); ``make_encoder(kind, **args)`` rebuilds
     the same encoder."""
-    config = dict(config)
+    config = upgrade_encoder_config(config)
     kind, named = encoder_kind(config.pop("kind", "cnn"))
     config = {**named, **config}
     cls, defaults = ENCODERS[kind]

@@ -120,7 +120,7 @@ def value_accuracy_by_iou(agent, data, bins: tuple[float, ...] = DEFAULT_IOU_BIN
         annotated = cfg.annotated_boot if boot_annotated is None else (
             replace(cfg, boot_annotated=boot_annotated).annotated_boot)
         data = TransitionSampler(
-            data, base=cfg.base, view_size=agent.encoder.image_size,
+            data, base=cfg.base, view_size=agent.encoder.view_size,
             base_batch=2 * cfg.ann_batch, boot_images=max(cfg.ann_batch // 4, 1),
             candidates=cfg.candidates, n_random=cfg.n_random,
             caption_inputs=agent.caption_inputs(data.captions), boot_annotated=annotated,
@@ -339,7 +339,7 @@ class RawPixels(nn.Module):
 
 
 def probe_sets(name: str = "scenes", n_train: int = PROBE_TRAIN, n_test: int = PROBE_TEST,
-               image_size: int = 96, **source) -> tuple[ImageDataset, ImageDataset]:
+               scene_size: int = 96, **source) -> tuple[ImageDataset, ImageDataset]:
     """The fixed probe data of a dataset: ``(train, test)``, seeded by
     :data:`imgmdp_env.datasets.splits.PROBE_SEED`, never by a training seed, so every run and
     every baseline is measured on the same labelled images. On ``scenes`` the probe's train
@@ -349,9 +349,9 @@ def probe_sets(name: str = "scenes", n_train: int = PROBE_TRAIN, n_test: int = P
     (COCO files, memory bound, holdout, test source) goes to it."""
     from imgmdp_env.datasets.splits import PROBE_SEED, load_split, reference_split
 
-    train = load_split(name, reference_split(name), n_train, image_size, PROBE_SEED + 1,
+    train = load_split(name, reference_split(name), n_train, scene_size, PROBE_SEED + 1,
                        **source)
-    return train, load_split(name, "test", n_test, image_size, PROBE_SEED, **source)
+    return train, load_split(name, "test", n_test, scene_size, PROBE_SEED, **source)
 
 
 def describe_probe_sets(name: str, train: ImageDataset, test: ImageDataset,
@@ -457,10 +457,10 @@ class Args:
     """images in the fixed probe train set (scenes: generated; others: a seeded subset)"""
     n_test: int = PROBE_TEST
     """images in the fixed probe test set"""
-    image_size: int = 96
+    scene_size: int = 96
     """size of generated scene images in pixels (scenes only)"""
     view_size: int | None = None
-    """side of the probe views in pixels (None: the encoder's image_size, else 64)"""
+    """side of the probe views in pixels (None: the encoder's view_size, else 64)"""
     max_samples: int = PROBE_MAX_SAMPLES
     """at most this many samples (objects or images) per split"""
     kind: Literal["cnn", "vit", "vits16"] = "cnn"
@@ -486,6 +486,7 @@ class Args:
 def random_twin(encoder: nn.Module, seed: int = 0) -> nn.Module:
     """A randomly initialised encoder of the same architecture (the probes' baseline), built
     by ``make_encoder(**encoder.config)`` on the encoder's device, in eval mode."""
+    from agents.encoders import upgrade_encoder_config
     from agents.networks import make_encoder
 
     config = getattr(encoder, "config", None)
@@ -494,7 +495,7 @@ def random_twin(encoder: nn.Module, seed: int = 0) -> nn.Module:
                         "build encoders with agents.networks.make_encoder")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return make_encoder(**config).to(device_of(encoder)).eval()
+        return make_encoder(**upgrade_encoder_config(config)).to(device_of(encoder)).eval()
 
 
 def probe_table(results: dict[str, dict[str, float]]) -> str:
@@ -543,15 +544,15 @@ def _probe_main(args: Args) -> None:
     else:
         from agents.networks import make_encoder
 
-        encoder = random_twin(make_encoder(args.kind, image_size=args.view_size or 64), 0)
+        encoder = random_twin(make_encoder(args.kind, view_size=args.view_size or 64), 0)
         encoder, label = encoder.to(device), f"random init ({args.kind}, seed 0)"
-    view = args.view_size or int(getattr(encoder, "image_size", 64))
+    view = args.view_size or int(getattr(encoder, "view_size", 64))
     t0 = time.perf_counter()
     from agents.sources import source_kwargs
 
     source = source_kwargs(args, args.dataset)
     print(f"loading the fixed probe sets of {args.dataset} ...", flush=True)
-    train, test = probe_sets(args.dataset, args.n_train, args.n_test, args.image_size, **source)
+    train, test = probe_sets(args.dataset, args.n_train, args.n_test, args.scene_size, **source)
     print(f"data: {describe_probe_sets(args.dataset, train, test, **source)} "
           f"({time.perf_counter() - t0:.1f} s); views {view}x{view}; device {device}")
     value_acc = None

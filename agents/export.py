@@ -5,7 +5,7 @@ training code: no ``agents.ab`` / ``agents.data`` / ``agents.checkpoint``, tyro,
 
     from agents.export import load_encoder; enc = load_encoder("runs/<run>/encoder")
     features = enc(views)       # views (B, 3, H, W) uint8 in [0, 255], RGB, H == W ==
-                                # enc.image_size -> features (B, D) float32, D == enc.embed_dim
+                                # enc.view_size -> features (B, D) float32, D == enc.embed_dim
     tokens = enc.tokens(views)  # (B, T, D) float32, T == enc.num_tokens (the token grid)
 
 ``enc`` is a plain ``nn.Module`` (:class:`ExportedEncoder`) in eval mode; ``enc.backbone`` is the
@@ -25,6 +25,10 @@ non-empty ``DIR``) and at the end of every training run into ``runs/<run>/encode
   (checkpoint and step), ``weights_sha256`` (of the ``model.safetensors`` file, checked on
   every load) and ``imgmdp_version``.
 
+``format_version`` 2 names the view's side ``view_size`` (top level and in ``arguments``);
+version 1 (written before the rename) named it ``image_size``: :func:`read_config` reads both,
+giving version 1's field its new name (the one place that knows the old one).
+
 The folder is written beside its destination and renamed into place: a crash leaves the old
 export or the new one, never half of one.
 """
@@ -42,7 +46,15 @@ import torch
 from torch import nn
 
 from agents.atomic import fsync_dir
-from agents.encoders import ENCODERS, MEAN, STD, Encoder, constructor_arguments, make_encoder
+from agents.encoders import (
+    ENCODERS,
+    MEAN,
+    STD,
+    Encoder,
+    constructor_arguments,
+    make_encoder,
+    upgrade_encoder_config,
+)
 
 __all__ = [
     "CONFIG",
@@ -60,7 +72,7 @@ __all__ = [
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 ENCODER_DIR = "encoder"  # the export's folder inside a run folder
-FORMAT, FORMAT_VERSION = "imgmdp-encoder", 1
+FORMAT, FORMAT_VERSION = "imgmdp-encoder", 2
 _REQUIRED = ("architecture", "arguments", "weights_sha256")
 _WHERE = ("the folder written by `python agents/evaluate.py --checkpoint runs/<run> --export "
           "DIR`, or runs/<run>/encoder (written at the end of training)")
@@ -73,10 +85,10 @@ class ExportError(ValueError):
 class ExportedEncoder(nn.Module):
     """A trained encoder as a plain module: ``forward(views) -> features``.
 
-    views: ``(B, 3, H, W)`` uint8 in [0, 255], RGB, ``H == W == image_size`` (normalised inside:
+    views: ``(B, 3, H, W)`` uint8 in [0, 255], RGB, ``H == W == view_size`` (normalised inside:
     ``(views / 255 - mean) / std``, the ``input`` of ``config.json``; float views are refused).
     forward -> ``(B, D)`` float32, the mean over tokens; :meth:`tokens` -> ``(B, T, D)``.
-    Attributes: ``embed_dim`` (D), ``num_tokens`` (T), ``image_size``, ``export_config`` (the
+    Attributes: ``embed_dim`` (D), ``num_tokens`` (T), ``view_size``, ``export_config`` (the
     folder's ``config.json``), ``backbone`` (the :class:`agents.encoders.Encoder`).
     """
 
@@ -86,7 +98,7 @@ class ExportedEncoder(nn.Module):
         self.export_config = export_config
         self.embed_dim = backbone.embed_dim
         self.num_tokens = backbone.num_tokens
-        self.image_size = backbone.image_size
+        self.view_size = backbone.view_size
 
     def tokens(self, views: torch.Tensor) -> torch.Tensor:
         """views ``(B, 3, H, W)`` uint8 -> tokens ``(B, T, D)`` float32."""
@@ -134,7 +146,8 @@ def _folder(path: str | os.PathLike) -> Path:
 
 
 def read_config(path: str | os.PathLike) -> dict:
-    """The checked ``config.json`` of an export folder (format, version, architecture)."""
+    """The checked ``config.json`` of an export folder (format, version, architecture), in
+    the current version's names (:func:`_upgrade`: version 1's ``image_size`` is ``view_size``)."""
     cfg = _folder(path) / CONFIG
     if not cfg.is_file():
         raise ExportError(f"{cfg} is missing: an encoder export holds {CONFIG} and {WEIGHTS}; "
@@ -160,6 +173,18 @@ def read_config(path: str | os.PathLike) -> dict:
     if not isinstance(config["arguments"], dict):
         raise ExportError(f"{cfg}: arguments must be a dict of constructor arguments, got "
                           f"{config['arguments']!r}")
+    return _upgrade(config)
+
+
+def _upgrade(config: dict) -> dict:
+    """A checked export config in ``FORMAT_VERSION``'s names. Version 1 called the view's side
+    ``image_size`` (top level and in ``arguments``); version 2 calls it ``view_size``.
+    ``format_version`` is left as the file says (what was read)."""
+    if config["format_version"] >= 2:
+        return config
+    config = {**config, "arguments": upgrade_encoder_config(config["arguments"])}
+    if "image_size" in config:
+        config["view_size"] = config.pop("image_size")
     return config
 
 
@@ -259,8 +284,8 @@ def export_encoder(encoder: nn.Module, out_dir: str | os.PathLike, *, step: int 
         "architecture": arch,
         "class": type(encoder).__name__,
         "arguments": constructor_arguments(spec),
-        "image_size": encoder.image_size,
-        "input": {"shape": ["B", 3, encoder.image_size, encoder.image_size], "dtype": "uint8",
+        "view_size": encoder.view_size,
+        "input": {"shape": ["B", 3, encoder.view_size, encoder.view_size], "dtype": "uint8",
                   "range": [0, 255], "channels": "RGB",
                   "normalisation": "inside the encoder: (views / 255 - mean) / std per channel",
                   "mean": list(MEAN), "std": list(STD)},
@@ -340,7 +365,7 @@ def export_cli(checkpoint: str | os.PathLike | None, out_dir: str | os.PathLike)
         raise SystemExit(f"--checkpoint: {e}") from None
     c = read_config(out)
     print(f"wrote {out}/{WEIGHTS} + {CONFIG}: {c['architecture']} encoder, "
-          f"{c['image_size']}x{c['image_size']} uint8 views -> {c['feature_dim']}-d features "
+          f"{c['view_size']}x{c['view_size']} uint8 views -> {c['feature_dim']}-d features "
           f"({c['tokens']['count']} tokens), step {c['source']['step']}, sha256 "
           f"{c['weights_sha256'][:16]}...\nload it with: from agents.export import load_encoder; "
           f"enc = load_encoder({str(out)!r})")

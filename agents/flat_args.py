@@ -14,8 +14,24 @@ from pathlib import Path
 
 from agents.ab_config import LEGACY_AB_CONFIG, ABConfig
 
-__all__ = ["args_from", "flags_given", "flat_fields", "from_flat", "merge_resume_args",
-           "nest_flat"]
+__all__ = ["RENAMED_ARGS", "args_from", "flags_given", "flat_fields", "from_flat",
+           "merge_resume_args", "nest_flat"]
+
+
+# Fields renamed since runs were saved: {old name: new name}. A saved config (config.json, a
+# checkpoint's "args") with the old name loads under the new one (args_from, so --resume too).
+RENAMED_ARGS = {"image_size": "scene_size"}  # the side of generated scene images
+
+
+def _renamed(saved: dict) -> dict:
+    """``saved`` with the old names of :data:`RENAMED_ARGS` replaced by the new ones (at the
+    top level, where a flat or nested config keeps them; a new name given wins)."""
+    out = dict(saved)
+    for old, new in RENAMED_ARGS.items():
+        if old in out:
+            value = out.pop(old)
+            out.setdefault(new, value)
+    return out
 
 
 def _nested(cls) -> dict[str, type]:
@@ -120,8 +136,8 @@ def nest_flat(cls, saved: dict) -> dict:
 
 
 def args_from(cls, saved: dict, where: Path):
-    """``cls`` from a saved config (flat ones of older runs: :func:`nest_flat`), tolerating
-    fields added or removed since the run was saved."""
+    """``cls`` from a saved config (flat ones of older runs: :func:`nest_flat`; fields renamed
+    since: :data:`RENAMED_ARGS`), tolerating fields added or removed since the run was saved."""
     unknown: list[str] = []
 
     def build(kind, values: dict, prefix: str):
@@ -135,7 +151,7 @@ def args_from(cls, saved: dict, where: Path):
             kept[name] = build(sub, values.get(name) or {}, f"{prefix}{name}.")
         return replace(kind(), **kept)
 
-    out = build(cls, nest_flat(cls, saved), "")
+    out = build(cls, nest_flat(cls, _renamed(saved)), "")
     if unknown:
         warnings.warn(f"{where}: ignoring saved argument(s) {unknown} that this code does not "
                       "have", stacklevel=3)

@@ -47,20 +47,20 @@ class HeadEmbedding(nn.Module):
     """The base head's image embedding of a trained network: ``(B, 3, H, W)`` uint8 views ->
     ``(B, d)`` unit vectors ``normalize(phi(pool(encoder(views))))``, in eval mode.
 
-    ``H == W == encoder.image_size`` (the encoder's one input size)."""
+    ``H == W == encoder.view_size`` (the encoder's one input size)."""
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.encoder, self.phi = net.encoder, net.phi
-        self.image_size = net.encoder.image_size
+        self.view_size = net.encoder.view_size
         self.eval()
 
     @torch.no_grad()
     def forward(self, views: torch.Tensor) -> torch.Tensor:
-        if tuple(views.shape[-2:]) != (self.image_size, self.image_size):
+        if tuple(views.shape[-2:]) != (self.view_size, self.view_size):
             raise ValueError(f"HeadEmbedding: views are {tuple(views.shape[-2:])} but the "
-                             f"encoder takes {self.image_size}x{self.image_size}: make the env's "
-                             f"view_size {self.image_size}")
+                             f"encoder takes {self.view_size}x{self.view_size}: make the env's "
+                             f"view_size {self.view_size}")
         return F.normalize(self.phi(self.encoder.pool(self.encoder(views))), dim=-1)
 
 
@@ -117,7 +117,7 @@ def learned_curation_scorer(agent: Any, curated: ImageDataset, prototypes: str =
     temperature = (1.0 / float(net.scale()) if agent.cfg.base == "simclr"
                    else agent.cfg.student_temperature)
     emb = HeadEmbedding(net)
-    return curation_scorer(curated, emb.image_size, embedding=emb, prototypes=prototypes,
+    return curation_scorer(curated, emb.view_size, embedding=emb, prototypes=prototypes,
                            temperature=temperature, per_class=per_class)
 
 

@@ -69,7 +69,7 @@ class PretrainedViewExtractor(BaseFeaturesExtractor):
     checkpoint: a file written by ``agents/train_value.py`` or its run folder (loaded by
         ``agents.ab.load_encoder``), or an encoder export folder (``runs/<run>/encoder``,
         ``evaluate.py --export DIR``; loaded by ``agents.export.load_encoder``); or neither: a
-        fresh ``agents.networks.make_encoder(kind, image_size=H, **encoder_kwargs)``.
+        fresh ``agents.networks.make_encoder(kind, view_size=H, **encoder_kwargs)``.
     freeze: keep the encoder's weights fixed (``requires_grad=False``, eval mode, no graph).
 
     forward: observations (after SB3's ``preprocess_obs``) -> ``(B, features_dim)``.
@@ -127,7 +127,7 @@ class PretrainedViewExtractor(BaseFeaturesExtractor):
         elif encoder is None:
             from agents.networks import make_encoder
 
-            encoder = make_encoder(kind, image_size=view_space.shape[1], **(encoder_kwargs or {}))
+            encoder = make_encoder(kind, view_size=view_space.shape[1], **(encoder_kwargs or {}))
         self.encoder = encoder
         self.extra_keys = extras
         self.freeze = freeze
@@ -145,11 +145,11 @@ class PretrainedViewExtractor(BaseFeaturesExtractor):
             try:
                 pooled = self._pooled(view if param is None else view.to(param.device))
             except Exception as e:  # noqa: BLE001 - re-raised with the likely cause
-                size = getattr(self.encoder, "image_size", None)
+                size = getattr(self.encoder, "view_size", None)
                 raise ValueError(
                     f"PretrainedViewExtractor: the encoder failed on a {tuple(view_space.shape)} "
                     f"view{f' (it was built for {size}x{size} views)' if size else ''}: {e}. "
-                    "Make the environment's view size match the encoder's image_size."
+                    "Make the environment's view size match the encoder's view_size."
                 ) from e
         extra_dim = sum(get_flattened_obs_dim(observation_space[k]) for k in extras)
         self.linear = nn.Sequential(nn.Linear(pooled.shape[-1] + extra_dim, features_dim),

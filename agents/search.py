@@ -98,7 +98,7 @@ def curated_goals(agent: Any, curated: ImageDataset, prototypes: str = "auto",
     from imgmdp_env.scorers import curation_scorer
 
     _need_base(agent, "simclr", "curated_goals")
-    size = agent.encoder.image_size
+    size = agent.encoder.view_size
     holder: list[torch.Tensor] = []
 
     def keep(views: torch.Tensor) -> torch.Tensor:  # the rendered views, in order
@@ -162,7 +162,7 @@ class GoalValue:
         # the encoder whose tokens the decoder was trained on (--value-input ema: the target's)
         self.token_net = agent.target if agent.cfg.value_input == "ema" else self.net
         self.vocabulary = list(goals.vocabulary)
-        self.image_size = agent.encoder.image_size
+        self.view_size = agent.encoder.view_size
         self.groups = goals.groups
         device = next(self.net.parameters()).device
         with torch.no_grad():

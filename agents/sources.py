@@ -79,7 +79,7 @@ def build_datasets(args, rank: int | None = None, world_size: int | None = None
     def load(name: str) -> ImageDataset:
         kw = source_kwargs(args, name)
         if source_kind(name) != "shards" or not args.stream:
-            return load_split(name, "train", args.dataset_size, args.image_size, args.seed,
+            return load_split(name, "train", args.dataset_size, args.scene_size, args.seed,
                               **kw)
         split = "all" if "test" in kw else "train"
         kw = {k: v for k, v in kw.items() if not k.startswith("test")}

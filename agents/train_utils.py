@@ -209,7 +209,7 @@ def final_report(args, agent: ABAgent, data: dict[str, ImageDataset], run_dir: P
     name = args.probe_dataset or args.boot_dataset or args.dataset
     source = source_kwargs(args, name)
     print(f"\nfinal report: loading the fixed probe sets of {name} ...", flush=True)
-    train, test = probe_sets(name, args.probe_train, args.probe_test, args.image_size, **source)
+    train, test = probe_sets(name, args.probe_train, args.probe_test, args.scene_size, **source)
     t0 = time.perf_counter()
     value_acc = value_accuracy_by_iou(agent, test, n_batches=args.value_batches, seed=0)
     print(f"value accuracy by IoU of source and target view ({name}, probe test images; "

@@ -66,7 +66,7 @@ def curated_set(args, size: int = 32) -> ImageDataset:
     labelled per image; else the ``--curated`` dataset. Raises ``SystemExit`` naming the flag
     when the set has no class labels."""
     if args.curated == "objects":
-        ds = goal_images(args, args.curated_images, args.image_size, image_labels=True)
+        ds = goal_images(args, args.curated_images, args.scene_size, image_labels=True)
         return object_crops(ds, size) if ds.object_boxes is not None else ds
     try:
         ds = make_dataset(args.curated)
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="test images the episodes start in (at most)")
     p.add_argument("--curated-images", type=int, default=128,
                    help="--dataset images of the curated set (never test images)")
-    p.add_argument("--image-size", type=int, default=96, help="side of generated scenes")
+    p.add_argument("--scene-size", type=int, default=96, help="side of generated scenes")
     p.add_argument("--num-envs", type=int, default=16, help="sub-environments")
     p.add_argument("--seed", type=int, default=0, help="seed of env and policy")
     args = p.parse_args(argv)
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"invalid argument: {err}") from None
 
     curated = curated_set(args)
-    source = object_env(args, "test", args.images, args.image_size, image_labels=True)
+    source = object_env(args, "test", args.images, args.scene_size, image_labels=True)
     classes = source["dataset"].class_names
     if not set(curated.class_names) & set(classes):
         raise SystemExit(f"--curated ({args.curated!r}) shares no class with --dataset "

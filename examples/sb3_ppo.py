@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
             from agents.networks import make_encoder
 
             encoder = make_encoder(**encoder.config)
-        args.view_size = encoder.image_size
+        args.view_size = encoder.view_size
         policy_kwargs = dict(features_extractor_class=PretrainedViewExtractor,
                              features_extractor_kwargs=dict(
                                  encoder=encoder, freeze=args.encoder == "frozen",

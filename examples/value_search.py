@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--curated-images", type=int, default=64,
                    help="images of the goal crops (scenes: val scenes; a folder: its images "
                         "outside the test split)")
-    p.add_argument("--image-size", type=int, default=96, help="side of generated scenes")
+    p.add_argument("--scene-size", type=int, default=96, help="side of generated scenes")
     add_object_flags(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="value_search.png", help="the picture")
@@ -92,12 +92,12 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
 
     agent = load_agent(args.checkpoint).eval()
-    size = agent.encoder.image_size
+    size = agent.encoder.view_size
     envs = gym.make_vec("ImageView-v0", num_envs=args.num_envs,
-                        **object_env(args, "test", args.images, args.image_size),
+                        **object_env(args, "test", args.images, args.scene_size),
                         view_size=size, max_episode_steps=args.steps)
     envs = VectorCaptionMatchReward(envs, goals="image")
-    crops = object_crops(goal_images(args, args.curated_images, args.image_size), size)
+    crops = object_crops(goal_images(args, args.curated_images, args.scene_size), size)
     goals = curated_goals(agent, crops)
     try:
         to_search = env_goal_ids(goals, envs)

@@ -36,9 +36,18 @@ def code_version() -> str:
 
 
 def load_cell(out: Path, cell_id: str) -> dict | None:
-    """The finished cell's record, or None if it has not run."""
+    """The finished cell's record, or None if it has not run. A cell written before the side
+    of the generated scenes was named ``scene_size`` records it as ``settings.image_size``:
+    read under the new name, so an unchanged cell still matches its settings and is kept."""
     path = out / f"{cell_id}.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    settings = record.get("settings") if isinstance(record, dict) else None
+    if isinstance(settings, dict) and "image_size" in settings:
+        record["settings"] = {("scene_size" if k == "image_size" else k): v
+                              for k, v in settings.items()}
+    return record
 
 
 def save_cell(out: Path, cell_id: str, record: dict) -> None:

@@ -89,7 +89,7 @@ def _once(a, key: tuple, make):
 def env_kwargs(a, split: str, n: int) -> dict:
     """ImageView-v0's kwargs for ``n`` images of ``split``: a named dataset by name (as ever),
     any other source loaded once (``agents.sources.object_env``)."""
-    source = _once(a, ("env", split, n), lambda: object_env(a, split, n, a.image_size))
+    source = _once(a, ("env", split, n), lambda: object_env(a, split, n, a.scene_size))
     return dict(**source, view_size=a.view_size, max_episode_steps=a.horizon)
 
 
@@ -155,8 +155,8 @@ def search_policy(a, checkpoint: str, envs_probe, policy: str = "greedy", seed: 
     from agents.sources import goal_images
 
     agent = load_agent(checkpoint).eval()
-    images = _once(a, ("goals",), lambda: goal_images(a, a.curated_images, a.image_size))
-    crops = object_crops(images, agent.encoder.image_size)
+    images = _once(a, ("goals",), lambda: goal_images(a, a.curated_images, a.scene_size))
+    crops = object_crops(images, agent.encoder.view_size)
     goals = curated_goals(agent, crops, per_class=a.per_class)
     try:
         to_search = env_goal_ids(goals, envs_probe)
@@ -257,7 +257,7 @@ def ppo_cell(a, seed: int, mode: str) -> dict:
 
 
 def run_cell(a, policy: str, seed: int, out: Path) -> dict | None:
-    settings = {k: getattr(a, k) for k in ("dataset", "image_size", "view_size", "horizon",
+    settings = {k: getattr(a, k) for k in ("dataset", "scene_size", "view_size", "horizon",
                                            "threshold", "eval_envs", "test_images")}
     if policy == "grid-random":
         settings.update(candidates=a.candidates)
@@ -362,7 +362,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--only", nargs="+", choices=POLICIES, default=list(POLICIES))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--out", default=str(ROOT / "docs" / "results" / "find_object"))
-    p.add_argument("--image-size", type=int, default=96, help="side of generated scenes")
+    p.add_argument("--scene-size", type=int, default=96, help="side of generated scenes")
     p.add_argument("--view-size", type=int, default=64, help="the checkpoint encoder's size")
     p.add_argument("--horizon", type=int, default=20, help="steps per episode")
     p.add_argument("--threshold", type=float, default=0.5,

@@ -106,7 +106,7 @@ def build_scorers(a, goal_source) -> list[tuple[str, object, int]]:
         if agent.cfg.base == "clip":
             raise SystemExit(f"--{label} ({ckpt}) is an AB_CLIP run: its annotations are "
                              "captions, not the goal crops; pass a SimCLR (or DINO) run")
-        size = agent.encoder.image_size
+        size = agent.encoder.view_size
         crops = object_crops(goal_source, size)
         if first_size is None:
             first_size, first_crops = size, crops
@@ -139,8 +139,8 @@ def measure(a) -> dict:
     from imgmdp_env.scorers import AnnotationScorer, ObjectVisibilityScorer, check_scores
     from imgmdp_env.views import render_views
 
-    ds = object_split(a, "test", a.test_images, a.image_size)
-    scorers = build_scorers(a, goal_images(a, a.curated_images, a.image_size))
+    ds = object_split(a, "test", a.test_images, a.scene_size)
+    scorers = build_scorers(a, goal_images(a, a.curated_images, a.scene_size))
     idx, boxes = sample_views(ds, a.views, a.seed, tuple(a.scale))
     truth = ObjectVisibilityScorer(ds, alpha=a.alpha)
     # every (view, goal class among its image's objects) pair
@@ -228,7 +228,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "must fill for full visibility)")
     p.add_argument("--scale", type=float, nargs=2, default=(0.05, 1.0), metavar=("LO", "HI"),
                    help="area fractions of the random views (sample_boxes)")
-    p.add_argument("--image-size", type=int, default=96, help="side of generated scenes")
+    p.add_argument("--scene-size", type=int, default=96, help="side of generated scenes")
     p.add_argument("--test-images", type=int, default=512,
                    help="test images the views are drawn from (at most)")
     p.add_argument("--curated-images", type=int, default=128,
@@ -250,7 +250,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def settings_of(a) -> dict:
-    settings = {k: getattr(a, k) for k in ("dataset", "image_size", "views", "seed", "threshold",
+    settings = {k: getattr(a, k) for k in ("dataset", "scene_size", "views", "seed", "threshold",
                                            "alpha", "test_images", "curated_images",
                                            "per_class")}
     settings["scale"] = list(a.scale)

@@ -247,7 +247,7 @@ def baseline_cell(dataset: str, out: Path, scale: str, threads: int) -> dict:
     torch.set_num_threads(threads)
     args = parse_args([*SCALES[scale]["flags"], "--dataset", dataset])
     t0 = time.perf_counter()
-    train, test = probe_sets(dataset, args.probe_train, args.probe_test, args.image_size)
+    train, test = probe_sets(dataset, args.probe_train, args.probe_test, args.scene_size)
     rows = probe_report(make_encoder(args.encoder, args.view_size), train, test,
                         view_size=args.view_size, n_random=args.random_twins,
                         max_samples=args.probe_max_samples)

@@ -68,7 +68,7 @@ class TinyGoalCNN(BaseFeaturesExtractor):
 def make_envs(args: argparse.Namespace, split: str, payment: str, num_envs: int) -> gym.Env:
     """The vector env: discrete moves under the caption-match reward, SAME_STEP autoreset."""
     ds = load_split("scenes", split, n=args.train_images if split == "train" else
-                    args.test_images, size=args.image_size, seed=0)
+                    args.test_images, size=args.scene_size, seed=0)
     envs = gym.make_vec("ImageView-v0", num_envs=num_envs, dataset=ds,
                         view_size=args.view_size, max_episode_steps=args.horizon,
                         autoreset_mode="SameStep")
@@ -128,7 +128,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--num-envs", type=int, default=8)
     p.add_argument("--view-size", type=int, default=24)
-    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--scene-size", type=int, default=64)
     p.add_argument("--train-images", type=int, default=512)
     p.add_argument("--test-images", type=int, default=256)
     p.add_argument("--horizon", type=int, default=20, help="max_episode_steps")

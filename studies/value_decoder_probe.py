@@ -79,7 +79,7 @@ def main() -> None:
         raise SystemExit(f"--checkpoint: a SimCLR run is needed (this one: {agent.cfg.base})")
     cfg = replace(agent.cfg, value_residual=a.value_residual,
                   decoder_geometry=a.decoder_geometry, action_tokens=not a.no_action_tokens)
-    view = agent.encoder.image_size
+    view = agent.encoder.view_size
 
     def sampler(ds, seed):
         return TransitionSampler(ds, view_size=view, base_batch=2 * cfg.ann_batch,

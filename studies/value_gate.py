@@ -28,7 +28,7 @@ def gate_report(run: str, batches: int) -> list[str]:
         raise SystemExit(f"{run}: its value head is {agent.cfg.residual!r}, not the mixture")
     _, test = probe_sets("scenes", PROBE_TRAIN, PROBE_TEST, 96)
     cfg = agent.cfg
-    sampler = TransitionSampler(test, view_size=agent.encoder.image_size,
+    sampler = TransitionSampler(test, view_size=agent.encoder.view_size,
                                 base_batch=2 * cfg.ann_batch, boot_images=cfg.ann_batch // 4,
                                 n_views=4, seed=0)
     net = agent.online

@@ -39,7 +39,7 @@ from agents.sources import build_datasets  # noqa: E402
 from agents.train_utils import build_agent, cosine_schedule, make_optimizer  # noqa: E402
 from agents.train_value import train_step  # noqa: E402
 
-TINY = ["--dataset-size", "16", "--image-size", "48", "--view-size", "32", "--base-batch", "4",
+TINY = ["--dataset-size", "16", "--scene-size", "48", "--view-size", "32", "--base-batch", "4",
         "--proj-dim", "16", "--proj-hidden", "32", "--decoder-width", "16", "--decoder-depth",
         "1", "--warmup-steps", "1", "--boot-images", "2", "--n-views", "3", "--threads", "1",
         "--n-prototypes", "32", "--no-tensorboard", "--no-probe", "--log-every", "1",

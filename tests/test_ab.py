@@ -445,6 +445,41 @@ def test_a_checkpoint_saved_before_the_value_head_options_loads_as_it_ran(datase
     assert torch.allclose(q, agent.value(b.boot_views[:2], b.actions[:2], b.base_views[0, :4]))
 
 
+def test_a_checkpoint_whose_encoder_config_says_image_size_loads_the_same_encoder(dataset,
+                                                                                tmp_path):
+    """A checkpoint written before the rename stores its encoder as ``{"kind": ...,
+    "image_size": ...}``: load_agent and load_encoder build the same encoder from it (read as
+    ``view_size``, agents.encoders.upgrade_encoder_config), and so does random_twin of an
+    encoder that still carries such a config."""
+    from agents.encoders import upgrade_encoder_config
+    from agents.evaluate import random_twin
+
+    agent, sampler = make(dataset)
+    new = dict(agent.encoder.config)
+    old = {("image_size" if k == "view_size" else k): v for k, v in new.items()}
+    assert "image_size" in old and "view_size" not in old
+    assert upgrade_encoder_config(old) == new and upgrade_encoder_config(new) == new
+    path = str(tmp_path / "checkpoint.pt")
+    atomic_save({"encoder": old, "ab_config": vars(agent.cfg), "agent": agent.state_dict()},
+                path)
+    views = sampler.sample().boot_views
+    enc = load_encoder(path)
+    assert enc.config == new and enc.view_size == agent.encoder.view_size
+    assert torch.allclose(enc(views), agent.encoder(views), atol=1e-6)
+    again = load_agent(path)
+    assert again.encoder.config == new
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(),
+                                                 agent.state_dict().values(), strict=True))
+    legacy = make_encoder(**new)
+    legacy.config = old
+    assert random_twin(legacy).config == new
+    assert all(torch.equal(a, b) for a, b in zip(random_twin(legacy).state_dict().values(),
+                                                 random_twin(enc).state_dict().values(),
+                                                 strict=True))
+    with pytest.raises(TypeError, match=r"view_size now, not image_size.*view_size=64"):
+        make_encoder("cnn", image_size=64)
+
+
 def test_value_input_chooses_the_tokens_the_decoder_reads(dataset):
     """--value-input: online tokens with gradients (the paper), the same tokens detached (no
     gradient into the encoder through the decoder), or the target's tokens (the online encoder

@@ -27,7 +27,14 @@ from agents.config import (
     with_flags,
 )
 from agents.data import BASES
-from agents.flat_args import args_from, flags_given, flat_fields, merge_resume_args, nest_flat
+from agents.flat_args import (
+    RENAMED_ARGS,
+    args_from,
+    flags_given,
+    flat_fields,
+    merge_resume_args,
+    nest_flat,
+)
 from agents.train_value import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,8 +171,11 @@ def test_the_command_line_reports_what_it_was_given():
 # run folders and checkpoints: nested, and the flat ones of earlier runs
 # ---------------------------------------------------------------------------------------------
 def _flat_like_before(args: Args) -> dict:
-    """What the code before the nesting wrote for ``args``: one flat dict of the old fields."""
-    return {k: v for k, v in flat_fields(args).items() if k not in NEW_AB_FIELDS}
+    """What the code before the nesting wrote for ``args``: one flat dict of the old fields,
+    by their old names (``image_size``, today ``scene_size``: RENAMED_ARGS)."""
+    old_name = {new: old for old, new in RENAMED_ARGS.items()}
+    return {old_name.get(k, k): v for k, v in flat_fields(args).items()
+            if k not in NEW_AB_FIELDS}
 
 
 def test_nest_flat_moves_the_agent_keys_into_ab():
@@ -183,8 +193,10 @@ def test_an_old_flat_config_json_reads_back(run):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # "ignoring saved argument(s)": an old key lost
         args = args_from(Args, saved, OLD_CONFIGS / f"{run}.json")
-    for k, v in saved.items():
-        assert flat_fields(args)[k] == (tuple(v) if isinstance(v, list) else v), k
+    for k, v in saved.items():  # an old name (image_size) read under its new one (scene_size)
+        assert flat_fields(args)[RENAMED_ARGS.get(k, k)] == (
+            tuple(v) if isinstance(v, list) else v), k
+    assert "image_size" in saved and args.scene_size == saved["image_size"] == 96
     assert args.ab.gamma == saved["gamma"] and args.ab.ann_batch == 0
     # fields added since take the values the run had, not today's defaults
     assert args.ab.residual == "none" and args.ab.decoder_geometry is False
@@ -204,7 +216,7 @@ def test_an_old_checkpoint_with_flat_args_resumes_exactly(tmp_path):
     flat = _flat_like_before(args_from(Args, state["args"], run))
     write_checkpoint({**state, "args": flat}, run / "checkpoint.pt")
     (run / "config.json").write_text(json.dumps(flat, indent=2))
-    assert "gamma" in read_checkpoint(run)["args"]
+    assert "gamma" in read_checkpoint(run)["args"] and "image_size" in read_checkpoint(run)["args"]
     resume = replace(tiny(tmp_path, "split"), resume=str(run))
     with pytest.raises(SystemExit, match=r"--gamma 0.0 \(the run has 0.5\)"):
         train(with_flags(resume, gamma=0.0), given={"resume", "gamma"})
@@ -213,6 +225,7 @@ def test_an_old_checkpoint_with_flat_args_resumes_exactly(tmp_path):
     assert [split[s] for s in range(1, 7)] == [full[s] for s in range(1, 7)]
     saved = json.loads((run / "config.json").read_text())
     assert "gamma" not in saved and saved["ab"]["gamma"] == 0.5  # rewritten nested
+    assert "image_size" not in saved and saved["scene_size"] == 48  # and by today's names
 
 
 def test_resume_compares_nested_fields_by_their_flag_names(capsys):
@@ -249,3 +262,18 @@ def test_an_old_checkpoint_evaluates_and_its_agent_is_what_resolved_builds(tmp_p
     args = args_from(Args, state["args"], path)
     assert resolved(args).ab == agent.cfg == ABConfig(**state["ab_config"])
     assert agent.cfg.gamma == 0.0 and agent.cfg.ann_batch == max(args.base_batch // 2, 2)
+
+
+def test_the_old_image_size_flag_is_refused_naming_scene_size(tmp_path):
+    """``--image-size`` was the side of the generated scenes: refused, naming --scene-size (one
+    name per quantity; --view-size is the views'); a run saved with ``image_size`` resumes."""
+    for argv in (["--image-size", "48"], ["--image-size=48"], ["gpu-vits16", "--image-size", "48"]):
+        with pytest.raises(SystemExit, match=r"--image-size.*now --scene-size.*--view-size"):
+            parse_args(argv)
+    assert parse_args(["--scene-size", "48"]).scene_size == 48
+    assert PRESETS["gpu-vits16"].scene_size == 256 and Args().scene_size == 96
+    saved = {**asdict(Args()), "image_size": 48}
+    del saved["scene_size"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not "ignoring saved argument(s) ['image_size']"
+        assert args_from(Args, saved, tmp_path / "config.json").scene_size == 48

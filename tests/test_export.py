@@ -184,15 +184,15 @@ def test_sb3_extractor_built_from_an_export_gives_the_same_features(exported):
 
 def test_vit_round_trip_records_its_architecture_and_tokens(tmp_path):
     torch.manual_seed(0)
-    vit = make_encoder("vit", image_size=32, patch_size=8, width=24, depth=1, heads=2).eval()
+    vit = make_encoder("vit", view_size=32, patch_size=8, width=24, depth=1, heads=2).eval()
     out = export_encoder(vit, tmp_path / "vit", step=7)
     config = json.loads((out / CONFIG).read_text())
-    assert config["arguments"] == {"image_size": 32, "patch_size": 8, "width": 24, "depth": 1,
+    assert config["arguments"] == {"view_size": 32, "patch_size": 8, "width": 24, "depth": 1,
                                    "heads": 2, "mlp_ratio": 4.0}
     assert config["tokens"] == {"count": 16, "dim": 24, "grid": [4, 4]}
     assert config["source"] == {"checkpoint": None, "step": 7, "network": "online"}
     enc = load_encoder(out)
-    assert not enc.training and (enc.embed_dim, enc.num_tokens, enc.image_size) == (24, 16, 32)
+    assert not enc.training and (enc.embed_dim, enc.num_tokens, enc.view_size) == (24, 16, 32)
     v = views(3, 32)
     with torch.no_grad():
         assert torch.allclose(enc.tokens(v), vit(v), rtol=1e-6, atol=1e-6)
@@ -205,7 +205,7 @@ def test_training_ends_by_writing_the_export_and_a_resumed_run_replaces_it(tmp_p
     from agents.config import with_flags
     from agents.train_value import parse_args, train
 
-    flags = ["--dataset-size", "8", "--image-size", "48", "--view-size", "32", "--base-batch",
+    flags = ["--dataset-size", "8", "--scene-size", "48", "--view-size", "32", "--base-batch",
              "4", "--proj-dim", "8", "--proj-hidden", "16", "--decoder-width", "16",
              "--decoder-depth", "1", "--warmup-steps", "1", "--boot-images", "2", "--n-views",
              "3", "--probe-train", "12", "--probe-test", "8", "--probe-max-samples", "24",
@@ -222,3 +222,32 @@ def test_training_ends_by_writing_the_export_and_a_resumed_run_replaces_it(tmp_p
         features, _ = reference(run, v)
         assert torch.allclose(load_encoder(run / "encoder")(v), features, rtol=1e-6, atol=1e-6)
     assert not [p for p in run.iterdir() if p.name.startswith(".encoder")]
+
+
+def test_a_version_1_export_loads_as_it_was_written(tmp_path, exported):
+    """An export written before the rename (format_version 1: the view's side is
+    ``image_size``, top level and in ``arguments``) loads as before: the same encoder, read
+    under today's name ``view_size``; a new export is version 2 and names only ``view_size``."""
+    ckpt, out = exported
+    new = json.loads((out / CONFIG).read_text())
+    assert new["format_version"] == 2 and new["view_size"] == 64
+    assert new["arguments"]["view_size"] == 64
+    assert "image_size" not in new and "image_size" not in new["arguments"]
+    old = {k: v for k, v in new.items() if k != "view_size"}
+    old.update(format_version=1, image_size=64,
+               arguments={("image_size" if k == "view_size" else k): v
+                          for k, v in new["arguments"].items()})
+    (out / CONFIG).write_text(json.dumps(old, indent=2))  # the weights (and sha256) unchanged
+    enc = load_encoder(out)
+    assert enc.view_size == 64 and enc.export_config["view_size"] == 64
+    assert enc.export_config["arguments"] == new["arguments"]
+    v = views(4)
+    features, tokens = reference(ckpt, v)
+    with torch.no_grad():
+        assert torch.allclose(enc(v), features, rtol=1e-6, atol=1e-6)
+        assert torch.allclose(enc.tokens(v), tokens, rtol=1e-6, atol=1e-6)
+    again = export_encoder(enc, tmp_path / "again")  # re-exported: version 2, same weights
+    config = json.loads((again / CONFIG).read_text())
+    assert config["format_version"] == 2 and config["arguments"] == new["arguments"]
+    with torch.no_grad():
+        assert torch.allclose(load_encoder(again)(v), features, rtol=1e-6, atol=1e-6)

@@ -48,7 +48,7 @@ def test_main_path_on_tiny_scenes(tmp_path, make_checkpoint, capsys, monkeypatch
     out = tmp_path / "cell.json"
     argv = ["--checkpoint", str(ckpt), "--base-checkpoint", str(ckpt), "--views", "48",
             "--test-images", "6", "--curated-images", "24", "--per-class", "4",
-            "--image-size", "64", "--scale", "0.02", "1", "--seed", "3", "--out", str(out)]
+            "--scene-size", "64", "--scale", "0.02", "1", "--seed", "3", "--out", str(out)]
     cell = lr.main(argv)
     printed = capsys.readouterr().out
     names = ["checkpoint (target)", "checkpoint (online)", "base-checkpoint (target)",
@@ -71,6 +71,14 @@ def test_main_path_on_tiny_scenes(tmp_path, make_checkpoint, capsys, monkeypatch
     monkeypatch.setattr(lr, "measure", lambda a: pytest.fail("measured a finished cell"))
     assert lr.main(argv)["scorers"] == cell["scorers"]
     assert "not measured again" in capsys.readouterr().out
+    # a cell written before the rename (settings.image_size, today scene_size) is still finished
+    saved = json.loads(out.read_text())
+    assert saved["settings"]["scene_size"] == 64
+    saved["settings"] = {("image_size" if k == "scene_size" else k): v
+                         for k, v in saved["settings"].items()}
+    out.write_text(json.dumps(saved))
+    assert lr.main(argv)["scorers"] == cell["scorers"]
+    assert "not measured again" in capsys.readouterr().out
     with pytest.raises(pytest.fail.Exception):
         lr.main([*argv[:-2], "--seed", "4", "--out", str(out)])
 
@@ -86,12 +94,12 @@ def test_the_truth_as_a_scorer_ranks_perfectly(tmp_path, make_checkpoint, monkey
     real = lr.build_scorers
 
     def with_truth(a, goal_source):
-        truth = ObjectVisibilityScorer(object_split(a, "test", a.test_images, a.image_size))
+        truth = ObjectVisibilityScorer(object_split(a, "test", a.test_images, a.scene_size))
         return [*real(a, goal_source), ("truth", truth, 64)]
 
     monkeypatch.setattr(lr, "build_scorers", with_truth)
     cell = lr.main(["--checkpoint", str(ckpt), "--views", "40", "--test-images", "6",
-                    "--curated-images", "24", "--per-class", "2", "--image-size", "64",
+                    "--curated-images", "24", "--per-class", "2", "--scene-size", "64",
                     "--scale", "0.02", "1", "--out", str(tmp_path / "cells")])
     truth = cell["scorers"][-1]
     assert truth["scorer"] == "truth" and truth["positives"] > 0

@@ -11,7 +11,7 @@ from imgmdp_env.views import relative_box, sample_boxes
 @pytest.mark.parametrize("kind", ["cnn", "vit"])
 def test_encoder_contract(kind):
     torch.manual_seed(0)
-    enc = make_encoder(kind, image_size=32)
+    enc = make_encoder(kind, view_size=32)
     views = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
     tokens = enc(views)
     assert tokens.shape == (3, enc.num_tokens, enc.embed_dim)
@@ -30,13 +30,13 @@ def test_encoder_contract(kind):
 
 
 def test_named_configs():
-    vits = make_encoder("vits16", image_size=224)
+    vits = make_encoder("vits16", view_size=224)
     assert (vits.embed_dim, vits.num_tokens, len(vits.blocks.layers)) == (384, 196, 12)
     assert make_encoder("cnn", 64, widths=(16, 32)).embed_dim == 32
     with pytest.raises(ValueError, match="unknown encoder"):
         make_encoder("resnet50")
     with pytest.raises(ValueError, match="multiple"):
-        make_encoder("vit", image_size=30)
+        make_encoder("vit", view_size=30)
 
 
 def _actions(b, k, seed=0):
@@ -103,7 +103,7 @@ def test_one_batched_pass_equals_separate_passes(kind, size):
     from agents.data import simclr_augment
 
     torch.manual_seed(0)
-    enc = make_encoder(kind, image_size=size).eval()
+    enc = make_encoder(kind, view_size=size).eval()
     raw = torch.randint(0, 256, (3, 3, size, size), dtype=torch.uint8)
     augmented = simclr_augment(raw[:2], torch.Generator().manual_seed(0))  # base crops
     joint = _encode(enc, [augmented, raw[2:]])

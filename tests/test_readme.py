@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FENCE = re.compile(r"(?P<before>[^\n]*)\n```python\n(?P<code>.*?)\n```", re.S)
-TINY = ["--dataset-size", "24", "--image-size", "48", "--view-size", "64", "--base-batch", "8",
+TINY = ["--dataset-size", "24", "--scene-size", "48", "--view-size", "64", "--base-batch", "8",
         "--proj-dim", "16", "--proj-hidden", "32", "--decoder-width", "16", "--decoder-depth",
         "1", "--warmup-steps", "1", "--boot-images", "2", "--n-views", "4", "--threads", "1",
         "--total-steps", "2", "--no-probe", "--value-batches", "1", "--no-tensorboard"]

@@ -32,7 +32,7 @@ def params(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def test_ppo_learns_with_a_frozen_encoder_that_never_changes():
     torch.manual_seed(0)
-    encoder = make_encoder("cnn", image_size=64, **SMALL)
+    encoder = make_encoder("cnn", view_size=64, **SMALL)
     before = params(encoder)
     model = ppo(image_view_env(), "CnnPolicy", encoder=encoder, features_dim=32)
     extractor = model.policy.features_extractor
@@ -54,7 +54,7 @@ def test_ppo_learns_with_a_frozen_encoder_that_never_changes():
 
 def test_unfrozen_encoder_is_fine_tuned():
     torch.manual_seed(0)
-    encoder = make_encoder("cnn", image_size=64, **SMALL)
+    encoder = make_encoder("cnn", view_size=64, **SMALL)
     before = params(encoder)
     model = ppo(image_view_env(), "CnnPolicy", encoder=encoder, features_dim=16, freeze=False)
     # SB3's orthogonal init left the encoder alone; then training changed it
@@ -100,7 +100,7 @@ def test_wrong_observation_space_is_named_with_what_is_accepted(space, match):
 
 
 def test_size_mismatch_and_unnormalised_views_teach_the_fix():
-    vit = make_encoder("vit", image_size=32, patch_size=8, width=24, depth=1, heads=2)
+    vit = make_encoder("vit", view_size=32, patch_size=8, width=24, depth=1, heads=2)
     with pytest.raises(ValueError, match="32x32"):
         PretrainedViewExtractor(spaces.Box(0, 255, (3, 64, 64), np.uint8), encoder=vit)
     ext = PretrainedViewExtractor(spaces.Box(0, 255, (3, 64, 64), np.uint8), features_dim=8,

@@ -17,9 +17,9 @@ NAME = "timm:vit_tiny_patch16_224"
 
 def test_timm_encoder_gives_the_patch_tokens_of_timms_model():
     torch.manual_seed(0)
-    enc = make_encoder(NAME, image_size=32, depth=2)
+    enc = make_encoder(NAME, view_size=32, depth=2)
     assert isinstance(enc, TimmEncoder) and enc.config == {
-        "kind": "timm", "image_size": 32, "model": "vit_tiny_patch16_224", "depth": 2}
+        "kind": "timm", "view_size": 32, "model": "vit_tiny_patch16_224", "depth": 2}
     views = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
     tokens = enc(views)
     assert tokens.shape == (3, enc.num_tokens, enc.embed_dim) == (3, 4, 192)
@@ -39,7 +39,7 @@ def test_timm_kinds_name_what_is_valid():
     with pytest.raises(ValueError, match="timm:<a timm ViT name>"):
         encoder_kind("resnet")
     with pytest.raises(ValueError, match="not one of timm's ViTs"):
-        make_encoder("timm:resnet50", image_size=32)
+        make_encoder("timm:resnet50", view_size=32)
 
 
 def test_training_with_a_timm_encoder_and_loading_its_export(tmp_path):
@@ -47,7 +47,7 @@ def test_training_with_a_timm_encoder_and_loading_its_export(tmp_path):
     process by the documented line, gives the checkpoint's features."""
     run = tmp_path / "runs" / "t"
     cmd = [sys.executable, "agents/train_value.py", "--encoder", NAME, "--view-size", "32",
-           "--dataset-size", "16", "--image-size", "48", "--base-batch", "4", "--proj-dim", "16",
+           "--dataset-size", "16", "--scene-size", "48", "--base-batch", "4", "--proj-dim", "16",
            "--proj-hidden", "32", "--decoder-width", "16", "--decoder-depth", "1",
            "--boot-images", "2", "--n-views", "3", "--warmup-steps", "1", "--total-steps", "2",
            "--no-probe", "--value-batches", "1", "--threads", "1", "--no-tensorboard",

@@ -19,7 +19,7 @@ from agents.networks import make_encoder
 from agents.train_value import Args, parse_args, train
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--dataset-size", "24", "--image-size", "48", "--view-size", "32", "--base-batch", "8",
+TINY = ["--dataset-size", "24", "--scene-size", "48", "--view-size", "32", "--base-batch", "8",
         "--proj-dim", "16", "--proj-hidden", "32", "--decoder-width", "16", "--decoder-depth",
         "1", "--warmup-steps", "2", "--probe-train", "12", "--probe-test", "8",
         "--probe-max-samples", "24", "--random-twins", "2", "--value-batches", "2",
@@ -124,7 +124,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
 def test_presets_and_overrides():
     assert parse_args([]) == Args()
     gpu = parse_args(["gpu-vits16", "--lr", "1e-4", "--gamma", "0"])
-    assert (gpu.preset, gpu.encoder, gpu.view_size, gpu.lr) == ("gpu-vits16", "vits16", 224, 1e-4)
+    assert (gpu.preset, gpu.encoder, gpu.view_size, gpu.scene_size, gpu.lr) == (
+        "gpu-vits16", "timm:vit_small_patch16_224", 224, 256, 1e-4)  # timm's ViT-S/16 (3d6f2a1)
     assert (gpu.ab.proj_dim, gpu.ab.n_prototypes, gpu.ab.gamma) == (256, 4096, 0.0)
     assert parse_args(["cpu-small", "--lr", "1e-4"]) == replace(Args(), lr=1e-4)
     with pytest.raises(SystemExit):

@@ -85,7 +85,7 @@ def _check_generated(source: Callable[..., ImageDataset], spec: str, kwargs: dic
     ram_gib = 2 * decode.budget_bytes(None) / 2**30  # the whole RAM (None: half of it)
     decode.check_pixels(n, n * h * w, ram_gib, f"dataset {spec!r} (n={n} images of {h}x{w}, "
                         "against the machine's RAM)", fixes="a smaller n (--dataset-size) or "
-                        "size (--image-size)")
+                        "size (--scene-size)")
 
 
 def make_dataset(spec: Any = "scenes", **kwargs: Any) -> ImageDataset:
