@@ -163,8 +163,8 @@ def value_accuracy_by_iou(agent, data, bins: tuple[float, ...] = DEFAULT_IOU_BIN
         majority.append((want == want.flatten().mode().values).flatten().cpu())
         ious.append(iou)
         n_views = boxes.shape[1]
-        first = sum(len(x) for x in images) and int(images[-1].max()) + 1
-        images.append(first + torch.arange(len(j)).repeat_interleave(n_views - 1) // n_views)
+        rows = torch.arange(len(j)).repeat_interleave(n_views - 1)  # each pair's source view
+        images.append(len(images) * len(j) + rows // n_views)  # its image, unique per batch
         n_ann = pred.shape[-1]
     agent.train(was_training)
     hit, copy, iou = torch.cat(hits).float(), torch.cat(copies).float(), torch.cat(ious)

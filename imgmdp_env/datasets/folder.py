@@ -31,7 +31,7 @@ by the end of the path, and then only names unique both in the file and in the f
 (:func:`imgmdp_env.datasets.coco.match_names`), so ``sub/a.jpg`` never takes ``a.jpg``'s entry.
 
 Splits: ``split="train"`` / ``"test"`` keep the images outside / inside a deterministic
-held-out set (:func:`imgmdp_env.datasets.splits.held_out`: a ``holdout`` fraction chosen by a
+held-out set (:func:`imgmdp_env.datasets.holdout.held_out`: a ``holdout`` fraction chosen by a
 hash of each relative path, the same on every machine and for every seed); ``"all"`` keeps
 every image. ``n`` then takes a seeded subset, before anything is decoded.
 """
@@ -53,6 +53,7 @@ from imgmdp_env.datasets.coco import (
     read_coco_instances,
     warn_dropped,
 )
+from imgmdp_env.datasets.holdout import held_out
 from imgmdp_env.datasets.video import VIDEO_EXTENSIONS
 
 __all__ = ["EXTENSIONS", "LABEL_MODES", "SPLITS", "class_folders", "list_images",
@@ -168,8 +169,6 @@ def select(names: list[str], split: str, holdout: float, n: int | None, seed: in
            what: str) -> list[str]:
     """The names of ``split`` (``"all"``, ``"train"``: outside the held-out set, ``"test"``:
     inside it), then at most ``n`` of them, a seeded subset kept in order."""
-    from imgmdp_env.datasets.splits import held_out
-
     split, holdout, n, seed = split_args(split, holdout, n, seed)
     if split != "all":
         if split == "test" and holdout == 0:

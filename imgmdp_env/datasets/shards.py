@@ -27,7 +27,7 @@ comma list, or a folder of ``.tar`` files; :func:`expand_shards`):
 - ``python -m imgmdp_env.datasets.shards SRC OUT_PATTERN``: write any source as shards.
 
 Splits: ``split="train"`` / ``"test"`` keep the samples whose key's SHA-1 position is at or
-above / below ``holdout`` (:func:`imgmdp_env.datasets.splits.name_position`), ``"all"`` every
+above / below ``holdout`` (:func:`imgmdp_env.datasets.holdout.name_position`), ``"all"`` every
 sample.
 
 The sample helpers :func:`iter_tar`, :func:`in_split`, :func:`decode_sample` and
@@ -53,6 +53,7 @@ import numpy as np
 from imgmdp_env import checks as check
 from imgmdp_env.datasets import decode
 from imgmdp_env.datasets.base import ImageDataset
+from imgmdp_env.datasets.holdout import name_position
 from imgmdp_env.datasets.shard_lists import expand_shards, is_shard_spec, split_shards
 
 __all__ = ["IMAGE_KEYS", "expand_shards", "is_shard_spec", "read_shards", "split_shards",
@@ -188,8 +189,6 @@ def _boxes(boxes: Any, labels: Any, where: str) -> tuple[np.ndarray, list[str]]:
 
 def in_split(key: str, split: str, holdout: float) -> bool:
     """Whether the sample ``key`` belongs to ``split`` (see the module docstring)."""
-    from imgmdp_env.datasets.splits import name_position
-
     return split == "all" or ((name_position(key) < holdout) == (split == "test"))
 
 

@@ -6,13 +6,13 @@
 in ``(seed, split)``; ``fashion`` takes a seeded subset of its split.
 
 File-backed sources (a folder of images, webdataset shards, videos) split by a deterministic
-held-out set (:func:`held_out`): ``"train"`` is everything outside it, ``"test"`` (and
-``"val"``) inside it, or, with ``source["test"]`` (a separate folder / shard pattern, with
-its own ``test_captions`` / ``test_instances``), ``"train"`` is the whole source and
-``"test"`` the whole test source (which takes the ``test_*`` keys, prefix removed, and no
-other; image labels of class sub-folders are re-indexed into the train folder's classes).
-The other ``source`` keys go to the source
-(``captions``, ``instances``, ``max_side``, ``memory_budget``, ``workers``, ``holdout``,
+held-out set (:func:`imgmdp_env.datasets.holdout.held_out`): ``"train"`` is everything
+outside it, ``"test"`` (and ``"val"``) inside it, or, with ``source["test"]`` (a separate
+folder / shard pattern, with its own ``test_captions`` / ``test_instances``), ``"train"``
+is the whole source and ``"test"`` the whole test source (which takes the ``test_*`` keys,
+prefix removed, and no other; image labels of class sub-folders are re-indexed into the
+train folder's classes). The other ``source`` keys go to the source (``captions``,
+``instances``, ``max_side``, ``memory_budget``, ``workers``, ``holdout``,
 ``frame_stride``...; see :func:`imgmdp_env.datasets.make_dataset`).
 
 The probes use :data:`PROBE_SEED` for their data, whatever the training seed, so every run is
@@ -24,48 +24,17 @@ measured on the same labelled images (see :func:`agents.evaluate.probe_sets`).
 
 from __future__ import annotations
 
-import hashlib
 import warnings
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from imgmdp_env.datasets import NAMED, ImageDataset, make_dataset
+from imgmdp_env.datasets.holdout import held_out, name_position  # noqa: F401 - re-exported
 
-__all__ = ["PROBE_SEED", "held_out", "load_split", "reference_split"]
+__all__ = ["PROBE_SEED", "held_out", "load_split", "name_position", "reference_split"]
 
 PROBE_SEED = 0
-
-
-def _name_bytes(name: str) -> bytes:
-    """The bytes hashed for ``name``: its UTF-8, with the undecodable bytes of a file name
-    that is not UTF-8 (which Python holds as lone surrogates, ``os.fsdecode``) restored as
-    they are on disk, so such a file splits like any other, the same on every machine."""
-    try:
-        return name.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:  # a lone surrogate outside the escape range (not a file name)
-        return name.encode("utf-8", "surrogatepass")
-
-
-def name_position(name: str) -> float:
-    """A name's position in [0, 1), from the first 8 bytes of its SHA-1 (the same on every
-    machine, Python version and seed, unlike ``hash``; :func:`_name_bytes`)."""
-    return int.from_bytes(hashlib.sha1(_name_bytes(name)).digest()[:8], "big") / 2**64
-
-
-def held_out(names: Sequence[str], fraction: float) -> np.ndarray:
-    """``(N,)`` bool: which of ``names`` (relative paths, sample keys) are held out for
-    testing: those whose SHA-1 position is below ``fraction``. A name's side never depends on
-    the other names, so adding files or shards never moves an image between train and test.
-    For a finite list with ``0 < fraction`` and at least 2 names, at least one is held out and
-    at least one is not (the lowest / highest position), so a tiny folder still has both."""
-    u = np.array([name_position(x) for x in names], np.float64)
-    mask = u < fraction
-    if fraction > 0 and len(names) >= 2:
-        mask[int(np.argmin(u))] = True
-        mask[int(np.argmax(u))] = False
-    return mask
 
 
 def reference_split(name: str) -> str:

@@ -12,7 +12,7 @@ the duration and the frame rate.
 (sorted by relative path). Splits hold out whole videos (frames of one video are near
 copies, so holding out frames would leak the test set into training):
 ``split="train"`` / ``"test"`` keep the videos outside / inside
-:func:`imgmdp_env.datasets.splits.held_out` of their relative paths. One video is split by
+:func:`imgmdp_env.datasets.holdout.held_out` of their relative paths. One video is split by
 time instead: its last ``holdout`` of frames is the test split (one contiguous block, so only
 the frames at the cut are near copies of training frames); of the kept frames, each split
 takes at least one (a video with fewer than 2 kept frames is refused with the numbers).
