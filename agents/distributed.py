@@ -141,7 +141,9 @@ class Ranks:
 
     def device(self, flag: str) -> torch.device:
         """The training device for ``--device`` (``auto``: CUDA if available); under torchrun,
-        GPU ``LOCAL_RANK`` of this machine."""
+        GPU ``LOCAL_RANK`` of this machine, made the current CUDA device (where NCCL's
+        collectives run). Call it with the run's own flag, i.e. after ``--resume`` has read
+        the saved one: the command line's may be another (``auto``, not given)."""
         cuda = flag == "cuda" or (flag == "auto" and torch.cuda.is_available())
         if not cuda:
             return torch.device("cpu")
@@ -150,21 +152,23 @@ class Ranks:
         if self.local_rank >= torch.cuda.device_count():
             raise SystemExit(f"LOCAL_RANK {self.local_rank} has no GPU: this machine has "
                              f"{torch.cuda.device_count()}; pass --nproc-per-node <= that")
-        return torch.device("cuda", self.local_rank)
+        device = torch.device("cuda", self.local_rank)
+        torch.cuda.set_device(device)
+        return device
 
-    def start(self, device: torch.device) -> bool:
+    def start(self, device: torch.device | None = None) -> bool:
         """Join the process group (``env://``: torchrun's variables) unless one runs already:
-        gloo for CPU tensors and, on a machine with GPUs, NCCL for CUDA tensors (one group
-        serves both, so a resumed run may train on the other device). Returns whether this
-        call created the group (then :meth:`leave` destroys it)."""
+        gloo for CPU tensors and, on a machine with GPUs, NCCL for CUDA tensors. One group
+        serves both devices, so it is started before the run's arguments are known (rank 0
+        reads a resumed run's, then sends them): the training device is not chosen here but
+        by :meth:`device` from the run's flag (``--resume`` of a run saved with ``--device
+        cpu`` trains on the CPU, whatever the command line's ``auto`` would pick). ``device``
+        is ignored (accepted from older callers). Returns whether this call created the
+        group (then :meth:`leave` destroys it)."""
+        del device  # the run's device is chosen after its arguments are read
         if not self.distributed or dist.is_initialized():
             return False
-        backend = "gloo"
-        if torch.cuda.is_available():
-            backend = "cpu:gloo,cuda:nccl"
-            if device.type == "cuda":
-                torch.cuda.set_device(device)
-        dist.init_process_group(backend)
+        dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
         return True
 
     def leave(self, created: bool) -> None:
