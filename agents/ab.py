@@ -40,6 +40,7 @@ from agents.networks import AnnotationDecoder, Encoder, LogitScale, ProjectionHe
 from agents.text import FrozenText, TextEncoder, WordTokenizer
 
 __all__ = [
+    "VALUE_BRANCH",
     "ABAgent",
     "ABConfig",
     "ABNetwork",
@@ -47,6 +48,11 @@ __all__ = [
     "load_agent",
     "load_encoder",
 ]
+
+
+# The AB branch: the parameters of the value function Q_AB alone (the annotation decoder, its
+# heads, its temperature, the copy gate; DINO's AB prototypes), by name within an ABNetwork.
+VALUE_BRANCH = ("decoder.", "phi_ab.", "psi_ab.", "ab_scale.", "copy_gate.", "ab_prototypes")
 
 
 class Encoded(NamedTuple):
@@ -205,6 +211,29 @@ class ABAgent(nn.Module):
         self.target = copy.deepcopy(self.online).requires_grad_(False)
         self.register_buffer("center", torch.zeros(cfg.n_prototypes if cfg.base == "dino" else 0))
         self.others = pair_index(2)  # rebuilt for the batch's n_views
+        self.value_only = False  # the value phase (fit_value_only): the loss trains Q alone
+        self._frozen: set[str] = set()  # the parameters fit_value_only froze
+
+    def fit_value_only(self, on: bool = True) -> ABAgent:
+        """The value phase's mode (``train_value.py --value-steps``): :meth:`loss` is the
+        bootstrapping loss alone, the encoders run without gradients (the representation, the
+        base head and the annotations are frozen: only the AB branch, :data:`VALUE_BRANCH`,
+        gets gradients) and :meth:`update_target` moves only the target's AB branch, so the
+        target ``p_ema`` stays fixed. Returns self."""
+        if on and not self.cfg.ab_weight > 0:
+            raise ValueError("the value phase needs the bootstrapping loss (ab_weight > 0)")
+        if on != self.value_only:
+            for name, p in self.online.named_parameters():
+                if not name.startswith(VALUE_BRANCH):
+                    if on and p.requires_grad:
+                        self._frozen.add(name)
+                        p.requires_grad_(False)
+                    elif not on and name in self._frozen:
+                        p.requires_grad_(True)
+            if not on:
+                self._frozen.clear()
+        self.value_only = on
+        return self
 
     def caption_inputs(self, captions: list[str] | None) -> torch.Tensor | None:
         """The text input of each caption for the CLIP base (token ids ``(N, S)``, or frozen
@@ -226,8 +255,15 @@ class ABAgent(nn.Module):
 
     @torch.no_grad()
     def update_target(self, rate: float) -> None:
-        """EMA step of the target network toward the online one (``rate`` = 1 - momentum)."""
-        ema_update(self.target, self.online, rate)
+        """EMA step of the target network toward the online one (``rate`` = 1 - momentum); in
+        the value phase (:meth:`fit_value_only`) of the AB branch alone."""
+        if not self.value_only:
+            ema_update(self.target, self.online, rate)
+            return
+        online = dict(self.online.named_parameters())
+        for name, t in self.target.named_parameters():
+            if name.startswith(VALUE_BRANCH):
+                t.lerp_(online[name].detach(), rate)
 
     def n_annotations(self, batch: Batch) -> int:
         """How many annotations ``l`` this batch carries (SimCLR crops or CLIP captions)."""
@@ -389,17 +425,25 @@ class ABAgent(nn.Module):
         """
         net, cfg = self.online, self.cfg
         bootstrap = cfg.ab_weight > 0 and batch.bootstrap
-        enc = self.encode(batch, bootstrap)
-        base_loss, teacher, emb_cos = self.base_loss(batch, enc)
-        metrics = {"base_loss": base_loss.detach(), "t": net.scale().detach(),
-                   "emb_cos": emb_cos}
+        if self.value_only:  # the value phase: the frozen encoders, no base loss
+            if not bootstrap:
+                raise ValueError("the value phase needs a batch with bootstrap views")
+            with torch.no_grad():
+                enc = self.encode(batch, bootstrap)
+            base_loss, teacher = torch.zeros((), device=batch.base_views.device), None
+            metrics = {"t": net.scale().detach()}
+        else:
+            enc = self.encode(batch, bootstrap)
+            base_loss, teacher, emb_cos = self.base_loss(batch, enc)
+            metrics = {"base_loss": base_loss.detach(), "t": net.scale().detach(),
+                       "emb_cos": emb_cos}
         loss = base_loss
         if bootstrap:
             pred, p_logits, q_logits, j = self.bootstrap_logits(batch, enc)
             pairs = (pred.flatten(0, 1), p_logits[j].flatten(0, 1),
                      self.pair_candidates(q_logits, j))
             ab_loss = bootstrap_loss(*pairs, cfg.gamma, cfg.max_mode)
-            loss = base_loss + cfg.ab_weight * ab_loss
+            loss = ab_loss if self.value_only else base_loss + cfg.ab_weight * ab_loss
             with torch.no_grad():
                 target = bootstrap_target(*pairs[1:], cfg.gamma, cfg.max_mode)
                 entropy = -(target * target.clamp(min=1e-12).log()).sum(-1).mean()

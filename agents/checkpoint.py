@@ -211,12 +211,14 @@ def check_fields(state: dict, where: str) -> None:
     if "args" in state and not isinstance(args, dict):
         refuse("args", _short(args), "a dict of the run's arguments")
     total = args.get("total_steps") if isinstance(args, dict) else None
+    if _is_int(total) and _is_int(args.get("value_steps", 0)):  # then the value phase
+        total += args.get("value_steps", 0)
     if "step" in state:
         step = state["step"]
         if not _is_int(step) or step < 0:
             refuse("step", _short(step), "an integer >= 0 (the optimizer steps taken)")
         if _is_int(total) and total >= 1 and step > total:
-            refuse("step", _short(step), f"<= the run's total_steps ({total})")
+            refuse("step", _short(step), f"<= the run's total_steps + value_steps ({total})")
     for key in ("agent", "optimizer", "sampler", "encoder", "ab_config"):
         if key in state and not isinstance(state[key], dict):
             refuse(key, f"a {type(state[key]).__name__}", "a dict")

@@ -147,6 +147,17 @@ class Args:
     value_lr_scale: float = 1.0
     """the value function's branch (annotation decoder, phi_AB, psi_AB, t_AB) learns at this
     multiple of the learning rate"""
+    value_steps: int = 0
+    """the value phase: after the total_steps of pre-training, this many more steps train the
+    value function's branch alone on the frozen encoder, base head and EMA target (the
+    bootstrapping loss only, at the constant --value-lr); the representation is unchanged"""
+    value_lr: float = 1e-3
+    """the constant learning rate of the value phase (--value-steps)"""
+
+    @property
+    def all_steps(self) -> int:
+        """The run's optimizer steps: pre-training, then the value phase."""
+        return self.total_steps + self.value_steps
 
     # logging, checkpoints, evaluation
     log_every: int = 10
@@ -202,7 +213,7 @@ RESUME_MAY_CHANGE = {
     "log_every", "checkpoint_every", "tensorboard", "probe", "probe_dataset", "probe_train",
     "probe_test", "probe_max_samples", "random_twins", "probe_baselines", "value_batches",
     "threads", "device", "precision", "decode_workers", "memory_budget", "render_on",
-    "compile", "check_every",
+    "compile", "check_every", "value_steps", "value_lr",
 }
 RESUME_PER_RUN = {"resume", "stop_at"}
 

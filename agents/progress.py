@@ -49,12 +49,12 @@ class Progress:
         self.args, self.ranks, self.last = args, ranks, last
         self.views = views_per_step * ranks.world_size
         self.path, self.log, self.writer = run_dir / "log.jsonl", None, None
-        self.bar = tqdm(total=args.total_steps, initial=step, desc=run_dir.name,
+        self.bar = tqdm(total=args.all_steps, initial=step, desc=run_dir.name,
                         dynamic_ncols=True, disable=None if ranks.main else True)
         self.warned = False  # the collapse warning is printed once
         self.t_last = self.t_start = time.perf_counter()
         self.step_last = self.step_start = step
-        self.plain_every = max(args.total_steps // 10, 1)  # progress lines when tqdm is off
+        self.plain_every = max(args.all_steps // 10, 1)  # progress lines when tqdm is off
         if not ranks.main:
             return
         repair_log(self.path, step)  # drop lines past the checkpoint (and a torn last line)
@@ -106,9 +106,9 @@ class Progress:
         if self.ranks.main and self.bar.disable and (step % self.plain_every == 0
                                                      or step == self.last):
             rate = (step - self.step_start) / max(time.perf_counter() - self.t_start, 1e-9)
-            print(f"step {step}/{args.total_steps} loss {metrics['loss']:.3f} "
+            print(f"step {step}/{args.all_steps} loss {metrics['loss']:.3f} "
                   f"{rate * self.views:.0f} views/s "
-                  f"ETA {(args.total_steps - step) / max(rate, 1e-9):.0f} s", flush=True)
+                  f"ETA {(args.all_steps - step) / max(rate, 1e-9):.0f} s", flush=True)
 
     def warn_collapse(self, step: int, metrics: dict[str, float]) -> None:
         """Once per run, on rank 0: a warning on stderr when ``emb_cos`` (logged on every log

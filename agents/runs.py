@@ -313,9 +313,14 @@ def open_run(args, given: set[str], held: ExitStack, default_name: str, may_chan
             values.pop("name")  # naming the run being resumed changes nothing
         new = merge_resume_args(saved, values, may_change, per_run)
         step = int(state["step"]) if state is not None else 0
-        if new.total_steps < step:
-            raise SystemExit(f"--total-steps {new.total_steps} is below the checkpoint's step "
-                             f"{step}: the run is already past it")
+        if new.all_steps < step:
+            raise SystemExit(f"--total-steps {new.total_steps} with --value-steps "
+                             f"{new.value_steps} ends below the checkpoint's step {step}: the "
+                             "run is already past it")
+        if saved.total_steps < step and new.total_steps != saved.total_steps:
+            raise SystemExit(f"--total-steps {new.total_steps}: the run is in its value phase "
+                             f"(step {step}, pre-training ended at {saved.total_steps}); its "
+                             "pre-training cannot change now")
         changed = [k for k in ("threads", "device") if getattr(new, k) != getattr(saved, k)]
         if changed:
             print("resume: " + ", ".join(f"--{k} {getattr(new, k)!r} (the run had "

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.ab import ABAgent
+from agents.ab import VALUE_BRANCH, ABAgent
 from agents.checkpoint import (
     CHECKPOINT,
     save_checkpoint,  # noqa: F401 - re-exported (tests, benchmarks)
@@ -106,16 +106,13 @@ def build_agent(args, data: dict[str, ImageDataset], rank: int = 0,
     return agent, sampler
 
 
-# The value function's own parameters (the AB branch): their learning rate is
-# ``--value-lr-scale`` times the schedule's.
-VALUE_PARAMS = ("decoder.", "phi_ab.", "psi_ab.", "ab_scale.", "copy_gate.", "ab_prototypes")
 
 
 def make_optimizer(args, agent: ABAgent, amp: torch.dtype | None):
     """AdamW on the online network (no weight decay on vectors, positions and embeddings),
     and a GradScaler for fp16. Each parameter group carries ``lr_scale``, the factor the
     training loop applies to the scheduled learning rate: ``--value-lr-scale`` for the AB
-    branch (:data:`VALUE_PARAMS`, in groups of their own only when the scale is not 1, so
+    branch (:data:`VALUE_BRANCH`, in groups of their own only when the scale is not 1, so
     that the optimizer state keeps its two groups by default), 1 for the rest; ``decay``
     marks the groups ``--weight-decay`` applies to (a resume may change it)."""
     scale = args.value_lr_scale
@@ -124,7 +121,7 @@ def make_optimizer(args, agent: ABAgent, amp: torch.dtype | None):
         if not p.requires_grad:
             continue
         plain = p.ndim < 2 or "pos" in name or "embed" in name
-        value = scale != 1.0 and name.startswith(VALUE_PARAMS)
+        value = scale != 1.0 and name.startswith(VALUE_BRANCH)
         groups.setdefault((value, plain), []).append(p)
     optimizer = torch.optim.AdamW(
         [{"params": groups.get((value, plain), []),
@@ -235,13 +232,13 @@ def final_report(args, agent: ABAgent, data: dict[str, ImageDataset], run_dir: P
     log = [json.loads(ln) for ln in (run_dir / "log.jsonl").read_text().splitlines() if ln]
     _plot(run_dir, log, value_acc, probes)
     verdict = run_verdict(value_acc, probes, run_dir)
-    summary = {"step": args.total_steps, "value_accuracy_by_iou": value_acc, "probes": probes,
+    summary = {"step": args.all_steps, "value_accuracy_by_iou": value_acc, "probes": probes,
                "verdict": verdict, "final": log[-1] if log else {}}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if writer is not None:
         for label, acc in probes.items():
             for k, v in acc.items():
-                writer.add_scalar(f"probe/{label}/{k}", v, args.total_steps)
+                writer.add_scalar(f"probe/{label}/{k}", v, args.all_steps)
     print(f"run folder: {run_dir}")
     print(verdict)
     return summary
@@ -259,8 +256,8 @@ def finish_run(args, agent: ABAgent, data: dict[str, ImageDataset], run_dir: Pat
         print(f"\n{stop.received[0]}: saved {ckpt_path} at step {step}; continue with "
               f"--resume {run_dir}")
         return {"step": step, "interrupted": True, "signal": stop.exit_code()}
-    if step < args.total_steps:
-        print(f"stopped at step {step}/{args.total_steps}: continue with --resume {run_dir}")
+    if step < args.all_steps:
+        print(f"stopped at step {step}/{args.all_steps}: continue with --resume {run_dir}")
         return {"step": step, "interrupted": False}
     export_encoder(agent.encoder, run_dir / ENCODER_DIR, step=step, source=ckpt_path, replace=True)
     try:

@@ -160,11 +160,17 @@ def _run(args: Args, run_dir: Path, resumed: dict | None, stop: StopSignals,
         step = restore_checkpoint(resumed, agent, optimizer, scaler, sampler, args.weight_decay,
                                   ranks.rank)
         if ranks.main:
-            print(f"resumed {run_dir} at step {step}/{args.total_steps}")
-    model = ranks.wrap(agent, device)  # DDP with several ranks
-    if args.compile:  # the loss and its backward as compiled graphs (two: with/without gauges)
-        model = torch.compile(model)
-    last = args.total_steps if not args.stop_at else min(args.stop_at, args.total_steps)
+            print(f"resumed {run_dir} at step {step}/{args.all_steps}")
+
+    def wrapped():  # DDP with several ranks (again for the value phase: another graph)
+        model = ranks.wrap(agent, device)
+        # the loss and its backward as compiled graphs (two: with/without gauges)
+        return torch.compile(model) if args.compile else model
+
+    # the value phase (--value-steps): Q_AB alone on the frozen encoders, at a constant lr
+    phase_ema = float(ema_rates(args.ema_rate, "constant", max(args.value_steps, 1))[0])
+    model = wrapped() if step < args.total_steps else None
+    last = args.all_steps if not args.stop_at else min(args.stop_at, args.all_steps)
     progress = Progress(args, run_dir, step, sampler.views_per_step(args.ab.ab_weight > 0), ranks,
                         last)
     if ranks.main:
@@ -199,8 +205,14 @@ def _run(args: Args, run_dir: Path, resumed: dict | None, stop: StopSignals,
     try:
         with progress:
             while step < last and not stop.received:
+                value_phase = step >= args.total_steps
+                if value_phase and not agent.value_only:  # pre-training is done
+                    model = agent.fit_value_only()  # (drops the old DDP wrapper's hooks)
+                    model = wrapped()
+                lr = args.value_lr if value_phase else float(lr_schedule[step])
+                ema = phase_ema if value_phase else float(ema_schedule[step])
                 for group in optimizer.param_groups:  # the learning rate of this step
-                    group["lr"] = float(lr_schedule[step]) * group.get("lr_scale", 1.0)
+                    group["lr"] = lr * (1.0 if value_phase else group.get("lr_scale", 1.0))
                 between = True
                 sync_streams(data, step, sampler, agent)  # streaming shards: this step's buffer
                 batch = sampler.sample(device, bootstrap=args.ab.ab_weight > 0)
@@ -208,13 +220,12 @@ def _run(args: Args, run_dir: Path, resumed: dict | None, stop: StopSignals,
                 checked = logged or (step + 1) % check_every == 0 or (
                     step + 1) % args.checkpoint_every == 0  # the host waits for the device
                 metrics = train_step(model, agent, optimizer, scaler, batch, amp,
-                                     args.grad_clip, float(ema_schedule[step]), ranks, step,
+                                     args.grad_clip, ema, ranks, step,
                                      gauges=logged, check=checked, unchecked=unchecked)
                 step += 1
                 between = False
                 stop.sync(ranks.max)  # several ranks: all stop after the same step
-                progress.update(step, metrics, float(lr_schedule[step - 1]),
-                                float(ema_schedule[step - 1]))
+                progress.update(step, metrics, lr, ema)
                 if step % args.checkpoint_every == 0 or step == last or stop.received:
                     checkpoint()
             if stop.received and saved_step != step:  # a signal between the check and here
@@ -239,6 +250,7 @@ def _run(args: Args, run_dir: Path, resumed: dict | None, stop: StopSignals,
     finally:
         stop.defer = False
     progress.close()
+    agent.fit_value_only(False)
     ranks.barrier()  # every rank is done; rank 0 reports alone
     return finish_run(args, agent, data, run_dir, step, stop, ranks, progress.writer)
 

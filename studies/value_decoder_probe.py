@@ -64,6 +64,9 @@ def main() -> None:
     p.add_argument("--test-batches", type=int, default=40)
     p.add_argument("--every", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", default="fresh", choices=("fresh", "run"),
+                   help="the branch's initial weights: fresh, or the run's EMA branch (needs "
+                        "the run's own --value-residual / --decoder-geometry)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--save", default="",
                    help="write a run folder whose agent is the checkpoint's EMA network with "
@@ -91,6 +94,12 @@ def main() -> None:
     test = cache(agent, sampler(test_ds, 2), a.test_batches)
     torch.manual_seed(a.seed)
     net = ABNetwork(agent.target.encoder, cfg)  # the frozen encoder; a fresh branch
+    if a.init == "run":
+        if replace(cfg, value_residual=cfg.residual) != replace(
+                agent.cfg, value_residual=agent.cfg.residual):
+            raise SystemExit("--init run: the branch must be the run's (same --value-residual, "
+                             "--decoder-geometry, --no-action-tokens)")
+        net.load_state_dict(agent.target.state_dict())
     net.phi, net.scale = agent.target.phi, agent.target.scale  # the frozen base head
     frozen = {"encoder.", "phi.", "scale."}
     params = [q for n, q in net.named_parameters() if not n.startswith(tuple(frozen))]

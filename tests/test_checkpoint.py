@@ -157,7 +157,8 @@ def _forge(state: dict, how: str) -> None:
 
 
 FORGED = {"negative step": r"'step' is -5; it must be an integer >= 0",
-          "step past total_steps": r"'step' is \d+; it must be <= the run's total_steps \(\d+\)",
+          "step past total_steps":
+              r"'step' is \d+; it must be <= the run's total_steps \+ value_steps \(\d+\)",
           "float step": r"'step' is 3\.0; it must be an integer",
           "bool step": r"'step' is True; it must be an integer",
           "torch_rng not a state": r"'torch_rng' is a torch.float32 tensor of shape \(3,\)",

@@ -1,0 +1,69 @@
+"""The value phase (``train_value.py --value-steps``): after pre-training, the AB branch alone
+is fitted on the frozen encoders. It must not touch the representation, must move the branch,
+must keep the target ``p_ema`` fixed, and must resume exactly like the rest of a run."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from agents.ab import VALUE_BRANCH
+from agents.checkpoint import read_checkpoint
+from agents.train_value import train
+from tests.test_train_value import losses, tiny
+
+
+def _state(run) -> dict[str, torch.Tensor]:
+    return read_checkpoint(run)["agent"]
+
+
+def _split(state: dict[str, torch.Tensor], net: str) -> tuple[dict, dict]:
+    """(the AB branch, everything else) of ``net`` ("online." or "target.")."""
+    own = {k[len(net):]: v for k, v in state.items() if k.startswith(net)}
+    branch = {k: v for k, v in own.items() if k.startswith(VALUE_BRANCH)}
+    return branch, {k: v for k, v in own.items() if k not in branch}
+
+
+def test_the_phase_fits_the_branch_alone(tmp_path):
+    torch.set_num_threads(1)
+    train(tiny(tmp_path, "pre"))  # 6 steps of pre-training
+    train(tiny(tmp_path, "phase", value_steps=4, value_lr=1e-2))
+    pre, phase = _state(tmp_path / "pre"), _state(tmp_path / "phase")
+    assert read_checkpoint(tmp_path / "phase")["step"] == 10
+    for net in ("online.", "target."):
+        (b0, rest0), (b1, rest1) = _split(pre, net), _split(phase, net)
+        assert rest0.keys() == rest1.keys() and len(b0) > 10
+        frozen = [k for k in rest0 if not torch.equal(rest0[k], rest1[k])]
+        assert not frozen, f"{net}: the phase moved {frozen[:3]}"
+        moved = [k for k in b0 if not torch.equal(b0[k], b1[k])]
+        assert len(moved) > len(b0) // 2, f"{net}: the phase moved only {moved}"
+    log = losses(tmp_path / "phase")
+    assert sorted(log) == list(range(1, 11))
+    assert [log[s] for s in range(1, 7)] == list(losses(tmp_path / "pre").values())
+
+
+def test_resume_inside_the_phase_is_exact(tmp_path):
+    torch.set_num_threads(1)
+    train(tiny(tmp_path, "full", value_steps=4))
+    train(tiny(tmp_path, "split", value_steps=4, stop_at=8))
+    train(replace(tiny(tmp_path, "split", value_steps=4), resume=str(tmp_path / "split")))
+    full, split = losses(tmp_path / "full"), losses(tmp_path / "split")
+    assert sorted(split) == list(range(1, 11)) and split == full
+    a, b = _state(tmp_path / "full"), _state(tmp_path / "split")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_finished_run_takes_a_phase_on_resume(tmp_path):
+    torch.set_num_threads(1)
+    train(tiny(tmp_path, "full", value_steps=3))
+    train(tiny(tmp_path, "later"))
+    train(replace(tiny(tmp_path, "later", value_steps=3), resume=str(tmp_path / "later")))
+    assert losses(tmp_path / "later") == losses(tmp_path / "full")
+    with pytest.raises(SystemExit, match="value phase"):  # pre-training is over
+        train(replace(tiny(tmp_path, "later", total_steps=7, value_steps=3),
+                      resume=str(tmp_path / "later")))
+
+
+def test_the_phase_needs_the_bootstrapping_loss(tmp_path):
+    with pytest.raises(SystemExit, match="--value-steps"):
+        train(tiny(tmp_path, "x", value_steps=2, ab_weight=0.0))
