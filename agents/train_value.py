@@ -119,7 +119,7 @@ def train(args: Args, given: set[str] | None = None) -> dict:
     check_train_args(args)
     ranks = launched()
     with StopSignals(ranks.distributed, ranks.main) as stop, ExitStack() as held:
-        created = ranks.start(ranks.device(args.device))  # several ranks: the process group
+        created = ranks.start()  # several ranks: the process group (no device chosen yet)
         try:  # every rank's flags are rank 0's, or all refuse (else rank 0's rule unnoticed)
             ranks.check_same_args(flat_fields(args))
         except SystemExit:  # leave the group first: its threads abort an exiting process

@@ -48,10 +48,6 @@ def test_the_process_group_needs_no_device(one_gpu_machine):
     assert one_gpu_machine["set_device"] == [torch.device("cuda", 0)]  # ... changes nothing
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "needs the one-line change in agents/train_value.py's train(): "
-    "`created = ranks.start()` instead of `ranks.start(ranks.device(args.device))` (the "
-    "command line's --device, read before --resume reads the run's); remove this mark with it"))
 def test_train_starts_the_group_before_choosing_a_device(tmp_path, monkeypatch,
                                                            one_gpu_machine):
     from agents.train_value import parse_args, train
