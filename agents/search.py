@@ -41,7 +41,7 @@ from gymnasium import spaces
 from gymnasium.vector import VectorEnv
 
 from imgmdp_env import checks as check
-from imgmdp_env.actions import action_to_relative
+from imgmdp_env.actions import action_to_relative, relative_to_action
 from imgmdp_env.datasets import ImageDataset
 from imgmdp_env.views import apply_relative, clamp_boxes, relative_box
 from imgmdp_env.wrappers import view_action_table, view_env_core
@@ -202,6 +202,23 @@ class GoalValue:
         idx = goal.to(p.device).long()[:, None, None].expand(-1, p.shape[1], 1)
         return p.gather(2, idx)[..., 0].cpu()
 
+    @torch.no_grad()
+    def view_prob(self, views: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        """``p(goal | view)`` of the base head on views ``(N, 3, H, W)`` uint8 themselves
+        (goal ``(N,)`` ids) -> ``(N,)``: the annotation ``Q_AB`` is trained to predict of the
+        view a move reaches. On the rendered reached views it is the oracle of the value: a
+        goal set whose ``view_prob`` does not rank views by the goal's presence cannot be
+        searched for with any ``Q_AB``."""
+        views = torch.as_tensor(views)
+        goal = torch.from_numpy(check.index_array("goal", goal, len(self.vocabulary),
+                                                  [(len(views),)]))
+        pooled = self.net.encoder.pool(self.token_net.encoder(views.to(self.device)))
+        p = self.net.base_logits(pooled, self.psi, self.center).float().softmax(-1)
+        if self.groups is not None:
+            p = p.new_zeros(len(p), len(self.vocabulary)).index_add_(
+                1, self.groups.to(p.device), p)
+        return p[torch.arange(len(p)), goal.to(p.device).long()].cpu()
+
 
 # ---------------------------------------------------------------------------------------------
 # The policy
@@ -236,13 +253,25 @@ class ValueSearch:
             ``"softmax"``: sample with probabilities ``Q^(1/temperature)`` normalised.
         temperature: of ``"softmax"``, > 0.
         seed: of the random candidates and the softmax draws.
+        inside: with the views' ``boxes`` (continuous actions only), move every candidate's
+            box into the image (``clamp_boxes`` with margin 0) and return the action that
+            reaches it (:func:`imgmdp_env.actions.relative_to_action`; what is scored is still
+            the box the env reaches with that action). The value function was trained on views
+            inside the image (random resized crops), never on views that show the env's
+            out-of-image padding. Measured on the default scenes episodes (studies.find_object,
+            3 seeds): 80% of the 27 asked grid moves of a start view leave the image; there a
+            re-fit value branch's Q is 2.7x further from the base head's own p(. | x') of the
+            rendered view (KL 2.6 vs 0.96 nats), and Q's ranking of the moves agrees with that
+            oracle at rank correlation 0.04 (0.32 inside); uniform grid moves succeed 0.161
+            asked, 0.331 inside. Default False (the moves as asked; needs no boxes).
     """
 
     def __init__(self, value_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor],
                                           torch.Tensor],
                  env: Any, candidates: str = "discrete", pan: float = 0.25, zoom: float = 1.5,
                  grid: tuple[int, int] = (3, 3), n_random: int = 32, policy: str = "greedy",
-                 temperature: float = 1.0, seed: int | None = None) -> None:
+                 temperature: float = 1.0, seed: int | None = None,
+                 inside: bool = False) -> None:
         if not callable(value_fn):
             raise TypeError(f"value_fn ({value_fn!r:.80}) must be callable (views, rel, goal) "
                             "-> (N, K) values, e.g. agents.search.GoalValue")
@@ -250,6 +279,9 @@ class ValueSearch:
         self.policy = check.choice("policy", policy, POLICIES)
         self.temperature = check.number("temperature", temperature, 0, lo_open=True)
         self.n_random = check.integer("n_random", n_random, 1)
+        if not isinstance(inside, bool | np.bool_):
+            raise TypeError(f"inside must be a bool, got {inside!r:.40}")
+        self.inside = bool(inside)
         seed = check.seed("seed", seed)
         self.value_fn = value_fn
         core = view_env_core(env)
@@ -267,6 +299,9 @@ class ValueSearch:
             if self.candidates != "discrete":
                 raise ValueError(f"candidates={candidates!r} on a discrete action space: its "
                                  "actions are the 7 moves, use candidates='discrete'")
+            if self.inside:
+                raise ValueError("inside=True needs a continuous action space: the 7 discrete "
+                                 "moves cannot be changed to stay inside the image")
         elif table is None and self.candidates == "discrete":
             table = view_action_table(core, pan, zoom)
         if self.candidates == "discrete":
@@ -299,8 +334,9 @@ class ValueSearch:
         ``[0, len(value_fn.vocabulary))`` for a :class:`GoalValue`); boxes: ``(N, 4)`` current
         cxcywh boxes (optional; finite, sizes > 0, within the env's ``margin`` of the image):
         each candidate is then scored as the box the env reaches (``clamp_boxes``), else as
-        the relative box the action asks for. Bad ids or boxes, and non-finite values from
-        ``value_fn``, raise naming them."""
+        the relative box the action asks for. With ``inside``, the candidate actions are
+        those that keep each box in the image (``boxes`` required). Bad ids or boxes, and
+        non-finite values from ``value_fn``, raise naming them."""
         views = torch.as_tensor(np.asarray(views))
         if views.dtype != torch.uint8 or views.ndim != 4 or views.shape[1] != 3:
             raise ValueError(f"views must be (N, 3, H, W) uint8, got {views.dtype} "
@@ -315,8 +351,17 @@ class ValueSearch:
                 raise ValueError(f"boxes must hold one cxcywh box per view ({n}, 4), got shape "
                                  f"{b.shape}")
             b = torch.from_numpy(b).reshape(n, 1, 4)
+            if self.inside:  # the action toward the asked box moved into the image
+                wanted = clamp_boxes(apply_relative(b, rel), self.min_size, 0.0)
+                acts = acts.clone()
+                acts[..., :4] = relative_to_action(relative_box(b, wanted), self.max_pan,
+                                                   self.max_zoom)
+                rel = action_to_relative(acts, self.max_pan, self.max_zoom)
             reached = clamp_boxes(apply_relative(b, rel), self.min_size, self.margin)
             rel = relative_box(b, reached)
+        elif self.inside:
+            raise ValueError("inside=True needs the views' current boxes (boxes=, or a Dict "
+                             "observation's 'box')")
         values = torch.as_tensor(self.value_fn(views, rel, goal))
         if values.dtype == torch.bool or values.is_complex():
             raise TypeError(f"value_fn returned {values.dtype} values; expected real numbers "

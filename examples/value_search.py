@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=10, help="steps per episode")
     p.add_argument("--num-envs", type=int, default=4, help="episodes (one picture row each)")
     p.add_argument("--candidates", default="grid", choices=("discrete", "grid", "random"))
+    p.add_argument("--inside", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep every candidate view inside the image (ValueSearch inside=True; "
+                        "continuous candidates only)")
     p.add_argument("--images", type=int, default=256,
                    help="test images the episodes start in (at most)")
     p.add_argument("--curated-images", type=int, default=64,
@@ -104,7 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as err:
         raise SystemExit(f"{err}: no goal crops of them in {args.curated_images} images of "
                          f"{args.dataset}; raise --curated-images") from None
-    search = ValueSearch(GoalValue(agent, goals), envs, candidates=args.candidates)
+    search = ValueSearch(GoalValue(agent, goals), envs, candidates=args.candidates,
+                         inside=args.inside)
 
     obs, info = envs.reset(seed=args.seed)
     goal, idx = obs["goal"].copy(), info["image_index"].copy()

@@ -21,6 +21,9 @@ cells whose settings match, so the benchmark resumes cell by cell):
 - ``oracle``: moves straight toward 1.4 x the goal object's true box (the ceiling: privileged).
 - ``random``: uniform actions in ``Box(-1, 1, (4,))``.
 - ``grid-random``: uniform over the search's candidate moves (the search without the value).
+  With ``--inside`` (the default) the candidate moves of ``grid-random``, ``search*`` and
+  ``value-ranking*`` are moved to keep the view inside the image (``ValueSearch(inside=True)``);
+  ``--no-inside`` asks the moves as they are, which mostly leave the image.
 - ``search``: :class:`agents.search.ValueSearch` (greedy over the ``--candidates`` moves) on
   ``Q_AB`` of ``--checkpoint`` (a SimCLR run), the goals being object crops of
   ``--curated-images`` images that are never test images (``agents.sources.goal_images``)
@@ -164,7 +167,7 @@ def search_policy(a, checkpoint: str, envs_probe, policy: str = "greedy", seed: 
         raise SystemExit(f"{err}: no goal crops of them in {a.curated_images} images of "
                          f"{a.dataset}; raise --curated-images") from None
     search = ValueSearch(GoalValue(agent, goals), envs_probe, candidates=a.candidates,
-                         policy=policy, seed=seed)
+                         policy=policy, seed=seed, inside=a.inside)
 
     def act(obs, info):
         return search.act(obs["view"], to_search[obs["goal"]], boxes=info["box"])
@@ -189,11 +192,15 @@ def _spearman(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def value_ranking(a, checkpoint: str, seed: int) -> dict:
     """Does ``Q_AB`` rank the candidate moves of the test start views by the goal's true
     visibility in the box each reaches? Per view: the rank correlation over the candidates,
-    and the true visibility of the greedy pick beside the candidates' mean and best."""
+    and the true visibility of the greedy pick beside the candidates' mean and best. Beside
+    them the same for the oracle of the value, the base head's ``p(goal | x')`` of each
+    reached view rendered (``oracle_*``: what ``Q_AB`` is trained to predict; if it does not
+    rank moves by visibility, no value function of these goals can), the rank correlation of
+    ``Q_AB`` with it, and the share of candidate boxes that leave the image."""
     from agents.search import ValueSearch
     from imgmdp_env.actions import action_to_relative
     from imgmdp_env.scorers import ObjectVisibilityScorer
-    from imgmdp_env.views import apply_relative, clamp_boxes
+    from imgmdp_env.views import apply_relative, clamp_boxes, render_views
 
     envs = eval_envs(a)
     policy = search_policy(a, checkpoint, envs)  # builds the goals as the search cell does
@@ -209,10 +216,21 @@ def value_ranking(a, checkpoint: str, seed: int) -> dict:
     vis = ObjectVisibilityScorer(core.dataset).visibility(
         torch.from_numpy(info["image_index"]).repeat_interleave(k), reached.reshape(-1, 4))
     true = vis.reshape(n, k, -1)[torch.arange(n), :, torch.from_numpy(obs["goal"])]
+    views2 = render_views(core.bank, torch.from_numpy(info["image_index"]).repeat_interleave(k),
+                          reached.reshape(-1, 4), search.value_fn.view_size)
+    oracle = search.value_fn.view_prob(
+        views2, policy.to_search[obs["goal"]].repeat(k)).reshape(n, k)
+    lo, hi = reached[..., :2] - reached[..., 2:] / 2, reached[..., :2] + reached[..., 2:] / 2
+    outside = ((lo < -1e-6) | (hi > 1 + 1e-6)).any(-1)
     varied = true.std(1) > 1e-6  # views where the moves differ at all
     rho = _spearman(values[varied], true[varied])
+    rho_oracle = _spearman(oracle[varied], true[varied])
     return {"rank_corr_mean": float(rho.mean()), "rank_corr_median": float(rho.median()),
             "views": int(varied.sum()),
+            "oracle_rank_corr_mean": float(rho_oracle.mean()),
+            "q_oracle_rank_corr_mean": float(_spearman(values, oracle).mean()),
+            "candidates_leaving_image": float(outside.float().mean()),
+            "true_vis_oracle_pick": float(true[torch.arange(n), oracle.argmax(1)].mean()),
             "true_vis_greedy_pick": float(true[torch.arange(n), values.argmax(1)].mean()),
             "true_vis_mean_candidate": float(true.mean()),
             "true_vis_best_candidate": float(true.max(1).values.mean())}
@@ -261,6 +279,9 @@ def run_cell(a, policy: str, seed: int, out: Path) -> dict | None:
                                            "threshold", "eval_envs", "test_images")}
     if policy == "grid-random":
         settings.update(candidates=a.candidates)
+    if a.inside and (policy == "grid-random" or policy.startswith("search")
+                     or policy in RANKING):
+        settings.update(inside=True)  # only when set: --no-inside matches earlier cells
     if policy.startswith("search") or policy in RANKING:
         ckpt = a.base_checkpoint if policy.endswith("-base") else a.checkpoint
         if not ckpt:
@@ -293,8 +314,10 @@ def run_cell(a, policy: str, seed: int, out: Path) -> dict | None:
         from agents.search import ValueSearch
 
         uniform = ValueSearch(lambda v, rel, g: torch.ones(rel.shape[:2]), eval_envs(a),
-                              candidates=a.candidates, policy="softmax", seed=seed)
-        res = evaluate(a, seed, lambda obs, info: uniform.act(obs["view"], obs["goal"]))
+                              candidates=a.candidates, policy="softmax", seed=seed,
+                              inside=a.inside)
+        res = evaluate(a, seed, lambda obs, info: uniform.act(obs["view"], obs["goal"],
+                                                              boxes=info["box"]))
     elif policy in RANKING:
         res = value_ranking(a, settings["checkpoint"], seed)
     elif policy.startswith("search"):
@@ -343,6 +366,9 @@ def table(cells: list[dict]) -> str:
     if ranking:
         keys = ("rank_corr_mean", "rank_corr_median", "true_vis_greedy_pick",
                 "true_vis_mean_candidate", "true_vis_best_candidate")
+        if all("oracle_rank_corr_mean" in c for c in ranking):  # cells since the oracle
+            keys += ("oracle_rank_corr_mean", "true_vis_oracle_pick", "q_oracle_rank_corr_mean",
+                     "candidates_leaving_image")
         rows += ["", "| value ranking of the candidate moves | " + " | ".join(keys) + " |",
                  "|---|" + "---|" * len(keys)]
         for policy in RANKING:
@@ -376,6 +402,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "outside the test split)")
     p.add_argument("--per-class", type=int, default=32, help="goal crops per class")
     p.add_argument("--candidates", default="grid", choices=("discrete", "grid", "random"))
+    p.add_argument("--inside", action=argparse.BooleanOptionalAction, default=True,
+                   help="search, grid-random and value-ranking: move every candidate box into "
+                        "the image (agents.search.ValueSearch inside=True; the value function "
+                        "never saw the out-of-image padding, and 80%% of the asked grid moves "
+                        "leave the image). --no-inside: the moves as asked, as before")
     p.add_argument("--ppo-steps", type=int, default=4096)
     p.add_argument("--ppo-envs", type=int, default=16)
     p.add_argument("--ppo-n-steps", type=int, default=64)

@@ -163,3 +163,19 @@ def test_bad_source_flags_name_the_flag(coco, extra, match, capsys):
                          (_module("examples/value_search.py").main, [])):
         with pytest.raises(SystemExit, match=match):  # before the checkpoint is even read
             module(["--checkpoint", "no/such/checkpoint", *extra, *argv])
+
+
+def test_value_ranking_reports_the_oracle_and_inside_is_recorded(coco, ckpt, tmp_path):
+    folder, instances, _ = coco
+    fo = _module("studies/find_object.py")
+    argv = ["--checkpoint", str(ckpt), "--dataset", str(folder), "--instances", str(instances),
+            "--holdout", str(HOLDOUT), "--eval-envs", "6", "--horizon", "2", "--seeds", "0",
+            "--only", "value-ranking", "grid-random"]
+    fo.main([*argv, "--out", str(tmp_path / "in")])
+    cell = json.loads(next((tmp_path / "in").glob("*_value-ranking_s0.json")).read_text())
+    assert cell["settings"]["inside"] is True and cell["candidates_leaving_image"] == 0.0
+    for key in ("oracle_rank_corr_mean", "q_oracle_rank_corr_mean", "true_vis_oracle_pick"):
+        assert np.isfinite(cell[key])
+    fo.main([*argv, "--no-inside", "--out", str(tmp_path / "asked")])
+    cells = [json.loads(p.read_text()) for p in (tmp_path / "asked").glob("*.json")]
+    assert len(cells) == 2 and all("inside" not in c["settings"] for c in cells)

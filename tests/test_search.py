@@ -252,3 +252,56 @@ def test_goal_value_refuses_bad_goals_and_non_finite_boxes():
     rel[1, 2, 0] = float("nan")
     with pytest.raises(ValueError, match=r"rel holds NaN or inf for view\(s\) \[1\]"):
         value(views, rel, torch.tensor([0, 1]))
+
+
+def test_inside_moves_every_candidate_box_into_the_image():
+    env = envs(n=2)
+    start = [[0.3, 0.5, 0.6, 0.6], [0.5, 0.5, 0.9, 0.9]]  # 0.0-0.6 wide; nearly whole
+    obs, info = env.reset(seed=0, options={"box": np.array(start, np.float32)})
+    core = env.unwrapped
+    asked = ValueSearch(right_and_down, env, candidates="grid")
+    inside = ValueSearch(right_and_down, env, candidates="grid", inside=True)
+    b = torch.from_numpy(info["box"])[:, None]
+
+    def reached(acts):
+        rel = action_to_relative(acts, core.max_pan, core.max_zoom)
+        return clamp_boxes(apply_relative(b, rel), core.min_size, core.margin)
+
+    _, acts = asked.scores(obs, [0, 0], boxes=info["box"])
+    lo, hi = reached(acts)[..., :2] - reached(acts)[..., 2:] / 2, \
+        reached(acts)[..., :2] + reached(acts)[..., 2:] / 2
+    assert ((lo < -1e-6) | (hi > 1 + 1e-6)).any()  # the asked grid leaves the image
+    values, acts = inside.scores(obs, [0, 0], boxes=info["box"])
+    box = reached(acts)
+    lo, hi = box[..., :2] - box[..., 2:] / 2, box[..., :2] + box[..., 2:] / 2
+    assert (lo >= -1e-5).all() and (hi <= 1 + 1e-5).all()
+    assert env.action_space.contains(inside.act(obs, [0, 0], boxes=info["box"]))
+    # the value is that of the box reached: the right-most reachable inside the image
+    assert torch.allclose(values, (box[..., 0] - b[..., 0]) / b[..., 2]
+                          + 0.1 * (box[..., 1] - b[..., 1]) / b[..., 3], atol=1e-5)
+    act = inside.act(obs, [0, 0], boxes=info["box"])
+    _, _, _, _, info2 = env.step(act)
+    edges = np.concatenate([info2["box"][:, :2] - info2["box"][:, 2:] / 2,
+                            info2["box"][:, :2] + info2["box"][:, 2:] / 2], 1)
+    assert (edges >= -1e-5).all() and (edges <= 1 + 1e-5).all()
+    with pytest.raises(ValueError, match="current boxes"):
+        inside.scores(obs, [0, 0])
+    with pytest.raises(ValueError, match="continuous"):
+        ValueSearch(right_and_down, VectorDiscreteViewActions(envs()), inside=True)
+
+
+def test_view_prob_is_the_base_heads_goal_probability_and_qs_copy_expert():
+    agent, ds = tiny_agent("simclr")
+    goals = curated_goals(agent, object_crops(ds, VIEW))
+    value = GoalValue(agent, goals)
+    env = envs(n=4)
+    obs, _ = env.reset(seed=0)
+    goal = torch.tensor([0, 1, 0, 1])
+    p = value.view_prob(torch.from_numpy(obs), goal)
+    assert p.shape == (4,) and ((p > 0) & (p < 1)).all()
+    with torch.no_grad():
+        net = value.net
+        logits = net.base_logits(net.encoder.pool(value.token_net.encoder(torch.from_numpy(obs))),
+                                 value.psi, value.center).softmax(-1)
+    want = torch.stack([logits[i, goals.groups == g].sum() for i, g in enumerate(goal.tolist())])
+    assert torch.allclose(p, want, atol=1e-6)
