@@ -458,6 +458,9 @@ def scaling_plot(records: list[dict], path: Path) -> bool:
 BEGIN, END = "<!-- representation:begin -->", "<!-- representation:end -->"
 
 
+RESULTS_ANCHOR = "8-does-bootstrapping-help-the-representation-study"
+
+
 def report(out: Path, scale: str, results_md: Path | None) -> str:
     """Tables (and the scaling plot) from the cell files in ``out``; writes ``out/README.md``
     and, if given, replaces the study's section of ``results_md``."""
@@ -508,14 +511,20 @@ def report(out: Path, scale: str, results_md: Path | None) -> str:
         return "\n".join(parts + ([f"![the gain by budget]({link})", ""] if plotted else []))
 
     text = text_for(out / "README.md")
-    (out / "README.md").write_text(text + "\n")
-    if results_md is not None and results_md.exists():
-        doc = results_md.read_text()
-        if BEGIN in doc and END in doc:
-            head, rest = doc.split(BEGIN, 1)
-            doc = (head + BEGIN + "\n" + text_for(results_md) + "\n" + END
-                   + rest.split(END, 1)[1])
-            results_md.write_text(doc)
+    doc = results_md.read_text() if results_md is not None and results_md.exists() else ""
+    if BEGIN in doc and END in doc:  # the tables stand once, there; the folder links to them
+        head, rest = doc.split(BEGIN, 1)
+        results_md.write_text(head + BEGIN + "\n" + text_for(results_md) + "\n" + END
+                              + rest.split(END, 1)[1])
+        link = os.path.relpath(results_md.resolve(), out.resolve())
+        (out / "README.md").write_text(
+            f"The tables of the cells in this folder (one JSON file per `train_value.py` run) "
+            f"stand once, in [{results_md.name}, section 8]({link}#{RESULTS_ANCHOR}), between "
+            f"its `{BEGIN}` / `{END}` marks; `python -m studies.representation --report` "
+            "regenerates them there from these files."
+            + (" The scaling plot: [scaling.png](scaling.png)." if plotted else "") + "\n")
+    else:
+        (out / "README.md").write_text(text + "\n")
     return text
 
 

@@ -166,11 +166,16 @@ def test_report_links_the_scaling_plot_from_each_file_that_shows_it(tmp_path, mo
     doc.write_text(f"{rep.BEGIN}\n{rep.END}\n")
     rep.report(out, "quick", doc)
     assert (out / "scaling.png").stat().st_size > 0
-    for md in (doc, out / "README.md"):
-        links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", md.read_text())
-        assert links and not any(Path(link).is_absolute() for link in links), (md, links)
-        assert all((md.parent / link).resolve() == (out / "scaling.png").resolve()
-                   for link in links), (md, links)
+    links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", doc.read_text())
+    assert links and not any(Path(link).is_absolute() for link in links), links
+    assert all((doc.parent / link).resolve() == (out / "scaling.png").resolve()
+               for link in links), links
+    # the folder's README links to the tables instead of holding a second copy
+    readme = (out / "README.md").read_text()
+    assert "|---" not in readme, readme
+    targets = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", readme)
+    assert {(out / t).resolve() for t in targets} == {doc.resolve(),
+                                                      (out / "scaling.png").resolve()}
 
 
 def test_one_tiny_cell_end_to_end(tmp_path):
