@@ -212,12 +212,28 @@ class GoalValue:
         views = torch.as_tensor(views)
         goal = torch.from_numpy(check.index_array("goal", goal, len(self.vocabulary),
                                                   [(len(views),)]))
-        pooled = self.net.encoder.pool(self.token_net.encoder(views.to(self.device)))
-        p = self.net.base_logits(pooled, self.psi, self.center).float().softmax(-1)
-        if self.groups is not None:
-            p = p.new_zeros(len(p), len(self.vocabulary)).index_add_(
-                1, self.groups.to(p.device), p)
-        return p[torch.arange(len(p)), goal.to(p.device).long()].cpu()
+        p = self.view_probs(views)
+        return p[torch.arange(len(p)), goal.long()]
+
+    @torch.no_grad()
+    def view_probs(self, views: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+        """``p(. | view)`` of the base head over the whole vocabulary: views
+        ``(N, 3, H, W)`` uint8 -> ``(N, len(vocabulary))`` (:meth:`view_prob` of every goal)."""
+        views = torch.as_tensor(views)
+        if views.dtype != torch.uint8 or views.ndim != 4 or views.shape[1] != 3:
+            raise ValueError(f"views must be (N, 3, H, W) uint8, got {views.dtype} "
+                             f"{tuple(views.shape)}")
+        out = []
+        for chunk in views.split(batch_size):
+            pooled = self.net.encoder.pool(self.token_net.encoder(chunk.to(self.device)))
+            p = self.net.base_logits(pooled, self.psi, self.center).float().softmax(-1)
+            if self.groups is not None:
+                p = p.new_zeros(len(p), len(self.vocabulary)).index_add_(
+                    1, self.groups.to(p.device), p)
+            out.append(p.cpu())
+        if not out:
+            return torch.zeros(0, len(self.vocabulary))
+        return torch.cat(out)
 
 
 # ---------------------------------------------------------------------------------------------

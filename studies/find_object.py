@@ -189,6 +189,25 @@ def _spearman(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (rx * ry).sum(1) / (rx.norm(dim=1) * ry.norm(dim=1)).clamp(min=1e-12)
 
 
+def goal_class_accuracy(dataset, value_fn, limit: int = 1024) -> float:
+    """How often the goals' base head names the class of a whole test object: the share of
+    the first ``limit`` objects of ``dataset``, each cropped at 1.4 x its box as the goal crops
+    are, whose most probable goal (:meth:`agents.search.GoalValue.view_probs`) is their own
+    class (chance: 1 / the number of goals). Near chance, ``p(goal | view)`` cannot tell the
+    goal object from the others, and neither can any ``Q_AB`` trained to predict it."""
+    from agents.learned_rewards import object_crops
+
+    crops = object_crops(dataset, value_fn.view_size)
+    vocab = list(value_fn.vocabulary)
+    goal_of = np.array([vocab.index(c) if c in vocab else -1 for c in dataset.class_names])
+    keep = np.flatnonzero(goal_of[crops.labels] >= 0)[:limit]
+    if not len(keep):
+        return float("nan")
+    views = torch.from_numpy(np.stack([crops.images[i] for i in keep])).permute(0, 3, 1, 2)
+    pick = value_fn.view_probs(views.contiguous()).argmax(1).numpy()
+    return float((pick == goal_of[crops.labels[keep]]).mean())
+
+
 def value_ranking(a, checkpoint: str, seed: int) -> dict:
     """Does ``Q_AB`` rank the candidate moves of the test start views by the goal's true
     visibility in the box each reaches? Per view: the rank correlation over the candidates,
@@ -196,7 +215,8 @@ def value_ranking(a, checkpoint: str, seed: int) -> dict:
     them the same for the oracle of the value, the base head's ``p(goal | x')`` of each
     reached view rendered (``oracle_*``: what ``Q_AB`` is trained to predict; if it does not
     rank moves by visibility, no value function of these goals can), the rank correlation of
-    ``Q_AB`` with it, and the share of candidate boxes that leave the image."""
+    ``Q_AB`` with it, the share of candidate boxes that leave the image, and
+    :func:`goal_class_accuracy`."""
     from agents.search import ValueSearch
     from imgmdp_env.actions import action_to_relative
     from imgmdp_env.scorers import ObjectVisibilityScorer
@@ -231,6 +251,7 @@ def value_ranking(a, checkpoint: str, seed: int) -> dict:
             "q_oracle_rank_corr_mean": float(_spearman(values, oracle).mean()),
             "candidates_leaving_image": float(outside.float().mean()),
             "true_vis_oracle_pick": float(true[torch.arange(n), oracle.argmax(1)].mean()),
+            "goal_class_accuracy": goal_class_accuracy(core.dataset, search.value_fn),
             "true_vis_greedy_pick": float(true[torch.arange(n), values.argmax(1)].mean()),
             "true_vis_mean_candidate": float(true.mean()),
             "true_vis_best_candidate": float(true.max(1).values.mean())}
@@ -368,7 +389,7 @@ def table(cells: list[dict]) -> str:
                 "true_vis_mean_candidate", "true_vis_best_candidate")
         if all("oracle_rank_corr_mean" in c for c in ranking):  # cells since the oracle
             keys += ("oracle_rank_corr_mean", "true_vis_oracle_pick", "q_oracle_rank_corr_mean",
-                     "candidates_leaving_image")
+                     "candidates_leaving_image", "goal_class_accuracy")
         rows += ["", "| value ranking of the candidate moves | " + " | ".join(keys) + " |",
                  "|---|" + "---|" * len(keys)]
         for policy in RANKING:

@@ -174,6 +174,7 @@ def test_value_ranking_reports_the_oracle_and_inside_is_recorded(coco, ckpt, tmp
     fo.main([*argv, "--out", str(tmp_path / "in")])
     cell = json.loads(next((tmp_path / "in").glob("*_value-ranking_s0.json")).read_text())
     assert cell["settings"]["inside"] is True and cell["candidates_leaving_image"] == 0.0
+    assert 0.0 <= cell["goal_class_accuracy"] <= 1.0
     for key in ("oracle_rank_corr_mean", "q_oracle_rank_corr_mean", "true_vis_oracle_pick"):
         assert np.isfinite(cell[key])
     fo.main([*argv, "--no-inside", "--out", str(tmp_path / "asked")])

@@ -305,3 +305,7 @@ def test_view_prob_is_the_base_heads_goal_probability_and_qs_copy_expert():
                                  value.psi, value.center).softmax(-1)
     want = torch.stack([logits[i, goals.groups == g].sum() for i, g in enumerate(goal.tolist())])
     assert torch.allclose(p, want, atol=1e-6)
+    every = value.view_probs(torch.from_numpy(obs), batch_size=3)  # in two chunks
+    assert every.shape == (4, len(goals.vocabulary))
+    assert torch.allclose(every.sum(1), torch.ones(4), atol=1e-5)
+    assert torch.allclose(every[torch.arange(4), goal], p, atol=1e-6)
