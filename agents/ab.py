@@ -58,7 +58,8 @@ VALUE_BRANCH = ("decoder.", "phi_ab.", "psi_ab.", "ab_scale.", "copy_gate.", "ab
 class Encoded(NamedTuple):
     """The encoder outputs of one step, by name (:meth:`ABAgent.encode`).
 
-    base_tokens: ``(V B, T, D)`` online tokens of the base crops (crop 0 of every image first).
+    base_tokens: ``(V B, T, D)`` online tokens of the base crops (crop 0 of every image first;
+        in the value phase only the annotation crops, ``(L, T, D)``).
     boot_tokens: ``(M, T, D)`` online tokens of the bootstrap views (None without them).
     ema_boot_tokens: ``(M, T, D)`` target tokens of the bootstrap views (None without them).
     ema_ann_pooled: ``(L, D)`` target pooled features of SimCLR's annotation crops (else None).
@@ -253,6 +254,10 @@ class ABAgent(nn.Module):
         """The online encoder (the representation being pre-trained)."""
         return self.online.encoder
 
+    def value_parameters(self) -> list[nn.Parameter]:
+        """The online AB branch's parameters (:data:`VALUE_BRANCH`): the value function's."""
+        return [p for n, p in self.online.named_parameters() if n.startswith(VALUE_BRANCH)]
+
     @torch.no_grad()
     def update_target(self, rate: float) -> None:
         """EMA step of the target network toward the online one (``rate`` = 1 - momentum); in
@@ -288,6 +293,8 @@ class ABAgent(nn.Module):
         bootstrap = bootstrap and batch.bootstrap
         from_base = bootstrap and batch.boot_from_base  # the pairs are base crops: no new views
         online_boot = bootstrap and not from_base and cfg.value_input != "ema"
+        if self.value_only and not from_base:  # no base loss: only the annotation crops
+            base = base[: self.n_annotations(batch)]
         online = _encode(net.encoder, [base] + ([batch.boot_views] if online_boot else []))
         bb = len(batch.boot_views) // 2 if from_base else 0  # images whose crops are pairs
         boot_tokens = online[1] if online_boot else None

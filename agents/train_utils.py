@@ -75,6 +75,30 @@ def ema_rates(rate: float, schedule: str, total_steps: int) -> np.ndarray:
     return np.full(total_steps, rate)
 
 
+def schedules(args) -> tuple[np.ndarray, np.ndarray]:
+    """The learning rate and the EMA rate of every step, ``(all_steps,)`` float64 each:
+    pre-training's (:func:`cosine_schedule`, :func:`ema_rates`), then the value phase's
+    (``--value-steps``): the constant ``--value-lr``, and the auto EMA rule applied to the
+    phase's length (or ``--ema-rate``), so that the target's branch follows within a fortieth
+    of the phase."""
+    phase = args.value_steps
+    lr = cosine_schedule(args.lr, args.min_lr, args.total_steps, args.warmup_steps)
+    ema = ema_rates(args.ema_rate, args.ema_schedule, args.total_steps)
+    return (np.concatenate([lr, np.full(phase, args.value_lr)]),
+            np.concatenate([ema, ema_rates(args.ema_rate, "constant", phase)]))
+
+
+def start_value_phase(agent: ABAgent, optimizer: torch.optim.Optimizer, first: bool) -> None:
+    """The value phase's mode (:meth:`agents.ab.ABAgent.fit_value_only`); ``first`` (its first
+    step, not a resume inside it): the AB branch's Adam moments start afresh, since those of
+    pre-training's last, decayed steps would scale the phase's first thousand updates (beta2
+    = 0.999; measured: the phase gains half as much over copy with them, docs/results.md)."""
+    agent.fit_value_only()
+    if first:
+        for p in agent.value_parameters():
+            optimizer.state.pop(p, None)
+
+
 def build_agent(args, data: dict[str, ImageDataset], rank: int = 0,
                 render_device: torch.device | str = "cpu") -> tuple[ABAgent, TransitionSampler]:
     """The agent (fresh weights from the current torch seed) and its batch sampler (its

@@ -52,10 +52,10 @@ from agents.runs import StopSignals, open_run  # noqa: E402
 from agents.sources import build_datasets, sync_streams  # noqa: E402
 from agents.train_utils import (  # noqa: E402
     build_agent,
-    cosine_schedule,
-    ema_rates,
     finish_run,
     make_optimizer,
+    schedules,
+    start_value_phase,
 )
 
 
@@ -153,8 +153,7 @@ def _run(args: Args, run_dir: Path, resumed: dict | None, stop: StopSignals,
     agent.to(device)
     optimizer, scaler = make_optimizer(args, agent, amp)
     # schedules, precomputed per step (DINO style)
-    lr_schedule = cosine_schedule(args.lr, args.min_lr, args.total_steps, args.warmup_steps)
-    ema_schedule = ema_rates(args.ema_rate, args.ema_schedule, args.total_steps)
+    lr_schedule, ema_schedule = schedules(args)  # pre-training's, then the value phase's
     step = 0
     if resumed is not None:
         step = restore_checkpoint(resumed, agent, optimizer, scaler, sampler, args.weight_decay,
@@ -167,8 +166,6 @@ def _run(args: Args, run_dir: Path, resumed: dict | None, stop: StopSignals,
         # the loss and its backward as compiled graphs (two: with/without gauges)
         return torch.compile(model) if args.compile else model
 
-    # the value phase (--value-steps): Q_AB alone on the frozen encoders, at a constant lr
-    phase_ema = float(ema_rates(args.ema_rate, "constant", max(args.value_steps, 1))[0])
     model = wrapped() if step < args.total_steps else None
     last = args.all_steps if not args.stop_at else min(args.stop_at, args.all_steps)
     progress = Progress(args, run_dir, step, sampler.views_per_step(args.ab.ab_weight > 0), ranks,
@@ -205,14 +202,14 @@ def _run(args: Args, run_dir: Path, resumed: dict | None, stop: StopSignals,
     try:
         with progress:
             while step < last and not stop.received:
-                value_phase = step >= args.total_steps
-                if value_phase and not agent.value_only:  # pre-training is done
-                    model = agent.fit_value_only()  # (drops the old DDP wrapper's hooks)
+                pretraining = step < args.total_steps
+                if not pretraining and not agent.value_only:  # the value phase: Q_AB alone
+                    model = None  # (the pre-training graph's DDP wrapper goes)
+                    start_value_phase(agent, optimizer, first=step == args.total_steps)
                     model = wrapped()
-                lr = args.value_lr if value_phase else float(lr_schedule[step])
-                ema = phase_ema if value_phase else float(ema_schedule[step])
+                lr, ema = float(lr_schedule[step]), float(ema_schedule[step])
                 for group in optimizer.param_groups:  # the learning rate of this step
-                    group["lr"] = lr * (1.0 if value_phase else group.get("lr_scale", 1.0))
+                    group["lr"] = lr * (group.get("lr_scale", 1.0) if pretraining else 1.0)
                 between = True
                 sync_streams(data, step, sampler, agent)  # streaming shards: this step's buffer
                 batch = sampler.sample(device, bootstrap=args.ab.ab_weight > 0)

@@ -37,6 +37,10 @@ def test_the_phase_fits_the_branch_alone(tmp_path):
         assert not frozen, f"{net}: the phase moved {frozen[:3]}"
         moved = [k for k in b0 if not torch.equal(b0[k], b1[k])]
         assert len(moved) > len(b0) // 2, f"{net}: the phase moved only {moved}"
+    # the branch's Adam moments started afresh with the phase (4 steps), the rest kept (6)
+    steps = {float(v["step"]) for v in read_checkpoint(tmp_path / "phase")["optimizer"]["state"]
+             .values()}
+    assert steps == {4.0, 6.0}, steps
     log = losses(tmp_path / "phase")
     assert sorted(log) == list(range(1, 11))
     assert [log[s] for s in range(1, 7)] == list(losses(tmp_path / "pre").values())
