@@ -240,9 +240,7 @@ def check_train_args(a) -> None:
         check.number(f("weight_decay"), a.weight_decay, 0)
         check.number(f("grad_clip"), a.grad_clip, 0)
         check.number(f("value_lr_scale"), a.value_lr_scale, 0, lo_open=True)
-        if check.integer(f("value_steps"), a.value_steps, 0) and not a.ab.ab_weight > 0:
-            raise ValueError(f"--value-steps {a.value_steps} fits the value function, which "
-                             "--ab-weight 0 does not train; drop one of them")
+        check.integer(f("value_steps"), a.value_steps, 0)
         check.number(f("value_lr"), a.value_lr, 0, lo_open=True)
         check.integer(f("log_every"), a.log_every, 1)
         check.integer(f("checkpoint_every"), a.checkpoint_every, 1)

@@ -150,14 +150,21 @@ class Args:
     value_steps: int = 0
     """the value phase: after the total_steps of pre-training, this many more steps train the
     value function's branch alone on the frozen encoder, base head and EMA target (the
-    bootstrapping loss only, at the constant --value-lr); the representation is unchanged"""
+    bootstrapping loss only, at the constant --value-lr); the representation is unchanged;
+    none with --ab-weight 0"""
     value_lr: float = 1e-3
     """the constant learning rate of the value phase (--value-steps)"""
 
     @property
+    def phase_steps(self) -> int:
+        """The value phase's steps: ``value_steps``, or none with ``--ab-weight 0`` (the base
+        method alone trains no value function)."""
+        return self.value_steps if self.ab.ab_weight > 0 else 0
+
+    @property
     def all_steps(self) -> int:
         """The run's optimizer steps: pre-training, then the value phase."""
-        return self.total_steps + self.value_steps
+        return self.total_steps + self.phase_steps
 
     # logging, checkpoints, evaluation
     log_every: int = 10

@@ -31,8 +31,11 @@ def describe_batch(args, sampler: TransitionSampler, world_size: int) -> str:
     if args.ab.ab_weight > 0 and sampler.boot_images > 0:
         per = "" if w == 1 else f" ({w} ranks x {sampler.boot_images})"
         line += f", {w * sampler.boot_images} bootstrap images{per} x {sampler.n_views} views"
+    phase = (f"; then {args.phase_steps} steps of the value phase (the value function alone, "
+             f"lr {args.value_lr:g})" if args.phase_steps else "")
     return (line + f"; lr {args.lr:g} (peak, after {args.warmup_steps} warm-up steps; cosine "
-            f"to {args.min_lr:g}" + (", not scaled with the world size)" if w > 1 else ")"))
+            f"to {args.min_lr:g}" + (", not scaled with the world size)" if w > 1 else ")")
+            + phase)
 
 
 class Progress:

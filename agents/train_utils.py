@@ -81,7 +81,7 @@ def schedules(args) -> tuple[np.ndarray, np.ndarray]:
     (``--value-steps``): the constant ``--value-lr``, and the auto EMA rule applied to the
     phase's length (or ``--ema-rate``), so that the target's branch follows within a fortieth
     of the phase."""
-    phase = args.value_steps
+    phase = args.phase_steps
     lr = cosine_schedule(args.lr, args.min_lr, args.total_steps, args.warmup_steps)
     ema = ema_rates(args.ema_rate, args.ema_schedule, args.total_steps)
     return (np.concatenate([lr, np.full(phase, args.value_lr)]),

@@ -68,6 +68,8 @@ def test_a_finished_run_takes_a_phase_on_resume(tmp_path):
                       resume=str(tmp_path / "later")))
 
 
-def test_the_phase_needs_the_bootstrapping_loss(tmp_path):
-    with pytest.raises(SystemExit, match="--value-steps"):
-        train(tiny(tmp_path, "x", value_steps=2, ab_weight=0.0))
+def test_the_base_method_alone_has_no_phase(tmp_path):
+    torch.set_num_threads(1)
+    train(tiny(tmp_path, "base", value_steps=3, ab_weight=0.0))
+    assert read_checkpoint(tmp_path / "base")["step"] == 6
+    assert sorted(losses(tmp_path / "base")) == list(range(1, 7))
