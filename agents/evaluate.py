@@ -16,6 +16,7 @@ Run as a script, it prints the probe table of a checkpoint::
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -279,11 +280,12 @@ def probe_verdict(probes: dict[str, dict[str, float]]) -> list[str]:
 
 
 def run_verdict(value_acc: dict[str, float] | None, probes: dict[str, dict[str, float]],
-                checkpoint: str | Path | None = None) -> str:
+                checkpoint: str | Path | None = None, value_phase: bool = True) -> str:
     """The few lines that end a run or an evaluation: the value function against copying the
     source view and against itself with permuted actions (:func:`value_verdict`), each probe
     against the strongest of random init and raw pixels (:func:`probe_verdict`), and the next
-    command to run."""
+    command to run. value_phase: False when the run had no value phase (``--value-steps``),
+    which the next command then suggests if the value function is not above copy."""
     lines = ["verdict:"]
     q_works = True
     if value_acc and "far" in value_acc:
@@ -299,6 +301,10 @@ def run_verdict(value_acc: dict[str, float] | None, probes: dict[str, dict[str, 
         lines.append("next: scale it up (more steps, a ViT: `python agents/train_value.py "
                      "--help` lists the presets) and check again with `python agents/evaluate.py "
                      f"--checkpoint {where}`")
+    elif not q_works and not value_phase and value_acc:
+        lines.append("next: fit the value function alone on this frozen encoder (it then learns "
+                     "to use the action; docs/results.md section 2): `python "
+                     f"agents/train_value.py --resume {where} --value-steps 1000`")
     else:
         lines.append("next: a short run (make train is 1,200 steps) is not expected to beat "
                      "these bars (docs/results.md has longer runs): train longer with "
@@ -579,7 +585,9 @@ def _probe_main(args: Args) -> None:
     print(f"probed in {time.perf_counter() - t0:.1f} s")
     print(probe_table(results))
     if args.checkpoint is not None:
-        print(run_verdict(value_acc, results, args.checkpoint))
+        saved = path.parent / "config.json"  # the run's: did it have a value phase?
+        phase = not saved.exists() or json.loads(saved.read_text()).get("value_steps", 0) > 0
+        print(run_verdict(value_acc, results, args.checkpoint, phase))
 
 
 if __name__ == "__main__":

@@ -255,7 +255,7 @@ def final_report(args, agent: ABAgent, data: dict[str, ImageDataset], run_dir: P
         print(probe_table(probes))
     log = [json.loads(ln) for ln in (run_dir / "log.jsonl").read_text().splitlines() if ln]
     _plot(run_dir, log, value_acc, probes)
-    verdict = run_verdict(value_acc, probes, run_dir)
+    verdict = run_verdict(value_acc, probes, run_dir, args.phase_steps > 0)
     summary = {"step": args.all_steps, "value_accuracy_by_iou": value_acc, "probes": probes,
                "verdict": verdict, "final": log[-1] if log else {}}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -384,6 +384,10 @@ def test_run_verdict_names_the_failures_and_the_next_command():
     text = run_verdict(good, _rows(0.7, 0.3, 0.01, 0.6), "runs/x")
     assert " beats copying" in text and "scale it up" in text and "runs/x" in text
     assert "not probed" in run_verdict(good, {}, None)
+    # a run without a value phase whose Q is not above copy is pointed to one
+    text = run_verdict(value, _rows(0.7, 0.3, 0.01, 0.6), "runs/x", value_phase=False)
+    assert "--resume runs/x --value-steps 1000" in text.splitlines()[-1]
+    assert "--value-steps" not in run_verdict(good, {}, "runs/x", value_phase=False)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,105 @@
+"""Does the value phase (``train_value.py --value-steps N``) lift the value function above copy?
+
+For each seed: a pre-training run (``train_value.py --seed S --no-probe`` plus ``--flags``; an
+existing run folder ``<out>/s<S>`` is reused), then a copy of it resumed with ``--value-steps N``
+(the representation stays the pre-training's, so the pair differs only in the value branch).
+Reports, from the two ``summary.json`` files, Q - copy and the cost of permuting the actions on
+far (IoU < 0.4) and near pairs, before and after, paired per seed with 95% t intervals.
+
+    python -m studies.value_phase --out /tmp/value_phase --seeds 1 2 3 --value-steps 1000
+    python -m studies.value_phase --out /tmp/value_phase --seeds 1 2 3 --report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = [sys.executable, str(ROOT / "agents" / "train_value.py")]
+
+
+def run(cmd: list[str], log: Path) -> None:
+    print(" ".join(cmd[1:]), f"> {log}", flush=True)
+    with log.open("w") as f:
+        subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, check=True)
+
+
+def pair(out: Path, seed: int, steps: int, flags: list[str], threads: int) -> tuple[Path, Path]:
+    """The seed's pre-training run and its value-phase copy, made if missing."""
+    pre, phase = out / f"s{seed}", out / f"s{seed}_phase{steps}"
+    if not (pre / "summary.json").exists():
+        run([*TRAIN, "--seed", str(seed), "--no-probe", "--threads", str(threads), "--runs-dir",
+             str(out), "--name", pre.name, *flags], out / f"{pre.name}.log")
+    if not (phase / "summary.json").exists():
+        shutil.rmtree(phase, ignore_errors=True)
+        shutil.copytree(pre, phase, ignore=shutil.ignore_patterns("encoder", "tb"))
+        (phase / "summary.json").unlink()
+        run([*TRAIN, "--resume", str(phase), "--value-steps", str(steps), "--threads",
+             str(threads), "--no-probe"], out / f"{phase.name}.log")
+    return pre, phase
+
+
+def measures(run_dir: Path) -> dict[str, float]:
+    v = json.loads((run_dir / "summary.json").read_text())["value_accuracy_by_iou"]
+    out = {}
+    for side in ("far", "near"):
+        out[f"{side} Q"] = v[side]
+        out[f"{side} copy"] = v[f"{side}_copy"]
+        out[f"{side} Q - copy"] = v[side] - v[f"{side}_copy"]
+        out[f"{side} permuting costs"] = (v[side] - v[f"{side}_permuted"]) / max(v[side], 1e-9)
+    return out
+
+
+def interval(x: np.ndarray) -> str:
+    if len(x) < 2:
+        return f"{x.mean():+.3f}"
+    half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+    star = "*" if abs(x.mean()) > half else ""
+    return f"{x.mean():+.3f} +- {half:.3f}{star}"
+
+
+def report(pairs: list[tuple[Path, Path]], steps: int) -> str:
+    before = [measures(p) for p, _ in pairs]
+    after = [measures(q) for _, q in pairs]
+    lines = [f"| {len(pairs)} seeds | before (pre-training alone) | after {steps} value-phase "
+             "steps | after - before (95% t, paired) |", "|---|---:|---:|---:|"]
+    for k in before[0]:
+        b = np.array([m[k] for m in before])
+        a = np.array([m[k] for m in after])
+        lines.append(f"| {k} | {b.mean():.3f} | {a.mean():.3f} | {interval(a - b)} |")
+    per_seed = ", ".join(f"{p.name}: {m['far Q - copy']:+.3f} -> {n['far Q - copy']:+.3f}"
+                         for (p, _), m, n in zip(pairs, before, after, strict=True))
+    return "\n".join(lines) + f"\n\nfar Q - copy per seed: {per_seed}"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True, help="folder of the runs (reused when present)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--value-steps", type=int, default=1000)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--report", action="store_true", help="only report the runs in --out")
+    p.add_argument("--flags", nargs=argparse.REMAINDER, default=[],
+                   help="more train_value.py flags of the pre-training runs (last)")
+    a = p.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pairs = []
+    for seed in a.seeds:
+        if a.report:
+            pairs.append((out / f"s{seed}", out / f"s{seed}_phase{a.value_steps}"))
+        else:
+            pairs.append(pair(out, seed, a.value_steps, a.flags, a.threads))
+    print(report(pairs, a.value_steps))
+
+
+if __name__ == "__main__":
+    main()
