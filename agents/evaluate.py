@@ -306,8 +306,8 @@ def run_verdict(value_acc: dict[str, float] | None, probes: dict[str, dict[str, 
                      "to use the action; docs/results.md section 2): `python "
                      f"agents/train_value.py --resume {where} --value-steps 1000`")
     else:
-        lines.append("next: a short run (make train is 1,200 steps) is not expected to beat "
-                     "these bars (docs/results.md has longer runs): train longer with "
+        lines.append("next: a short run (make train pre-trains 1,200 steps) is not expected to "
+                     "beat these bars (docs/results.md has longer runs): train longer with "
                      "`python agents/train_value.py --total-steps 4800`, compare with the base "
                      "method alone (`--ab-weight 0`), and re-check with `python agents/evaluate.py "
                      f"--checkpoint {where}`")
