@@ -26,16 +26,11 @@ if __package__ in (None, ""):  # `python agents/train_value.py`: make the projec
 # (any other process) otherwise slows each step about 10x. Must be set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import torch  # noqa: E402
+import torch
 
-from agents.arg_checks import check_train_args  # noqa: E402
-from agents.checkpoint import (  # noqa: E402
-    CHECKPOINT,
-    non_finite,
-    restore_checkpoint,
-    save_checkpoint,
-)
-from agents.config import (  # noqa: E402, F401 - Args, PRESETS, parse_args: re-exported
+from agents.arg_checks import check_train_args
+from agents.checkpoint import CHECKPOINT, non_finite, restore_checkpoint, save_checkpoint
+from agents.config import (  # noqa: F401 - Args, PRESETS, parse_args: re-exported
     PRESETS,
     RESUME_MAY_CHANGE,
     RESUME_PER_RUN,
@@ -45,18 +40,12 @@ from agents.config import (  # noqa: E402, F401 - Args, PRESETS, parse_args: re-
     given_fields,
     parse_args,
 )
-from agents.distributed import Ranks, launched  # noqa: E402
-from agents.flat_args import flat_fields  # noqa: E402
-from agents.progress import Progress, describe_batch  # noqa: E402
-from agents.runs import StopSignals, open_run  # noqa: E402
-from agents.sources import build_datasets, sync_streams  # noqa: E402
-from agents.train_utils import (  # noqa: E402
-    build_agent,
-    finish_run,
-    make_optimizer,
-    schedules,
-    start_value_phase,
-)
+from agents.distributed import Ranks, launched
+from agents.flat_args import flat_fields
+from agents.progress import Progress, describe_batch
+from agents.runs import StopSignals, open_run
+from agents.sources import build_datasets, sync_streams
+from agents.train_utils import build_agent, finish_run, make_optimizer, schedules, start_value_phase
 
 
 def train_step(model, agent, optimizer, scaler, batch, amp: torch.dtype | None,

@@ -339,3 +339,13 @@ def test_an_added_private_import_is_found(source, what):
 def test_a_module_may_use_its_own_private_names():
     src = "def _show(x):\n    return x\n\n_show(1)\n"
     assert not private_uses("imgmdp_env.checks", src, False, set(FAKE))
+
+
+def test_the_training_loop_stays_one_short_file():
+    """Issue 22: the training job reads top to bottom in one file of about 250 lines, with the
+    backward pass and the optimizer step in it (not hidden in a helper module)."""
+    text = (ROOT / "agents" / "train_value.py").read_text()
+    assert len(text.splitlines()) <= 260, len(text.splitlines())
+    for needed in ("loss.backward()", "optimizer.step()", "agent.update_target(",
+                   "sampler.sample(", "save_checkpoint("):
+        assert needed in text, needed
