@@ -165,7 +165,11 @@ def main(out: Path) -> None:
                        ("stopped", base + ["--name", "split", "--stop-at", "2"]),
                        ("resumed", ["--resume", str(out / "runs" / "split"), "--stop-at", "4",
                                     "--device", "cpu"]),
-                       ("signalled", base + ["--name", "signalled"])]:
+                       # the value phase: a second DDP wrapper, of the branch alone (steps 4-5)
+                       ("phase", TINY + ["--base", "dino", "--runs-dir", str(out / "runs"),
+                                         "--total-steps", "3", "--value-steps", "3",
+                                         "--stop-at", "5", "--name", "phase"]),
+                       ("signalled", base + ["--name", "signalled"])]:  # the last: signal_at
         if name == "signalled":
             signal_at[1] = 2  # SIGTERM reaches rank 1 only, twice, during step 2
         summary = tv.train(tv.parse_args(argv), given=tv.cli_given(argv))
