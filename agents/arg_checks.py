@@ -6,6 +6,10 @@ work: each names the flag, shows the bad value and says what is valid (the helpe
 from __future__ import annotations
 
 import re
+import types
+import typing
+from dataclasses import fields, is_dataclass
+from functools import cache
 from pathlib import Path
 
 from agents.encoders import encoder_kind
@@ -13,7 +17,7 @@ from imgmdp_env import checks as check
 from imgmdp_env.datasets import NAMED, is_source, source_kind
 
 __all__ = ["OBJECT_NAMED", "check_eval_args", "check_object_args", "check_train_args",
-           "dataset_spec", "labelled_source"]
+           "dataset_spec", "labelled_source", "literal_choices"]
 
 MAX_TRAIN_SEED = 2**63  # the sampler adds an offset to the seed for its second stream
 OBJECT_NAMED = ("scenes", "fashion-scenes")  # the named datasets with object boxes
@@ -67,8 +71,47 @@ def _view_size(name: str, value, kind: str) -> int:
     return side
 
 
+@cache
+def _literal_fields(cls) -> tuple:
+    """``(name, valid values or None, nested dataclass or None)`` of each field of dataclass
+    ``cls`` that is typed ``Literal[...]`` (also ``Literal[...] | None``: None is valid then)
+    or holds a dataclass, read from its annotations (``Annotated`` markers such as tyro's
+    ``Suppress`` are dropped)."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in fields(cls):
+        hint = hints[f.name]
+        if is_dataclass(hint):
+            out.append((f.name, None, hint))
+            continue
+        parts = (typing.get_args(hint) if typing.get_origin(hint) in (typing.Union,
+                                                                     types.UnionType)
+                 else (hint,))
+        literals = [p for p in parts if typing.get_origin(p) is typing.Literal]
+        if literals and all(p in literals or p is type(None) for p in parts):
+            valid = [v for p in literals for v in typing.get_args(p)]
+            out.append((f.name, valid + [None] * (type(None) in parts), None))
+    return tuple(out)
+
+
+def literal_choices(a) -> None:
+    """Every ``Literal``-typed field of dataclass ``a`` (and of the dataclasses it nests, such
+    as ``Args.ab``, whose fields are flags of their own names) holds one of its type's values:
+    the command line's parser enforces them, a programmatic ``Args(...)`` or ``with_flags``
+    does not. Raises ValueError naming the flag, the bad value and the valid ones."""
+    for name, valid, nested in _literal_fields(type(a)):
+        value = getattr(a, name)
+        if nested is None:
+            check.choice(flag(name), value, valid)
+        elif not isinstance(value, nested):
+            raise TypeError(f"{name} ({check.show(value)}) must be an instance of "
+                            f"{nested.__name__}, not {type(value).__name__}")
+        else:
+            literal_choices(value)
+
+
 def _device(value) -> None:
-    check.choice("--device", value, ["auto", "cpu", "cuda"])
+    """``--device cuda`` needs a CUDA device here (its spelling: :func:`literal_choices`)."""
     if value == "cuda":
         import torch
 
@@ -133,7 +176,7 @@ def check_train_args(a) -> None:
 
     def checks() -> None:
         f = flag
-        check.choice(f("preset"), a.preset, ["cpu-small", "gpu-vits16"])
+        literal_choices(a)  # --preset, --device, --precision, --base, --candidates, ...
         name = check.string(f("name"), a.name, empty=True)
         if name and (Path(name).name != name or name in (".", "..")):
             raise ValueError(f"--name ({name!r}) must be a plain folder name (no '/'); put "
@@ -142,7 +185,6 @@ def check_train_args(a) -> None:
         check.string(f("resume"), a.resume, empty=True)
         check.integer(f("seed"), a.seed, 0, MAX_TRAIN_SEED - 1)
         _device(a.device)
-        check.choice(f("precision"), a.precision, ["auto", "fp32", "bf16", "fp16"])
         check.integer(f("threads"), a.threads, 1)
         dataset_spec(f("dataset"), a.dataset)
         dataset_spec(f("boot_dataset"), a.boot_dataset, empty=True)
@@ -186,7 +228,7 @@ def check_train_args(a) -> None:
         check.number_range(f("base_scale"), a.base_scale, 0, 1, lo_open=True)
         check.number(f("color_jitter"), a.color_jitter, 0)
         check.number(f("boot_color_jitter"), a.boot_color_jitter, 0)
-        if check.choice(f("boot_source"), a.boot_source, ["views", "base"]) == "base":
+        if a.boot_source == "base":
             boot = resolved(a).boot_images
             if a.ab.base == "clip" or a.n_views != 2 or boot > a.base_batch \
                     or a.boot_color_jitter > 0:
@@ -204,7 +246,6 @@ def check_train_args(a) -> None:
                     f"{f('boot_images')} <= {f('ann_batch')} (got {r.boot_images} > "
                     f"{r.ab.ann_batch}) and no {f('boot_dataset')} (got {a.boot_dataset!r}); "
                     f"or pass --no-boot-annotated")
-        check.choice(f("base"), a.ab.base, ["simclr", "dino", "clip"])
         check.integer(f("proj_dim"), a.ab.proj_dim, 1)
         check.integer(f("proj_hidden"), a.ab.proj_hidden, 1)
         check.number(f("temperature"), a.ab.temperature, 0, lo_open=True)
@@ -222,16 +263,12 @@ def check_train_args(a) -> None:
         check.number(f("teacher_temperature"), a.ab.teacher_temperature, 0, lo_open=True)
         check.number(f("student_temperature"), a.ab.student_temperature, 0, lo_open=True)
         check.number(f("center_momentum"), a.ab.center_momentum, 0, 1)
-        check.choice(f("text_backbone"), a.ab.text_backbone, ["words", "minilm"])
         check.integer(f("text_width"), a.ab.text_width, 1)
         check.integer(f("text_depth"), a.ab.text_depth, 1)
         check.number(f("ab_weight"), a.ab.ab_weight, 0)
         check.number(f("gamma"), a.ab.gamma, 0, 1, hi_open=True)
-        check.choice(f("candidates"), a.ab.candidates, ["views", "random"])
         check.integer(f("n_random"), a.ab.n_random, 1)
-        check.choice(f("max_mode"), a.ab.max_mode, ["annotation", "scalar"])
         check.number(f("ema_rate"), a.ema_rate, 0, 1)  # 0 = auto (train_utils.ema_rates)
-        check.choice(f("ema_schedule"), a.ema_schedule, ["constant", "cosine"])
         check.integer(f("total_steps"), a.total_steps, 1)
         lr = check.number(f("lr"), a.lr, 0, lo_open=True)
         if check.number(f("min_lr"), a.min_lr, 0) > lr:
@@ -325,6 +362,7 @@ def check_eval_args(a) -> None:
     """Every field of ``evaluate.Args``; raises ``SystemExit`` naming the first bad one."""
     def checks() -> None:
         f = flag
+        literal_choices(a)  # --kind, --device
         if a.checkpoint is not None:
             p = Path(check.path_like(f("checkpoint"), a.checkpoint))
             if not p.exists():
@@ -334,9 +372,8 @@ def check_eval_args(a) -> None:
         _probe_size(f("n_train"), a.n_train)
         check.integer(f("n_test"), a.n_test, 1)
         check.integer(f("scene_size"), a.scene_size, 16)
-        kind = check.choice(f("kind"), a.kind, ["cnn", "vit", "vits16"])
         if a.view_size is not None:
-            _view_size(f("view_size"), a.view_size, kind if a.checkpoint is None else "")
+            _view_size(f("view_size"), a.view_size, a.kind if a.checkpoint is None else "")
         _probe_size(f("max_samples"), a.max_samples)
         check.integer(f("random_twins"), a.random_twins, 0)
         check.integer(f("value_batches"), a.value_batches, 0)
