@@ -6,6 +6,7 @@ line."""
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from typing import Literal
 
@@ -133,5 +134,6 @@ class ABConfig:
             raise ValueError(f"gamma ({self.gamma}) must be in [0, 1)")
         if self.ab_weight < 0:
             raise ValueError(f"ab_weight ({self.ab_weight}) must be >= 0")
-        if self.text_backbone not in ("words", "minilm"):
-            raise ValueError(f"text_backbone {self.text_backbone!r} must be 'words' or 'minilm'")
+        backbones = typing.get_args(typing.get_type_hints(ABConfig)["text_backbone"])
+        if self.text_backbone not in backbones:
+            raise ValueError(f"text_backbone {self.text_backbone!r} is not one of {backbones}")
