@@ -24,15 +24,16 @@ def _split(state: dict[str, torch.Tensor], net: str) -> tuple[dict, dict]:
     return branch, {k: v for k, v in own.items() if k not in branch}
 
 
-def test_the_phase_fits_the_branch_alone(tmp_path):
+@pytest.mark.parametrize("base", ["simclr", "clip", "dino"])
+def test_the_phase_fits_the_branch_alone(tmp_path, base):
     torch.set_num_threads(1)
-    train(tiny(tmp_path, "pre"))  # 6 steps of pre-training
-    train(tiny(tmp_path, "phase", value_steps=4, value_lr=1e-2))
+    train(tiny(tmp_path, "pre", base=base))  # 6 steps of pre-training
+    train(tiny(tmp_path, "phase", base=base, value_steps=4, value_lr=1e-2))
     pre, phase = _state(tmp_path / "pre"), _state(tmp_path / "phase")
     assert read_checkpoint(tmp_path / "phase")["step"] == 10
     for net in ("online.", "target."):
         (b0, rest0), (b1, rest1) = _split(pre, net), _split(phase, net)
-        assert rest0.keys() == rest1.keys() and len(b0) > 10
+        assert rest0.keys() == rest1.keys() and len(b0) > 1
         frozen = [k for k in rest0 if not torch.equal(rest0[k], rest1[k])]
         assert not frozen, f"{net}: the phase moved {frozen[:3]}"
         moved = [k for k in b0 if not torch.equal(b0[k], b1[k])]
