@@ -2,7 +2,8 @@
 value-accuracy diagnostic.
 
 - The probe protocol (:func:`probe_sets`, :func:`probe_report`): one fixed probe set per
-  dataset, independent of any training seed, and the probes of :mod:`agents.probes` (linear,
+  dataset, independent of any training seed, and the probes of :mod:`agents.evaluation.probes`
+  (linear,
   kNN, attentive) of the encoder beside three randomly initialised twins and raw pixels
   (:class:`RawPixels`), on the same samples.
 - :func:`value_accuracy_by_iou`: the paper's diagnostic of ``Q_AB``, by IoU of the source and
@@ -33,7 +34,7 @@ from torch import nn
 if __package__ in (None, ""):  # `python agents/evaluate.py`: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.probes import (  # noqa: E402, F401 - PROBE_*: re-exported (their old home)
+from agents.evaluation.probes import (  # noqa: E402, F401 - PROBE_*: re-exported (their old home)
     PROBE_MAX_SAMPLES,
     PROBE_TEST,
     PROBE_TRAIN,
@@ -85,8 +86,8 @@ def value_accuracy_by_iou(agent, data, bins: tuple[float, ...] = DEFAULT_IOU_BIN
 
     data: an ``ImageDataset`` (views drawn as in training: ``n_views`` = 4, scale (0.05, 1),
     ``2 * ann_batch`` base images and ``ann_batch / 4`` bootstrap images per batch), a
-    :class:`~agents.data.TransitionSampler`, one :class:`~agents.data.Batch` (with its
-    bootstrap part) or a list of them. agent: an :class:`agents.ab.ABAgent`.
+    :class:`~agents.method.data.TransitionSampler`, one :class:`~agents.method.data.Batch` (with its
+    bootstrap part) or a list of them. agent: an :class:`agents.method.ab.ABAgent`.
     Samplers draw ``n_batches`` batches seeded by ``seed`` (a sampler's own streams are
     restored afterwards). bins: IoU bin edges; a pair falls in ``[lo, hi)`` (the last bin
     includes ``hi``). Returns, per bin ``LO-HI``:
@@ -100,7 +101,7 @@ def value_accuracy_by_iou(agent, data, bins: tuple[float, ...] = DEFAULT_IOU_BIN
     - ``count_LO-HI``: pairs;
 
     and ``all`` / ``copy`` / ``permuted`` (over every pair), ``kl`` / ``kl_permuted``: the
-    mean KL (nats) from the training target (:func:`agents.losses.bootstrap_target`) to
+    mean KL (nats) from the training target (:func:`agents.method.losses.bootstrap_target`) to
     ``Q_AB`` with the true / permuted actions, ``chance``: 1 / number of annotations,
     ``majority``: always answering each batch's most frequent target annotation;
     ``far`` / ``far_copy`` / ``far_permuted`` and ``near...``: the same three accuracies
@@ -112,8 +113,8 @@ def value_accuracy_by_iou(agent, data, bins: tuple[float, ...] = DEFAULT_IOU_BIN
     boot_annotated: for an ``ImageDataset``, whether the bootstrap images are among the
     annotated images (None: as the agent was trained, ``agent.cfg.boot_annotated``).
     """
-    from agents.data import TransitionSampler, pair_index
-    from agents.losses import bootstrap_target
+    from agents.method.data import TransitionSampler, pair_index
+    from agents.method.losses import bootstrap_target
     from imgmdp_env.views import box_iou
 
     cfg = agent.cfg
@@ -486,19 +487,19 @@ class Args:
     """run the probes (--no-probes: the value diagnostic only)"""
     export: Path | None = None
     """write the --checkpoint's encoder to this new or empty folder (model.safetensors +
-    config.json, loaded by agents.export.load_encoder) and stop: no evaluation"""
+    config.json, loaded by agents.evaluation.export.load_encoder) and stop: no evaluation"""
 
 
 def random_twin(encoder: nn.Module, seed: int = 0) -> nn.Module:
     """A randomly initialised encoder of the same architecture (the probes' baseline), built
     by ``make_encoder(**encoder.config)`` on the encoder's device, in eval mode."""
-    from agents.encoders import upgrade_encoder_config
-    from agents.networks import make_encoder
+    from agents.method.encoders import upgrade_encoder_config
+    from agents.method.networks import make_encoder
 
     config = getattr(encoder, "config", None)
     if not isinstance(config, dict):
         raise TypeError(f"{type(encoder).__name__} has no .config dict of make_encoder arguments; "
-                        "build encoders with agents.networks.make_encoder")
+                        "build encoders with agents.method.networks.make_encoder")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return make_encoder(**upgrade_encoder_config(config)).to(device_of(encoder)).eval()
@@ -520,11 +521,11 @@ def probe_table(results: dict[str, dict[str, float]]) -> str:
 
 
 def _main(args: Args) -> None:
-    from agents.arg_checks import check_eval_args
+    from agents.infra.arg_checks import check_eval_args
 
     check_eval_args(args)  # every flag, before any work
-    if args.export is not None:  # the encoder for others to load (agents/export.py), no probes
-        from agents.export import export_cli
+    if args.export is not None:  # the encoder for others (agents/evaluation/export.py), no probes
+        from agents.evaluation.export import export_cli
 
         return export_cli(args.checkpoint, args.export)
     threads = torch.get_num_threads()
@@ -539,8 +540,8 @@ def _probe_main(args: Args) -> None:
     device = torch.device(args.device if args.device != "auto"
                           else "cuda" if torch.cuda.is_available() else "cpu")
     if args.checkpoint is not None:
-        from agents.ab import load_encoder
-        from agents.checkpoint import CheckpointError, resolve
+        from agents.infra.checkpoint import CheckpointError, resolve
+        from agents.method.ab import load_encoder
 
         path = resolve(args.checkpoint)
         try:
@@ -548,13 +549,13 @@ def _probe_main(args: Args) -> None:
         except CheckpointError as e:
             raise SystemExit(f"--checkpoint: {e}") from None
     else:
-        from agents.networks import make_encoder
+        from agents.method.networks import make_encoder
 
         encoder = random_twin(make_encoder(args.kind, view_size=args.view_size or 64), 0)
         encoder, label = encoder.to(device), f"random init ({args.kind}, seed 0)"
     view = args.view_size or int(getattr(encoder, "view_size", 64))
     t0 = time.perf_counter()
-    from agents.sources import source_kwargs
+    from agents.infra.sources import source_kwargs
 
     source = source_kwargs(args, args.dataset)
     print(f"loading the fixed probe sets of {args.dataset} ...", flush=True)
@@ -563,7 +564,7 @@ def _probe_main(args: Args) -> None:
           f"({time.perf_counter() - t0:.1f} s); views {view}x{view}; device {device}")
     value_acc = None
     if args.checkpoint is not None and args.value_batches > 0:
-        from agents.ab import load_agent
+        from agents.method.ab import load_agent
 
         t0 = time.perf_counter()
         print(f"value accuracy: {args.value_batches} batches of view pairs ...", flush=True)

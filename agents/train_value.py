@@ -7,10 +7,8 @@
 
 Read top to bottom: :func:`train_step` (loss, backward, clip, optimizer step, EMA), then
 :func:`_run` (build everything; the loop: learning rate, sample, step, log, checkpoint; a
-signal saves), then ``finish_run`` (the export ``runs/<name>/encoder/`` and the final report:
-the value function against copy, the probes against random init and raw pixels, a verdict).
-Run folders, resume rules and what survives which fault: docs/architecture.md.
-"""
+signal saves), then ``finish_run`` (the export ``runs/<name>/encoder/``, the final report and
+its verdict). Run folders, resume rules, what survives which fault: docs/architecture.md."""
 
 from __future__ import annotations
 
@@ -28,9 +26,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
 
-from agents.arg_checks import check_train_args
-from agents.checkpoint import CHECKPOINT, non_finite, restore_checkpoint, save_checkpoint
-from agents.config import (  # noqa: F401 - Args, PRESETS, parse_args: re-exported
+from agents.infra.arg_checks import check_train_args
+from agents.infra.checkpoint import CHECKPOINT, non_finite, restore_checkpoint, save_checkpoint
+from agents.infra.config import (  # noqa: F401 - Args, PRESETS, parse_args: re-exported
     PRESETS,
     RESUME_MAY_CHANGE,
     RESUME_PER_RUN,
@@ -40,12 +38,18 @@ from agents.config import (  # noqa: F401 - Args, PRESETS, parse_args: re-export
     given_fields,
     parse_args,
 )
-from agents.distributed import Ranks, launched
-from agents.flat_args import flat_fields
-from agents.progress import Progress, describe_batch
-from agents.runs import StopSignals, open_run
-from agents.sources import build_datasets, sync_streams
-from agents.train_utils import build_agent, finish_run, make_optimizer, schedules, start_value_phase
+from agents.infra.distributed import Ranks, launched
+from agents.infra.flat_args import flat_fields
+from agents.infra.progress import Progress, describe_batch
+from agents.infra.runs import StopSignals, open_run
+from agents.infra.sources import build_datasets, sync_streams
+from agents.infra.train_utils import (
+    build_agent,
+    finish_run,
+    make_optimizer,
+    schedules,
+    start_value_phase,
+)
 
 
 def train_step(model, agent, optimizer, scaler, batch, amp: torch.dtype | None,
@@ -55,7 +59,7 @@ def train_step(model, agent, optimizer, scaler, batch, amp: torch.dtype | None,
     """One optimizer step on ``batch`` (this rank's): the loss (``model``: the agent's loss,
     DDP-wrapped with several ranks, which averages the gradients in ``backward``), the
     clipped update, the EMA step of the target. Returns the loss's metrics (with the value
-    function's gauges when ``gauges``: :meth:`agents.ab.ABAgent.loss`).
+    function's gauges when ``gauges``: :meth:`agents.method.ab.ABAgent.loss`).
 
     check: the host checks this step (it waits for the device): raises ``FloatingPointError``
     on every rank if the loss of any rank, a loss since the last check, or a weight is
@@ -104,7 +108,7 @@ def train(args: Args, given: set[str] | None = None) -> dict:
     given: the fields set on the command line (None: those that differ from the preset); on
     ``--resume`` they are applied (RESUME_MAY_CHANGE) or refused (any other that differs).
     Under torchrun (``WORLD_SIZE`` > 1) every rank calls this; rank 0 alone opens the run
-    folder and sends the run's arguments and checkpoint to the others (agents/distributed.py)."""
+    folder and sends the run's arguments and checkpoint to the others (infra/distributed.py)."""
     check_train_args(args)
     ranks = launched()
     with StopSignals(ranks.distributed, ranks.main) as stop, ExitStack() as held:

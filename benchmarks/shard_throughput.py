@@ -33,9 +33,9 @@ import time
 
 import torch
 
-from agents.config import with_flags
-from agents.sources import sync_streams
-from agents.train_utils import build_agent, make_optimizer
+from agents.infra.config import with_flags
+from agents.infra.sources import sync_streams
+from agents.infra.train_utils import build_agent, make_optimizer
 from agents.train_value import PRESETS
 from benchmarks._machine import cpu_model
 from imgmdp_env.datasets import make_dataset

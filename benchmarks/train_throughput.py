@@ -1,9 +1,9 @@
 """Training views per second: the AB step beside the base-only step and lightly's SimCLR.
 
 Rows, measured in one run, on the same backbone (one initial encoder, copied), the same data
-(the same :class:`agents.data.TransitionSampler` stream) and the same base batch:
+(the same :class:`agents.method.data.TransitionSampler` stream) and the same base batch:
 
-- ``AB_SimCLR``: :meth:`agents.ab.ABAgent.loss` with ``ab_weight=1``: ``2 B`` augmented base
+- ``AB_SimCLR``: :meth:`agents.method.ab.ABAgent.loss` with ``ab_weight=1``: ``2 B`` augmented base
   views and ``B/8`` images x 4 un-augmented bootstrap views (the paper's ratios), the EMA
   target on the bootstrap views, then AdamW and the EMA update.
 - ``SimCLR (ours, ab_weight=0)``: the same agent and code path with the bootstrapping term off:
@@ -45,11 +45,11 @@ from collections.abc import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from agents.config import with_flags
-from agents.distributed import Ranks
-from agents.encoders import Encoder
-from agents.networks import make_encoder
-from agents.train_utils import build_agent, make_optimizer
+from agents.infra.config import with_flags
+from agents.infra.distributed import Ranks
+from agents.infra.train_utils import build_agent, make_optimizer
+from agents.method.encoders import Encoder
+from agents.method.networks import make_encoder
 from agents.train_value import PRESETS, Args, train_step
 from benchmarks._machine import cpu_model
 from imgmdp_env.datasets import make_dataset

@@ -8,7 +8,7 @@ goal object.
 
 The curated set is a set of single items labelled by class, one prototype per class. By default
 ("objects") it comes from the --dataset images the episodes never start in
-(``agents.sources.goal_images``): the object crops of a dataset with object boxes (scenes,
+(``agents.infra.sources.goal_images``): the object crops of a dataset with object boxes (scenes,
 fashion-scenes, a folder with --instances, shards with boxes), or the whole images of a dataset
 labelled per image (a folder of class sub-folders, fashion, shards with labels). Or any
 labelled dataset (--curated: a name or a class-sub-folder folder). The episodes start in the
@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 import imgmdp_env  # noqa: F401  (registers ImageView-v0)
-from agents.arg_checks import labelled_source
-from agents.learned_rewards import object_crops
-from agents.sources import add_object_flags, goal_images, object_env
+from agents.evaluation.learned_rewards import object_crops
+from agents.infra.arg_checks import labelled_source
+from agents.infra.sources import add_object_flags, goal_images, object_env
 from imgmdp_env.actions import relative_to_action
 from imgmdp_env.datasets import ImageDataset, make_dataset
 from imgmdp_env.rewards import VectorCurationReward

@@ -6,7 +6,8 @@
     python examples/sb3_ppo.py --encoder scratch --checkpoint runs/<run>     # same net, random
 
 --encoder picks the features extractor: "nature" (SB3's default CNN), or
-agents.sb3_extractor.PretrainedViewExtractor over the checkpoint's encoder, frozen (its weights
+agents.evaluation.sb3_extractor.PretrainedViewExtractor over the checkpoint's encoder, frozen (its
+weights
 never change, eval mode) or fine-tuned with the policy, or the same architecture from a random
 init ("scratch", the control). The view size is then the encoder's (64 for the default run).
 
@@ -51,14 +52,14 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     policy_kwargs = {}
     if args.encoder != "nature":
-        from agents.ab import load_encoder
-        from agents.sb3_extractor import PretrainedViewExtractor
+        from agents.evaluation.sb3_extractor import PretrainedViewExtractor
+        from agents.method.ab import load_encoder
 
         if not args.checkpoint:
             p.error(f"--encoder {args.encoder} needs --checkpoint (a train_value.py run)")
         encoder = load_encoder(args.checkpoint)
         if args.encoder == "scratch":  # the same architecture, randomly initialised
-            from agents.networks import make_encoder
+            from agents.method.networks import make_encoder
 
             encoder = make_encoder(**encoder.config)
         args.view_size = encoder.view_size

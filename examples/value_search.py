@@ -9,11 +9,13 @@
         --test-instances instances_val2017.json
 
 Each step scores a grid of candidate moves of every view with Q_AB(goal | view, move) and takes
-the best (agents.search.ValueSearch). The goal is an object class, given as object crops of
+the best (agents.evaluation.search.ValueSearch). The goal is an object class, given as object crops
+of
 images the episodes never start in (the SimCLR agent's annotations are images): ``scenes``
 episodes start in test scenes and the crops come from val scenes; a folder's episodes start in
 its ``--holdout`` split (or the ``--test-dataset``) and the crops come from its other images
-(``agents.sources.goal_images``). The reward printed is the ground-truth visibility of the goal
+(``agents.infra.sources.goal_images``). The reward printed is the ground-truth visibility of the
+goal
 object. The picture has one row per episode: the full image with the boxes visited (yellow to
 red, the last one thick), the goal crops, and the views.
 """
@@ -27,11 +29,11 @@ import numpy as np
 import torch
 
 import imgmdp_env  # noqa: F401  (registers ImageView-v0)
-from agents.ab import load_agent
-from agents.arg_checks import check_object_args
-from agents.learned_rewards import object_crops
-from agents.search import GoalValue, ValueSearch, curated_goals, env_goal_ids
-from agents.sources import add_object_flags, goal_images, object_env
+from agents.evaluation.learned_rewards import object_crops
+from agents.evaluation.search import GoalValue, ValueSearch, curated_goals, env_goal_ids
+from agents.infra.arg_checks import check_object_args
+from agents.infra.sources import add_object_flags, goal_images, object_env
+from agents.method.ab import load_agent
 from imgmdp_env.rewards import VectorCaptionMatchReward
 
 

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from agents.checkpoint import atomic_write
+from agents.infra.checkpoint import atomic_write
 from benchmarks._machine import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,8 +59,8 @@ def save_cell(out: Path, cell_id: str, record: dict) -> None:
 def views_per_step(flags: list[str], bootstrap: bool) -> int:
     """Training views of one step of the ``train_value.py`` run these flags describe, from the
     real sampler (so the base method can be given equal views seen)."""
-    from agents.sources import build_datasets
-    from agents.train_utils import build_agent
+    from agents.infra.sources import build_datasets
+    from agents.infra.train_utils import build_agent
     from agents.train_value import parse_args
 
     args = parse_args([*flags, "--dataset-size", "64", "--no-probe"])

@@ -31,13 +31,13 @@ from pathlib import Path
 
 import torch
 
-from agents.ab import ABAgent
-from agents.checkpoint import read_checkpoint, require
-from agents.config import Args
-from agents.data import Batch
-from agents.flat_args import args_from
-from agents.sources import build_datasets
-from agents.train_utils import build_agent, make_optimizer
+from agents.infra.checkpoint import read_checkpoint, require
+from agents.infra.config import Args
+from agents.infra.flat_args import args_from
+from agents.infra.sources import build_datasets
+from agents.infra.train_utils import build_agent, make_optimizer
+from agents.method.ab import ABAgent
+from agents.method.data import Batch
 from benchmarks._machine import cpu_model
 
 

@@ -8,7 +8,7 @@ success = visibility >= ``--threshold`` at some step within ``--horizon`` steps.
 evaluated on the same episodes (same images, start views and goals: one seeded reset of
 ``--eval-envs`` sub-envs per seed).
 
-Images (``agents.sources``): ``--dataset scenes`` (default) or ``fashion-scenes``, generated:
+Images (``agents.infra.sources``): ``--dataset scenes`` (default) or ``fashion-scenes``, generated:
 test-split scenes, goal crops of ``val`` scenes (fashion-scenes: ``train``), PPO on ``train``
 scenes; or any images with object boxes: a folder with its COCO ``--instances`` (the episodes
 start in its ``--holdout`` test split, at most ``--test-images`` of those with an object; the
@@ -24,9 +24,10 @@ cells whose settings match, so the benchmark resumes cell by cell):
   With ``--inside`` (the default) the candidate moves of ``grid-random``, ``search*`` and
   ``value-ranking*`` are moved to keep the view inside the image (``ValueSearch(inside=True)``);
   ``--no-inside`` asks the moves as they are, which mostly leave the image.
-- ``search``: :class:`agents.search.ValueSearch` (greedy over the ``--candidates`` moves) on
+- ``search``: :class:`agents.evaluation.search.ValueSearch` (greedy over the ``--candidates``
+moves) on
   ``Q_AB`` of ``--checkpoint`` (a SimCLR run), the goals being object crops of
-  ``--curated-images`` images that are never test images (``agents.sources.goal_images``)
+  ``--curated-images`` images that are never test images (``agents.infra.sources.goal_images``)
   grouped by class; no RL at all.
 - ``search-softmax``: the same, sampling moves with probabilities proportional to ``Q``
   (``policy="softmax"``, temperature 1, untuned).
@@ -70,8 +71,8 @@ import numpy as np
 import torch
 
 import imgmdp_env  # noqa: F401  (registers ImageView-v0)
-from agents.arg_checks import check_object_args
-from agents.sources import add_object_flags, object_env, source_kwargs
+from agents.infra.arg_checks import check_object_args
+from agents.infra.sources import add_object_flags, object_env, source_kwargs
 from imgmdp_env.datasets import source_kind
 from imgmdp_env.rewards import VectorCaptionMatchReward
 from studies._cells import ROOT, code_version, load_cell, machine, save_cell
@@ -91,7 +92,7 @@ def _once(a, key: tuple, make):
 
 def env_kwargs(a, split: str, n: int) -> dict:
     """ImageView-v0's kwargs for ``n`` images of ``split``: a named dataset by name (as ever),
-    any other source loaded once (``agents.sources.object_env``)."""
+    any other source loaded once (``agents.infra.sources.object_env``)."""
     source = _once(a, ("env", split, n), lambda: object_env(a, split, n, a.scene_size))
     return dict(**source, view_size=a.view_size, max_episode_steps=a.horizon)
 
@@ -152,10 +153,10 @@ def oracle_policy(envs):
 
 
 def search_policy(a, checkpoint: str, envs_probe, policy: str = "greedy", seed: int = 0):
-    from agents.ab import load_agent
-    from agents.learned_rewards import object_crops
-    from agents.search import GoalValue, ValueSearch, curated_goals, env_goal_ids
-    from agents.sources import goal_images
+    from agents.evaluation.learned_rewards import object_crops
+    from agents.evaluation.search import GoalValue, ValueSearch, curated_goals, env_goal_ids
+    from agents.infra.sources import goal_images
+    from agents.method.ab import load_agent
 
     agent = load_agent(checkpoint).eval()
     images = _once(a, ("goals",), lambda: goal_images(a, a.curated_images, a.scene_size))
@@ -192,10 +193,11 @@ def _spearman(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def goal_class_accuracy(dataset, value_fn, limit: int = 1024) -> float:
     """How often the goals' base head names the class of a whole test object: the share of
     the first ``limit`` objects of ``dataset``, each cropped at 1.4 x its box as the goal crops
-    are, whose most probable goal (:meth:`agents.search.GoalValue.view_probs`) is their own
+    are, whose most probable goal (:meth:`agents.evaluation.search.GoalValue.view_probs`) is their
+    own
     class (chance: 1 / the number of goals). Near chance, ``p(goal | view)`` cannot tell the
     goal object from the others, and neither can any ``Q_AB`` trained to predict it."""
-    from agents.learned_rewards import object_crops
+    from agents.evaluation.learned_rewards import object_crops
 
     crops = object_crops(dataset, value_fn.view_size)
     vocab = list(value_fn.vocabulary)
@@ -217,7 +219,7 @@ def value_ranking(a, checkpoint: str, seed: int) -> dict:
     rank moves by visibility, no value function of these goals can), the rank correlation of
     ``Q_AB`` with it, the share of candidate boxes that leave the image, and
     :func:`goal_class_accuracy`."""
-    from agents.search import ValueSearch
+    from agents.evaluation.search import ValueSearch
     from imgmdp_env.actions import action_to_relative
     from imgmdp_env.scorers import ObjectVisibilityScorer
     from imgmdp_env.views import apply_relative, clamp_boxes, render_views
@@ -261,7 +263,7 @@ def ppo_cell(a, seed: int, mode: str) -> dict:
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import VecMonitor
 
-    from agents.sb3_extractor import PretrainedViewExtractor
+    from agents.evaluation.sb3_extractor import PretrainedViewExtractor
     from imgmdp_env.sb3 import make_sb3_env
 
     torch.manual_seed(seed)
@@ -269,8 +271,8 @@ def ppo_cell(a, seed: int, mode: str) -> dict:
         num_envs=a.ppo_envs, **env_kwargs(a, "train", a.train_images),
         wrappers=[lambda e: VectorCaptionMatchReward(e, goals="image")]))
     if mode == "scratch":
-        from agents.ab import load_encoder
-        from agents.networks import make_encoder
+        from agents.method.ab import load_encoder
+        from agents.method.networks import make_encoder
 
         config = dict(load_encoder(a.checkpoint).config)
         extractor = dict(encoder=make_encoder(**config), freeze=False)
@@ -332,7 +334,7 @@ def run_cell(a, policy: str, seed: int, out: Path) -> dict | None:
         envs = eval_envs(a)
         res = evaluate(a, seed, oracle_policy(envs))
     elif policy == "grid-random":
-        from agents.search import ValueSearch
+        from agents.evaluation.search import ValueSearch
 
         uniform = ValueSearch(lambda v, rel, g: torch.ones(rel.shape[:2]), eval_envs(a),
                               candidates=a.candidates, policy="softmax", seed=seed,
@@ -425,7 +427,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--candidates", default="grid", choices=("discrete", "grid", "random"))
     p.add_argument("--inside", action=argparse.BooleanOptionalAction, default=True,
                    help="search, grid-random and value-ranking: move every candidate box into "
-                        "the image (agents.search.ValueSearch inside=True; the value function "
+                        "the image (agents.evaluation.search.ValueSearch inside=True; the value "
+                        "function "
                         "never saw the out-of-image padding, and 80%% of the asked grid moves "
                         "leave the image). --no-inside: the moves as asked, as before")
     p.add_argument("--ppo-steps", type=int, default=4096)

@@ -9,10 +9,11 @@ image's own objects, each pair ``(view, goal)`` gets
   object is in view and fills >= half of it);
 - each scorer's reward ``p(goal | view)``, every scorer an
   :class:`~imgmdp_env.scorers.AnnotationScorer` over the same goal crops (object crops of
-  ``--curated-images`` images that are never test images, ``agents.sources.goal_images``,
+  ``--curated-images`` images that are never test images, ``agents.infra.sources.goal_images``,
   grouped by class, at most ``--per-class`` each):
 
-  - ``checkpoint (target)`` / ``(online)``: :func:`agents.learned_rewards.learned_curation_scorer`
+  - ``checkpoint (target)`` / ``(online)``:
+  :func:`agents.evaluation.learned_rewards.learned_curation_scorer`
     of ``--checkpoint`` (a SimCLR or DINO ``train_value.py`` run), on its EMA target network
     (the default: what ``Q_AB`` is taught to predict) and on its online network;
   - ``base-checkpoint (target)`` / ``(online)``: the same for ``--base-checkpoint`` (a
@@ -49,8 +50,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.arg_checks import check_object_args
-from agents.sources import add_object_flags, source_kwargs
+from agents.infra.arg_checks import check_object_args
+from agents.infra.sources import add_object_flags, source_kwargs
 from studies._cells import ROOT, code_version, load_cell, machine, save_cell
 from studies.find_object import _spearman, dataset_label
 
@@ -81,7 +82,7 @@ def roc_auc(scores, positive) -> float:
 def _fingerprint(path: str) -> dict:
     """The checkpoint file's path, size and modification time: a run trained further (or
     retrained) in the same folder does not match a recorded cell."""
-    from agents.checkpoint import resolve
+    from agents.infra.checkpoint import resolve
 
     f = resolve(path)
     try:
@@ -94,8 +95,8 @@ def _fingerprint(path: str) -> dict:
 def build_scorers(a, goal_source) -> list[tuple[str, object, int]]:
     """``[(name, scorer, view size)]``: the learned scorers of each checkpoint (both networks)
     and the untrained default curation scorer, all over object crops of ``goal_source``."""
-    from agents.ab import load_agent
-    from agents.learned_rewards import learned_curation_scorer, object_crops
+    from agents.evaluation.learned_rewards import learned_curation_scorer, object_crops
+    from agents.method.ab import load_agent
     from imgmdp_env.scorers import curation_scorer
 
     scorers, first_size, first_crops = [], None, None
@@ -135,7 +136,7 @@ def sample_views(ds, n: int, seed: int, scale: tuple[float, float]
 
 def measure(a) -> dict:
     """The figures of one cell: per scorer AUC, Spearman, counts and mean rewards."""
-    from agents.sources import goal_images, object_split
+    from agents.infra.sources import goal_images, object_split
     from imgmdp_env.scorers import AnnotationScorer, ObjectVisibilityScorer, check_scores
     from imgmdp_env.views import render_views
 

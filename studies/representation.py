@@ -241,7 +241,7 @@ def baseline_cell(dataset: str, out: Path, scale: str, threads: int) -> dict:
     import torch
 
     from agents.evaluate import probe_report, probe_sets
-    from agents.networks import make_encoder
+    from agents.method.networks import make_encoder
     from agents.train_value import parse_args
 
     torch.set_num_threads(threads)

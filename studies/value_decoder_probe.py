@@ -28,9 +28,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from agents.ab import ABNetwork, load_agent
-from agents.data import TransitionSampler, pair_index
 from agents.evaluate import PROBE_TEST, PROBE_TRAIN, SPLIT_IOU, probe_sets
+from agents.method.ab import ABNetwork, load_agent
+from agents.method.data import TransitionSampler, pair_index
 from imgmdp_env.datasets.splits import load_split
 from imgmdp_env.views import box_iou
 
@@ -70,7 +70,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--save", default="",
                    help="write a run folder whose agent is the checkpoint's EMA network with "
-                        "the probed branch (online and target), for agents.search / "
+                        "the probed branch (online and target), for agents.evaluation.search / "
                         "studies.find_object; refused if it exists")
     a = p.parse_args()
     if a.save and Path(a.save).exists():
@@ -156,7 +156,7 @@ def save_probed(checkpoint: str, out: Path, net: ABNetwork, frozen: set[str], cf
     import json
     from dataclasses import asdict
 
-    from agents.checkpoint import read_checkpoint, resolve, write_checkpoint
+    from agents.infra.checkpoint import read_checkpoint, resolve, write_checkpoint
 
     src = resolve(checkpoint)
     ck = read_checkpoint(src)

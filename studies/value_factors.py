@@ -61,8 +61,8 @@ def measure(run_dir: Path, batches: int) -> dict[str, dict[str, float]]:
     relations of the bootstrap images to the annotations."""
     import torch
 
-    from agents.ab import load_agent
     from agents.evaluate import PROBE_TEST, PROBE_TRAIN, probe_sets, value_accuracy_by_iou
+    from agents.method.ab import load_agent
 
     torch.set_num_threads(1)
     agent = load_agent(str(run_dir / "checkpoint.pt"))

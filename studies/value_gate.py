@@ -15,9 +15,9 @@ import argparse
 
 import torch
 
-from agents.ab import load_agent
-from agents.data import TransitionSampler, pair_index
 from agents.evaluate import PROBE_TEST, PROBE_TRAIN, SPLIT_IOU, probe_sets
+from agents.method.ab import load_agent
+from agents.method.data import TransitionSampler, pair_index
 from imgmdp_env.views import box_iou
 
 

@@ -33,10 +33,10 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import agents.train_value as tv  # noqa: E402
-from agents.data import Batch  # noqa: E402
-from agents.distributed import LossModule, Ranks, launched  # noqa: E402
-from agents.sources import build_datasets  # noqa: E402
-from agents.train_utils import build_agent, cosine_schedule, make_optimizer  # noqa: E402
+from agents.infra.distributed import LossModule, Ranks, launched  # noqa: E402
+from agents.infra.sources import build_datasets  # noqa: E402
+from agents.infra.train_utils import build_agent, cosine_schedule, make_optimizer  # noqa: E402
+from agents.method.data import Batch  # noqa: E402
 from agents.train_value import train_step  # noqa: E402
 
 TINY = ["--dataset-size", "16", "--scene-size", "48", "--view-size", "32", "--base-batch", "4",

@@ -40,7 +40,7 @@ def make_checkpoint():
     def make(path):
         from dataclasses import replace
 
-        from agents.train_utils import build_agent, make_optimizer, save_checkpoint
+        from agents.infra.train_utils import build_agent, make_optimizer, save_checkpoint
         from agents.train_value import Args
         from imgmdp_env.datasets import make_dataset
 

@@ -13,8 +13,8 @@ VIEW = 32  # the view size of tiny_agent's agents
 def tiny_agent(base="simclr"):
     """A tiny untrained agent (``base``: simclr / clip / dino) at view size :data:`VIEW`, in
     eval mode, and its 4-image scenes dataset."""
-    from agents.config import with_flags
-    from agents.train_utils import build_agent
+    from agents.infra.config import with_flags
+    from agents.infra.train_utils import build_agent
     from agents.train_value import Args
 
     args = with_flags(Args(), base=base, dataset_size=4, base_batch=4, view_size=VIEW,

@@ -5,18 +5,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from agents.ab import (
+from agents.evaluate import value_accuracy_by_iou
+from agents.infra.train_utils import atomic_save, cosine_schedule, ema_rates
+from agents.method.ab import (
     ABAgent,
     ABConfig,
     ema_update,
     load_agent,
     load_encoder,
 )
-from agents.data import TransitionSampler, pair_index, simclr_augment
-from agents.evaluate import value_accuracy_by_iou
-from agents.networks import make_encoder
-from agents.text import WordTokenizer
-from agents.train_utils import atomic_save, cosine_schedule, ema_rates
+from agents.method.data import TransitionSampler, pair_index, simclr_augment
+from agents.method.networks import make_encoder
+from agents.method.text import WordTokenizer
 from imgmdp_env.datasets import ImageDataset
 from imgmdp_env.views import apply_relative
 
@@ -298,8 +298,8 @@ def test_gradient_diagnostic_adam_denominator_after_one_step(dataset):
     coordinate, in encoder_grad's order."""
     adam_denominator, encoder_grad = _ab_gradients("adam_denominator", "encoder_grad")
 
-    from agents.config import Args
-    from agents.train_utils import make_optimizer
+    from agents.infra.config import Args
+    from agents.infra.train_utils import make_optimizer
 
     agent, sampler = make(dataset)
     batch = sampler.sample()
@@ -398,7 +398,7 @@ def test_exclude_return_drops_exactly_the_return_box(dataset):
 def test_decoder_geometry_window_pools_the_tokens_under_the_box():
     """The geometry prior's window: a box over one token of the 4x4 grid pools mostly that
     token, the whole view pools every token, and the decoder runs with it."""
-    from agents.networks import AnnotationDecoder
+    from agents.method.networks import AnnotationDecoder
 
     dec = AnnotationDecoder(8, 16, width=16, depth=1, heads=2, geometry=True)
     memory = torch.eye(16)[None].expand(1, 16, 16)  # token t is the one-hot e_t
@@ -449,10 +449,10 @@ def test_a_checkpoint_whose_encoder_config_says_image_size_loads_the_same_encode
                                                                                 tmp_path):
     """A checkpoint written before the rename stores its encoder as ``{"kind": ...,
     "image_size": ...}``: load_agent and load_encoder build the same encoder from it (read as
-    ``view_size``, agents.encoders.upgrade_encoder_config), and so does random_twin of an
+    ``view_size``, agents.method.encoders.upgrade_encoder_config), and so does random_twin of an
     encoder that still carries such a config."""
-    from agents.encoders import upgrade_encoder_config
     from agents.evaluate import random_twin
+    from agents.method.encoders import upgrade_encoder_config
 
     agent, sampler = make(dataset)
     new = dict(agent.encoder.config)

@@ -1,6 +1,7 @@
 """Issue 22: the choices of the ``Literal``-typed flags are written once, in their types. The
 command line's parser enforces them; a programmatic ``Args(...)`` / ``with_flags`` does not, so
-:func:`agents.arg_checks.literal_choices` refuses a value outside the type from the type itself
+:func:`agents.infra.arg_checks.literal_choices` refuses a value outside the type from the type
+itself
 (``check_train_args``, ``check_eval_args``), naming the flag, the bad value and the valid ones.
 The fields are enumerated here from the types, so a new ``Literal`` field is covered as it is
 declared."""
@@ -17,11 +18,11 @@ from typing import Literal
 
 import pytest
 
-from agents import arg_checks
-from agents.ab_config import ABConfig
-from agents.arg_checks import check_eval_args, check_train_args, literal_choices
-from agents.config import Args
 from agents.evaluate import Args as EvalArgs
+from agents.infra import arg_checks
+from agents.infra.arg_checks import check_eval_args, check_train_args, literal_choices
+from agents.infra.config import Args
+from agents.method.ab_config import ABConfig
 
 BAD = "no-such-choice"
 

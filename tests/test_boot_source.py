@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from agents.ab import ABAgent, ABConfig
-from agents.arg_checks import check_train_args
-from agents.data import TransitionSampler
-from agents.networks import make_encoder
+from agents.infra.arg_checks import check_train_args
+from agents.method.ab import ABAgent, ABConfig
+from agents.method.data import TransitionSampler
+from agents.method.networks import make_encoder
 from agents.train_value import parse_args
 from imgmdp_env.datasets import make_dataset
 from imgmdp_env.views import apply_relative, render_views

@@ -1,4 +1,5 @@
-"""agents/checkpoint.py: one format, written atomically, verified on every load by every reader
+"""agents/infra/checkpoint.py: one format, written atomically, verified on every load by every
+reader
 (--resume, load_encoder / load_agent, evaluate.py, the SB3 extractor), never non-finite."""
 
 import os
@@ -7,14 +8,14 @@ from dataclasses import replace
 import pytest
 import torch
 
-from agents.ab import load_agent, load_encoder
-from agents.checkpoint import (
+from agents.infra.checkpoint import (
     CheckpointError,
     read_checkpoint,
     remove_temporaries,
     save_checkpoint,
     write_checkpoint,
 )
+from agents.method.ab import load_agent, load_encoder
 
 
 def test_round_trip_and_no_temporary_left(tmp_path):
@@ -67,8 +68,8 @@ DAMAGE = {"empty": "it is empty", "random": "does not start with the checkpoint 
 
 @pytest.fixture(scope="module")
 def good(tmp_path_factory):
-    from agents.config import with_flags
-    from agents.train_utils import build_agent, make_optimizer
+    from agents.infra.config import with_flags
+    from agents.infra.train_utils import build_agent, make_optimizer
     from agents.train_value import Args
     from imgmdp_env.datasets import make_dataset
 
@@ -89,7 +90,7 @@ def test_every_reader_names_the_file_and_what_it_is_not(tmp_path, good, how):
 
     from agents.evaluate import Args as EvalArgs
     from agents.evaluate import _main as evaluate_main
-    from agents.sb3_extractor import PretrainedViewExtractor
+    from agents.evaluation.sb3_extractor import PretrainedViewExtractor
     from agents.train_value import train
 
     run = tmp_path / "run"

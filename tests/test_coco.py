@@ -232,7 +232,7 @@ def test_evaluate_cli_probes_a_coco_folder(coco, capsys):
 
 def test_a_separate_test_folder_with_its_own_instances(tmp_path):
     from agents.evaluate import probe_sets
-    from agents.sources import source_kwargs
+    from agents.infra.sources import source_kwargs
 
     folder, instances, _ = _write_coco(tmp_path / "train", n=6)
     test_folder, test_instances, _ = _write_coco(tmp_path / "val", n=4)

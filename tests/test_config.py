@@ -1,4 +1,5 @@
-"""agents/config.py and agents/ab_config.py: one configuration. The agent's fields are one
+"""agents/infra/config.py and agents/method/ab_config.py: one configuration. The agent's fields are
+one
 nested ``ABConfig`` (``args.ab``) whose flags keep their plain names; the presets are tyro
 subcommands; the "0 = auto" sizes are resolved in one place; run folders and checkpoints
 written before the nesting (flat keys) still resume."""
@@ -14,10 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.ab import ABConfig as ABConfigFromAb
-from agents.ab_config import ABConfig
-from agents.checkpoint import read_checkpoint, write_checkpoint
-from agents.config import (
+from agents.infra.checkpoint import read_checkpoint, write_checkpoint
+from agents.infra.config import (
     PRESETS,
     Args,
     cli_given,
@@ -26,8 +25,7 @@ from agents.config import (
     resolved,
     with_flags,
 )
-from agents.data import BASES
-from agents.flat_args import (
+from agents.infra.flat_args import (
     RENAMED_ARGS,
     args_from,
     flags_given,
@@ -35,6 +33,9 @@ from agents.flat_args import (
     merge_resume_args,
     nest_flat,
 )
+from agents.method.ab import ABConfig as ABConfigFromAb
+from agents.method.ab_config import ABConfig
+from agents.method.data import BASES
 from agents.train_value import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +74,7 @@ def test_every_agent_flag_keeps_its_name_and_sets_the_nested_field():
 def test_the_agent_fields_are_declared_once():
     names = {f.name for f in fields(Args)}
     assert not names & {f.name for f in fields(ABConfig)}  # no copy of a field in Args
-    assert ABConfigFromAb is ABConfig  # `from agents.ab import ABConfig` keeps working
+    assert ABConfigFromAb is ABConfig  # `from agents.method.ab import ABConfig` keeps working
     assert set(typing.get_args(typing.get_type_hints(ABConfig)["base"])) == set(BASES)
     help_text = subprocess.run([sys.executable, "agents/train_value.py", "--help"], cwd=ROOT,
                                capture_output=True, text=True, timeout=120,
@@ -93,8 +94,8 @@ def test_abconfig_validates_on_construction_and_the_cli_names_the_field():
     assert e.value.code == 2
     with pytest.raises(TypeError, match="no flag"):
         with_flags(Args(), gama=0.1)
-    from agents.ab import ABAgent
-    from agents.networks import make_encoder
+    from agents.method.ab import ABAgent
+    from agents.method.networks import make_encoder
 
     with pytest.raises(ValueError, match=r"ann_batch \(0\) must be >= 1.*resolved"):
         ABAgent(make_encoder("cnn", 32), ABConfig())  # "auto" never reaches the agent as 0
@@ -125,8 +126,8 @@ def test_auto_sizes_follow_the_documented_rule(base_batch, ann, boot):
 
 
 def test_build_agent_and_the_checks_use_the_resolved_sizes(monkeypatch):
-    from agents.arg_checks import check_train_args
-    from agents.train_utils import build_agent
+    from agents.infra.arg_checks import check_train_args
+    from agents.infra.train_utils import build_agent
     from imgmdp_env.datasets import make_dataset
 
     args = with_flags(Args(), base_batch=16, ann_batch=0, boot_images=0, dataset_size=4,
@@ -137,7 +138,7 @@ def test_build_agent_and_the_checks_use_the_resolved_sizes(monkeypatch):
     assert (agent.cfg.ann_batch, sampler.boot_images) == (8, 2)
     assert agent.cfg is not args.ab and args.ab.ann_batch == 0
     # the argument checks ask the same function (a copy of the rule would ignore this patch)
-    monkeypatch.setattr("agents.config.resolved",
+    monkeypatch.setattr("agents.infra.config.resolved",
                         lambda a: replace(a, boot_images=a.base_batch + 1))
     with pytest.raises(SystemExit, match=r"--boot-images <= --base-batch \(got 17 > 16\)"):
         check_train_args(with_flags(args, boot_source="base", n_views=2))
@@ -249,7 +250,7 @@ def test_an_old_checkpoint_evaluates_and_its_agent_is_what_resolved_builds(tmp_p
     resolved nested config of today (the "0 = auto" rule did not move)."""
     from test_train_value import tiny  # pytest puts tests/ on the path
 
-    from agents.ab import load_agent
+    from agents.method.ab import load_agent
 
     train(with_flags(tiny(tmp_path, "old"), gamma=0.0, ann_batch=0))
     path = tmp_path / "old" / "checkpoint.pt"

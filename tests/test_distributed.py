@@ -1,4 +1,4 @@
-"""agents/distributed.py and train_value.py under torchrun: 2 ranks on the CPU (gloo, 1 thread
+"""agents/infra/distributed.py and train_value.py under torchrun: 2 ranks on the CPU (gloo, 1 thread
 each) in one launch of tests/_ddp_worker.py, plus the one-process pieces.
 
 What the launch checks (the worker's docstring has the details):
@@ -7,7 +7,7 @@ What the launch checks (the worker's docstring has the details):
   samples: its loss is a mean over images and over view pairs, and the centre's update is
   all-reduced, so the averaged gradient is the 2B batch's gradient;
 - SimCLR + AB and CLIP + AB cannot equal the 2B run: NT-Xent's and InfoNCE's negatives (and
-  the bootstrapping loss's annotations) are the rank's own batch (agents/distributed.py; no
+  the bootstrapping loss's annotations) are the rank's own batch (agents/infra/distributed.py; no
   all-gather), so the 2-rank run equals the mean of the two halves' losses computed in one
   process, which it is checked against; likewise a base-only run (``--ab-weight 0``), whose
   unused AB branch DDP must tolerate;
@@ -32,8 +32,8 @@ import pytest
 import torch
 
 from agents import train_value
-from agents.checkpoint import read_checkpoint
-from agents.distributed import (
+from agents.infra.checkpoint import read_checkpoint
+from agents.infra.distributed import (
     Ranks,
     check_world_size,
     launched,
@@ -41,7 +41,7 @@ from agents.distributed import (
     rank_info,
     rank_seed,
 )
-from agents.runs import Stopped, StopSignals
+from agents.infra.runs import Stopped, StopSignals
 from agents.train_value import parse_args, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -222,8 +222,8 @@ def test_a_signal_that_stops_at_once_carries_its_exit_code(monkeypatch):
 
 
 def test_args_digest_and_differing_flags():
-    from agents.distributed import args_digest, differing_flags
-    from agents.flat_args import flat_fields
+    from agents.infra.distributed import args_digest, differing_flags
+    from agents.infra.flat_args import flat_fields
 
     a = flat_fields(parse_args(["--lr", "1e-3", "--boot-scale", "0.1", "1.0"]))
     same = flat_fields(parse_args(["--boot-scale", "0.1", "1.0", "--lr", "0.001"]))

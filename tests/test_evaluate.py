@@ -1,4 +1,5 @@
-"""Frozen-encoder probes (agents.probes): they read what is decodable, not what is not; scene
+"""Frozen-encoder probes (agents.evaluation.probes): they read what is decodable, not what is not;
+scene
 samples are the objects' boxes. The probe protocol (agents.evaluate): fixed sets, baselines."""
 
 import math
@@ -9,7 +10,7 @@ import torch
 from torch import nn
 
 from agents.evaluate import RawPixels, probe_report, probe_sets
-from agents.probes import (
+from agents.evaluation.probes import (
     AttentiveProbe,
     attentive_probe,
     extract_features,
@@ -211,8 +212,8 @@ def test_linear_and_attentive_probes_are_deterministic():
 
 
 def test_random_twin_has_the_architecture_not_the_weights(tmp_path, make_checkpoint):
-    from agents.ab import load_encoder
     from agents.evaluate import random_twin
+    from agents.method.ab import load_encoder
 
     make_checkpoint(tmp_path / "checkpoint.pt")
     enc = load_encoder(tmp_path / "checkpoint.pt")
@@ -304,7 +305,7 @@ def test_knn_standardises_so_a_loud_channel_does_not_drown_the_signal():
 
 def test_probe_report_puts_the_twins_mean_and_raw_pixels_beside_the_encoder():
     from agents.evaluate import random_twin
-    from agents.networks import make_encoder
+    from agents.method.networks import make_encoder
 
     train, test = colour_scenes(20, 0), colour_scenes(10, 1)
     enc = make_encoder("cnn", 32, widths=(8, 16))
@@ -418,10 +419,10 @@ def test_probes_refuse_a_single_train_sample():
 
 def test_cli_refuses_a_checkpoint_with_non_finite_weights(tmp_path, make_checkpoint):
     """Issue 23: a checkpoint (valid checksum) holding NaN weights printed probe accuracies."""
-    from agents.ab import load_agent, load_encoder
-    from agents.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
     from agents.evaluate import Args as EvalArgs
     from agents.evaluate import _main
+    from agents.infra.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
+    from agents.method.ab import load_agent, load_encoder
 
     path = tmp_path / "checkpoint.pt"
     make_checkpoint(path)

@@ -26,7 +26,7 @@ def checkpoint(tmp_path_factory):
     make_checkpoint, built once."""
     from dataclasses import replace
 
-    from agents.train_utils import build_agent, make_optimizer, save_checkpoint
+    from agents.infra.train_utils import build_agent, make_optimizer, save_checkpoint
     from agents.train_value import Args
     from imgmdp_env.datasets import make_dataset
 

@@ -1,4 +1,5 @@
-"""agents/export.py: an encoder export loads in a fresh process without the training code and
+"""agents/evaluation/export.py: an encoder export loads in a fresh process without the training
+code and
 gives the checkpoint's features; folders are never overwritten; a broken export is named; the
 SB3 extractor and the end of training use the same format."""
 
@@ -14,9 +15,7 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from agents.ab import load_encoder as load_checkpoint_encoder
-from agents.encoders import make_encoder
-from agents.export import (
+from agents.evaluation.export import (
     CONFIG,
     WEIGHTS,
     ExportError,
@@ -24,14 +23,17 @@ from agents.export import (
     export_encoder,
     load_encoder,
 )
+from agents.method.ab import load_encoder as load_checkpoint_encoder
+from agents.method.encoders import make_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAINING = ("agents.ab", "agents.losses", "agents.train_value", "agents.train_utils",
-            "agents.data", "agents.checkpoint", "tyro", "gymnasium")
+TRAINING = ("agents.method.ab", "agents.method.losses", "agents.train_value",
+            "agents.infra.train_utils",
+            "agents.method.data", "agents.infra.checkpoint", "tyro", "gymnasium")
 LOADER = """
 import json, sys, torch
 torch.set_num_threads(1)
-from agents.export import load_encoder; enc = load_encoder(sys.argv[1])
+from agents.evaluation.export import load_encoder; enc = load_encoder(sys.argv[1])
 views = torch.load(sys.argv[2])
 with torch.no_grad():
     out = {"features": enc(views), "tokens": enc.tokens(views)}
@@ -48,7 +50,7 @@ def views(n: int = 5, side: int = 64, seed: int = 0) -> torch.Tensor:
 
 
 def reference(checkpoint: Path, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features and tokens by the project's normal loader (agents.ab.load_encoder)."""
+    """Features and tokens by the project's normal loader (agents.method.ab.load_encoder)."""
     enc = load_checkpoint_encoder(checkpoint)
     with torch.no_grad():
         tokens = enc(v)
@@ -75,7 +77,7 @@ def test_cli_export_loads_in_a_fresh_process_without_the_training_code(tmp_path,
                           str(ckpt.parent), "--export", str(out)],
                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert cli.returncode == 0, cli.stderr
-    assert "from agents.export import load_encoder" in cli.stdout
+    assert "from agents.evaluation.export import load_encoder" in cli.stdout
     assert sorted(p.name for p in out.iterdir()) == [CONFIG, WEIGHTS]
     config = json.loads((out / CONFIG).read_text())
     assert config["architecture"] == "cnn" and config["source"]["step"] == 0
@@ -90,7 +92,7 @@ def test_cli_export_loads_in_a_fresh_process_without_the_training_code(tmp_path,
     report = json.loads(run.stdout.strip().splitlines()[-1])
     imported = [m for m in report["modules"] if any(m == t or m.startswith(t + ".")
                                                     for t in TRAINING + ("imgmdp_env",))]
-    assert imported == [] and "agents.export" in report["modules"], report["modules"]
+    assert imported == [] and "agents.evaluation.export" in report["modules"], report["modules"]
     assert report["eval"] and report["type"] == "ExportedEncoder"
     got = torch.load(tmp_path / "out.pt")
     features, tokens = reference(ckpt, v)
@@ -166,7 +168,7 @@ def test_broken_exports_are_named_with_what_is_valid(tmp_path, exported):
 
 
 def test_sb3_extractor_built_from_an_export_gives_the_same_features(exported):
-    from agents.sb3_extractor import PretrainedViewExtractor
+    from agents.evaluation.sb3_extractor import PretrainedViewExtractor
 
     ckpt, out = exported
     space = spaces.Box(0, 255, (3, 64, 64), np.uint8)
@@ -202,7 +204,7 @@ def test_vit_round_trip_records_its_architecture_and_tokens(tmp_path):
 
 
 def test_training_ends_by_writing_the_export_and_a_resumed_run_replaces_it(tmp_path):
-    from agents.config import with_flags
+    from agents.infra.config import with_flags
     from agents.train_value import parse_args, train
 
     flags = ["--dataset-size", "8", "--scene-size", "48", "--view-size", "32", "--base-batch",

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from test_train_value import TINY, records  # noqa: E402 - pytest puts tests/ on the path
 
-from agents.checkpoint import read_checkpoint
+from agents.infra.checkpoint import read_checkpoint
 from agents.train_value import parse_args, train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from agents.checkpoint import read_checkpoint
+from agents.infra.checkpoint import read_checkpoint
 from agents.train_value import main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -104,7 +104,7 @@ def test_top_level_images_beside_class_folders(classes):
 
 def test_probes_get_the_class_labels(classes):
     from agents.evaluate import probe_sets
-    from agents.probes import probe_samples
+    from agents.evaluation.probes import probe_samples
 
     train, test = probe_sets(str(classes), 8, 8, holdout=0.5)
     for ds in (train, test):

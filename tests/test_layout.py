@@ -15,7 +15,7 @@
     ``video``'s ``VIDEO_EXTENSIONS`` at module level to skip video files in an image folder;
     ``video`` asks ``folder`` for its image extensions and its frame selection at call time).
 
-  Other lazy imports (``agents.evaluate`` importing ``agents.ab`` in a function, the dataset
+  Other lazy imports (``agents.evaluate`` importing ``agents.method.ab`` in a function, the dataset
   sources of ``imgmdp_env.datasets.make_dataset``, ...) only defer a costly import; they close
   no cycle.
 - **imgmdp_env never imports agents**, at module level or in a function: the environment is
@@ -226,7 +226,7 @@ def all_imports(sources: dict[str, tuple[str, bool]]) -> list[Import]:
 @pytest.fixture(scope="module")
 def sources() -> dict[str, tuple[str, bool]]:
     found = module_sources(ROOT, PACKAGES)
-    assert {"imgmdp_env", "imgmdp_env.env", "imgmdp_env.checks", "agents", "agents.ab"} \
+    assert {"imgmdp_env", "imgmdp_env.env", "imgmdp_env.checks", "agents", "agents.method.ab"} \
         <= set(found), sorted(found)
     return found
 
@@ -274,7 +274,7 @@ FAKE = {
     "imgmdp_env.views": ("def render():\n    from imgmdp_env.env import Env\n", False),
     "imgmdp_env._kernel": ("", False),
     "agents": ("", True),
-    "agents.probes": ("def _device_of(m):\n    return m\n", False),
+    "agents.evaluation.probes": ("def _device_of(m):\n    return m\n", False),
 }
 
 
@@ -314,7 +314,7 @@ def test_type_checking_imports_close_no_cycle():
 
 
 def test_an_import_of_agents_from_imgmdp_env_is_found():
-    for src in ("import agents.probes\n", "def f():\n    from agents import probes\n"):
+    for src in ("import agents.evaluation.probes\n", "def f():\n    from agents import probes\n"):
         edges = all_imports(fake(imgmdp_env__checks=src))
         assert [e for e in edges if e.importer == "imgmdp_env.checks"
                 and e.target.startswith("agents")], src
@@ -323,7 +323,7 @@ def test_an_import_of_agents_from_imgmdp_env_is_found():
 @pytest.mark.parametrize("source, what", [
     ("from imgmdp_env.checks import _show\n", "the private name _show"),
     ("def f():\n    from imgmdp_env.checks import _show\n", "the private name _show"),
-    ("from agents.probes import _device_of\n", "the private name _device_of"),
+    ("from agents.evaluation.probes import _device_of\n", "the private name _device_of"),
     ("from imgmdp_env import _kernel\n", "a private module"),
     ("import imgmdp_env._kernel\n", "a private module"),
     ("from imgmdp_env._kernel import run\n", "a private module"),

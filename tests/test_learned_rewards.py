@@ -1,4 +1,5 @@
-"""Learned rewards (agents/learned_rewards.py): scorers from a checkpoint's base head p(l | x)
+"""Learned rewards (agents/evaluation/learned_rewards.py): scorers from a checkpoint's base head
+p(l | x)
 are exactly that head, pass check_scores, and plug into the env's reward wrappers."""
 
 import gymnasium as gym
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 import imgmdp_env  # noqa: F401  (registers ImageView-v0)
-from agents.learned_rewards import (
+from agents.evaluation.learned_rewards import (
     learned_caption_scorer,
     learned_curation_scorer,
     object_crops,

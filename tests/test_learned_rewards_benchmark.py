@@ -86,7 +86,7 @@ def test_main_path_on_tiny_scenes(tmp_path, make_checkpoint, capsys, monkeypatch
 def test_the_truth_as_a_scorer_ranks_perfectly(tmp_path, make_checkpoint, monkeypatch):
     """The pairs line up: ObjectVisibilityScorer itself, run as one more scorer, gets AUC 1
     and Spearman 1 (the rewards of each (view, goal) pair are read where the truth is)."""
-    from agents.sources import object_split
+    from agents.infra.sources import object_split
     from imgmdp_env.scorers import ObjectVisibilityScorer
 
     ckpt = tmp_path / "checkpoint.pt"

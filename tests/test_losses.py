@@ -1,11 +1,11 @@
-"""agents.losses against hand-written loop references (float64 Python math)."""
+"""agents.method.losses against hand-written loop references (float64 Python math)."""
 
 import math
 
 import pytest
 import torch
 
-from agents.losses import (
+from agents.method.losses import (
     bootstrap_loss,
     bootstrap_target,
     clip_loss,

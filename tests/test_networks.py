@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from agents.networks import AnnotationDecoder, LogitScale, ProjectionHead, make_encoder
-from agents.text import TextEncoder, WordTokenizer
+from agents.method.networks import AnnotationDecoder, LogitScale, ProjectionHead, make_encoder
+from agents.method.text import TextEncoder, WordTokenizer
 from imgmdp_env.views import relative_box, sample_boxes
 
 
@@ -99,8 +99,8 @@ def test_word_tokenizer_and_text_encoder():
 def test_one_batched_pass_equals_separate_passes(kind, size):
     """The agent encodes base crops and bootstrap views in one call (``ab._encode``): for every
     encoder kind this must give each part the tokens a separate pass gives it."""
-    from agents.ab import _encode
-    from agents.data import simclr_augment
+    from agents.method.ab import _encode
+    from agents.method.data import simclr_augment
 
     torch.manual_seed(0)
     enc = make_encoder(kind, view_size=size).eval()

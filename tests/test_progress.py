@@ -1,4 +1,4 @@
-"""The training loop's outputs: the collapse warning of :class:`agents.progress.Progress`."""
+"""The training loop's outputs: the collapse warning of :class:`agents.infra.progress.Progress`."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from agents.distributed import Ranks
-from agents.progress import COLLAPSED, Progress
+from agents.infra.distributed import Ranks
+from agents.infra.progress import COLLAPSED, Progress
 from agents.train_value import parse_args
 
 

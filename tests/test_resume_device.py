@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from agents.distributed import Ranks
+from agents.infra.distributed import Ranks
 
 
 class Started(Exception):

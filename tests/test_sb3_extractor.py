@@ -9,8 +9,8 @@ from gymnasium import spaces
 from stable_baselines3 import PPO
 
 import imgmdp_env  # noqa: F401  (registers ImageView-v0)
-from agents.networks import make_encoder
-from agents.sb3_extractor import PretrainedViewExtractor
+from agents.evaluation.sb3_extractor import PretrainedViewExtractor
+from agents.method.networks import make_encoder
 
 SMALL = dict(widths=(8, 16))  # a tiny CNN: fast enough for a unit test
 

@@ -1,4 +1,5 @@
-"""Value-guided search (agents/search.py): the best-valued move is taken, actions are valid in
+"""Value-guided search (agents/evaluation/search.py): the best-valued move is taken, actions are
+valid in
 both action spaces and reach the intended relative box, batched equals per-env, and the
 values are the agent's Q_AB."""
 
@@ -8,8 +9,8 @@ import pytest
 import torch
 
 import imgmdp_env  # noqa: F401  (registers ImageView-v0)
-from agents.learned_rewards import object_crops
-from agents.search import (
+from agents.evaluation.learned_rewards import object_crops
+from agents.evaluation.search import (
     GoalValue,
     ValueSearch,
     caption_goals,

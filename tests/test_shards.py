@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents.data import TransitionSampler
+from agents.method.data import TransitionSampler
 from agents.train_value import parse_args, train
 from imgmdp_env.datasets import make_dataset, source_kind
 from imgmdp_env.datasets.shards import (
@@ -215,8 +215,8 @@ def test_streamed_training_resumes_exactly(tmp_path, shards, base):
 
 
 def test_clip_follows_the_stream_captions(tmp_path, shards):
-    from agents.sources import build_datasets, sync_streams
-    from agents.train_utils import build_agent
+    from agents.infra.sources import build_datasets, sync_streams
+    from agents.infra.train_utils import build_agent
 
     args = parse_args(TINY + ["--runs-dir", str(tmp_path / "runs"), "--dataset", shards,
                               "--base", "clip"])
@@ -270,7 +270,7 @@ def test_a_corrupt_image_names_its_shard_and_key(tmp_path, shards):
 
 
 def test_build_datasets_streams_this_ranks_shards(tmp_path, shards, scenes, monkeypatch):
-    from agents.sources import build_datasets, source_kwargs
+    from agents.infra.sources import build_datasets, source_kwargs
 
     test = str(tmp_path / "t" / "val-%02d.tar")
     write_shards(scenes.subset(list(range(6))), test, per_shard=3, image_format="png")

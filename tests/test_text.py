@@ -3,7 +3,7 @@ ships its weights; `make test` installs the `text` extra). A CLIP run on it: tes
 
 import torch
 
-from agents.text import sentence_features
+from agents.method.text import sentence_features
 
 
 def test_frozen_sentence_model_embeds_captions_by_meaning():

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from agents.encoders import TimmEncoder, encoder_kind, make_encoder
+from agents.method.encoders import TimmEncoder, encoder_kind, make_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "timm:vit_tiny_patch16_224"
@@ -54,14 +54,14 @@ def test_training_with_a_timm_encoder_and_loading_its_export(tmp_path):
            "--runs-dir", str(run.parent), "--name", "t"]
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
-    from agents.ab import load_encoder
+    from agents.method.ab import load_encoder
 
     enc = load_encoder(str(run))
     views = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
     with torch.no_grad():
         want = enc.pool(enc.eval()(views))
     torch.save(views, tmp_path / "views.pt")
-    code = ("import torch; from agents.export import load_encoder; "
+    code = ("import torch; from agents.evaluation.export import load_encoder; "
             f"enc = load_encoder({str(run / 'encoder')!r}); "
             f"v = torch.load({str(tmp_path / 'views.pt')!r}); "
             f"torch.save(enc(v), {str(tmp_path / 'got.pt')!r})")

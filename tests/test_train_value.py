@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from agents.ab import ABAgent
-from agents.checkpoint import read_checkpoint
-from agents.config import resolved, with_flags
-from agents.networks import make_encoder
+from agents.infra.checkpoint import read_checkpoint
+from agents.infra.config import resolved, with_flags
+from agents.method.ab import ABAgent
+from agents.method.networks import make_encoder
 from agents.train_value import Args, parse_args, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +55,7 @@ def test_resume_gives_the_same_next_losses(tmp_path, base, candidates, extra):
     assert ckpt["step"] == 6 and ckpt["args"]["ab"]["base"] == base
     assert (tmp_path / "split" / "value_accuracy_iou.png").exists()
     if "value_lr_scale" in extra:  # the value branch learns at its multiple of the schedule
-        from agents.train_utils import make_optimizer
+        from agents.infra.train_utils import make_optimizer
 
         args = tiny(tmp_path, "x", **kw)
         opt, _ = make_optimizer(args, ABAgent(make_encoder("cnn", 32), resolved(args).ab), None)
@@ -217,7 +217,7 @@ def test_a_fresh_run_never_overwrites_a_run(tmp_path, capsys):
 
 
 def test_a_second_process_on_a_run_folder_refuses(tmp_path):
-    from agents.runs import RunLock
+    from agents.infra.runs import RunLock
 
     train(tiny(tmp_path, "run", stop_at=2))
     with RunLock(tmp_path / "run"):  # what another live process holds
@@ -335,7 +335,7 @@ def test_an_interrupt_between_the_update_and_the_step_count_saves_no_half_step(
 
 
 def test_an_interrupt_in_the_final_report_keeps_the_checkpoint(tmp_path, monkeypatch, capsys):
-    import agents.train_utils as tu
+    import agents.infra.train_utils as tu
 
     real = tu.final_report
     monkeypatch.setattr(tu, "final_report", lambda *a, **k: (_ for _ in ()).throw(
@@ -394,7 +394,7 @@ def test_evaluate_refuses_bad_arguments():
 
 
 def test_flags_given_reads_the_command_line():
-    from agents.flat_args import flags_given
+    from agents.infra.flat_args import flags_given
 
     argv = ["--lr", "1e-4", "--no-probe", "--total-steps=9", "--boot-scale", "0.1", "1.0"]
     assert flags_given(argv, Args) == {"lr", "probe", "total_steps", "boot_scale"}
@@ -412,7 +412,7 @@ def test_compile_wraps_the_loss_module_the_loop_calls(tmp_path, monkeypatch):
     """--compile hands the module the loop calls (the agent's loss, DDP-wrapped with several
     ranks) to torch.compile once, and the loop trains through what it returns. (Compiling for
     real takes minutes on the CPU: the compiler is replaced by a recorder here.)"""
-    from agents.distributed import LossModule
+    from agents.infra.distributed import LossModule
 
     calls = []
 

@@ -7,8 +7,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from agents.ab import VALUE_BRANCH
-from agents.checkpoint import read_checkpoint
+from agents.infra.checkpoint import read_checkpoint
+from agents.method.ab import VALUE_BRANCH
 from agents.train_value import train
 from tests.test_train_value import losses, tiny
 

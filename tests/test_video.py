@@ -77,7 +77,7 @@ def test_one_video_splits_by_time(tmp_path):
 
 
 def test_train_value_reads_a_video_with_held_out_frames(tmp_path):
-    from agents.sources import source_kwargs
+    from agents.infra.sources import source_kwargs
     from agents.train_value import parse_args
     from imgmdp_env.datasets.splits import load_split
 
@@ -93,7 +93,7 @@ def test_train_value_reads_a_video_with_held_out_frames(tmp_path):
 def test_a_short_video_at_the_default_stride_keeps_a_held_out_frame(tmp_path):
     """40 frames at the default --frame-stride 30 keep frames 0 and 30: the held-out part
     (from frame 36) held none, so the final report found no frame; now each split takes one."""
-    from agents.sources import source_kwargs
+    from agents.infra.sources import source_kwargs
     from agents.train_value import parse_args
     from imgmdp_env.datasets.splits import load_split
 

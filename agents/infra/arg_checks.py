@@ -12,7 +12,7 @@ from dataclasses import fields, is_dataclass
 from functools import cache
 from pathlib import Path
 
-from agents.encoders import encoder_kind
+from agents.method.encoders import encoder_kind
 from imgmdp_env import checks as check
 from imgmdp_env.datasets import NAMED, is_source, source_kind
 
@@ -129,7 +129,7 @@ def _run(checks) -> None:
 def _frame_stride(a) -> None:
     """``--frame-stride`` changed from its default is refused unless a source of the run is
     video (it would be silently ignored)."""
-    from agents.config import PRESETS
+    from agents.infra.config import PRESETS
 
     default = getattr(PRESETS.get(a.preset), "frame_stride", 30)
     if a.frame_stride == default:
@@ -170,9 +170,9 @@ def _memory(a) -> None:
 
 
 def check_train_args(a) -> None:
-    """Every field of ``agents.config.Args`` (with its nested ``ab``); raises ``SystemExit``
+    """Every field of ``agents.infra.config.Args`` (with its nested ``ab``); raises ``SystemExit``
     naming the first bad one."""
-    from agents.config import resolved
+    from agents.infra.config import resolved
 
     def checks() -> None:
         f = flag
@@ -317,11 +317,11 @@ def labelled_source(a) -> None:
 
 def check_object_args(a) -> None:
     """The source flags of the find-the-object scripts (``examples/value_search.py``,
-    ``studies/find_object.py``: :func:`agents.sources.add_object_flags`): those of
+    ``studies/find_object.py``: :func:`agents.infra.sources.add_object_flags`): those of
     :func:`labelled_source`, then that the source can carry object boxes: a named dataset of
     :data:`OBJECT_NAMED`, a folder with its ``--instances`` (a ``--test-dataset`` folder with
     its ``--test-instances``), shards (their samples' boxes, checked once loaded:
-    :func:`agents.sources.object_split`). Raises ``SystemExit``."""
+    :func:`agents.infra.sources.object_split`). Raises ``SystemExit``."""
     def checks() -> None:
         f = flag
         labelled_source(a)

@@ -1,7 +1,9 @@
 """The view encoders: uint8 views -> tokens. Only torch is imported here, so a trained encoder
-loads without the training code (:mod:`agents.export`); :mod:`agents.networks` re-exports them.
+loads without the training code (:mod:`agents.evaluation.export`); :mod:`agents.method.networks`
+re-exports them.
 
-Contract (relied on by ``agents/evaluate.py``, ``agents/sb3_extractor.py``, ``agents/export.py``)::
+Contract (relied on by ``agents/evaluate.py``, ``agents/evaluation/sb3_extractor.py``,
+``agents/evaluation/export.py``)::
 
     encoder = make_encoder("cnn", view_size=64)      # or "vit", "vits16"
     tokens = encoder(views)         # views (B, 3, H, W) uint8 -> tokens (B, T, D) float32

@@ -16,8 +16,8 @@ A checkpoint is one file: a text header line, then the ``torch.save`` bytes of a
 - never non-finite: :func:`save_checkpoint` refuses a state with NaN / inf weights, so a
   checkpoint on disk is always one a run may continue from.
 
-Used by the training job (``--resume``), :func:`agents.ab.load_agent` /
-:func:`agents.ab.load_encoder`, ``agents/evaluate.py`` and the SB3 extractor.
+Used by the training job (``--resume``), :func:`agents.method.ab.load_agent` /
+:func:`agents.method.ab.load_encoder`, ``agents/evaluate.py`` and the SB3 extractor.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from agents.atomic import fsync_dir
+from agents.infra.atomic import fsync_dir
 
 __all__ = [
     "CHECKPOINT",
@@ -277,7 +277,7 @@ def save_checkpoint(path: str | os.PathLike, args, agent, optimizer, scaler, sam
                     step: int, ranks: list[dict] | None = None) -> None:
     """Everything needed to continue a run exactly, in one file written atomically.
 
-    ranks: with more than one process (``agents.distributed``), every rank's
+    ranks: with more than one process (``agents.infra.distributed``), every rank's
     ``{"sampler": ..., "torch_rng": ...}`` in rank order (saved with the world size; the
     model and optimizer are the same on every rank); None for a one-process run.
 

@@ -9,7 +9,7 @@ decoder + head ``phi_AB``, a separate annotation head ``psi_AB`` and temperature
     loss = base_loss + ab_weight * CE(target, Q_AB(. | x_i, a_ij))   over ordered view pairs
 
 with ``target = (1 - gamma) p_ema(. | x_j) + gamma max_a' Q_ema(. | x_j, a')``
-(:func:`agents.losses.bootstrap_target`). ``ab_weight = 0`` is the base method alone.
+(:func:`agents.method.losses.bootstrap_target`). ``ab_weight = 0`` is the base method alone.
 
 Annotations ``l``: SimCLR, the first ``ann_batch`` images of the base batch (first crop); CLIP,
 their captions; DINO, the prototypes (``p_ema``: the EMA teacher's centred, sharpened output).
@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agents.ab_config import LEGACY_AB_CONFIG, ABConfig
-from agents.data import Batch, pair_index
-from agents.encoders import upgrade_encoder_config
-from agents.losses import (
+from agents.method.ab_config import LEGACY_AB_CONFIG, ABConfig
+from agents.method.data import Batch, pair_index
+from agents.method.encoders import upgrade_encoder_config
+from agents.method.losses import (
     bootstrap_loss,
     bootstrap_target,
     clip_loss,
@@ -36,8 +36,14 @@ from agents.losses import (
     nt_xent_loss,
     update_center,
 )
-from agents.networks import AnnotationDecoder, Encoder, LogitScale, ProjectionHead, make_encoder
-from agents.text import FrozenText, TextEncoder, WordTokenizer
+from agents.method.networks import (
+    AnnotationDecoder,
+    Encoder,
+    LogitScale,
+    ProjectionHead,
+    make_encoder,
+)
+from agents.method.text import FrozenText, TextEncoder, WordTokenizer
 
 __all__ = [
     "VALUE_BRANCH",
@@ -197,7 +203,7 @@ class ABAgent(nn.Module):
         super().__init__()
         if cfg.ann_batch < 1:
             raise ValueError(f"ann_batch ({cfg.ann_batch}) must be >= 1: 0 means base_batch / 2, "
-                             "resolved by agents.config.resolved before the agent is built")
+                             "resolved by agents.infra.config.resolved before the agent is built")
         self.cfg, self.tokenizer, self.text_dim = cfg, tokenizer, text_dim
         text = None
         if cfg.base == "clip":
@@ -244,7 +250,7 @@ class ABAgent(nn.Module):
         if captions is None:
             raise ValueError("base='clip' needs a dataset with captions")
         if self.cfg.text_backbone == "minilm":
-            from agents.text import sentence_features
+            from agents.method.text import sentence_features
 
             return sentence_features(captions)
         return self.tokenizer(captions)
@@ -419,7 +425,7 @@ class ABAgent(nn.Module):
 
     def loss(self, batch: Batch, gauges: bool = True, to_host: bool = True
              ) -> tuple[torch.Tensor, dict[str, float]]:
-        """The training loss of one :class:`agents.data.Batch`.
+        """The training loss of one :class:`agents.method.data.Batch`.
 
         Returns ``(loss, metrics)``: a scalar with gradients and floats for logging (``loss``,
         ``base_loss``, ``t``, ``emb_cos``: the collapse gauge of :meth:`base_loss`; with
@@ -491,8 +497,9 @@ class ABAgent(nn.Module):
 
 
 def _read_checkpoint(path, map_location) -> dict:
-    """A verified checkpoint (:func:`agents.checkpoint.read_checkpoint`) that holds a model."""
-    from agents.checkpoint import read_checkpoint, require
+    """A verified checkpoint (:func:`agents.infra.checkpoint.read_checkpoint`) that holds a
+    model."""
+    from agents.infra.checkpoint import read_checkpoint, require
 
     ckpt = read_checkpoint(path, map_location)
     require(ckpt, ("encoder", "agent"), path, "loading a model")
@@ -525,7 +532,7 @@ def load_encoder(checkpoint_path: str, map_location: str | torch.device = "cpu",
 
 def encoder_of(ckpt: dict, ema: bool = False) -> Encoder:
     """The online (``ema``: target) encoder held by a verified checkpoint's state
-    (:func:`agents.checkpoint.read_checkpoint`), on the state's device."""
+    (:func:`agents.infra.checkpoint.read_checkpoint`), on the state's device."""
     encoder = make_encoder(**upgrade_encoder_config(ckpt["encoder"]))  # old: image_size
     prefix = "target.encoder." if ema else "online.encoder."
     state = {k[len(prefix):]: v for k, v in ckpt["agent"].items() if k.startswith(prefix)}

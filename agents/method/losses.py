@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from agents.distributed import mean_over_ranks
+from agents.infra.distributed import mean_over_ranks
 
 __all__ = [
     "MAX_MODES",

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from agents.distributed import rank_info
+from agents.infra.distributed import rank_info
 from imgmdp_env.datasets import ImageDataset
 from imgmdp_env.datasets.splits import load_split, reference_split
 
 if TYPE_CHECKING:
-    from agents.ab import ABAgent
-    from agents.data import TransitionSampler
+    from agents.method.ab import ABAgent
+    from agents.method.data import TransitionSampler
 
 __all__ = ["add_object_flags", "build_datasets", "goal_images", "object_env", "object_split",
            "source_kwargs", "sync_streams"]
@@ -118,7 +118,7 @@ def sync_streams(data: dict[str, ImageDataset], step: int,
 def add_object_flags(p, image_labels: bool = False) -> None:
     """The source flags of the find-the-object scripts on an ``argparse`` parser ``p``, named
     as ``train_value.py`` / ``evaluate.py`` name them and read by :func:`source_kwargs`;
-    checked by :func:`agents.arg_checks.check_object_args`. image_labels: ``--dataset`` may
+    checked by :func:`agents.infra.arg_checks.check_object_args`. image_labels: ``--dataset`` may
     also be labelled per image (see :func:`object_split`)."""
     p.add_argument("--dataset", default="scenes",
                    help="images with object boxes: scenes, fashion-scenes, a folder of images "
@@ -196,7 +196,8 @@ def object_env(args, split: str, n: int, size: int, seed: int = 0,
 
 
 def goal_images(args, n: int, size: int, image_labels: bool = False) -> ImageDataset:
-    """The images whose objects are the goal crops (:func:`agents.learned_rewards.object_crops`):
+    """The images whose objects are the goal crops
+    (:func:`agents.evaluation.learned_rewards.object_crops`):
     ``n`` images of :func:`~imgmdp_env.datasets.splits.reference_split`, never the test images
     the episodes start in (``scenes``: ``"val"``; a folder: the images outside its
     ``--holdout`` split, or the whole ``--dataset`` beside a ``--test-dataset``), seed 0.

@@ -1,9 +1,10 @@
 """The configuration of ``agents/train_value.py``: every flag (:class:`Args`, one field each,
 its docstring the ``--help`` line; the agent's own fields are one nested
-:class:`agents.ab_config.ABConfig`, ``args.ab``, whose flags keep their plain names), the named
+:class:`agents.method.ab_config.ABConfig`, ``args.ab``, whose flags keep their plain names), the
+named
 presets (tyro subcommands: ``train_value.py gpu-vits16 --lr 1e-4``), which flags ``--resume``
 may change, the parser, and :func:`resolved` (the "0 = auto" sizes, computed once). Checked by
-:func:`agents.arg_checks.check_train_args`."""
+:func:`agents.infra.arg_checks.check_train_args`."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from typing import Annotated, Literal, Union
 
 import tyro
 
-from agents.ab_config import ABConfig
-from agents.flat_args import flags_given, flat_fields, from_flat
-from agents.probes import PROBE_MAX_SAMPLES, PROBE_TEST, PROBE_TRAIN
+from agents.evaluation.probes import PROBE_MAX_SAMPLES, PROBE_TEST, PROBE_TRAIN
+from agents.infra.flat_args import flags_given, flat_fields, from_flat
+from agents.method.ab_config import ABConfig
 
 __all__ = ["PRESETS", "RESUME_MAY_CHANGE", "RESUME_PER_RUN", "Args", "cli_given",
            "default_name", "given_fields", "parse_args", "resolved", "with_flags"]
@@ -121,7 +122,7 @@ class Args:
     """encoder: small ResNet (cnn), small ViT (vit, patch 8), ViT-S/16 (vits16), or a timm ViT
     by name, built by timm without weights (timm:vit_small_patch16_224; the timm extra)"""
     ab: Annotated[ABConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=ABConfig)
-    """the agent: heads, decoder, losses (agents/ab_config.py; flags without a prefix)"""
+    """the agent: heads, decoder, losses (agents/method/ab_config.py; flags without a prefix)"""
 
     # annotation bootstrapping: the target network
     ema_rate: float = 0.0
@@ -259,7 +260,7 @@ def parse_args(argv: list[str] | None = None, description: str | None = None) ->
 
 def cli_given(argv: list[str]) -> set[str]:
     """The fields a command line of :func:`parse_args` sets: its flags
-    (:func:`agents.flat_args.flags_given`) and ``preset`` when it names one."""
+    (:func:`agents.infra.flat_args.flags_given`) and ``preset`` when it names one."""
     return flags_given(argv, Args) | ({"preset"} if argv[:1] and argv[0] in PRESETS else set())
 
 
@@ -267,7 +268,8 @@ def resolved(args: Args) -> Args:
     """``args`` with its "0 = auto" sizes made explicit, the one place they are computed:
     ``ab.ann_batch`` 0 = base_batch / 2 (at least 2), ``boot_images`` 0 = base_batch / 8 (at
     least 1), the paper's ratios. (The EMA rate's auto, ``ema_rate`` 0, stays in
-    :func:`agents.train_utils.ema_rates`: it depends on ``total_steps``, which ``--resume`` may
+    :func:`agents.infra.train_utils.ema_rates`: it depends on ``total_steps``, which ``--resume``
+    may
     change.) A new object; ``args`` (what ``config.json`` records) is left as given."""
     ab = replace(args.ab, ann_batch=args.ab.ann_batch or max(args.base_batch // 2, 2))
     return replace(args, ab=ab, boot_images=args.boot_images or max(args.base_batch // 8, 1))
@@ -291,6 +293,6 @@ def default_name(args: Args) -> str:
 def given_fields(args: Args) -> set[str]:
     """For a programmatic ``train(args)``: the fields that differ from the preset's defaults
     count as given (the CLI passes the flags it saw instead), by their flag names (a field of
-    ``args.ab`` by its own name: :func:`agents.flat_args.flat_fields`)."""
+    ``args.ab`` by its own name: :func:`agents.infra.flat_args.flat_fields`)."""
     now, default = flat_fields(args), flat_fields(PRESETS.get(args.preset, Args()))
     return {k for k, v in now.items() if v != default[k]}

@@ -1,8 +1,9 @@
 """Encoders that return tokens, the annotation decoder, and the small heads of the AB agent.
 
 The encoders (``make_encoder``: uint8 views ``(B, 3, H, W)`` -> tokens ``(B, T, D)``, ``pool``
--> ``(B, D)``) live in :mod:`agents.encoders`, which imports only torch (a trained encoder loads
-without the training code, :mod:`agents.export`); they are re-exported here.
+-> ``(B, D)``) live in :mod:`agents.method.encoders`, which imports only torch (a trained encoder
+loads
+without the training code, :mod:`agents.evaluation.export`); they are re-exported here.
 
 The annotation decoder follows the paper (Ghosh & Levine 2025, Sec. 4): the relative box
 ``a = bb_{i->j}`` is discretised into 4 tokens by :func:`imgmdp_env.views.box_tokens`, each
@@ -20,7 +21,7 @@ import math
 import torch
 from torch import nn
 
-from agents.encoders import (  # noqa: F401 - the encoders' old home: re-exported
+from agents.method.encoders import (  # noqa: F401 - the encoders' old home: re-exported
     ENCODERS,
     MEAN,
     STD,

@@ -4,8 +4,8 @@ The agent learns how likely annotation ``l`` becomes if the view ``x`` moves by 
 ``a``. To find a goal annotation, score ``K`` candidate moves of every view and take the best
 (greedy) or sample ``a ~ Q^(1/T)`` (softmax over ``log Q / T``)::
 
-    from agents.ab import load_agent
-    from agents.search import ValueSearch, GoalValue, curated_goals
+    from agents.method.ab import load_agent
+    from agents.evaluation.search import ValueSearch, GoalValue, curated_goals
     agent = load_agent("runs/<run>/checkpoint.pt")
     goals = curated_goals(agent, curated)          # SimCLR: curated images, summed per class
     search = ValueSearch(GoalValue(agent, goals), envs, candidates="grid")
@@ -25,7 +25,7 @@ observation's ``"box"``), each candidate is scored as the box the env will actua
 (``clamp_boxes`` at the image margin), not the one it asks for.
 
 Cost per step: one encoder pass over all ``N`` views, one decoder pass over the ``N x K``
-candidates (:meth:`agents.ab.ABNetwork.query`).
+candidates (:meth:`agents.method.ab.ABNetwork.query`).
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ def _need_base(agent: Any, base: str, what: str) -> None:
 
 
 class GoalValue:
-    """``Q_AB(goal | x, a)`` of an :class:`agents.ab.ABAgent` over a :class:`Goals` set.
+    """``Q_AB(goal | x, a)`` of an :class:`agents.method.ab.ABAgent` over a :class:`Goals` set.
 
     ``__call__(views (N, 3, H, W) uint8, rel (N, K, 4) relative boxes, goal (N,) int64)``
     -> ``(N, K)`` float32 probabilities: one encoder pass over the views, one decoder pass over
@@ -290,7 +290,7 @@ class ValueSearch:
                  inside: bool = False) -> None:
         if not callable(value_fn):
             raise TypeError(f"value_fn ({value_fn!r:.80}) must be callable (views, rel, goal) "
-                            "-> (N, K) values, e.g. agents.search.GoalValue")
+                            "-> (N, K) values, e.g. agents.evaluation.search.GoalValue")
         self.candidates = check.choice("candidates", candidates, CANDIDATES)
         self.policy = check.choice("policy", policy, POLICIES)
         self.temperature = check.number("temperature", temperature, 0, lo_open=True)
@@ -396,7 +396,7 @@ class ValueSearch:
                 f"of {values.numel()}: view(s) {rows[:10]}{' ...' if len(rows) > 10 else ''} "
                 f"have {per_view[rows[:10]].tolist()} non-finite of their {values.shape[1]} "
                 "candidates; no move can be chosen from them (a NaN weight in the agent? "
-                "check it with agents.checkpoint.non_finite)")
+                "check it with agents.infra.checkpoint.non_finite)")
         return values, acts
 
     def _goal_ids(self, goal: Any, n: int) -> np.ndarray:

@@ -12,7 +12,7 @@ import warnings
 from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
 
-from agents.ab_config import LEGACY_AB_CONFIG, ABConfig
+from agents.method.ab_config import LEGACY_AB_CONFIG, ABConfig
 
 __all__ = ["RENAMED_ARGS", "args_from", "flags_given", "flat_fields", "from_flat",
            "merge_resume_args", "nest_flat"]

@@ -1,15 +1,17 @@
 """A trained encoder for others to load: ``model.safetensors`` + ``config.json`` in one folder.
 
-Load it (a fresh process imports torch, safetensors and :mod:`agents.encoders`, none of the
-training code: no ``agents.ab`` / ``agents.data`` / ``agents.checkpoint``, tyro, gymnasium)::
+Load it (a fresh process imports torch, safetensors and :mod:`agents.method.encoders`, none of the
+training code: no ``agents.method.ab`` / ``agents.method.data`` / ``agents.infra.checkpoint``,
+tyro, gymnasium)::
 
-    from agents.export import load_encoder; enc = load_encoder("runs/<run>/encoder")
+    from agents.evaluation.export import load_encoder; enc = load_encoder("runs/<run>/encoder")
     features = enc(views)       # views (B, 3, H, W) uint8 in [0, 255], RGB, H == W ==
                                 # enc.view_size -> features (B, D) float32, D == enc.embed_dim
     tokens = enc.tokens(views)  # (B, T, D) float32, T == enc.num_tokens (the token grid)
 
 ``enc`` is a plain ``nn.Module`` (:class:`ExportedEncoder`) in eval mode; ``enc.backbone`` is the
-project's :class:`agents.encoders.Encoder` (``backbone(views) -> tokens``, ``backbone.pool``).
+project's :class:`agents.method.encoders.Encoder` (``backbone(views) -> tokens``,
+``backbone.pool``).
 
 Written by ``python agents/evaluate.py --checkpoint runs/<run> --export DIR`` (refuses a
 non-empty ``DIR``) and at the end of every training run into ``runs/<run>/encoder/``
@@ -18,7 +20,8 @@ non-empty ``DIR``) and at the end of every training run into ``runs/<run>/encode
 - ``model.safetensors``: the online encoder's ``state_dict`` (float32; keys as in
   ``make_encoder(architecture, **arguments).state_dict()``; no pickle);
 - ``config.json``: ``format`` / ``format_version``, ``architecture`` (a key of
-  ``agents.encoders.ENCODERS``) and ``arguments`` (every constructor argument), ``input`` (dtype
+  ``agents.method.encoders.ENCODERS``) and ``arguments`` (every constructor argument), ``input``
+  (dtype
   uint8, range, channel order and the mean / std the encoder applies itself), ``tokens``
   (count, dim, grid), ``feature_dim``, ``pooling`` (``"mean"``: the mean over tokens, the
   feature of the linear and kNN probes; the attentive probe reads the tokens), ``source``
@@ -45,8 +48,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from agents.atomic import fsync_dir
-from agents.encoders import (
+from agents.infra.atomic import fsync_dir
+from agents.method.encoders import (
     ENCODERS,
     MEAN,
     STD,
@@ -89,7 +92,7 @@ class ExportedEncoder(nn.Module):
     ``(views / 255 - mean) / std``, the ``input`` of ``config.json``; float views are refused).
     forward -> ``(B, D)`` float32, the mean over tokens; :meth:`tokens` -> ``(B, T, D)``.
     Attributes: ``embed_dim`` (D), ``num_tokens`` (T), ``view_size``, ``export_config`` (the
-    folder's ``config.json``), ``backbone`` (the :class:`agents.encoders.Encoder`).
+    folder's ``config.json``), ``backbone`` (the :class:`agents.method.encoders.Encoder`).
     """
 
     def __init__(self, backbone: Encoder, export_config: dict) -> None:
@@ -110,7 +113,7 @@ class ExportedEncoder(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# Loading (torch, safetensors and agents.encoders only)
+# Loading (torch, safetensors and agents.method.encoders only)
 # ---------------------------------------------------------------------------------------------
 def is_export(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a folder meant as an encoder export (it holds ``model.safetensors``
@@ -141,7 +144,7 @@ def _folder(path: str | os.PathLike) -> Path:
     if p.name in (WEIGHTS, CONFIG):
         raise ExportError(f"{p} is a file of an encoder export: pass its folder {p.parent}")
     raise ExportError(f"{p} is a file, not an encoder export folder (a training checkpoint? "
-                      "agents.ab.load_encoder reads those, or export it with `python "
+                      "agents.method.ab.load_encoder reads those, or export it with `python "
                       f"agents/evaluate.py --checkpoint {p} --export DIR`); pass {_WHERE}")
 
 
@@ -169,7 +172,7 @@ def read_config(path: str | os.PathLike) -> dict:
         raise ExportError(f"{cfg} lacks {missing}: every export's config has {list(_REQUIRED)}")
     if config["architecture"] not in ENCODERS:
         raise ExportError(f"{cfg}: unknown architecture {config['architecture']!r}; valid: "
-                          f"{sorted(ENCODERS)} (agents.encoders.ENCODERS)")
+                          f"{sorted(ENCODERS)} (agents.method.encoders.ENCODERS)")
     if not isinstance(config["arguments"], dict):
         raise ExportError(f"{cfg}: arguments must be a dict of constructor arguments, got "
                           f"{config['arguments']!r}")
@@ -262,13 +265,14 @@ def export_encoder(encoder: nn.Module, out_dir: str | os.PathLike, *, step: int 
     ``out_dir`` and renamed into place."""
     from safetensors.torch import save as save_safetensors
 
-    from agents.checkpoint import atomic_write
+    from agents.infra.checkpoint import atomic_write
 
     if isinstance(encoder, ExportedEncoder):
         encoder = encoder.backbone
     spec = getattr(encoder, "config", None)
     if not isinstance(encoder, Encoder) or not isinstance(spec, dict):
-        raise TypeError(f"export_encoder needs an encoder built by agents.encoders.make_encoder "
+        raise TypeError("export_encoder needs an encoder built by "
+                        "agents.method.encoders.make_encoder "
                         f"(it records its arguments in .config), got {type(encoder).__name__}")
     out = Path(out_dir)
     _check_target(out, replace)
@@ -336,9 +340,9 @@ def export_encoder(encoder: nn.Module, out_dir: str | os.PathLike, *, step: int 
 def export_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     """Export the online encoder of a ``train_value.py`` checkpoint (or run folder) to the new
     or empty folder ``out_dir`` (:func:`export_encoder`). Raises :class:`ExportError` (the
-    folder) or ``agents.checkpoint.CheckpointError`` (the checkpoint)."""
-    from agents.ab import encoder_of
-    from agents.checkpoint import read_checkpoint, require, resolve
+    folder) or ``agents.infra.checkpoint.CheckpointError`` (the checkpoint)."""
+    from agents.infra.checkpoint import read_checkpoint, require, resolve
+    from agents.method.ab import encoder_of
 
     _check_target(Path(out_dir), replace=False)  # before reading a large checkpoint
     path = resolve(checkpoint)
@@ -352,7 +356,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike)
 def export_cli(checkpoint: str | os.PathLike | None, out_dir: str | os.PathLike) -> None:
     """``evaluate.py --checkpoint C --export DIR``: export, print what was written; errors
     become ``SystemExit`` naming the flag."""
-    from agents.checkpoint import CheckpointError
+    from agents.infra.checkpoint import CheckpointError
 
     if checkpoint is None:
         raise SystemExit("--export needs --checkpoint (the run folder or checkpoint.pt whose "
@@ -367,5 +371,6 @@ def export_cli(checkpoint: str | os.PathLike | None, out_dir: str | os.PathLike)
     print(f"wrote {out}/{WEIGHTS} + {CONFIG}: {c['architecture']} encoder, "
           f"{c['view_size']}x{c['view_size']} uint8 views -> {c['feature_dim']}-d features "
           f"({c['tokens']['count']} tokens), step {c['source']['step']}, sha256 "
-          f"{c['weights_sha256'][:16]}...\nload it with: from agents.export import load_encoder; "
+          f"{c['weights_sha256'][:16]}...\nload it with: "
+          "from agents.evaluation.export import load_encoder; "
           f"enc = load_encoder({str(out)!r})")

@@ -10,14 +10,14 @@ import sys
 import time
 from pathlib import Path
 
-from agents.data import TransitionSampler
-from agents.distributed import Ranks
-from agents.runs import repair_log
+from agents.infra.distributed import Ranks
+from agents.infra.runs import repair_log
+from agents.method.data import TransitionSampler
 
 __all__ = ["COLLAPSED", "Progress", "describe_batch"]
 
 COLLAPSED = 0.99
-"""``emb_cos`` (:meth:`agents.ab.ABAgent.base_loss`) above this after the warm-up: the base
+"""``emb_cos`` (:meth:`agents.method.ab.ABAgent.base_loss`) above this after the warm-up: the base
 projections of different images are (nearly) one point, and :class:`Progress` warns once."""
 
 

@@ -39,7 +39,7 @@ from imgmdp_env.datasets import ImageDataset
 from imgmdp_env.views import clamp_boxes, render_views
 
 # The fixed probe sets' sizes (agents.evaluate.probe_sets; the flags' defaults in
-# agents.config): images, and at most this many samples (objects or images) per split.
+# agents.infra.config): images, and at most this many samples (objects or images) per split.
 PROBE_TRAIN, PROBE_TEST = 2048, 1536  # images; scenes: ~2.6 objects each, test SE < 0.01
 PROBE_MAX_SAMPLES = 6000
 

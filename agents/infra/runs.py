@@ -28,15 +28,15 @@ from contextlib import ExitStack
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from agents.checkpoint import (
+from agents.infra.checkpoint import (
     CheckpointError,
     atomic_write,
     read_checkpoint,
     remove_temporaries,
     resolve,
 )
-from agents.distributed import check_world_size
-from agents.flat_args import args_from, flat_fields, merge_resume_args
+from agents.infra.distributed import check_world_size
+from agents.infra.flat_args import args_from, flat_fields, merge_resume_args
 
 __all__ = [
     "RUN_FILES",
@@ -53,7 +53,7 @@ RUN_FILES = ("config.json", "log.jsonl", "checkpoint.pt", "summary.json")
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Replace a small text file atomically (:func:`agents.checkpoint.atomic_write`)."""
+    """Replace a small text file atomically (:func:`agents.infra.checkpoint.atomic_write`)."""
     atomic_write(path, text.encode())
 
 

@@ -1,8 +1,10 @@
 """The boilerplate of ``agents/train_value.py``: agent and optimiser construction (the datasets:
-:mod:`agents.sources`), the per-step schedules, and the final report (value accuracy by IoU,
-probes, plots). Checkpoints live in :mod:`agents.checkpoint`, run folders (names, locks, resume) in
-:mod:`agents.runs`, the ranks of a torchrun launch in :mod:`agents.distributed`, the loop's
-outputs in :mod:`agents.progress`. The training step and loop live in the script."""
+:mod:`agents.infra.sources`), the per-step schedules, and the final report (value accuracy by IoU,
+probes, plots). Checkpoints live in :mod:`agents.infra.checkpoint`, run folders (names, locks,
+resume) in
+:mod:`agents.infra.runs`, the ranks of a torchrun launch in :mod:`agents.infra.distributed`, the
+loop's
+outputs in :mod:`agents.infra.progress`. The training step and loop live in the script."""
 
 from __future__ import annotations
 
@@ -13,19 +15,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.ab import VALUE_BRANCH, ABAgent
-from agents.checkpoint import (
+from agents.evaluation.export import ENCODER_DIR, export_encoder
+from agents.infra.checkpoint import (
     CHECKPOINT,
     save_checkpoint,  # noqa: F401 - re-exported (tests, benchmarks)
 )
-from agents.checkpoint import write_checkpoint as atomic_save  # noqa: F401 - re-exported
-from agents.config import resolved
-from agents.data import TransitionSampler
-from agents.distributed import rank_seed
-from agents.export import ENCODER_DIR, export_encoder
-from agents.networks import make_encoder
-from agents.sources import source_kwargs
-from agents.text import WordTokenizer
+from agents.infra.checkpoint import write_checkpoint as atomic_save  # noqa: F401 - re-exported
+from agents.infra.config import resolved
+from agents.infra.distributed import rank_seed
+from agents.infra.sources import source_kwargs
+from agents.method.ab import VALUE_BRANCH, ABAgent
+from agents.method.data import TransitionSampler
+from agents.method.networks import make_encoder
+from agents.method.text import WordTokenizer
 from imgmdp_env.datasets import ImageDataset
 
 __all__ = [
@@ -56,7 +58,7 @@ def ema_rates(rate: float, schedule: str, total_steps: int) -> np.ndarray:
     """Per-step EMA rates ``(total_steps,)`` float64 of the target network.
 
     rate: 1 - momentum; ``0`` = auto: ``max(0.004, 40 / total_steps)``, computed here and
-    not in :func:`agents.config.resolved` (with the other "0 = auto" values) because it
+    not in :func:`agents.infra.config.resolved` (with the other "0 = auto" values) because it
     depends on ``total_steps``, which ``--resume`` may change: each (re)start recomputes it.
     Why this rule: the paper's 0.004, annealed to 0, was set for runs of ~10^5 steps; in a run
     of 10^3 steps a target with a time constant of 250 steps lags behind the online network
@@ -89,7 +91,8 @@ def schedules(args) -> tuple[np.ndarray, np.ndarray]:
 
 
 def start_value_phase(agent: ABAgent, optimizer: torch.optim.Optimizer, first: bool) -> None:
-    """The value phase's mode (:meth:`agents.ab.ABAgent.fit_value_only`); ``first`` (its first
+    """The value phase's mode (:meth:`agents.method.ab.ABAgent.fit_value_only`); ``first`` (its
+    first
     step, not a resume inside it): the AB branch's Adam moments start afresh, since those of
     pre-training's last, decayed steps would scale the phase's first thousand updates (beta2
     = 0.999; measured: the phase gains half as much over copy with them, docs/results.md)."""
@@ -102,7 +105,7 @@ def start_value_phase(agent: ABAgent, optimizer: torch.optim.Optimizer, first: b
 def build_agent(args, data: dict[str, ImageDataset], rank: int = 0,
                 render_device: torch.device | str = "cpu") -> tuple[ABAgent, TransitionSampler]:
     """The agent (fresh weights from the current torch seed) and its batch sampler (its
-    streams seeded by ``--seed`` and the rank: :func:`agents.distributed.rank_seed`; its
+    streams seeded by ``--seed`` and the rank: :func:`agents.infra.distributed.rank_seed`; its
     views rendered on ``render_device``)."""
     args = resolved(args)  # the "0 = auto" sizes (ann_batch, boot_images) made explicit
     cfg = args.ab

@@ -1,5 +1,6 @@
 """The configuration of the AB agent (:class:`ABConfig`): its heads, decoder and loss. One
-dataclass, used twice: ``agents.ab.ABAgent`` is built from it, and ``agents.config.Args`` nests
+dataclass, used twice: ``agents.method.ab.ABAgent`` is built from it, and
+``agents.infra.config.Args`` nests
 it as its field ``ab`` without a prefix, so each field here is the ``train_value.py`` flag of
 the same name (``--gamma``, ``--no-action-tokens``) and its docstring is that flag's ``--help``
 line."""
@@ -10,12 +11,12 @@ import typing
 from dataclasses import dataclass
 from typing import Literal
 
-from agents.data import BASES
+from agents.method.data import BASES
 
 __all__ = ["LEGACY_AB_CONFIG", "ABConfig"]
 
 # What a run saved before these fields existed did: a checkpoint or config.json without them
-# loads with these values, not with today's defaults (agents.ab.load_agent, --resume).
+# loads with these values, not with today's defaults (agents.method.ab.load_agent, --resume).
 LEGACY_AB_CONFIG = {"exclude_return": False, "boot_annotated": False, "value_residual": "none",
                     "decoder_geometry": False, "value_input": "online"}
 
@@ -42,7 +43,7 @@ class ABConfig:
     """initial temperature of Q_AB(l|x,a) (learned, separate)"""
     ann_batch: int = 0
     """annotations per step for SimCLR/CLIP (0: base_batch / 2, at least 2, the paper's
-    ratio; resolved by agents.config.resolved before the agent is built)"""
+    ratio; resolved by agents.infra.config.resolved before the agent is built)"""
 
     # annotation decoder
     decoder_width: int = 128

@@ -2,7 +2,7 @@
 base head ``p(l | x)``, so that the env's reward, the value function and the encoder share one
 model::
 
-    from agents.learned_rewards import learned_caption_scorer, learned_curation_scorer
+    from agents.evaluation.learned_rewards import learned_caption_scorer, learned_curation_scorer
     from imgmdp_env.rewards import VectorAnnotationReward
     scorer = learned_curation_scorer("runs/<simclr run>", curated)     # or a caption scorer
     envs = VectorAnnotationReward(envs, scorer, goals="vocabulary")
@@ -19,7 +19,8 @@ model::
 Both are :class:`~imgmdp_env.scorers.EmbeddingScorer`\\ s (the one adaptor for learned
 embedding models) whose image embedding is :class:`HeadEmbedding`. The default network is the
 EMA ``target``: its ``p_ema(l | x)`` is the very quantity the bootstrapping loss teaches
-``Q_AB`` to predict, so the reward and the value-guided search (:mod:`agents.search`) agree.
+``Q_AB`` to predict, so the reward and the value-guided search (:mod:`agents.evaluation.search`)
+agree.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class HeadEmbedding(nn.Module):
 
 def _agent(agent: Any):
     """An :class:`ABAgent`, or one loaded from a checkpoint file / run folder."""
-    from agents.ab import ABAgent, load_agent
+    from agents.method.ab import ABAgent, load_agent
 
     if isinstance(agent, ABAgent):
         return agent

@@ -82,7 +82,7 @@ def rank_seed(seed: int, rank: int) -> int:
 
 
 def args_digest(flags: Mapping[str, Any]) -> str:
-    """sha256 of a flat ``{flag field: value}`` dict (``agents.flat_args.flat_fields``): equal
+    """sha256 of a flat ``{flag field: value}`` dict (``agents.infra.flat_args.flat_fields``): equal
     for equal arguments whatever the dict's order (values compared by ``repr``)."""
     text = "\n".join(f"{k}={flags[k]!r}" for k in sorted(flags))
     return hashlib.sha256(text.encode()).hexdigest()

@@ -3,7 +3,7 @@
 ::
 
     from stable_baselines3 import PPO
-    from agents.sb3_extractor import PretrainedViewExtractor
+    from agents.evaluation.sb3_extractor import PretrainedViewExtractor
 
     policy_kwargs = dict(
         features_extractor_class=PretrainedViewExtractor,
@@ -64,12 +64,14 @@ class PretrainedViewExtractor(BaseFeaturesExtractor):
 
     observation_space: ``Box(0, 255, (3, H, W), uint8)`` or ``Dict`` with key ``"view"``.
     features_dim: output width.
-    encoder: an encoder following the ``agents.networks`` contract (``forward(views) -> (B, T,
+    encoder: an encoder following the ``agents.method.networks`` contract (``forward(views) -> (B,
+    T,
         D)`` tokens, ``pool(tokens) -> (B, D)``); or
     checkpoint: a file written by ``agents/train_value.py`` or its run folder (loaded by
-        ``agents.ab.load_encoder``), or an encoder export folder (``runs/<run>/encoder``,
-        ``evaluate.py --export DIR``; loaded by ``agents.export.load_encoder``); or neither: a
-        fresh ``agents.networks.make_encoder(kind, view_size=H, **encoder_kwargs)``.
+        ``agents.method.ab.load_encoder``), or an encoder export folder (``runs/<run>/encoder``,
+        ``evaluate.py --export DIR``; loaded by ``agents.evaluation.export.load_encoder``); or
+        neither: a
+        fresh ``agents.method.networks.make_encoder(kind, view_size=H, **encoder_kwargs)``.
     freeze: keep the encoder's weights fixed (``requires_grad=False``, eval mode, no graph).
 
     forward: observations (after SB3's ``preprocess_obs``) -> ``(B, features_dim)``.
@@ -107,8 +109,8 @@ class PretrainedViewExtractor(BaseFeaturesExtractor):
         if encoder is not None and checkpoint is not None:
             raise ValueError("pass either encoder= or checkpoint=, not both")
         if encoder is None and checkpoint is not None:
-            from agents.export import ExportError, is_export
-            from agents.export import load_encoder as load_export
+            from agents.evaluation.export import ExportError, is_export
+            from agents.evaluation.export import load_encoder as load_export
 
             if is_export(checkpoint):  # an export folder: its one loader (checksum checked)
                 try:
@@ -116,8 +118,8 @@ class PretrainedViewExtractor(BaseFeaturesExtractor):
                 except ExportError as e:
                     raise ExportError(f"PretrainedViewExtractor(checkpoint=...): {e}") from None
             else:
-                from agents.ab import load_encoder
-                from agents.checkpoint import CheckpointError
+                from agents.infra.checkpoint import CheckpointError
+                from agents.method.ab import load_encoder
 
                 try:  # the one verified reader: a foreign / truncated / corrupted file is refused
                     encoder = load_encoder(checkpoint, map_location="cpu")
@@ -125,7 +127,7 @@ class PretrainedViewExtractor(BaseFeaturesExtractor):
                     raise CheckpointError(f"PretrainedViewExtractor(checkpoint=...): {e}"
                                           ) from None
         elif encoder is None:
-            from agents.networks import make_encoder
+            from agents.method.networks import make_encoder
 
             encoder = make_encoder(kind, view_size=view_space.shape[1], **(encoder_kwargs or {}))
         self.encoder = encoder
