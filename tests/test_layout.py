@@ -9,11 +9,9 @@
   ``if TYPE_CHECKING:`` (never run), and imports inside functions, which run at the first call,
   after every module is loaded: a lazy import is the standard way to break a cycle. A lazy
   import that would close a cycle if it moved to the top is allowed only when listed in
-  :data:`LAZY_CYCLE_BREAKS`; today one:
-
-  - ``imgmdp_env.datasets.video -> imgmdp_env.datasets.folder`` (``folder`` imports
-    ``video``'s ``VIDEO_EXTENSIONS`` at module level to skip video files in an image folder;
-    ``video`` asks ``folder`` for its image extensions and its frame selection at call time).
+  :data:`LAZY_CYCLE_BREAKS`; today none (the last one, ``video -> folder``, went when
+  ``VIDEO_EXTENSIONS`` moved to ``folder``, which skips video files in an image folder, so
+  that only ``video`` imports ``folder``).
 
   Other lazy imports (``agents.evaluate`` importing ``agents.method.ab`` in a function, the dataset
   sources of ``imgmdp_env.datasets.make_dataset``, ...) only defer a costly import; they close
@@ -45,7 +43,7 @@ SCRIPT_DIRS = ("examples", "benchmarks", "studies")  # importers of the packages
 
 # lazy imports (inside functions) that would close an import cycle at module level:
 # (importer, imported), each explained in the module docstring
-LAZY_CYCLE_BREAKS = {("imgmdp_env.datasets.video", "imgmdp_env.datasets.folder")}
+LAZY_CYCLE_BREAKS: set[tuple[str, str]] = set()
 
 
 @dataclass(frozen=True)

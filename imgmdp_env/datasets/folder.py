@@ -7,7 +7,7 @@ size), after the RAM they will take has been estimated from their headers and ch
 converted by :func:`imgmdp_env.datasets.arrays.pil_to_rgb` (alpha composited onto black).
 Symlinked sub-folders are followed. Unreadable or corrupt files, folders that cannot be listed
 and dangling links are skipped and reported together in one warning: nothing is dropped
-silently. Video files (:data:`imgmdp_env.datasets.video.VIDEO_EXTENSIONS`) in an image folder
+silently. Video files (:data:`VIDEO_EXTENSIONS`) in an image folder
 are skipped with a warning that names them: a video is its own dataset spec (the file, or a
 folder holding only videos; :func:`imgmdp_env.datasets.video.is_video_spec`).
 
@@ -54,12 +54,13 @@ from imgmdp_env.datasets.coco import (
     warn_dropped,
 )
 from imgmdp_env.datasets.holdout import held_out
-from imgmdp_env.datasets.video import VIDEO_EXTENSIONS
 
-__all__ = ["EXTENSIONS", "LABEL_MODES", "SPLITS", "class_folders", "list_images",
-           "load_folder", "read_coco_captions"]
+__all__ = ["EXTENSIONS", "LABEL_MODES", "SPLITS", "VIDEO_EXTENSIONS", "class_folders",
+           "list_images", "load_folder", "read_coco_captions"]
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# video files: skipped (named) in an image folder; read as frames by imgmdp_env.datasets.video
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
 SPLITS = ("all", "train", "test")
 LABEL_MODES = ("auto", "folders", "none")
 

@@ -30,10 +30,9 @@ import numpy as np
 from imgmdp_env import checks as check
 from imgmdp_env.datasets import decode
 from imgmdp_env.datasets.base import ImageDataset
+from imgmdp_env.datasets.folder import EXTENSIONS, VIDEO_EXTENSIONS, select
 
 __all__ = ["VIDEO_EXTENSIONS", "is_video_spec", "load_video"]
-
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
 
 
 def _av():
@@ -53,8 +52,6 @@ def is_video_spec(spec: object) -> bool:
     if p.is_file():
         return p.suffix.lower() in VIDEO_EXTENSIONS
     if p.is_dir():
-        from imgmdp_env.datasets.folder import EXTENSIONS
-
         video = False
         for _, _, names in os.walk(p, followlinks=True):
             for name in names:
@@ -112,8 +109,6 @@ def load_video(
         raise ValueError(f"video {str(path)!r} is neither a video file nor a folder")
     if not files:
         raise ValueError(f"folder {str(path)!r} holds no video file {VIDEO_EXTENSIONS}")
-    from imgmdp_env.datasets.folder import select
-
     one = len(files) == 1
     if not one:
         files = select(files, split, holdout, None, seed, f"videos {str(path)!r}")
