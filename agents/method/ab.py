@@ -86,10 +86,15 @@ def _encode(encoder: nn.Module, parts: list[torch.Tensor]) -> list[torch.Tensor]
 
 
 @torch.no_grad()
-def ema_update(target: nn.Module, online: nn.Module, rate: float) -> None:
-    """``target <- (1 - rate) * target + rate * online``, parameter by parameter."""
-    t, o = list(target.parameters()), list(online.parameters())
-    torch._foreach_lerp_(t, o, rate)
+def ema_update(target: nn.Module, online: nn.Module, rate: float,
+               only: tuple[str, ...] | None = None) -> None:
+    """``target <- (1 - rate) * target + rate * online``, parameter by parameter; ``only``:
+    the parameters whose names start with one of these prefixes (None: all)."""
+    pairs = [(t, o) for (name, t), o in zip(target.named_parameters(), online.parameters(),
+                                             strict=True)
+             if only is None or name.startswith(only)]
+    if pairs:
+        torch._foreach_lerp_([t for t, _ in pairs], [o for _, o in pairs], rate)
 
 
 class ABNetwork(nn.Module):
@@ -268,13 +273,7 @@ class ABAgent(nn.Module):
     def update_target(self, rate: float) -> None:
         """EMA step of the target network toward the online one (``rate`` = 1 - momentum); in
         the value phase (:meth:`fit_value_only`) of the AB branch alone."""
-        if not self.value_only:
-            ema_update(self.target, self.online, rate)
-            return
-        online = dict(self.online.named_parameters())
-        for name, t in self.target.named_parameters():
-            if name.startswith(VALUE_BRANCH):
-                t.lerp_(online[name].detach(), rate)
+        ema_update(self.target, self.online, rate, VALUE_BRANCH if self.value_only else None)
 
     def n_annotations(self, batch: Batch) -> int:
         """How many annotations ``l`` this batch carries (SimCLR crops or CLIP captions)."""
