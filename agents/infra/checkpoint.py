@@ -11,8 +11,8 @@ A checkpoint is one file: a text header line, then the ``torch.save`` bytes of a
   ``config.json``, an empty or random file), the length (a truncated file) and the digest
   (silent bit corruption) are checked before anything is unpickled, and the payload is loaded
   with ``weights_only=True`` (tensors and plain data only), then its fields are checked (a
-  step >= 0 and within the run's ``total_steps``, real RNG states, ...) and its weights must
-  be finite;
+  step >= 0 and within the run's ``total_steps`` + ``value_steps``, real RNG states, ...) and
+  its weights must be finite;
 - never non-finite: :func:`save_checkpoint` refuses a state with NaN / inf weights, so a
   checkpoint on disk is always one a run may continue from.
 
