@@ -24,12 +24,15 @@ steps, since an AB step also renders the bootstrap views. Groups (``--groups``):
     python -m studies.representation --groups core        # the core table (~60 min)
     python -m studies.representation                      # everything (many hours)
     python -m studies.representation --quick              # every cell tiny (smoke)
+    python -m studies.representation --scale cpu-v2 --groups core default   # the current
+                                                          # default, bootstrap batch base/8
     python -m studies.representation --scale gpu          # larger cells, ViT-S/16
     python -m studies.representation --report             # tables from the files
 
 (from the repository root). A difference's 95% interval uses Student's t quantile
 (``scipy.stats.t.ppf``) at its exact degrees of freedom: Welch's fractional ones for two cells'
-own seeds, ``n - 1`` for seeds paired by index, the pooled ones for a family of cells.
+own seeds, ``n - 1`` for seeds paired by index (AB and its base at the same seeds: every
+comparison of a full table), the pooled ones for a family of cells.
 """
 
 from __future__ import annotations
@@ -384,10 +387,26 @@ def group_table(records: list[dict], baselines: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def cell_difference(a: list[dict], b: list[dict], key: str,
+                    pooled: tuple[float, int] | None = None) -> tuple[float, float, bool]:
+    """Metric ``key`` of cells ``a`` minus cells ``b`` (records, one per seed): its mean, 95%
+    half-width and verdict. Where both sides ran the same seeds (at least two) the difference
+    is paired per seed (:func:`paired_difference`: a seed gives AB and its base the same initial
+    weights and base stream, so their shared noise cancels); otherwise :func:`difference`
+    (Welch's, or ``pooled``)."""
+    by_a, by_b = ({r["cell"]["seed"]: _metric(r, key) for r in xs} for xs in (a, b))
+    if len(by_a) == len(a) == len(b) > 1 and by_a.keys() == by_b.keys():
+        seeds = sorted(by_a)
+        return paired_difference([by_a[s] for s in seeds], [by_b[s] for s in seeds])
+    return difference([_metric(r, key) for r in a], [_metric(r, key) for r in b], pooled)
+
+
 def gap_table(records: list[dict], pairs: Iterable[tuple[str, str]], pool: bool = False) -> str:
     """Markdown: AB minus base per (dataset, budget), with its 95% half-width and a verdict.
-    ``pool``: the noise of every comparison is the seed sd pooled over all the records' cells
-    of the same data and budget (:func:`pooled_sd`; the ablations: variants of one method)."""
+    Each difference is :func:`cell_difference`'s: paired per seed where both sides ran the
+    same seeds, else Welch's, or with ``pool`` the seed sd pooled over all the records' cells
+    of the same data and budget (:func:`pooled_sd`; the ablations: variants of one method),
+    which also covers a one-seed variant."""
     keys = [*PROBES, "value"]
     by: dict[tuple, list[dict]] = {}
     for r in records:
@@ -408,8 +427,7 @@ def gap_table(records: list[dict], pairs: Iterable[tuple[str, str]], pool: bool 
                 noise = pooled_sd([[_metric(r, k) for r in xs] for key, xs in by.items()
                                    if (key[0], key[1], key[4]) == (ds, boot, budget)]
                                   ) if pool else None
-                d, half, sig = difference([_metric(r, k) for r in rs],
-                                          [_metric(r, k) for r in other], noise)
+                d, half, sig = cell_difference(rs, other, k, noise)
                 cells.append(f"{d:+.3f} (1 seed: no noise estimate)" if math.isinf(half) else
                              f"{d:+.3f} +- {half:.3f}" + ("" if sig else " (noise)"))
             name_a = ab_m + (f"+{ab_v}" if ab_v else "")
@@ -442,8 +460,7 @@ def scaling_plot(records: list[dict], path: Path) -> bool:
         return False
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for i, k in enumerate(PROBES):
-        ds = [difference([_metric(r, k) for r in by[("ab_simclr", b)]],
-                         [_metric(r, k) for r in by[("simclr", b)]]) for b in budgets]
+        ds = [cell_difference(by[("ab_simclr", b)], by[("simclr", b)], k) for b in budgets]
         shift = 1.04 ** (i - (len(PROBES) - 1) / 2)  # side by side, so the bars do not overlap
         ax.errorbar([b * shift for b in budgets], [d for d, _, _ in ds],
                     yerr=[h if math.isfinite(h) else 0 for _, h, _ in ds], label=k, capsize=3,
@@ -465,6 +482,16 @@ def scaling_plot(records: list[dict], path: Path) -> bool:
 BEGIN, END = "<!-- representation:begin -->", "<!-- representation:end -->"
 
 
+def markers(scale: str) -> tuple[str, str]:
+    """The marks around a scale's tables in ``docs/results.md``: each scale has its own place
+    (the ``cpu`` scale keeps the unnamed marks it was first reported between)."""
+    if scale == "cpu":
+        return BEGIN, END
+    return f"<!-- representation:{scale}:begin -->", f"<!-- representation:{scale}:end -->"
+
+
+# scale -> the heading (its GitHub anchor) in docs/results.md above the scale's tables
+RESULTS_ANCHORS = {"cpu-v2": "the-study-on-the-current-default-cpu-v2"}
 RESULTS_ANCHOR = "8-does-bootstrapping-help-the-representation-study"
 
 
@@ -484,7 +511,8 @@ def report(out: Path, scale: str, results_md: Path | None) -> str:
              f"machine(s): {'; '.join(sorted({r['machine'] for r in cells}))}. "
              f"Total {sum(r['wall_s'] for r in cells) / 3600:.1f} h of cell time. "
              "Each row: mean +- sd over seeds; a difference is called one only when its 95% "
-             "interval (Welch) excludes 0, else it is marked (noise).", ""]
+             "interval excludes 0, else it is marked (noise): paired per seed (Student's t, "
+             "n - 1 df) where both sides ran the same seeds, else Welch's.", ""]
     for g in GROUPS:
         rs = [r for r in cells if r["cell"]["group"] == g]
         if g in ("core", "scaling"):  # one set of cells (run once, under the first group)
@@ -519,15 +547,18 @@ def report(out: Path, scale: str, results_md: Path | None) -> str:
 
     text = text_for(out / "README.md")
     doc = results_md.read_text() if results_md is not None and results_md.exists() else ""
-    if BEGIN in doc and END in doc:  # the tables stand once, there; the folder links to them
-        head, rest = doc.split(BEGIN, 1)
-        results_md.write_text(head + BEGIN + "\n" + text_for(results_md) + "\n" + END
-                              + rest.split(END, 1)[1])
+    begin, end = markers(scale)
+    if begin in doc and end in doc:  # the tables stand once, there; the folder links to them
+        head, rest = doc.split(begin, 1)
+        results_md.write_text(head + begin + "\n" + text_for(results_md) + "\n" + end
+                              + rest.split(end, 1)[1])
         link = os.path.relpath(results_md.resolve(), out.resolve())
+        anchor = RESULTS_ANCHORS.get(scale, RESULTS_ANCHOR)
+        flag = "" if scale == "cpu" else f" --scale {scale}"
         (out / "README.md").write_text(
             f"The tables of the cells in this folder (one JSON file per `train_value.py` run) "
-            f"stand once, in [{results_md.name}, section 8]({link}#{RESULTS_ANCHOR}), between "
-            f"its `{BEGIN}` / `{END}` marks; `python -m studies.representation --report` "
+            f"stand once, in [{results_md.name}, section 8]({link}#{anchor}), between "
+            f"its `{begin}` / `{end}` marks; `python -m studies.representation --report{flag}` "
             "regenerates them there from these files."
             + (" The scaling plot: [scaling.png](scaling.png)." if plotted else "") + "\n")
     else:

@@ -140,7 +140,8 @@ def test_report_regenerates_the_results_section(tmp_path):
             rep.run_cell(cell, out, "quick", 1, {("fashion-scenes", "", "simclr"): (40, 32)},
                          lambda *_, acc=acc: (_summary(acc), 1.0, "0 -> 0"))
     doc = tmp_path / "results.md"
-    doc.write_text(f"# results\n\nbefore\n{rep.BEGIN}\nold\n{rep.END}\nafter\n")
+    begin, end = rep.markers("quick")
+    doc.write_text(f"# results\n\nbefore\n{begin}\nold\n{end}\nafter\n")
     text = rep.report(out, "quick", doc)
     new = doc.read_text()
     assert "old" not in new and new.startswith("# results\n\nbefore\n") and new.endswith(
@@ -153,6 +154,38 @@ def test_report_regenerates_the_results_section(tmp_path):
     assert base_row.split("|")[8].strip() == "-"
 
 
+def test_gaps_are_paired_per_seed_and_each_scale_keeps_its_own_section(tmp_path):
+    # the seeds move both methods together (shared initial weights and base stream): paired,
+    # AB is 0.01 ahead on every seed, outside the noise; unpaired (Welch) it would be noise
+    out = tmp_path / "cells"
+    for seed, level in ((1, 0.40), (2, 0.50), (3, 0.60)):
+        for method, acc in (("ab_simclr", level + 0.01 + 0.001 * seed), ("simclr", level)):
+            cell = rep.Cell("core", rep.FS, method, budget=8, seed=seed)
+            rep.run_cell(cell, out, "quick", 1, {("fashion-scenes", "", "simclr"): (40, 32)},
+                         lambda *_, acc=acc: (_summary(acc), 1.0, "0 -> 0"))
+    recs = [json.loads(f.read_text()) for f in sorted(out.glob("*.json"))]
+    ab = [r for r in recs if r["cell"]["method"] == "ab_simclr"]
+    base = [r for r in recs if r["cell"]["method"] == "simclr"]
+    d, half, sig = rep.cell_difference(ab, base, "linear")
+    assert (d, half, sig) == pytest.approx(
+        rep.paired_difference([0.411, 0.512, 0.613], [0.40, 0.50, 0.60]))
+    assert sig and abs(d - 0.012) < 1e-9
+    assert not rep.difference([0.411, 0.512, 0.613], [0.40, 0.50, 0.60])[2]  # Welch: noise
+    # a seed missing on one side: not paired (Welch over what there is)
+    assert rep.cell_difference(ab[:2], base, "linear") == pytest.approx(rep.difference(
+        [0.411, 0.512], [0.40, 0.50, 0.60]))
+    # the report writes between its own scale's marks and leaves the other scale's alone
+    doc = tmp_path / "results.md"
+    cpu_begin, cpu_end = rep.markers("cpu")
+    begin, end = rep.markers("quick")
+    assert (begin, end) != (cpu_begin, cpu_end)
+    doc.write_text(f"{cpu_begin}\ncpu tables\n{cpu_end}\n{begin}\nold\n{end}\n")
+    text = rep.report(out, "quick", doc)
+    assert "ab_simclr - simclr | 8 | +0.012 +- " in text
+    assert doc.read_text().startswith(f"{cpu_begin}\ncpu tables\n{cpu_end}\n")
+    assert "old" not in doc.read_text() and text in doc.read_text()
+
+
 def test_report_links_the_scaling_plot_from_each_file_that_shows_it(tmp_path, monkeypatch):
     monkeypatch.setattr(rep, "ROOT", tmp_path)  # laid out like the repository: docs/results/...
     out = tmp_path / "docs" / "results" / "cells"
@@ -163,7 +196,7 @@ def test_report_links_the_scaling_plot_from_each_file_that_shows_it(tmp_path, mo
                 rep.run_cell(cell, out, "quick", 1, {},
                              lambda *_, acc=acc: (_summary(acc), 1.0, "0 -> 0"))
     doc = tmp_path / "docs" / "results.md"
-    doc.write_text(f"{rep.BEGIN}\n{rep.END}\n")
+    doc.write_text("{}\n{}\n".format(*rep.markers("quick")))
     rep.report(out, "quick", doc)
     assert (out / "scaling.png").stat().st_size > 0
     links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", doc.read_text())
