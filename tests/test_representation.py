@@ -231,3 +231,16 @@ def test_dino_cells_carry_the_batch_norm_head_and_parse():
     assert "--head-norm" not in dino.flags("gpu", 20000)  # ViT-S/16: DINO's ViT head
     args = parse_args(flags)
     assert args.ab.head_norm == "batch" and args.ab.base == "dino" and args.n_views == 4
+
+
+def test_cpu_v2_cells_run_the_current_default_at_the_papers_bootstrap_ratio():
+    from agents.infra.config import resolved
+    from agents.train_value import parse_args
+
+    ab = rep.Cell("core", rep.FS, "ab_simclr", budget=1200, seed=1)
+    args = resolved(parse_args(ab.flags("cpu-v2", 1200)))
+    default = resolved(parse_args([]))
+    assert args.boot_images == args.base_batch // 8 == 8  # the paper's base/8
+    assert args.n_views == default.n_views and args.ab == default.ab  # the default head etc.
+    old = resolved(parse_args(ab.flags("cpu", 1200)))
+    assert (old.boot_images, old.n_views) == (16, 4)  # the first study's pinned batch
