@@ -340,21 +340,27 @@ def _fmt(xs: list[float]) -> str:
     return f"{m:.3f}" if len(xs) == 1 else f"{m:.3f} +- {sd:.3f}"
 
 
-def _value_hi(rec: dict) -> float:
-    """Value accuracy at IoU >= 0.4 (the pair-weighted mean of the two top bins)."""
+def _value_hi(rec: dict, of: str = "iou") -> float:
+    """Value accuracy at IoU >= 0.4 (the pair-weighted mean of the two top bins); ``of="copy"``:
+    copying the source view's annotation on the same pairs (NaN for cells run before the
+    reports had it)."""
     v = rec["value_accuracy_by_iou"]
     bins = [k[4:] for k in v if k.startswith("iou_") and float(k[4:].split("-")[0]) >= 0.4]
+    if any(f"{of}_{b}" not in v for b in bins):
+        return math.nan
     n = sum(v[f"count_{b}"] for b in bins)
-    return sum(v[f"iou_{b}"] * v[f"count_{b}"] for b in bins) / max(n, 1)
+    return sum(v[f"{of}_{b}"] * v[f"count_{b}"] for b in bins) / max(n, 1)
 
 
 def _metric(rec: dict, key: str) -> float:
-    return _value_hi(rec) if key == "value" else rec["probes"][key]
+    if key in ("value", "copy"):
+        return _value_hi(rec, "iou" if key == "value" else "copy")
+    return rec["probes"][key]
 
 
 def group_table(records: list[dict], baselines: dict[str, dict]) -> str:
     """Markdown: one row per (label, budget), mean +- sd over seeds, then the baselines."""
-    keys = [*PROBES, "value"]
+    keys = [*PROBES, "value", "copy"]
     rows: dict[tuple, list[dict]] = {}
     for r in records:
         c = r["cell"]
@@ -363,13 +369,15 @@ def group_table(records: list[dict], baselines: dict[str, dict]) -> str:
         data = c["dataset"] + (f" + boot {c['boot_dataset']}" if c["boot_dataset"] else "")
         rows.setdefault((data, label, c["budget"]), []).append(r)
     lines = ["| data | method | AB steps | seeds | " + " | ".join(PROBES)
-             + " | value acc IoU >= 0.4 | majority | wall s / cell |",
+             + " | value acc IoU >= 0.4 | copy IoU >= 0.4 | majority | wall s / cell |",
              "|---|---|---:|---:|" + "---:|" * (len(keys) + 2)]
     for (data, label, budget), rs in sorted(rows.items(), key=lambda kv: kv[0]):
         trains_q = "--ab-weight" not in rs[0]["flags"] or rs[0]["flags"][
             rs[0]["flags"].index("--ab-weight") + 1] != "0"  # else Q_AB is untrained
         cells = [_fmt([_metric(r, k) for r in rs]) if k in rs[0]["probes"]
-                 or (k == "value" and trains_q) else "-" for k in keys]
+                 or (k in ("value", "copy") and trains_q
+                     and not any(math.isnan(_metric(r, k)) for r in rs)) else "-"
+                 for k in keys]
         maj = statistics.mean(r["value_accuracy_by_iou"]["majority"] for r in rs)
         wall = statistics.mean(r["wall_s"] for r in rs)
         lines.append(f"| {data} | {label} | {budget} | {len(rs)} | " + " | ".join(cells)
@@ -381,9 +389,9 @@ def group_table(records: list[dict], baselines: dict[str, dict]) -> str:
         b = baselines[ds]["probes"]
         rnd = b["random init"]
         lines.append(f"| {ds} | random init | - | twins | " + " | ".join(
-            f"{rnd[k]:.3f} +- {rnd[k + '_sd']:.3f}" for k in PROBES) + " | | | |")
+            f"{rnd[k]:.3f} +- {rnd[k + '_sd']:.3f}" for k in PROBES) + " | | | | |")
         lines.append(f"| {ds} | raw pixels | - | - | " + " | ".join(
-            f"{b['raw pixels'][k]:.3f}" for k in PROBES) + " | | | |")
+            f"{b['raw pixels'][k]:.3f}" for k in PROBES) + " | | | | |")
     return "\n".join(lines)
 
 
@@ -530,8 +538,9 @@ def report(out: Path, scale: str, results_md: Path | None) -> str:
             for r in rs + core:
                 seeds.setdefault(r["cell"]["variant"], []).append(r["probes"]["linear"])
             df = pooled_sd(seeds.values())[1]
-            parts += ["Each variant minus AB_SimCLR; the noise of every comparison is the "
-                      "seed-to-seed sd pooled over all the cells of this table and AB_SimCLR's "
+            parts += ["Each variant minus AB_SimCLR, paired per seed where the variant ran "
+                      "AB_SimCLR's seeds; otherwise the noise is the seed-to-seed sd pooled "
+                      "over all the cells of this table and AB_SimCLR's "
                       f"({df} degrees of freedom), so a variant of one seed gets an interval "
                       "too (assuming the variants share AB_SimCLR's seed noise).", "",
                       gap_table(rs + core, pairs, pool=True), ""]

@@ -44,6 +44,7 @@ def test_base_runs_see_as_many_views_as_ab_runs():
 def _summary(acc: float) -> dict:
     value = {"iou_0.00-0.20": 0.1, "iou_0.40-0.60": acc, "iou_0.60-1.00": acc,
              "count_0.00-0.20": 10, "count_0.40-0.60": 5, "count_0.60-1.00": 5,
+             "copy_0.00-0.20": 0.1, "copy_0.40-0.60": 0.2, "copy_0.60-1.00": 0.4,
              "majority": 0.2, "chance": 0.1}
     return {"probes": {"trained": {"linear": acc, "knn": acc, "attentive": acc, "n_test": 100}},
             "value_accuracy_by_iou": value, "final": {"loss": 1.0}}
@@ -151,7 +152,14 @@ def test_report_regenerates_the_results_section(tmp_path):
         "ab_simclr - simclr")[1].split("|")[2]
     # the base method's row shows no value accuracy (its decoder is never trained)
     base_row = next(ln for ln in text.splitlines() if "| SimCLR | 8 |" in ln)
-    assert base_row.split("|")[8].strip() == "-"
+    assert base_row.split("|")[8].strip() == base_row.split("|")[9].strip() == "-"
+    # beside Q, copying the source view on the same pairs (the bar a value function must clear)
+    ab_row = next(ln for ln in text.splitlines() if "| AB_SimCLR | 8 |" in ln)
+    assert ab_row.split("|")[9].strip() == "0.300 +- 0.000"
+    # a cell from before the reports had copy shows none (not a made-up number)
+    old = {"value_accuracy_by_iou": {k: v for k, v in _summary(0.5)["value_accuracy_by_iou"]
+                                     .items() if not k.startswith("copy_")}}
+    assert rep._value_hi(old, "copy") != rep._value_hi(old, "copy")  # NaN
 
 
 def test_gaps_are_paired_per_seed_and_each_scale_keeps_its_own_section(tmp_path):
