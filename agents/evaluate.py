@@ -306,7 +306,7 @@ def run_verdict(value_acc: dict[str, float] | None, probes: dict[str, dict[str, 
     elif not q_works and not value_phase and value_acc:
         lines.append("next: fit the value function alone on this frozen encoder (it then learns "
                      "to use the action; docs/results.md section 2): `python "
-                     f"agents/train_value.py --resume {where} --value-steps 5000`")
+                     f"agents/train_value.py --resume {where} --value-steps 10000`")
     else:
         lines.append("next: a short run (make train pre-trains 1,200 steps) is not expected to "
                      "beat these bars (docs/results.md has longer runs): train longer with "
@@ -314,9 +314,10 @@ def run_verdict(value_acc: dict[str, float] | None, probes: dict[str, dict[str, 
                      "method alone (`--ab-weight 0`), and re-check with `python agents/evaluate.py "
                      f"--checkpoint {where}`" + (
                          "; the value function keeps learning on the frozen encoder long after "
-                         "make train's 1,000 value-phase steps (5,000: far pairs +0.049 over "
-                         "copy, 3 seeds; docs/results.md section 2): `python "
-                         f"agents/train_value.py --resume {where} --value-steps 5000`"
+                         "make train's 1,000 value-phase steps (10,000: far pairs +0.074 over "
+                         "copy, permuting the actions costs 28%, 3 seeds; docs/results.md "
+                         "section 2): `python agents/train_value.py --resume "
+                         f"{where} --value-steps 10000`"
                          if value_phase and value_acc and "far" in value_acc else ""))
     return "\n".join(lines)
 

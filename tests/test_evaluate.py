@@ -387,12 +387,12 @@ def test_run_verdict_names_the_failures_and_the_next_command():
     assert "not probed" in run_verdict(good, {}, None)
     # a run without a value phase whose Q is not above copy is pointed to one
     text = run_verdict(value, _rows(0.7, 0.3, 0.01, 0.6), "runs/x", value_phase=False)
-    assert "--resume runs/x --value-steps 5000" in text.splitlines()[-1]
+    assert "--resume runs/x --value-steps 10000" in text.splitlines()[-1]
     assert "--value-steps" not in run_verdict(good, {}, "runs/x", value_phase=False)
     # after a phase, Q above copy but the probes not above their baselines: train longer, and
     # a longer phase is named beside it; a run without a value function gets no such advice
     text = run_verdict(good, _rows(0.2, 0.3, 0.01, 0.6), "runs/x")
-    assert "--total-steps" in text and "--resume runs/x --value-steps 5000" in text
+    assert "--total-steps" in text and "--resume runs/x --value-steps 10000" in text
     assert "--value-steps" not in run_verdict(None, _rows(0.2, 0.3, 0.01, 0.6), "runs/x")
 
 
