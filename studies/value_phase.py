@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
+
+from studies.representation import paired_difference
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = [sys.executable, str(ROOT / "agents" / "train_value.py")]
@@ -58,12 +59,13 @@ def measures(run_dir: Path) -> dict[str, float]:
     return out
 
 
-def interval(x: np.ndarray) -> str:
-    if len(x) < 2:
-        return f"{x.mean():+.3f}"
-    half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
-    star = "*" if abs(x.mean()) > half else ""
-    return f"{x.mean():+.3f} +- {half:.3f}{star}"
+def interval(after: np.ndarray, before: np.ndarray) -> str:
+    """``after - before`` paired per seed (the study's :func:`paired_difference`), ``*`` when
+    outside the noise."""
+    d, half, sig = paired_difference(list(after), list(before))
+    if not np.isfinite(half):
+        return f"{d:+.3f}"
+    return f"{d:+.3f} +- {half:.3f}" + ("*" if sig else "")
 
 
 def report(pairs: list[tuple[Path, Path]], steps: int) -> str:
@@ -74,7 +76,7 @@ def report(pairs: list[tuple[Path, Path]], steps: int) -> str:
     for k in before[0]:
         b = np.array([m[k] for m in before])
         a = np.array([m[k] for m in after])
-        lines.append(f"| {k} | {b.mean():.3f} | {a.mean():.3f} | {interval(a - b)} |")
+        lines.append(f"| {k} | {b.mean():.3f} | {a.mean():.3f} | {interval(a, b)} |")
     per_seed = ", ".join(f"{p.name}: {m['far Q - copy']:+.3f} -> {n['far Q - copy']:+.3f}"
                          for (p, _), m, n in zip(pairs, before, after, strict=True))
     return "\n".join(lines) + f"\n\nfar Q - copy per seed: {per_seed}"
