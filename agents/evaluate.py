@@ -63,6 +63,10 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 DEFAULT_IOU_BINS = (0.0, 0.05, 0.2, 0.4, 0.6, 1.0)
 SPLIT_IOU = 0.4  # far pairs (below) and near pairs (at or above), as the summary lines split them
+# the value phase that clears the value function's bars on a make train encoder (3 seeds,
+# docs/results.md section 2), and what it measured: named by the verdict when Q falls short
+LONG_PHASE = "--value-steps 2500 --value-cache 100 --value-boot-images 40"
+LONG_PHASE_MEASURED = "far pairs +FAR over copy, permuting the actions costs PERM%, 3 seeds"
 
 
 def permute_within(groups: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -306,18 +310,17 @@ def run_verdict(value_acc: dict[str, float] | None, probes: dict[str, dict[str, 
     elif not q_works and not value_phase and value_acc:
         lines.append("next: fit the value function alone on this frozen encoder (it then learns "
                      "to use the action; docs/results.md section 2): `python "
-                     f"agents/train_value.py --resume {where} --value-steps 10000`")
+                     f"agents/train_value.py --resume {where} {LONG_PHASE}`")
     else:
         lines.append("next: a short run (make train pre-trains 1,200 steps) is not expected to "
                      "beat these bars (docs/results.md has longer runs): train longer with "
                      "`python agents/train_value.py --total-steps 4800`, compare with the base "
                      "method alone (`--ab-weight 0`), and re-check with `python agents/evaluate.py "
                      f"--checkpoint {where}`" + (
-                         "; the value function keeps learning on the frozen encoder long after "
-                         "make train's 1,000 value-phase steps (10,000: far pairs +0.074 over "
-                         "copy, permuting the actions costs 28%, 3 seeds; docs/results.md "
-                         "section 2): `python agents/train_value.py --resume "
-                         f"{where} --value-steps 10000`"
+                         "; the value function keeps learning on the frozen encoder after "
+                         f"make train's 700 value-phase steps (2,500: {LONG_PHASE_MEASURED}; "
+                         "docs/results.md section 2): `python agents/train_value.py --resume "
+                         f"{where} {LONG_PHASE}`"
                          if value_phase and value_acc and "far" in value_acc else ""))
     return "\n".join(lines)
 

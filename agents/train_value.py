@@ -55,11 +55,12 @@ from agents.infra.train_utils import (
 def train_step(model, agent, optimizer, scaler, batch, amp: torch.dtype | None,
                grad_clip: float, ema_rate: float, ranks: Ranks, step: int,
                gauges: bool = True, check: bool = True,
-               unchecked: list[torch.Tensor] | None = None) -> dict[str, float]:
-    """One optimizer step on ``batch`` (this rank's): the loss (``model``: the agent's loss,
-    DDP-wrapped with several ranks, which averages the gradients in ``backward``), the
-    clipped update, the EMA step of the target. Returns the loss's metrics (with the value
-    function's gauges when ``gauges``: :meth:`agents.method.ab.ABAgent.loss`).
+               unchecked: list[torch.Tensor] | None = None, enc=None) -> dict[str, float]:
+    """One optimizer step on ``batch`` (this rank's; ``enc``: its cached encodings in the value
+    phase's ``--value-cache``, else None): the loss (``model``: the agent's loss, DDP-wrapped
+    with several ranks, which averages the gradients in ``backward``), the clipped update, the
+    EMA step of the target. Returns the loss's metrics (with the value function's gauges when
+    ``gauges``: :meth:`agents.method.ab.ABAgent.loss`).
 
     check: the host checks this step (it waits for the device): raises ``FloatingPointError``
     on every rank if the loss of any rank, a loss since the last check, or a weight is
@@ -69,7 +70,7 @@ def train_step(model, agent, optimizer, scaler, batch, amp: torch.dtype | None,
     with torch.autocast(batch.base_views.device.type, dtype=amp or torch.float32,
                         enabled=amp is not None):
         # base loss + ab_weight * bootstrapping loss; metrics as floats only when checked
-        loss, metrics = model(batch, gauges) if check else model(batch, gauges, False)
+        loss, metrics = model(batch, gauges, check, enc)
     if check:
         since = unchecked if unchecked is not None else []
         finite = math.isfinite(metrics["loss"]) and (not since or bool(torch.stack(since).all()))
@@ -145,8 +146,7 @@ def _run(args: Args, run_dir: Path, resumed: dict | None, stop: StopSignals,
                                  device if args.render_on == "device" else "cpu")
     agent.to(device)
     optimizer, scaler = make_optimizer(args, agent, amp)
-    # schedules, precomputed per step (DINO style)
-    lr_schedule, ema_schedule = schedules(args)  # pre-training's, then the value phase's
+    lr_schedule, ema_schedule = schedules(args)  # per step: pre-training's, the value phase's
     step = 0
     if resumed is not None:
         step = restore_checkpoint(resumed, agent, optimizer, scaler, sampler, args.weight_decay,
@@ -155,8 +155,7 @@ def _run(args: Args, run_dir: Path, resumed: dict | None, stop: StopSignals,
             print(f"resumed {run_dir} at step {step}/{args.all_steps}")
 
     def wrapped():  # DDP with several ranks (again for the value phase: another graph)
-        model = ranks.wrap(agent, device)
-        # the loss and its backward as compiled graphs (two: with/without gauges)
+        model = ranks.wrap(agent, device)  # compiled: the loss and its backward as graphs
         return torch.compile(model) if args.compile else model
 
     model = wrapped() if step < args.total_steps else None
@@ -191,27 +190,28 @@ def _run(args: Args, run_dir: Path, resumed: dict | None, stop: StopSignals,
     # the finiteness checks wait for the device: on a GPU every --check-every steps (and on
     # log and checkpoint steps), the losses between them kept on the device until then
     check_every = args.check_every or (1 if device.type == "cpu" else args.log_every)
-    unchecked: list[torch.Tensor] = []
+    unchecked, pool = [], None  # pool: the value phase's batches if cached (--value-cache)
     try:
         with progress:
             while step < last and not stop.received:
                 pretraining = step < args.total_steps
                 if not pretraining and not agent.value_only:  # the value phase: Q_AB alone
                     model = None  # (the pre-training graph's DDP wrapper goes)
-                    start_value_phase(agent, optimizer, first=step == args.total_steps)
+                    pool = start_value_phase(args, agent, optimizer, sampler, data, device, step)
                     model = wrapped()
                 lr, ema = float(lr_schedule[step]), float(ema_schedule[step])
                 for group in optimizer.param_groups:  # the learning rate of this step
                     group["lr"] = lr * (group.get("lr_scale", 1.0) if pretraining else 1.0)
                 between = True
                 sync_streams(data, step, sampler, agent)  # streaming shards: this step's buffer
-                batch = sampler.sample(device, bootstrap=args.ab.ab_weight > 0)
+                batch, enc = (pool(step - args.total_steps) if pool is not None else  # cached
+                              (sampler.sample(device, bootstrap=args.ab.ab_weight > 0), None))
                 logged = (step + 1) % args.log_every == 0 or step + 1 == last
                 checked = logged or (step + 1) % check_every == 0 or (
                     step + 1) % args.checkpoint_every == 0  # the host waits for the device
-                metrics = train_step(model, agent, optimizer, scaler, batch, amp,
-                                     args.grad_clip, ema, ranks, step,
-                                     gauges=logged, check=checked, unchecked=unchecked)
+                metrics = train_step(model, agent, optimizer, scaler, batch, amp, args.grad_clip,
+                                     ema, ranks, step, gauges=logged, check=checked,
+                                     unchecked=unchecked, enc=enc)
                 step += 1
                 between = False
                 stop.sync(ranks.max)  # several ranks: all stop after the same step

@@ -8,6 +8,8 @@ far (IoU < 0.4) and near pairs, before and after, paired per seed with 95% t int
 
     python -m studies.value_phase --out /tmp/value_phase --seeds 1 2 3 --value-steps 1000
     python -m studies.value_phase --out /tmp/value_phase --seeds 1 2 3 --report
+    python -m studies.value_phase --out /tmp/value_phase --value-steps 700 --value-cache 100 \
+        --value-boot-images 40          # the phase on cached batches (make train's)
 """
 
 from __future__ import annotations
@@ -33,9 +35,17 @@ def run(cmd: list[str], log: Path) -> None:
         subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, check=True)
 
 
-def pair(out: Path, seed: int, steps: int, flags: list[str], threads: int) -> tuple[Path, Path]:
+def phase_name(seed: int, steps: int, phase_flags: list[str]) -> str:
+    """The folder of a seed's value-phase copy: ``s1_phase1000``, or with phase flags
+    ``s1_phase700_value-cache100_value-boot-images40``."""
+    tag = "".join(f"_{f.lstrip('-')}" if f.startswith("--") else f for f in phase_flags)
+    return f"s{seed}_phase{steps}{tag}"
+
+
+def pair(out: Path, seed: int, steps: int, flags: list[str], threads: int,
+         phase_flags: list[str] = ()) -> tuple[Path, Path]:
     """The seed's pre-training run and its value-phase copy, made if missing."""
-    pre, phase = out / f"s{seed}", out / f"s{seed}_phase{steps}"
+    pre, phase = out / f"s{seed}", out / phase_name(seed, steps, list(phase_flags))
     if not (pre / "summary.json").exists():
         run([*TRAIN, "--seed", str(seed), "--no-probe", "--threads", str(threads), "--runs-dir",
              str(out), "--name", pre.name, *flags], out / f"{pre.name}.log")
@@ -44,7 +54,7 @@ def pair(out: Path, seed: int, steps: int, flags: list[str], threads: int) -> tu
         shutil.copytree(pre, phase, ignore=shutil.ignore_patterns("encoder", "tb"))
         (phase / "summary.json").unlink()
         run([*TRAIN, "--resume", str(phase), "--value-steps", str(steps), "--threads",
-             str(threads), "--no-probe"], out / f"{phase.name}.log")
+             str(threads), "--no-probe", *phase_flags], out / f"{phase.name}.log")
     return pre, phase
 
 
@@ -88,18 +98,24 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--value-steps", type=int, default=1000)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--value-cache", type=int, default=0,
+                   help="the phase's --value-cache (0: a new batch every step)")
+    p.add_argument("--value-boot-images", type=int, default=0,
+                   help="the phase's --value-boot-images (0: the run's --boot-images)")
     p.add_argument("--report", action="store_true", help="only report the runs in --out")
     p.add_argument("--flags", nargs=argparse.REMAINDER, default=[],
                    help="more train_value.py flags of the pre-training runs (last)")
     a = p.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    phase_flags = [f for k in ("value_cache", "value_boot_images") if getattr(a, k)
+                   for f in (f"--{k.replace('_', '-')}", str(getattr(a, k)))]
     pairs = []
     for seed in a.seeds:
         if a.report:
-            pairs.append((out / f"s{seed}", out / f"s{seed}_phase{a.value_steps}"))
+            pairs.append((out / f"s{seed}", out / phase_name(seed, a.value_steps, phase_flags)))
         else:
-            pairs.append(pair(out, seed, a.value_steps, a.flags, a.threads))
+            pairs.append(pair(out, seed, a.value_steps, a.flags, a.threads, phase_flags))
     print(report(pairs, a.value_steps))
 
 

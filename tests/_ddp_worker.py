@@ -78,7 +78,7 @@ class MeanOfHalves(nn.Module):
         super().__init__()
         self.agent, self.world = agent, world
 
-    def forward(self, batch, gauges: bool = True):
+    def forward(self, batch, gauges: bool = True, to_host: bool = True, enc=None):
         out = [self.agent.loss(half(batch, r, self.world), gauges) for r in range(self.world)]
         return sum(loss for loss, _ in out) / self.world, out[0][1]
 
@@ -169,6 +169,11 @@ def main(out: Path) -> None:
                        ("phase", TINY + ["--base", "dino", "--runs-dir", str(out / "runs"),
                                          "--total-steps", "3", "--value-steps", "3",
                                          "--stop-at", "5", "--name", "phase"]),
+                       # and on cached batches: each rank's own pool, one averaged gradient
+                       ("cached", TINY + ["--base", "dino", "--runs-dir", str(out / "runs"),
+                                          "--total-steps", "3", "--value-steps", "3",
+                                          "--value-cache", "2", "--stop-at", "5",
+                                          "--name", "cached"]),
                        ("signalled", base + ["--name", "signalled"])]:  # the last: signal_at
         if name == "signalled":
             signal_at[1] = 2  # SIGTERM reaches rank 1 only, twice, during step 2

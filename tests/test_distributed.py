@@ -91,9 +91,11 @@ def test_ranks_hold_identical_states(launch):
     _, ranks, _ = launch
     for case, got in ranks[0]["same_samples"].items():
         assert got["digest"] == ranks[1]["same_samples"][case]["digest"], case
-    for name in ("whole", "stopped", "resumed", "signalled", "phase"):
+    for name in ("whole", "stopped", "resumed", "signalled", "phase", "cached"):
         assert ranks[0]["runs"][name]["digest"] == ranks[1]["runs"][name]["digest"], name
-    assert [r["runs"]["phase"]["step"] for r in ranks] == [5, 5]  # 3 + 2 of the value phase
+    for name in ("phase", "cached"):  # 3 + 2 of the value phase
+        assert [r["runs"][name]["step"] for r in ranks] == [5, 5], name
+    assert ranks[0]["runs"]["cached"]["digest"] != ranks[0]["runs"]["phase"]["digest"]
     for r in ranks:  # a nudged weight on rank 1 is caught on every rank, by name
         assert "rank 1's state differs" in r["diverged"], r["diverged"]
         assert "online.encoder" in r["diverged"]

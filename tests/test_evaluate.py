@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from agents.evaluate import RawPixels, probe_report, probe_sets
+from agents.evaluate import LONG_PHASE, RawPixels, probe_report, probe_sets
 from agents.evaluation.probes import (
     AttentiveProbe,
     attentive_probe,
@@ -387,12 +387,19 @@ def test_run_verdict_names_the_failures_and_the_next_command():
     assert "not probed" in run_verdict(good, {}, None)
     # a run without a value phase whose Q is not above copy is pointed to one
     text = run_verdict(value, _rows(0.7, 0.3, 0.01, 0.6), "runs/x", value_phase=False)
-    assert "--resume runs/x --value-steps 10000" in text.splitlines()[-1]
+    assert f"--resume runs/x {LONG_PHASE}" in text.splitlines()[-1]
     assert "--value-steps" not in run_verdict(good, {}, "runs/x", value_phase=False)
     # after a phase, Q above copy but the probes not above their baselines: train longer, and
     # a longer phase is named beside it; a run without a value function gets no such advice
     text = run_verdict(good, _rows(0.2, 0.3, 0.01, 0.6), "runs/x")
-    assert "--total-steps" in text and "--resume runs/x --value-steps 10000" in text
+    assert "--total-steps" in text and f"--resume runs/x {LONG_PHASE}" in text
+    # the phase it names is a valid one (a renamed flag would leave the advice dead)
+    from agents.infra.arg_checks import check_train_args
+    from agents.infra.config import parse_args
+
+    named = parse_args(LONG_PHASE.split())
+    check_train_args(named)
+    assert named.value_steps > 0 and named.value_cache > 0
     assert "--value-steps" not in run_verdict(None, _rows(0.2, 0.3, 0.01, 0.6), "runs/x")
 
 

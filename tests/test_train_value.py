@@ -71,11 +71,11 @@ def test_ctrl_c_saves_after_the_step_and_resume_is_exact(tmp_path, monkeypatch):
     calls = {"n": 0}
     real = ABAgent.loss
 
-    def loss_with_ctrl_c(self, batch, gauges=True):
+    def loss_with_ctrl_c(self, batch, gauges=True, to_host=True, enc=None):
         calls["n"] += 1
         if calls["n"] == 4:
             signal.raise_signal(signal.SIGINT)  # Ctrl-C in the middle of step 4
-        return real(self, batch, gauges)
+        return real(self, batch, gauges, to_host, enc)
 
     monkeypatch.setattr(ABAgent, "loss", loss_with_ctrl_c)
     out = train(tiny(tmp_path, "run"))
@@ -91,11 +91,11 @@ def test_keyboard_interrupt_mid_step_still_saves(tmp_path, monkeypatch):
     calls = {"n": 0}
     real = ABAgent.loss
 
-    def loss_then_interrupt(self, batch, gauges=True):
+    def loss_then_interrupt(self, batch, gauges=True, to_host=True, enc=None):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return real(self, batch, gauges)
+        return real(self, batch, gauges, to_host, enc)
 
     monkeypatch.setattr(ABAgent, "loss", loss_then_interrupt)
     assert train(tiny(tmp_path, "run")) == {"step": 2, "interrupted": True, "signal": 0}
@@ -106,9 +106,9 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
     calls = {"n": 0}
     real = ABAgent.loss
 
-    def nan_at_step_5(self, batch, gauges=True):
+    def nan_at_step_5(self, batch, gauges=True, to_host=True, enc=None):
         calls["n"] += 1
-        loss, metrics = real(self, batch, gauges)
+        loss, metrics = real(self, batch, gauges, to_host, enc)
         if calls["n"] == 5:
             loss, metrics = loss * float("nan"), {**metrics, "loss": float("nan")}
         return loss, metrics
@@ -282,11 +282,11 @@ def test_sigterm_saves_like_ctrl_c(tmp_path, monkeypatch, full):
     calls = {"n": 0}
     real = ABAgent.loss
 
-    def loss_with_sigterm(self, batch, gauges=True):
+    def loss_with_sigterm(self, batch, gauges=True, to_host=True, enc=None):
         calls["n"] += 1
         if calls["n"] == 3:
             signal.raise_signal(signal.SIGTERM)
-        return real(self, batch, gauges)
+        return real(self, batch, gauges, to_host, enc)
 
     monkeypatch.setattr(ABAgent, "loss", loss_with_sigterm)
     out = train(tiny(tmp_path, "run"))
@@ -301,12 +301,12 @@ def test_a_second_ctrl_c_names_the_step_actually_saved(tmp_path, monkeypatch, ca
     calls = {"n": 0}
     real = ABAgent.loss
 
-    def loss_with_two_ctrl_c(self, batch, gauges=True):
+    def loss_with_two_ctrl_c(self, batch, gauges=True, to_host=True, enc=None):
         calls["n"] += 1
         if calls["n"] == 3:
             signal.raise_signal(signal.SIGINT)
             signal.raise_signal(signal.SIGINT)
-        return real(self, batch, gauges)
+        return real(self, batch, gauges, to_host, enc)
 
     monkeypatch.setattr(ABAgent, "loss", loss_with_two_ctrl_c)
     assert train(tiny(tmp_path, "run"))["step"] == 2
@@ -450,9 +450,9 @@ def test_check_every_keeps_the_run_and_names_the_steps_of_a_late_caught_nan(tmp_
     calls = {"n": 0}
     real = ABAgent.loss
 
-    def nan_at_step_4(self, batch, gauges=True, to_host=True):
+    def nan_at_step_4(self, batch, gauges=True, to_host=True, enc=None):
         calls["n"] += 1
-        loss, metrics = real(self, batch, gauges, to_host)
+        loss, metrics = real(self, batch, gauges, to_host, enc)
         if calls["n"] == 4:
             assert not to_host  # an unchecked step: nothing waited for
             loss = loss * float("nan")

@@ -69,6 +69,55 @@ def test_a_finished_run_takes_a_phase_on_resume(tmp_path):
                       resume=str(tmp_path / "later")))
 
 
+@pytest.mark.parametrize("base", ["simclr", "clip", "dino"])
+def test_a_cached_batch_gives_the_loss_of_a_fresh_pass(tmp_path, base):
+    """--value-cache: the pool's encodings are those a fresh pass gives (the encoders are
+    frozen in the phase), so a step on the pool computes the uncached step's loss; drawing
+    the pool leaves the sampler's own streams where they were, and a second pool (a resume
+    inside the phase) is the same."""
+    from agents.infra.sources import build_datasets
+    from agents.infra.train_utils import ValuePool, build_agent, make_optimizer, start_value_phase
+
+    torch.set_num_threads(1)
+    args = tiny(tmp_path, "pool", base=base, value_steps=4, value_cache=3, value_boot_images=3)
+    data = build_datasets(args)
+    agent, sampler = build_agent(args, data)
+    optimizer, _ = make_optimizer(args, agent, None)
+    with pytest.raises(ValueError, match="fit_value_only"):  # pre-training's encodings move
+        ValuePool(agent, sampler, 2, "cpu")
+    streams = sampler.state_dict()
+    pool = start_value_phase(args, agent, optimizer, sampler, data, "cpu", args.total_steps)
+    assert len(pool) == 3 and sampler.boot_images == 3
+    assert all(torch.equal(streams[k], v) for k, v in sampler.state_dict().items())
+    again = ValuePool(agent, sampler, 3, "cpu")
+    for i in range(3):
+        batch, enc = pool(i + 3)  # cycled
+        assert batch.boot_views.shape[0] == 3 * args.n_views
+        assert batch.base_views.shape[1] == agent.n_annotations(batch)  # the annotations only
+        cached, _ = agent.loss(batch, gauges=False, enc=enc)
+        fresh, _ = agent.loss(batch, gauges=False)
+        assert torch.equal(cached, fresh)
+        assert torch.equal(again(i)[1].boot_tokens, enc.boot_tokens)
+    # different batches, not one repeated
+    assert not torch.equal(pool(0)[0].boot_views, pool(1)[0].boot_views)
+
+
+def test_resume_inside_a_cached_phase_is_exact(tmp_path):
+    torch.set_num_threads(1)
+    kw = {"value_steps": 5, "value_cache": 2, "value_boot_images": 3}
+    train(tiny(tmp_path, "full", **kw))
+    train(tiny(tmp_path, "split", stop_at=8, **kw))
+    train(replace(tiny(tmp_path, "split", **kw), resume=str(tmp_path / "split")))
+    full, split = losses(tmp_path / "full"), losses(tmp_path / "split")
+    assert sorted(split) == list(range(1, 12)) and split == full
+    a, b = _state(tmp_path / "full"), _state(tmp_path / "split")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the phase cycles 2 batches: the branch moves, so the losses of one batch still differ
+    assert len({full[s] for s in range(7, 12)}) == 5
+    with pytest.raises(SystemExit, match="--value-steps > 0"):
+        train(tiny(tmp_path, "nophase", value_cache=2))
+
+
 def test_the_base_method_alone_has_no_phase(tmp_path):
     torch.set_num_threads(1)
     train(tiny(tmp_path, "base", value_steps=3, ab_weight=0.0))

@@ -279,6 +279,16 @@ def check_train_args(a) -> None:
         check.number(f("value_lr_scale"), a.value_lr_scale, 0, lo_open=True)
         check.integer(f("value_steps"), a.value_steps, 0)
         check.number(f("value_lr"), a.value_lr, 0, lo_open=True)
+        check.integer(f("value_cache"), a.value_cache, 0)
+        check.integer(f("value_boot_images"), a.value_boot_images, 0)
+        if (a.value_cache or a.value_boot_images) and not a.value_steps:
+            raise ValueError(f"{f('value_cache')} ({a.value_cache}) and "
+                             f"{f('value_boot_images')} ({a.value_boot_images}) shape the value "
+                             f"phase: they need {f('value_steps')} > 0")
+        if a.value_boot_images and (a.boot_source == "base" or a.ab.annotated_boot):
+            raise ValueError(f"{f('value_boot_images')} ({a.value_boot_images}) needs "
+                             f"{f('boot_source')} views (got {a.boot_source}) and no "
+                             f"{f('boot_annotated')}: their bootstrap images are base images")
         check.integer(f("log_every"), a.log_every, 1)
         check.integer(f("checkpoint_every"), a.checkpoint_every, 1)
         check.integer(f("stop_at"), a.stop_at, 0)

@@ -155,6 +155,14 @@ class Args:
     none with --ab-weight 0"""
     value_lr: float = 1e-3
     """the constant learning rate of the value phase (--value-steps)"""
+    value_cache: int = 0
+    """the value phase draws and encodes this many batches once, at its start, and cycles
+    through them (0 = a new batch every step). The encoders are frozen in the phase, so a
+    cached encoding equals a fresh one: each step then costs the value function's branch
+    alone, at the price of fewer distinct views"""
+    value_boot_images: int = 0
+    """bootstrap images per batch of the value phase (0 = --boot-images); with --value-cache
+    a larger batch costs the branch alone"""
 
     @property
     def phase_steps(self) -> int:
@@ -221,7 +229,7 @@ RESUME_MAY_CHANGE = {
     "log_every", "checkpoint_every", "tensorboard", "probe", "probe_dataset", "probe_train",
     "probe_test", "probe_max_samples", "random_twins", "probe_baselines", "value_batches",
     "threads", "device", "precision", "decode_workers", "memory_budget", "render_on",
-    "compile", "check_every", "value_steps", "value_lr",
+    "compile", "check_every", "value_steps", "value_lr", "value_cache", "value_boot_images",
 }
 RESUME_PER_RUN = {"resume", "stop_at"}
 

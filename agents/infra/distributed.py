@@ -115,10 +115,9 @@ class LossModule(nn.Module):
         super().__init__()
         self.agent = agent
 
-    def forward(self, batch, gauges: bool = True, to_host: bool = True
+    def forward(self, batch, gauges: bool = True, to_host: bool = True, enc=None
                 ) -> tuple[torch.Tensor, dict[str, float]]:
-        return (self.agent.loss(batch, gauges) if to_host
-                else self.agent.loss(batch, gauges, to_host=False))
+        return self.agent.loss(batch, gauges, to_host, enc)
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,12 @@ def describe_batch(args, sampler: TransitionSampler, world_size: int) -> str:
     if args.ab.ab_weight > 0 and sampler.boot_images > 0:
         per = "" if w == 1 else f" ({w} ranks x {sampler.boot_images})"
         line += f", {w * sampler.boot_images} bootstrap images{per} x {sampler.n_views} views"
+    boot = args.value_boot_images or sampler.boot_images
+    how = (f"; {args.value_cache} batches of {boot} bootstrap images, encoded once and cycled"
+           if args.value_cache else f"; {boot} bootstrap images" if args.value_boot_images
+           else "")
     phase = (f"; then {args.phase_steps} steps of the value phase (the value function alone, "
-             f"lr {args.value_lr:g})" if args.phase_steps else "")
+             f"lr {args.value_lr:g}{how})" if args.phase_steps else "")
     return (line + f"; lr {args.lr:g} (peak, after {args.warmup_steps} warm-up steps; cosine "
             f"to {args.min_lr:g}" + (", not scaled with the world size)" if w > 1 else ")")
             + phase)

@@ -422,8 +422,8 @@ class ABAgent(nn.Module):
                          self.center, cfg.student_temperature, cfg.teacher_temperature)
         return loss, teacher, emb_cos
 
-    def loss(self, batch: Batch, gauges: bool = True, to_host: bool = True
-             ) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, batch: Batch, gauges: bool = True, to_host: bool = True,
+             enc: Encoded | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """The training loss of one :class:`agents.method.data.Batch`.
 
         Returns ``(loss, metrics)``: a scalar with gradients and floats for logging (``loss``,
@@ -440,8 +440,9 @@ class ABAgent(nn.Module):
         if self.value_only:  # the value phase: the frozen encoders, no base loss
             if not bootstrap:
                 raise ValueError("the value phase needs a batch with bootstrap views")
-            with torch.no_grad():
-                enc = self.encode(batch, bootstrap)
+            if enc is None:
+                with torch.no_grad():
+                    enc = self.encode(batch, bootstrap)
             base_loss, teacher = torch.zeros((), device=batch.base_views.device), None
             metrics = {"t": net.scale().detach()}
         else:

@@ -197,8 +197,9 @@ class TransitionSampler:
         self.caption_inputs = caption_inputs
         self.color_jitter, self.boot_color_jitter = color_jitter, boot_color_jitter
         self.boot_source, self.boot_annotated = boot_source, boot_annotated
-        self.base_gen = torch.Generator().manual_seed(seed)
-        self.boot_gen = torch.Generator().manual_seed(seed + 1_000_003)
+        self.seed = seed
+        self.base_gen, self.boot_gen = torch.Generator(), torch.Generator()
+        self.reseed(seed)
         self.others = pair_index(n_views)
 
     def refresh_banks(self) -> None:
@@ -210,6 +211,11 @@ class TransitionSampler:
             base = base.to(self.render_device)
             boot = base if self._datasets[1] is self._datasets[0] else boot.to(self.render_device)
         self.base_bank, self.boot_bank = base, boot
+
+    def reseed(self, seed: int) -> None:
+        """Restart the random streams (base and bootstrap) from ``seed``."""
+        self.base_gen.manual_seed(seed)
+        self.boot_gen.manual_seed(seed + 1_000_003)
 
     def state_dict(self) -> dict:
         """The random streams' states (for exact resumption)."""
