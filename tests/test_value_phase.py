@@ -116,6 +116,10 @@ def test_resume_inside_a_cached_phase_is_exact(tmp_path):
     assert len({full[s] for s in range(7, 12)}) == 5
     with pytest.raises(SystemExit, match="--value-steps > 0"):
         train(tiny(tmp_path, "nophase", value_cache=2))
+    # more than 8 passes over the pool is warned, naming a pool that keeps to 8
+    with pytest.warns(UserWarning, match=r"cycles the --value-cache 1 batches 9 times.*"
+                                         r"--value-cache 2 keeps it to 8"):
+        train(tiny(tmp_path, "overfit", value_steps=9, value_cache=1, stop_at=7))
 
 
 def test_the_base_method_alone_has_no_phase(tmp_path):

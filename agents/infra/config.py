@@ -159,7 +159,8 @@ class Args:
     """the value phase draws and encodes this many batches once, at its start, and cycles
     through them (0 = a new batch every step). The encoders are frozen in the phase, so a
     cached encoding equals a fresh one: each step then costs the value function's branch
-    alone, at the price of fewer distinct views"""
+    alone, at the price of fewer distinct views (keep value_steps / value_cache <= 8: more
+    passes fit the pool, and are warned)"""
     value_boot_images: int = 0
     """bootstrap images per batch of the value phase (0 = --boot-images); with --value-cache
     a larger batch costs the branch alone"""
