@@ -183,12 +183,10 @@ def _run(args: Args, run_dir: Path, resumed: dict | None, stop: StopSignals,
         return (f"the last checkpoint is kept: {ckpt_path} (step {saved_step})"
                 if saved_step is not None else "no checkpoint was written yet")
 
-    # The loop. Ctrl-C / SIGTERM: finish the current step, save, stop (exact resumption); a
-    # second one stops at once. `between`: the state is half-updated (sampler and RNG advanced,
-    # weights maybe stepped, `step` not yet incremented), so an abrupt stop must not save.
+    # The loop. Ctrl-C / SIGTERM: finish the step, save, stop (exact resumption); a second: at
+    # once. `between`: half-updated state (streams advanced, `step` not), never saved abruptly.
     between, stop.defer = False, True
-    # the finiteness checks wait for the device: on a GPU every --check-every steps (and on
-    # log and checkpoint steps), the losses between them kept on the device until then
+    # finiteness checks wait for the device: on a GPU every --check-every, log, checkpoint step
     check_every = args.check_every or (1 if device.type == "cpu" else args.log_every)
     unchecked, pool = [], None  # pool: the value phase's batches if cached (--value-cache)
     try:
@@ -203,9 +201,11 @@ def _run(args: Args, run_dir: Path, resumed: dict | None, stop: StopSignals,
                 for group in optimizer.param_groups:  # the learning rate of this step
                     group["lr"] = lr * (group.get("lr_scale", 1.0) if pretraining else 1.0)
                 between = True
-                sync_streams(data, step, sampler, agent)  # streaming shards: this step's buffer
-                batch, enc = (pool(step - args.total_steps) if pool is not None else  # cached
-                              (sampler.sample(device, bootstrap=args.ab.ab_weight > 0), None))
+                if pool is not None:  # the value phase's cached batches: nothing drawn
+                    batch, enc = pool(step - args.total_steps)
+                else:  # streaming shards: this step's buffer, then the batch
+                    sync_streams(data, step, sampler, agent)
+                    batch, enc = sampler.sample(device, bootstrap=args.ab.ab_weight > 0), None
                 logged = (step + 1) % args.log_every == 0 or step + 1 == last
                 checked = logged or (step + 1) % check_every == 0 or (
                     step + 1) % args.checkpoint_every == 0  # the host waits for the device

@@ -26,7 +26,7 @@ import time
 import torch
 
 from agents.infra.config import parse_args
-from agents.infra.distributed import Ranks, launched
+from agents.infra.distributed import launched
 from agents.infra.sources import build_datasets
 from agents.infra.train_utils import ValuePool, build_agent, make_optimizer
 from agents.train_value import train_step
@@ -49,17 +49,14 @@ def main() -> None:
     agent, sampler = build_agent(args, data)
     optimizer, _ = make_optimizer(args, agent, None)
     agent.fit_value_only()
-    model, ranks = launched().wrap(agent, torch.device("cpu")), Ranks()
+    ranks = launched()
+    model = ranks.wrap(agent, torch.device("cpu"))
 
-    def drawn(size):
-        sampler.boot_images = size
-        return lambda i: (sampler.sample(), None)
-
-    def cached(size):
+    def cached(size):  # the pool draws at the sampler's batch size
         sampler.boot_images = size
         return ValuePool(agent, sampler, a.pool, "cpu")
 
-    sources = [(f"drawn, {a.sizes[0]} images", a.sizes[0], drawn(a.sizes[0]))]
+    sources = [(f"drawn, {a.sizes[0]} images", a.sizes[0], lambda i: (sampler.sample(), None))]
     sources += [(f"cached, {s} images", s, cached(s)) for s in a.sizes]
     times: dict[str, list[float]] = {name: [] for name, _, _ in sources}
     step = 0

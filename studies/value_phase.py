@@ -43,7 +43,7 @@ def phase_name(seed: int, steps: int, phase_flags: list[str]) -> str:
 
 
 def pair(out: Path, seed: int, steps: int, flags: list[str], threads: int,
-         phase_flags: list[str] = ()) -> tuple[Path, Path]:
+         phase_flags: tuple[str, ...] | list[str] = ()) -> tuple[Path, Path]:
     """The seed's pre-training run and its value-phase copy, made if missing."""
     pre, phase = out / f"s{seed}", out / phase_name(seed, steps, list(phase_flags))
     if not (pre / "summary.json").exists():

@@ -104,11 +104,11 @@ def start_value_phase(args, agent: ABAgent, optimizer: torch.optim.Optimizer,
                       device: torch.device | str, step: int) -> ValuePool | None:
     """The value phase's mode (:meth:`agents.method.ab.ABAgent.fit_value_only`), at ``step``:
     its first (``args.total_steps``) or one inside it (a resume). At the first step the AB
-    branch's Adam
-    moments start afresh, since those of pre-training's last, decayed steps would scale the
-    phase's first thousand updates (beta2 = 0.999; measured: the phase gains half as much over
-    copy with them, docs/results.md). ``--value-boot-images`` resizes the sampler's bootstrap
-    batch. Returns the :class:`ValuePool` of ``--value-cache`` (None without one)."""
+    branch's Adam moments start afresh, since those of pre-training's last, decayed steps
+    would scale the phase's first thousand updates (beta2 = 0.999; measured: the phase gains
+    half as much over copy with them, docs/results.md). ``--value-boot-images`` resizes the
+    sampler's bootstrap batch. Returns the :class:`ValuePool` of ``--value-cache`` (None
+    without one)."""
     agent.fit_value_only()
     if step == args.total_steps:
         for p in agent.value_parameters():
@@ -118,7 +118,7 @@ def start_value_phase(args, agent: ABAgent, optimizer: torch.optim.Optimizer,
     if not args.value_cache:
         return None
     passes = args.phase_steps / args.value_cache
-    if passes > MAX_POOL_PASSES and step == args.total_steps:
+    if step == args.total_steps and passes > MAX_POOL_PASSES:
         warnings.warn(
             f"--value-steps {args.phase_steps} cycles the --value-cache {args.value_cache} "
             f"batches {passes:.0f} times: the value function then fits the pool (on scenes, "
@@ -142,9 +142,8 @@ class ValuePool:
     The batches come from ``sampler``'s streams reseeded from its seed (``--seed`` and the
     rank) plus :data:`VALUE_POOL_SEED`, then restored: the pool depends on the seed, the rank
     and the frozen weights alone, so a resume inside the phase rebuilds the same pool, and the
-    sampler's own streams are untouched. Each cached
-    batch keeps only its annotation crops of ``base_views`` (``(V, L, 3, h, w)``: the phase
-    reads nothing else of them)."""
+    sampler's own streams are untouched. Each cached batch keeps only its annotation crops of
+    ``base_views`` (``(V, L, 3, h, w)``: the phase reads nothing else of them)."""
 
     def __init__(self, agent: ABAgent, sampler: TransitionSampler, n: int,
                  device: torch.device | str) -> None:
