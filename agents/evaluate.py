@@ -83,7 +83,8 @@ def permute_within(groups: torch.Tensor, generator: torch.Generator) -> torch.Te
 @torch.no_grad()
 def value_accuracy_by_iou(agent, data, bins: tuple[float, ...] = DEFAULT_IOU_BINS,
                           n_batches: int = 8, seed: int = 0,
-                          boot_annotated: bool | None = None) -> dict[str, float]:
+                          boot_annotated: bool | None = None, gamma: float | None = None
+                          ) -> dict[str, float]:
     """The paper's value-accuracy diagnostic: how often ``argmax_l Q_AB(l | x_i, a_ij)``
     (online) equals ``argmax_l p_ema(l | x_j)`` (the target network's annotation of the target
     view), over ordered view pairs binned by ``IoU(box_i, box_j)``, beside the baselines and
@@ -116,7 +117,9 @@ def value_accuracy_by_iou(agent, data, bins: tuple[float, ...] = DEFAULT_IOU_BIN
     image (the pairs of one image are not independent).
 
     boot_annotated: for an ``ImageDataset``, whether the bootstrap images are among the
-    annotated images (None: as the agent was trained, ``agent.cfg.boot_annotated``).
+    annotated images (None: as the agent was trained, ``agent.cfg.boot_annotated``). gamma: the
+    discount of the KL's target (None: ``agent.gamma``; a run's value phase may have its own,
+    ``--value-gamma``).
     """
     from agents.method.data import TransitionSampler, pair_index
     from agents.method.losses import bootstrap_target
@@ -141,8 +144,9 @@ def value_accuracy_by_iou(agent, data, bins: tuple[float, ...] = DEFAULT_IOU_BIN
         data.load_state_dict(state)
     else:
         batches = list(data) if isinstance(data, list | tuple) else [data]
-    was_training = agent.training
+    was_training, own_gamma = agent.training, agent.value_gamma
     agent.eval()
+    agent.value_gamma = own_gamma if gamma is None else gamma  # the KL's target, restored below
     gen = torch.Generator().manual_seed(seed)
     edges = torch.tensor(bins[1:-1])
     hits, permuted, copies, ious, majority, n_ann = [], [], [], [], [], 1
@@ -160,7 +164,7 @@ def value_accuracy_by_iou(agent, data, bins: tuple[float, ...] = DEFAULT_IOU_BIN
         actions = batch.actions.flatten(0, 1)[perm.to(boxes.device)].view_as(batch.actions)
         pred_perm = agent.online_q(batch, enc, actions)
         target = bootstrap_target(p_logits[j].flatten(0, 1), agent.pair_candidates(q_logits, j),
-                                  cfg.gamma, cfg.max_mode)
+                                  agent.gamma, cfg.max_mode)
         for logits, out, kl in ((pred, hits, "kl"), (pred_perm, permuted, "kl_permuted")):
             out.append((logits.argmax(-1) == want).flatten().cpu())
             log_q = F.log_softmax(logits.flatten(0, 1).float(), -1)
@@ -174,6 +178,7 @@ def value_accuracy_by_iou(agent, data, bins: tuple[float, ...] = DEFAULT_IOU_BIN
         images.append(len(images) * len(j) + rows // n_views)  # its image, unique per batch
         n_ann = pred.shape[-1]
     agent.train(was_training)
+    agent.value_gamma = own_gamma
     hit, copy, iou = torch.cat(hits).float(), torch.cat(copies).float(), torch.cat(ious)
     perm_hit, image = torch.cat(permuted).float(), torch.cat(images)
     out = {}
@@ -559,6 +564,8 @@ def _probe_main(args: Args) -> None:
             encoder, label = load_encoder(path, device), f"checkpoint {path}"
         except CheckpointError as e:
             raise SystemExit(f"--checkpoint: {e}") from None
+        saved = path.parent / "config.json"  # the run's flags: did it have a value phase?
+        run = json.loads(saved.read_text()) if saved.exists() else None
     else:
         from agents.method.networks import make_encoder
 
@@ -583,7 +590,8 @@ def _probe_main(args: Args) -> None:
             agent = load_agent(path, device)
         except CheckpointError as e:
             raise SystemExit(f"--checkpoint: {e}") from None
-        value_acc = value_accuracy_by_iou(agent, test, n_batches=args.value_batches, seed=0)
+        value_acc = value_accuracy_by_iou(agent, test, n_batches=args.value_batches, seed=0,
+                                          gamma=(run or {}).get("value_gamma"))
         print(f"value accuracy by IoU of source and target view ({args.dataset}, probe test "
               f"images; {time.perf_counter() - t0:.1f} s):")
         print(value_table(value_acc))
@@ -597,8 +605,7 @@ def _probe_main(args: Args) -> None:
     print(f"probed in {time.perf_counter() - t0:.1f} s")
     print(probe_table(results))
     if args.checkpoint is not None:
-        saved = path.parent / "config.json"  # the run's: did it have a value phase?
-        phase = not saved.exists() or json.loads(saved.read_text()).get("value_steps", 0) > 0
+        phase = run is None or run.get("value_steps", 0) > 0
         print(run_verdict(value_acc, results, args.checkpoint, phase))
 
 

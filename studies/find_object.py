@@ -25,10 +25,10 @@ cells whose settings match, so the benchmark resumes cell by cell):
   ``value-ranking*`` are moved to keep the view inside the image (``ValueSearch(inside=True)``);
   ``--no-inside`` asks the moves as they are, which mostly leave the image.
 - ``search``: :class:`agents.evaluation.search.ValueSearch` (greedy over the ``--candidates``
-moves) on
-  ``Q_AB`` of ``--checkpoint`` (a SimCLR run), the goals being object crops of
-  ``--curated-images`` images that are never test images (``agents.infra.sources.goal_images``)
-  grouped by class; no RL at all.
+  moves) on ``Q_AB`` of ``--checkpoint``; no RL at all. The goals (:func:`search_goals`): for
+  a SimCLR run, object crops of ``--curated-images`` images that are never test images
+  (``agents.infra.sources.goal_images``) grouped by class; for a CLIP run, a caption naming
+  each class as the captions do (``"a red circle"``).
 - ``search-softmax``: the same, sampling moves with probabilities proportional to ``Q``
   (``policy="softmax"``, temperature 1, untuned).
 - ``search-base``: the same with ``--base-checkpoint`` (a ``--ab-weight 0`` run: its decoder
@@ -152,16 +152,38 @@ def oracle_policy(envs):
     return act
 
 
-def search_policy(a, checkpoint: str, envs_probe, policy: str = "greedy", seed: int = 0):
+def search_goals(a, agent, envs):
+    """The goal annotations of ``agent``'s search: SimCLR, object crops of ``--curated-images``
+    images that are never test images, summed per class (``agents.infra.sources.goal_images``);
+    CLIP, captions naming the class as the dataset's captions do (the text the agent learned to
+    match with views of that object): ``"a sneaker"``; on ``scenes``, whose captions give each
+    object a colour, one caption per colour (``"a red circle"``, ``"an orange circle"``, ...),
+    summed per class."""
+    from agents.evaluation.search import Goals, caption_goals, curated_goals
+
+    if agent.cfg.base == "clip":
+        from imgmdp_env.datasets.scenes import COLOUR_NAMES, caption_for
+
+        names = list(envs.vocabulary)
+        colours = COLOUR_NAMES if a.dataset == "scenes" else [""]
+        phrases = [f"{c} {n}".strip() for n in names for c in colours]
+        captions = caption_goals(agent, [caption_for([p]) for p in phrases])
+        return Goals(names, "clip", source=captions.source,
+                     groups=torch.arange(len(names)).repeat_interleave(len(colours)))
     from agents.evaluation.learned_rewards import object_crops
-    from agents.evaluation.search import GoalValue, ValueSearch, curated_goals, env_goal_ids
     from agents.infra.sources import goal_images
+
+    images = _once(a, ("goals",), lambda: goal_images(a, a.curated_images, a.scene_size))
+    return curated_goals(agent, object_crops(images, agent.encoder.view_size),
+                         per_class=a.per_class)
+
+
+def search_policy(a, checkpoint: str, envs_probe, policy: str = "greedy", seed: int = 0):
+    from agents.evaluation.search import GoalValue, ValueSearch, env_goal_ids
     from agents.method.ab import load_agent
 
     agent = load_agent(checkpoint).eval()
-    images = _once(a, ("goals",), lambda: goal_images(a, a.curated_images, a.scene_size))
-    crops = object_crops(images, agent.encoder.view_size)
-    goals = curated_goals(agent, crops, per_class=a.per_class)
+    goals = search_goals(a, agent, envs_probe)
     try:
         to_search = env_goal_ids(goals, envs_probe)
     except ValueError as err:

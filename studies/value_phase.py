@@ -10,6 +10,7 @@ far (IoU < 0.4) and near pairs, before and after, paired per seed with 95% t int
     python -m studies.value_phase --out /tmp/value_phase --seeds 1 2 3 --report
     python -m studies.value_phase --out /tmp/value_phase --value-steps 700 --value-cache 100 \
         --value-boot-images 40          # the phase on cached batches (make train's)
+    ... --value-schedule cosine --value-lr 2e-3    # the phase's learning rate
 """
 
 from __future__ import annotations
@@ -102,13 +103,20 @@ def main() -> None:
                    help="the phase's --value-cache (0: a new batch every step)")
     p.add_argument("--value-boot-images", type=int, default=0,
                    help="the phase's --value-boot-images (0: the run's --boot-images)")
+    p.add_argument("--value-lr", type=float, default=0,
+                   help="the phase's --value-lr (0: the run's)")
+    p.add_argument("--value-schedule", choices=["constant", "cosine"], default="",
+                   help="the phase's --value-schedule (none: the run's)")
+    p.add_argument("--value-gamma", type=float, default=None,
+                   help="the phase's --value-gamma (none: the run's --gamma)")
     p.add_argument("--report", action="store_true", help="only report the runs in --out")
     p.add_argument("--flags", nargs=argparse.REMAINDER, default=[],
                    help="more train_value.py flags of the pre-training runs (last)")
     a = p.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    phase_flags = [f for k in ("value_cache", "value_boot_images") if getattr(a, k)
+    keys = ("value_cache", "value_boot_images", "value_lr", "value_schedule", "value_gamma")
+    phase_flags = [f for k in keys if getattr(a, k) or (k == "value_gamma" and a.value_gamma == 0)
                    for f in (f"--{k.replace('_', '-')}", str(getattr(a, k)))]
     pairs = []
     for seed in a.seeds:

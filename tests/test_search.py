@@ -157,6 +157,32 @@ def test_clip_and_dino_goals():
         GoalValue(dino, caption_goals(clip, ["a red circle"]))
 
 
+def test_a_clip_search_names_each_class_in_captions():
+    """find_object's goals of a CLIP run: captions naming each object class as the dataset's
+    captions do (scenes: one per colour, "a red circle", summed per class), grouped by class
+    so that the env's goal ids map onto them."""
+    from argparse import Namespace
+
+    from agents.evaluation.search import env_goal_ids
+    from imgmdp_env.rewards import VectorCaptionMatchReward
+    from studies.find_object import search_goals
+
+    clip, _ = tiny_agent("clip")
+    env = VectorCaptionMatchReward(envs(n=2), goals="image")
+    names = list(env.vocabulary)
+    goals = search_goals(Namespace(dataset="scenes"), clip, env)
+    assert goals.vocabulary == names and names[:2] == ["circle", "square"]
+    assert goals.groups.tolist() == [g for g in range(len(names)) for _ in range(8)]
+    first = ["a red circle", "an orange circle", "a yellow circle"]
+    assert torch.equal(goals.source[:3], clip.caption_inputs(first))
+    assert env_goal_ids(goals, env).tolist() == list(range(len(names)))
+    other = search_goals(Namespace(dataset="my-folder"), clip, env)  # "a circle", "an arrow"
+    plain = [("an " if n[0] in "aeiou" else "a ") + n for n in names]
+    assert torch.equal(other.source, clip.caption_inputs(plain))
+    with pytest.raises(ValueError, match="2 names for 1 captions"):
+        caption_goals(clip, ["a red circle"], names=["red circle", "blue square"])
+
+
 def test_bad_arguments_are_named():
     env = envs()
     obs, _ = env.reset(seed=0)

@@ -4,10 +4,13 @@ must keep the target ``p_ema`` fixed, and must resume exactly like the rest of a
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
 from agents.infra.checkpoint import read_checkpoint
+from agents.infra.config import parse_args
+from agents.infra.train_utils import schedules
 from agents.method.ab import VALUE_BRANCH
 from agents.train_value import train
 from tests.test_train_value import losses, tiny
@@ -161,3 +164,58 @@ def test_the_study_pairs_each_seed_before_and_after(tmp_path):
     assert "+0.020 +- 0.000*" in rows["far Q - copy"], rows["far Q - copy"]
     assert "| 0.000 | 0.020 |" in rows["far Q - copy"]
     assert "+0.000" in rows["near Q"]
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_the_phase_learning_rate_follows_its_schedule(schedule):
+    args = parse_args(["--total-steps", "40", "--value-steps", "100", "--value-lr", "2e-3",
+                       "--value-schedule", schedule])
+    lr, ema = schedules(args)
+    assert lr.shape == ema.shape == (140,)
+    phase = lr[40:]
+    assert phase[0] == 2e-3  # the phase starts at --value-lr, whatever pre-training ended at
+    if schedule == "constant":
+        assert (phase == 2e-3).all()
+    else:  # a cosine to 0: falling every step, half way at the middle, ~0 at the end
+        assert (np.diff(phase) < 0).all()
+        assert phase[50] == pytest.approx(1e-3) and phase[-1] < 1e-6
+    assert (lr[:40] == schedules(parse_args(["--total-steps", "40"]))[0]).all()
+
+
+def test_the_phase_discount_is_its_own(tmp_path):
+    """--value-gamma: in the phase the target is the one a run with that --gamma computes (the
+    same weights, the same batch), pre-training's discount comes back after it, and the final
+    report's KL is measured against the phase's target."""
+    from agents.evaluate import value_accuracy_by_iou
+    from agents.infra.sources import build_datasets
+    from agents.infra.train_utils import build_agent
+
+    torch.set_num_threads(1)
+    args = tiny(tmp_path, "g", value_steps=2)
+    data = build_datasets(args)
+    agent, sampler = build_agent(args, data)
+    assert agent.cfg.gamma > 0
+    zero = replace(args, ab=replace(args.ab, gamma=0.0))
+    agent0, _ = build_agent(zero, data)
+    agent0.load_state_dict(agent.state_dict())
+    batch = sampler.sample()
+    with torch.no_grad():
+        agent.fit_value_only(gamma=0.0)
+        agent0.fit_value_only()
+        assert agent.gamma == 0.0 and agent.cfg.gamma == args.ab.gamma
+        phase, m = agent.loss(batch, gauges=False)
+        reference, m0 = agent0.loss(batch, gauges=False)
+        assert torch.equal(phase, reference) and m["ab_kl"] == m0["ab_kl"]
+        agent.fit_value_only(False)
+        assert agent.gamma == args.ab.gamma and agent.value_gamma is None
+        assert not torch.equal(agent.fit_value_only().loss(batch, gauges=False)[0], phase)
+        agent.fit_value_only(False)
+    kl = {g: value_accuracy_by_iou(agent, batch, gamma=g)["kl"] for g in (None, 0.0)}
+    assert kl[0.0] == value_accuracy_by_iou(agent0, batch)["kl"] != kl[None]
+    assert agent.value_gamma is None  # restored
+    with pytest.raises(ValueError, match=r"gamma \(1.0\) must be in \[0, 1\)"):
+        agent.fit_value_only(gamma=1.0)
+    with pytest.raises(SystemExit, match="--value-steps > 0"):
+        train(tiny(tmp_path, "nophase", value_gamma=0.0))
+    with pytest.raises(SystemExit, match="value-gamma"):
+        train(tiny(tmp_path, "bad", value_steps=2, value_gamma=1.0))

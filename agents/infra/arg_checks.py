@@ -281,9 +281,13 @@ def check_train_args(a) -> None:
         check.number(f("value_lr"), a.value_lr, 0, lo_open=True)
         check.integer(f("value_cache"), a.value_cache, 0)
         check.integer(f("value_boot_images"), a.value_boot_images, 0)
-        if (a.value_cache or a.value_boot_images) and not a.value_steps:
-            raise ValueError(f"{f('value_cache')} ({a.value_cache}) and "
-                             f"{f('value_boot_images')} ({a.value_boot_images}) shape the value "
+        if a.value_gamma is not None:
+            check.number(f("value_gamma"), a.value_gamma, 0, 1, hi_open=True)
+        if (a.value_cache or a.value_boot_images or a.value_gamma is not None) and not (
+                a.value_steps):
+            raise ValueError(f"{f('value_cache')} ({a.value_cache}), "
+                             f"{f('value_boot_images')} ({a.value_boot_images}) and "
+                             f"{f('value_gamma')} ({a.value_gamma}) shape the value "
                              f"phase: they need {f('value_steps')} > 0")
         if a.value_boot_images and (a.boot_source == "base" or a.ab.annotated_boot):
             raise ValueError(f"{f('value_boot_images')} ({a.value_boot_images}) needs "

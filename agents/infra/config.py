@@ -154,7 +154,15 @@ class Args:
     bootstrapping loss only, at the constant --value-lr); the representation is unchanged;
     none with --ab-weight 0"""
     value_lr: float = 1e-3
-    """the constant learning rate of the value phase (--value-steps)"""
+    """the learning rate of the value phase (--value-steps): its peak with --value-schedule
+    cosine"""
+    value_schedule: Literal["constant", "cosine"] = "constant"
+    """the value phase's learning rate: constant at --value-lr, or a cosine from --value-lr
+    to 0 over the phase's steps"""
+    value_gamma: float | None = None
+    """the discount of the value phase's bootstrapping target (none = --gamma, the run's): 0
+    fits Q to the target view's own annotation p_ema(l | x_j), a fixed target in the phase (no
+    max over the EMA value function's candidates, so a step skips that decoder pass)"""
     value_cache: int = 0
     """the value phase draws and encodes this many batches once, at its start, and cycles
     through them (0 = a new batch every step). The encoders are frozen in the phase, so a
@@ -230,7 +238,8 @@ RESUME_MAY_CHANGE = {
     "log_every", "checkpoint_every", "tensorboard", "probe", "probe_dataset", "probe_train",
     "probe_test", "probe_max_samples", "random_twins", "probe_baselines", "value_batches",
     "threads", "device", "precision", "decode_workers", "memory_budget", "render_on",
-    "compile", "check_every", "value_steps", "value_lr", "value_cache", "value_boot_images",
+    "compile", "check_every", "value_steps", "value_lr", "value_schedule", "value_gamma",
+    "value_cache", "value_boot_images",
 }
 RESUME_PER_RUN = {"resume", "stop_at"}
 

@@ -35,8 +35,10 @@ def describe_batch(args, sampler: TransitionSampler, world_size: int) -> str:
     how = (f"; {args.value_cache} batches of {boot} bootstrap images, encoded once and cycled"
            if args.value_cache else f"; {boot} bootstrap images" if args.value_boot_images
            else "")
+    decay = ", cosine to 0" if args.value_schedule == "cosine" else ""
+    decay += "" if args.value_gamma is None else f", gamma {args.value_gamma:g}"
     phase = (f"; then {args.phase_steps} steps of the value phase (the value function alone, "
-             f"lr {args.value_lr:g}{how})" if args.phase_steps else "")
+             f"lr {args.value_lr:g}{decay}{how})" if args.phase_steps else "")
     return (line + f"; lr {args.lr:g} (peak, after {args.warmup_steps} warm-up steps; cosine "
             f"to {args.min_lr:g}" + (", not scaled with the world size)" if w > 1 else ")")
             + phase)

@@ -85,13 +85,15 @@ def ema_rates(rate: float, schedule: str, total_steps: int) -> np.ndarray:
 def schedules(args) -> tuple[np.ndarray, np.ndarray]:
     """The learning rate and the EMA rate of every step, ``(all_steps,)`` float64 each:
     pre-training's (:func:`cosine_schedule`, :func:`ema_rates`), then the value phase's
-    (``--value-steps``): the constant ``--value-lr``, and the auto EMA rule applied to the
-    phase's length (or ``--ema-rate``), so that the target's branch follows within a fortieth
-    of the phase."""
+    (``--value-steps``): ``--value-lr``, constant or a cosine to 0 (``--value-schedule``),
+    and the auto EMA rule applied to the phase's length (or ``--ema-rate``), so that the
+    target's branch follows within a fortieth of the phase."""
     phase = args.phase_steps
     lr = cosine_schedule(args.lr, args.min_lr, args.total_steps, args.warmup_steps)
     ema = ema_rates(args.ema_rate, args.ema_schedule, args.total_steps)
-    return (np.concatenate([lr, np.full(phase, args.value_lr)]),
+    value_lr = (cosine_schedule(args.value_lr, 0.0, phase) if args.value_schedule == "cosine"
+                else np.full(phase, args.value_lr))
+    return (np.concatenate([lr, value_lr]),
             np.concatenate([ema, ema_rates(args.ema_rate, "constant", phase)]))
 
 
@@ -109,7 +111,7 @@ def start_value_phase(args, agent: ABAgent, optimizer: torch.optim.Optimizer,
     half as much over copy with them, docs/results.md). ``--value-boot-images`` resizes the
     sampler's bootstrap batch. Returns the :class:`ValuePool` of ``--value-cache`` (None
     without one)."""
-    agent.fit_value_only()
+    agent.fit_value_only(gamma=args.value_gamma)
     if step == args.total_steps:
         for p in agent.value_parameters():
             optimizer.state.pop(p, None)
@@ -305,7 +307,8 @@ def final_report(args, agent: ABAgent, data: dict[str, ImageDataset], run_dir: P
     print(f"\nfinal report: loading the fixed probe sets of {name} ...", flush=True)
     train, test = probe_sets(name, args.probe_train, args.probe_test, args.scene_size, **source)
     t0 = time.perf_counter()
-    value_acc = value_accuracy_by_iou(agent, test, n_batches=args.value_batches, seed=0)
+    value_acc = value_accuracy_by_iou(agent, test, n_batches=args.value_batches, seed=0,
+                                      gamma=args.value_gamma)  # Q's target in the phase
     print(f"value accuracy by IoU of source and target view ({name}, probe test images; "
           f"{time.perf_counter() - t0:.0f} s):")
     print(value_table(value_acc))

@@ -224,14 +224,18 @@ class ABAgent(nn.Module):
         self.register_buffer("center", torch.zeros(cfg.n_prototypes if cfg.base == "dino" else 0))
         self.others = pair_index(2)  # rebuilt for the batch's n_views
         self.value_only = False  # the value phase (fit_value_only): the loss trains Q alone
+        self.value_gamma: float | None = None  # the value phase's own discount, if any
         self._frozen: set[str] = set()  # the parameters fit_value_only froze
 
-    def fit_value_only(self, on: bool = True) -> ABAgent:
+    def fit_value_only(self, on: bool = True, gamma: float | None = None) -> ABAgent:
         """The value phase's mode (``train_value.py --value-steps``): :meth:`loss` is the
         bootstrapping loss alone, the encoders run without gradients (the representation, the
         base head and the annotations are frozen: only the AB branch, :data:`VALUE_BRANCH`,
         gets gradients) and :meth:`update_target` moves only the target's AB branch, so the
-        target ``p_ema`` stays fixed. Returns self."""
+        target ``p_ema`` stays fixed. gamma: the phase's discount (``--value-gamma``; None:
+        ``cfg.gamma``), in force until ``fit_value_only(False)``. Returns self."""
+        if gamma is not None and not 0.0 <= gamma < 1.0:
+            raise ValueError(f"gamma ({gamma}) must be in [0, 1)")
         if on and not self.cfg.ab_weight > 0:
             raise ValueError("the value phase needs the bootstrapping loss (ab_weight > 0)")
         if on != self.value_only:
@@ -245,7 +249,14 @@ class ABAgent(nn.Module):
             if not on:
                 self._frozen.clear()
         self.value_only = on
+        self.value_gamma = gamma if on else None
         return self
+
+    @property
+    def gamma(self) -> float:
+        """The discount of the bootstrapping target: the value phase's (:meth:`fit_value_only`)
+        while in it, else ``cfg.gamma``."""
+        return self.cfg.gamma if self.value_gamma is None else self.value_gamma
 
     def caption_inputs(self, captions: list[str] | None) -> torch.Tensor | None:
         """The text input of each caption for the CLIP base (token ids ``(N, S)``, or frozen
@@ -371,7 +382,7 @@ class ABAgent(nn.Module):
             ema_psi, ema_psi_ab = tgt.annotations(ema_src)
             tok = enc.ema_boot_tokens
             p_logits = tgt.base_logits(tgt.encoder.pool(tok), ema_psi, self.center)
-            if cfg.gamma > 0:
+            if self.gamma > 0:
                 cand = batch.actions if cfg.candidates == "views" else batch.candidates
                 q_logits = tgt.q_logits(tok, cand, ema_psi, ema_psi_ab, self.center)
             else:
@@ -455,10 +466,10 @@ class ABAgent(nn.Module):
             pred, p_logits, q_logits, j = self.bootstrap_logits(batch, enc)
             pairs = (pred.flatten(0, 1), p_logits[j].flatten(0, 1),
                      self.pair_candidates(q_logits, j))
-            ab_loss = bootstrap_loss(*pairs, cfg.gamma, cfg.max_mode)
+            ab_loss = bootstrap_loss(*pairs, self.gamma, cfg.max_mode)
             loss = ab_loss if self.value_only else base_loss + cfg.ab_weight * ab_loss
             with torch.no_grad():
-                target = bootstrap_target(*pairs[1:], cfg.gamma, cfg.max_mode)
+                target = bootstrap_target(*pairs[1:], self.gamma, cfg.max_mode)
                 entropy = -(target * target.clamp(min=1e-12).log()).sum(-1).mean()
                 labels = p_logits.argmax(-1)
                 hit = pred.argmax(-1) == labels[j]
