@@ -161,7 +161,7 @@ def _run(args: Args, run_dir: Path, resumed: dict | None, stop: StopSignals,
     model = wrapped() if step < args.total_steps else None
     last = args.all_steps if not args.stop_at else min(args.stop_at, args.all_steps)
     progress = Progress(args, run_dir, step, sampler.views_per_step(args.ab.ab_weight > 0), ranks,
-                        last)
+                        last, (args.value_boot_images or sampler.boot_images) * sampler.n_views)
     if ranks.main:
         print(describe_batch(args, sampler, ranks.world_size), flush=True)
     saved_step = step if resumed is not None else None

@@ -32,3 +32,17 @@ def test_collapse_is_warned_once_after_the_warmup_and_logged(tmp_path, capsys, b
         progress.close()
     logged = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["emb_cos"] for r in logged] == [0.9999, COLLAPSED - 0.01, 0.9995, 0.9999]
+
+
+def test_views_seen_count_the_value_phase_at_its_own_batch(tmp_path):
+    """In the value phase a step trains on its bootstrap views alone (drawn or cached), not on
+    pre-training's batch: views seen and views/s count those after ``total_steps``."""
+    args = parse_args(["--total-steps", "4", "--value-steps", "4", "--log-every", "2"])
+    with Progress(args, tmp_path, 0, views_per_step=8, ranks=Ranks(), last=8,
+                  phase_views_per_step=3) as progress:
+        for step in range(1, 9):
+            progress.update(step, metrics(0.1), 1e-3, 0.01)
+        progress.close()
+    logged = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["views_seen"] for r in logged] == [16, 32, 38, 44]
+    assert all(r["views_per_s"] > 0 for r in logged)

@@ -49,14 +49,18 @@ class Progress:
     step: the metrics averaged over the ranks, the lr, the EMA rate, the world size and the
     global base batch, views/s and views seen counting every rank's views), TensorBoard
     scalars, and the tqdm bar or, without a TTY, plain progress lines. On the other ranks
-    every method only takes part in the metrics' all-reduce. Use as a context (the log file)."""
+    every method only takes part in the metrics' all-reduce. Use as a context (the log file).
+
+    views_per_step: pre-training's views per step and rank; phase_views_per_step: the value
+    phase's, the bootstrap views its value function learns from (drawn or cached)."""
 
     def __init__(self, args, run_dir: Path, step: int, views_per_step: int, ranks: Ranks,
-                 last: int) -> None:
+                 last: int, phase_views_per_step: int = 0) -> None:
         from tqdm import tqdm
 
         self.args, self.ranks, self.last = args, ranks, last
         self.views = views_per_step * ranks.world_size
+        self.phase_views = phase_views_per_step * ranks.world_size
         self.path, self.log, self.writer = run_dir / "log.jsonl", None, None
         self.bar = tqdm(total=args.all_steps, initial=step, desc=run_dir.name,
                         dynamic_ncols=True, disable=None if ranks.main else True)
@@ -89,6 +93,11 @@ class Progress:
         self.log.flush()
         os.fsync(self.log.fileno())
 
+    def views_seen(self, step: int) -> int:
+        """Views seen by every rank after ``step`` steps: pre-training's, then the phase's."""
+        pre = min(step, self.args.total_steps)
+        return pre * self.views + (step - pre) * self.phase_views
+
     def update(self, step: int, metrics: dict[str, float], lr: float, ema_rate: float) -> None:
         """After optimizer step ``step``: the bar, and on log steps a log line (every rank
         must call this: the metrics are averaged over the ranks on log steps)."""
@@ -96,10 +105,11 @@ class Progress:
         if step % args.log_every == 0 or step == self.last:
             metrics = self.ranks.mean(metrics)
             now = time.perf_counter()
-            vps = self.views * (step - self.step_last) / max(now - self.t_last, 1e-9)
+            seen = self.views_seen(step)
+            vps = (seen - self.views_seen(self.step_last)) / max(now - self.t_last, 1e-9)
             self.t_last, self.step_last = now, step
             record = {"step": step, **metrics, "lr": lr, "ema_rate": ema_rate,
-                      "views_per_s": vps, "views_seen": step * self.views,
+                      "views_per_s": vps, "views_seen": seen,
                       "world_size": self.ranks.world_size,
                       "global_base_batch": self.ranks.world_size * args.base_batch}
             if self.log is not None:
