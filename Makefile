@@ -24,7 +24,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 train: $(STAMP)
-	$(PYBIN) agents/train_value.py --value-steps 700 --value-cache 100 --value-boot-images 40
+	$(PYBIN) agents/train_value.py --value-steps 950 --value-cache 120 --value-boot-images 40 --value-gamma 0
 
 demo: $(STAMP)
 	$(PYBIN) examples/random_policy_demo.py --out demo.png
