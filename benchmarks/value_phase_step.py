@@ -13,7 +13,8 @@ Rows are warmed up, then timed in ``--rounds`` interleaved rounds of ``--steps``
 median round is reported, with the cost per thousand ordered view pairs (what the value
 function learns from).
 
-    .venv/bin/python -m benchmarks.value_phase_step [--threads 2] [--sizes 10 40]
+    .venv/bin/python -m benchmarks.value_phase_step [--threads 2] [--sizes 10 40] \
+        [--value-gamma 0]
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10, help="steps per timed round")
     p.add_argument("--rounds", type=int, default=3, help="interleaved timed rounds per row")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--value-gamma", type=float, default=None,
+                   help="the phase's discount (--value-gamma; none: the agent's, 0.5)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     args = parse_args(["--no-probe", "--dataset-size", "512"])
@@ -48,7 +51,7 @@ def main() -> None:
     torch.manual_seed(0)
     agent, sampler = build_agent(args, data)
     optimizer, _ = make_optimizer(args, agent, None)
-    agent.fit_value_only()
+    agent.fit_value_only(gamma=a.value_gamma)
     ranks = launched()
     model = ranks.wrap(agent, torch.device("cpu"))
 
@@ -73,8 +76,8 @@ def main() -> None:
                 times[name].append((time.perf_counter() - t) / a.steps)
     pairs = {name: size * args.n_views * (args.n_views - 1) for name, size, _ in sources}
     print(f"{cpu_model()} ({os.cpu_count()} cores), torch {torch.__version__}")
-    print(f"value-phase step, cpu-small, {args.n_views} views per image, {a.threads} threads, "
-          f"median of {a.rounds} rounds of {a.steps} steps\n")
+    print(f"value-phase step, cpu-small, {args.n_views} views per image, gamma {agent.gamma:g}, "
+          f"{a.threads} threads, median of {a.rounds} rounds of {a.steps} steps\n")
     print("| batches | ordered pairs / step | ms / step | ms / 1000 pairs |")
     print("|---|---:|---:|---:|")
     for name, ts in times.items():
