@@ -2,6 +2,8 @@
 
     python agents/train_value.py --name ab                # a SimCLR run (the default)
     python examples/value_search.py --checkpoint runs/ab --out search.png
+    python agents/train_value.py --name clip --base clip --dataset fashion-scenes
+    python examples/value_search.py --checkpoint runs/clip --dataset fashion-scenes
     python examples/value_search.py --checkpoint runs/ab --dataset path/to/images \
         --instances path/to/instances.json                # any images with COCO object boxes
     python examples/value_search.py --checkpoint runs/ab --dataset train2017/ \
@@ -9,15 +11,15 @@
         --test-instances instances_val2017.json
 
 Each step scores a grid of candidate moves of every view with Q_AB(goal | view, move) and takes
-the best (agents.evaluation.search.ValueSearch). The goal is an object class, given as object crops
-of
-images the episodes never start in (the SimCLR agent's annotations are images): ``scenes``
-episodes start in test scenes and the crops come from val scenes; a folder's episodes start in
-its ``--holdout`` split (or the ``--test-dataset``) and the crops come from its other images
-(``agents.infra.sources.goal_images``). The reward printed is the ground-truth visibility of the
-goal
-object. The picture has one row per episode: the full image with the boxes visited (yellow to
-red, the last one thick), the goal crops, and the views.
+the best (agents.evaluation.search.ValueSearch). The goal is an object class. For a SimCLR
+agent (its annotations are images) it is given as object crops of images the episodes never
+start in: ``scenes`` episodes start in test scenes and the crops come from val scenes; a
+folder's episodes start in its ``--holdout`` split (or the ``--test-dataset``) and the crops
+come from its other images (``agents.infra.sources.goal_images``). For a CLIP agent
+(``--base clip``) it is captions that name the class (``class_caption_goals``: "a sneaker").
+The reward printed is the ground-truth visibility of the goal object. The picture has one row
+per episode: the full image with the boxes visited (yellow to red, the last one thick), the
+goal crops (none for CLIP), and the views.
 """
 
 from __future__ import annotations
@@ -30,7 +32,13 @@ import torch
 
 import imgmdp_env  # noqa: F401  (registers ImageView-v0)
 from agents.evaluation.learned_rewards import object_crops
-from agents.evaluation.search import GoalValue, ValueSearch, curated_goals, env_goal_ids
+from agents.evaluation.search import (
+    GoalValue,
+    ValueSearch,
+    class_caption_goals,
+    curated_goals,
+    env_goal_ids,
+)
 from agents.infra.arg_checks import check_object_args
 from agents.infra.sources import add_object_flags, goal_images, object_env
 from agents.method.ab import load_agent
@@ -102,8 +110,11 @@ def main(argv: list[str] | None = None) -> None:
                         **object_env(args, "test", args.images, args.scene_size),
                         view_size=size, max_episode_steps=args.steps)
     envs = VectorCaptionMatchReward(envs, goals="image")
-    crops = object_crops(goal_images(args, args.curated_images, args.scene_size), size)
-    goals = curated_goals(agent, crops)
+    if agent.cfg.base == "clip":  # captions that name each class ("a sneaker"); no crops
+        crops, goals = None, class_caption_goals(agent, list(envs.vocabulary), args.dataset)
+    else:  # object crops of images the episodes never start in, summed per class
+        crops = object_crops(goal_images(args, args.curated_images, args.scene_size), size)
+        goals = curated_goals(agent, crops)
     try:
         to_search = env_goal_ids(goals, envs)
     except ValueError as err:
@@ -126,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     titles = [f"{envs.vocabulary[g]}: best {r:.2f}" for g, r in zip(goal, rewards.max(0),
                                                                      strict=True)]
     blank = [np.zeros((size, size, 3), np.uint8)]
-    goal_crops = [[crops.images[j] for j in np.flatnonzero(
+    goal_crops = [blank if crops is None else [crops.images[j] for j in np.flatnonzero(
         crops.labels == crops.class_names.index(envs.vocabulary[g]))] or blank for g in goal]
     save_picture(args.out, [ds.images[j] for j in idx], np.stack(boxes), np.stack(views),
                  goal_crops, titles, envs.unwrapped.margin)

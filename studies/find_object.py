@@ -153,23 +153,14 @@ def oracle_policy(envs):
 
 
 def search_goals(a, agent, envs):
-    """The goal annotations of ``agent``'s search: SimCLR, object crops of ``--curated-images``
-    images that are never test images, summed per class (``agents.infra.sources.goal_images``);
-    CLIP, captions naming the class as the dataset's captions do (the text the agent learned to
-    match with views of that object): ``"a sneaker"``; on ``scenes``, whose captions give each
-    object a colour, one caption per colour (``"a red circle"``, ``"an orange circle"``, ...),
-    summed per class."""
-    from agents.evaluation.search import Goals, caption_goals, curated_goals
+    """The goal annotations of ``agent``'s search for the env's object classes: SimCLR, object
+    crops of ``--curated-images`` images that are never test images, summed per class
+    (``agents.infra.sources.goal_images``); CLIP, captions that name each class as the
+    dataset's captions do (:func:`agents.evaluation.search.class_caption_goals`)."""
+    from agents.evaluation.search import class_caption_goals, curated_goals
 
     if agent.cfg.base == "clip":
-        from imgmdp_env.datasets.scenes import COLOUR_NAMES, caption_for
-
-        names = list(envs.vocabulary)
-        colours = COLOUR_NAMES if a.dataset == "scenes" else [""]
-        phrases = [f"{c} {n}".strip() for n in names for c in colours]
-        captions = caption_goals(agent, [caption_for([p]) for p in phrases])
-        return Goals(names, "clip", source=captions.source,
-                     groups=torch.arange(len(names)).repeat_interleave(len(colours)))
+        return class_caption_goals(agent, list(envs.vocabulary), a.dataset)
     from agents.evaluation.learned_rewards import object_crops
     from agents.infra.sources import goal_images
 

@@ -20,23 +20,26 @@ def example(name: str):
     return module
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """One real train_value.py checkpoint (untrained, 64 px) for the module: as conftest's
-    make_checkpoint, built once."""
-    from dataclasses import replace
-
+def _checkpoint(folder, base: str = "simclr"):
+    """A real train_value.py checkpoint (untrained, 64 px), as conftest's make_checkpoint."""
+    from agents.infra.config import with_flags
     from agents.infra.train_utils import build_agent, make_optimizer, save_checkpoint
     from agents.train_value import Args
     from imgmdp_env.datasets import make_dataset
 
-    path = tmp_path_factory.mktemp("ckpt") / "checkpoint.pt"
-    args = replace(Args(), dataset_size=4, base_batch=4)
+    path = folder / "checkpoint.pt"
+    args = with_flags(Args(), dataset_size=4, base_batch=4, base=base)
     ds = make_dataset("scenes", n=4, size=64, seed=0)
     torch.manual_seed(0)
     agent, sampler = build_agent(args, {"base": ds, "boot": ds})
     save_checkpoint(path, args, agent, *make_optimizer(args, agent, None), sampler, 0)
     return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """One SimCLR checkpoint for the module, built once."""
+    return _checkpoint(tmp_path_factory.mktemp("ckpt"))
 
 
 def test_value_search_saves_its_trajectories(tmp_path, checkpoint, capsys):
@@ -49,6 +52,29 @@ def test_value_search_saves_its_trajectories(tmp_path, checkpoint, capsys):
 
     w, h = Image.open(out).size
     assert w > 2 * h > 0  # one row per episode: image, goal, 3 views
+
+
+def test_value_search_of_a_clip_run_names_the_goal_in_captions(tmp_path, capsys, monkeypatch):
+    """A CLIP checkpoint searches for captions naming the class (no goal crops are made)."""
+    module = example("value_search")
+    seen = {}
+    real = module.class_caption_goals
+
+    def spy(agent, names, dataset):
+        seen["names"], seen["dataset"] = names, dataset
+        return real(agent, names, dataset)
+
+    def no_crops(*args):
+        raise AssertionError("a CLIP search needs no goal crops")
+
+    monkeypatch.setattr(module, "class_caption_goals", spy)
+    monkeypatch.setattr(module, "goal_images", no_crops)
+    out = tmp_path / "search.png"
+    module.main(["--checkpoint", str(_checkpoint(tmp_path, "clip")), "--steps", "3",
+                 "--num-envs", "2", "--images", "8", "--out", str(out)])
+    assert "mean reward per step" in capsys.readouterr().out and out.exists()
+    assert seen == {"names": ["circle", "square", "triangle", "ring", "cross", "star",
+                              "crescent", "arrow"], "dataset": "scenes"}
 
 
 @pytest.mark.parametrize("mode", ["frozen", "finetune"])
