@@ -371,6 +371,32 @@ def run_cell(a, policy: str, seed: int, out: Path) -> dict | None:
     return cell
 
 
+def paired_rows(cells: list[dict]) -> list[str]:
+    """Each search policy against each baseline, paired per episode seed (one seed: the same
+    episodes for every policy): the mean difference of success and of mean return with its
+    95% t interval, ``*`` when outside the noise. Empty when fewer than 2 seeds pair."""
+    from studies.representation import paired_difference
+
+    rows = []
+    for policy in ("search", "search-softmax"):
+        for base in ("random", "grid-random"):
+            a = {c["seed"]: c for c in cells if c["policy"] == policy}
+            b = {c["seed"]: c for c in cells if c["policy"] == base}
+            seeds = sorted(a.keys() & b.keys())
+            if len(seeds) < 2:
+                continue
+            cols = []
+            for key in ("success", "mean_return"):
+                d, half, sig = paired_difference([a[s][key] for s in seeds],
+                                                 [b[s][key] for s in seeds])
+                cols.append(f"{d:+.3f} +- {half:.3f}" + ("*" if sig else ""))
+            rows.append(f"| {policy} - {base} | {cols[0]} | {cols[1]} | {len(seeds)} |")
+    if not rows:
+        return []
+    return ["", "| paired per episode seed (95% t; * outside the noise) | success | mean return "
+            "| seeds |", "|---|---:|---:|---:|", *rows]
+
+
 def table(cells: list[dict]) -> str:
     thr = cells[0]["settings"]["threshold"] if cells else 0.5
     rows = [f"| policy | RL env steps | success, vis >= {thr} (mean +- sd over seeds) | "
@@ -386,6 +412,7 @@ def table(cells: list[dict]) -> str:
         rows.append(f"| {policy} | {steps} | {s.mean():.3f} +- {s.std():.3f} | "
                     f"{s8.mean():.3f} +- {s8.std():.3f} | {r.mean():.2f} +- {r.std():.2f} | "
                     f"{len(cs)} |")
+    rows += paired_rows(cells)
     curves = [c for c in cells if "curve" in c]
     if curves:
         rows += ["", "| policy | " + " | ".join(

@@ -71,3 +71,22 @@ def test_the_gpu_checks_rehearse_on_the_cpu(tmp_path):
         assert f"## {step}: exit 0" in report, report
     assert "| MFU |" in report and "| AB_SimCLR (ours, ab_weight=1) |" in report
     assert "| encoder alone: ours (cnn) |" in report
+
+
+def test_find_object_pairs_search_with_its_baselines_per_seed():
+    """The paired rows: search minus each baseline on the same episode seeds (a difference of
+    the per-seed values, not of the means alone), the interval from the differences' spread."""
+    from studies.find_object import paired_rows
+
+    def cell(policy, seed, success, ret):
+        return {"policy": policy, "seed": seed, "success": success, "mean_return": ret}
+
+    cells = [cell("grid-random", 0, 0.30, 2.0), cell("grid-random", 1, 0.50, 2.0),
+             cell("grid-random", 2, 0.40, 2.0), cell("search-softmax", 0, 0.40, 2.0),
+             cell("search-softmax", 1, 0.61, 2.0), cell("search-softmax", 2, 0.49, 2.0),
+             cell("search", 0, 0.1, 1.0)]  # one seed: no row
+    rows = paired_rows(cells)
+    assert len(rows) == 4 and rows[-1].startswith("| search-softmax - grid-random | +0.100 +- ")
+    assert rows[-1].split("|")[2].strip().endswith("*")  # 0.10, 0.11, 0.09: outside the noise
+    assert "+0.000 +- 0.000" in rows[-1] and rows[-1].endswith("| 3 |")
+    assert paired_rows(cells[:3]) == []
