@@ -27,8 +27,8 @@ cells whose settings match, so the benchmark resumes cell by cell):
 - ``search``: :class:`agents.evaluation.search.ValueSearch` (greedy over the ``--candidates``
   moves) on ``Q_AB`` of ``--checkpoint``; no RL at all. The goals (:func:`search_goals`): for
   a SimCLR run, object crops of ``--curated-images`` images that are never test images
-  (``agents.infra.sources.goal_images``) grouped by class; for a CLIP run, a caption naming
-  each class as the captions do (``"a red circle"``).
+  (``agents.infra.sources.goal_images``) grouped by class; for a CLIP run, captions naming
+  each class as the dataset's captions do (``"a sneaker"``).
 - ``search-softmax``: the same, sampling moves with probabilities proportional to ``Q``
   (``policy="softmax"``, temperature 1, untuned).
 - ``search-base``: the same with ``--base-checkpoint`` (a ``--ab-weight 0`` run: its decoder

@@ -84,19 +84,11 @@ class Goals:
     groups: torch.Tensor | None = None
 
 
-def caption_goals(agent: Any, captions: Sequence[str], names: Sequence[str] | None = None
-                  ) -> Goals:
-    """CLIP goals: each caption is one goal, encoded by the agent's text side. names: the goals'
-    names in the vocabulary, one per caption (None: the captions themselves), e.g. the class
-    names of an object-finding env for captions that name them (``"red circle"`` for
-    ``"a red circle"``)."""
+def caption_goals(agent: Any, captions: Sequence[str]) -> Goals:
+    """CLIP goals: each caption is one goal (the vocabulary), encoded by the agent's text side."""
     _need_base(agent, "clip", "caption_goals")
     captions = check.string_list("captions", list(captions))
-    vocabulary = captions if names is None else check.string_list("names", list(names))
-    if len(vocabulary) != len(captions):
-        raise ValueError(f"names: {len(vocabulary)} names for {len(captions)} captions; give "
-                         "one name per caption")
-    return Goals(list(vocabulary), "clip", source=agent.caption_inputs(list(captions)))
+    return Goals(list(captions), "clip", source=agent.caption_inputs(list(captions)))
 
 
 def class_caption_goals(agent: Any, names: Sequence[str], dataset: str = "") -> Goals:

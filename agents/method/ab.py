@@ -254,8 +254,8 @@ class ABAgent(nn.Module):
 
     @property
     def gamma(self) -> float:
-        """The discount of the bootstrapping target: the value phase's (:meth:`fit_value_only`)
-        while in it, else ``cfg.gamma``."""
+        """The discount of the bootstrapping target: ``value_gamma`` when set (the value phase's,
+        by :meth:`fit_value_only`), else ``cfg.gamma``."""
         return self.cfg.gamma if self.value_gamma is None else self.value_gamma
 
     def caption_inputs(self, captions: list[str] | None) -> torch.Tensor | None:
