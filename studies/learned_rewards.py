@@ -10,12 +10,15 @@ image's own objects, each pair ``(view, goal)`` gets
 - each scorer's reward ``p(goal | view)``, every scorer an
   :class:`~imgmdp_env.scorers.AnnotationScorer` over the same goal crops (object crops of
   ``--curated-images`` images that are never test images, ``agents.infra.sources.goal_images``,
-  grouped by class, at most ``--per-class`` each):
+  grouped by class, at most ``--per-class`` each; an AB_CLIP run's goals are captions):
 
   - ``checkpoint (target)`` / ``(online)``:
-  :func:`agents.evaluation.learned_rewards.learned_curation_scorer`
-    of ``--checkpoint`` (a SimCLR or DINO ``train_value.py`` run), on its EMA target network
-    (the default: what ``Q_AB`` is taught to predict) and on its online network;
+    :func:`agents.evaluation.learned_rewards.learned_curation_scorer` of ``--checkpoint`` (a
+    SimCLR or DINO ``train_value.py`` run), on its EMA target network (the default: what
+    ``Q_AB`` is taught to predict) and on its online network; for an AB_CLIP run
+    :func:`~agents.evaluation.learned_rewards.learned_caption_scorer` over captions that name
+    each class (``"a sneaker"``; on ``scenes`` one per colour, summed per class: the goals of
+    ``studies.find_object``), not crops;
   - ``base-checkpoint (target)`` / ``(online)``: the same for ``--base-checkpoint`` (a
     ``--ab-weight 0`` run: the control, its encoder trained without annotation bootstrapping);
   - ``untrained (EdgeThumbnail)``: :func:`imgmdp_env.scorers.curation_scorer` with its default,
@@ -94,30 +97,40 @@ def _fingerprint(path: str) -> dict:
 
 def build_scorers(a, goal_source) -> list[tuple[str, object, int]]:
     """``[(name, scorer, view size)]``: the learned scorers of each checkpoint (both networks)
-    and the untrained default curation scorer, all over object crops of ``goal_source``."""
-    from agents.evaluation.learned_rewards import learned_curation_scorer, object_crops
+    and the untrained default curation scorer. A SimCLR or DINO checkpoint's goals are object
+    crops of ``goal_source``; an AB_CLIP checkpoint's are captions naming each of its classes
+    (:func:`agents.evaluation.search.class_captions`, summed per class)."""
+    from agents.evaluation.learned_rewards import (
+        learned_caption_scorer,
+        learned_curation_scorer,
+        object_crops,
+    )
+    from agents.evaluation.search import class_captions
     from agents.method.ab import load_agent
     from imgmdp_env.scorers import curation_scorer
 
-    scorers, first_size, first_crops = [], None, None
+    scorers, first_size, crops = [], None, {}
+    names = list(goal_source.class_names)
     for label, ckpt in (("checkpoint", a.checkpoint), ("base-checkpoint", a.base_checkpoint)):
         if not ckpt:
             continue
         agent = load_agent(ckpt).eval()
-        if agent.cfg.base == "clip":
-            raise SystemExit(f"--{label} ({ckpt}) is an AB_CLIP run: its annotations are "
-                             "captions, not the goal crops; pass a SimCLR (or DINO) run")
         size = agent.encoder.view_size
-        crops = object_crops(goal_source, size)
-        if first_size is None:
-            first_size, first_crops = size, crops
+        first_size = first_size or size
         for network in NETWORKS:
             with torch.no_grad():  # the temperature is read off a parameter
-                scorer = learned_curation_scorer(agent, crops, per_class=a.per_class,
-                                                 network=network)
+                if agent.cfg.base == "clip":
+                    captions, groups = class_captions(names, a.dataset)
+                    scorer = learned_caption_scorer(agent, captions, network, names=names,
+                                                    groups=groups)
+                else:
+                    crops[size] = crops.get(size) or object_crops(goal_source, size)
+                    scorer = learned_curation_scorer(agent, crops[size], per_class=a.per_class,
+                                                     network=network)
             scorers.append((f"{label} ({network})", scorer, size))
     # the env's default curation reward, on the views the checkpoint's env would render
-    scorers.append((UNTRAINED, curation_scorer(first_crops, first_size, per_class=a.per_class),
+    untrained = crops.get(first_size) or object_crops(goal_source, first_size)
+    scorers.append((UNTRAINED, curation_scorer(untrained, first_size, per_class=a.per_class),
                     first_size))
     return scorers
 
@@ -214,7 +227,7 @@ def cell_path(a) -> tuple[Path, str]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True,
-                   help="a SimCLR (or DINO) train_value.py run folder / checkpoint")
+                   help="a train_value.py run folder / checkpoint (SimCLR, DINO or CLIP)")
     p.add_argument("--base-checkpoint", default="",
                    help="its --ab-weight 0 control (optional)")
     add_object_flags(p)

@@ -34,17 +34,17 @@ def rng():
 
 @pytest.fixture
 def make_checkpoint():
-    """A function ``path -> encoder`` that writes a real ``train_value.py`` checkpoint of a
-    fresh (untrained) agent at ``path`` and returns the agent's encoder."""
+    """A function ``path, **flags -> encoder`` that writes a real ``train_value.py`` checkpoint
+    of a fresh (untrained) agent at ``path`` (``flags``: ``Args`` fields, e.g. ``base="clip"``)
+    and returns the agent's encoder."""
 
-    def make(path):
-        from dataclasses import replace
-
+    def make(path, **flags):
+        from agents.infra.config import with_flags
         from agents.infra.train_utils import build_agent, make_optimizer, save_checkpoint
         from agents.train_value import Args
         from imgmdp_env.datasets import make_dataset
 
-        args = replace(Args(), dataset_size=4, base_batch=4)
+        args = with_flags(Args(), dataset_size=4, base_batch=4, **flags)
         ds = make_dataset("scenes", n=4, size=64, seed=0)
         torch.manual_seed(0)
         agent, sampler = build_agent(args, {"base": ds, "boot": ds})

@@ -100,3 +100,22 @@ def test_wrong_base_and_view_size_are_named():
         scorer(torch.zeros(1, 3, 48, 48, dtype=torch.uint8), None, None)
     with pytest.raises(TypeError, match="checkpoint path"):
         learned_curation_scorer(3, object_crops(ds, VIEW))
+
+
+@torch.no_grad()
+def test_clip_class_caption_scorer_sums_each_class_captions():
+    from agents.evaluation.search import class_captions
+
+    agent, ds = tiny_agent("clip")
+    names = ["circle", "square"]
+    captions, groups = class_captions(names, "scenes")  # one caption per colour and shape
+    assert len(captions) == len(groups) > 2 and captions[0] != captions[1]
+    scorer = learned_caption_scorer(agent, captions, names=names, groups=groups)
+    assert scorer.vocabulary == names
+    views = torch.from_numpy(np.stack([im[:VIEW, :VIEW] for im in ds.images[:3]])
+                             ).permute(0, 3, 1, 2).contiguous()
+    each = learned_caption_scorer(agent, captions)(views, None, None)  # (3, P) per caption
+    want = torch.stack([each[:, groups == k].sum(-1) for k in range(len(names))], -1)
+    assert torch.allclose(scorer(views, None, None), want, atol=1e-6)
+    with pytest.raises(ValueError, match="names and groups together"):
+        learned_caption_scorer(agent, captions, names=names)

@@ -105,3 +105,16 @@ def test_the_truth_as_a_scorer_ranks_perfectly(tmp_path, make_checkpoint, monkey
     assert truth["scorer"] == "truth" and truth["positives"] > 0
     assert truth["auc"] == 1.0 and truth["spearman"] == pytest.approx(1.0)
     assert len(list((tmp_path / "cells").glob("scenes_learned-rewards_s0.json"))) == 1
+
+
+def test_clip_checkpoint_is_scored_by_captions_naming_the_classes(tmp_path, make_checkpoint):
+    ckpt = tmp_path / "clip" / "checkpoint.pt"
+    ckpt.parent.mkdir()
+    make_checkpoint(ckpt, base="clip")  # untrained AB_CLIP, 64 px views
+    cell = lr.main(["--checkpoint", str(ckpt), "--views", "32", "--test-images", "6",
+                    "--curated-images", "24", "--per-class", "4", "--scene-size", "64",
+                    "--seed", "3", "--out", str(tmp_path / "cell.json")])
+    assert [r["scorer"] for r in cell["scorers"]] == ["checkpoint (target)",
+                                                       "checkpoint (online)", lr.UNTRAINED]
+    for r in cell["scorers"]:
+        assert 0.0 <= r["auc"] <= 1.0 and r["positives"] + r["negatives"] == cell["pairs"]

@@ -81,25 +81,33 @@ def _network(agent: Any, network: str) -> nn.Module:
     return agent.online if network == "online" else agent.target
 
 
-def learned_caption_scorer(agent: Any, captions: Sequence[str], network: str = "target"
+def learned_caption_scorer(agent: Any, captions: Sequence[str], network: str = "target",
+                           names: Sequence[str] | None = None,
+                           groups: Sequence[int] | torch.Tensor | None = None
                            ) -> EmbeddingScorer:
     """``p(caption | view)`` from an AB_CLIP checkpoint (or agent) over ``captions``.
 
     agent: an ``ABAgent`` with ``base="clip"`` or its checkpoint / run folder; captions: the
     vocabulary (unique strings; words outside the checkpoint's tokenizer are its unknown
-    token); network: ``"target"`` (EMA, default) or ``"online"``. Returns an
-    :class:`EmbeddingScorer` with temperature ``1 / t`` of the chosen network."""
+    token); network: ``"target"`` (EMA, default) or ``"online"``. With ``names`` and
+    ``groups`` (``(P,)`` the name of each of the ``P`` captions, e.g.
+    :func:`agents.evaluation.search.class_captions`) the vocabulary is ``names`` and
+    ``p(name | view)`` sums its captions' probabilities. Returns an :class:`EmbeddingScorer`
+    with temperature ``1 / t`` of the chosen network."""
     agent = _agent(agent)
     if agent.cfg.base != "clip":
         raise ValueError(f"learned_caption_scorer needs an AB_CLIP checkpoint (base 'clip'); "
                          f"this one's base is {agent.cfg.base!r}: use learned_curation_scorer")
+    if (names is None) != (groups is None):
+        raise ValueError("learned_caption_scorer: pass names and groups together (the name "
+                         "of each caption), or neither")
     net = _network(agent, network)
     captions = check.string_list("captions", list(captions))
     with torch.no_grad():
         psi, _ = net.annotations(agent.caption_inputs(captions))
         temperature = 1.0 / float(net.scale())
-    return EmbeddingScorer(HeadEmbedding(net), captions, text_embeddings=psi,
-                           temperature=temperature)
+    return EmbeddingScorer(HeadEmbedding(net), captions if names is None else list(names),
+                           text_embeddings=psi, temperature=temperature, groups=groups)
 
 
 def learned_curation_scorer(agent: Any, curated: ImageDataset, prototypes: str = "auto",

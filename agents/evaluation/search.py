@@ -12,8 +12,8 @@ The agent learns how likely annotation ``l`` becomes if the view ``x`` moves by 
     actions = search.act(obs, goal=obs["goal"], boxes=info["box"])   # env's own action space
 
 Goals (the annotation set the softmax of ``Q_AB`` runs over): :func:`caption_goals` (CLIP:
-captions; :func:`class_caption_goals`: captions naming object classes),
-:func:`curated_goals` (SimCLR: curated images, optionally grouped by class) and
+captions; :func:`class_caption_goals`: the captions of :func:`class_captions`, naming object
+classes), :func:`curated_goals` (SimCLR: curated images, optionally grouped by class) and
 :func:`prototype_goals` (DINO: the AB head's prototypes). A goal is an id into
 ``goals.vocabulary``; :func:`env_goal_ids` maps an env's goal ids to them.
 
@@ -55,6 +55,7 @@ __all__ = [
     "ValueSearch",
     "caption_goals",
     "class_caption_goals",
+    "class_captions",
     "curated_goals",
     "env_goal_ids",
     "prototype_goals",
@@ -91,20 +92,27 @@ def caption_goals(agent: Any, captions: Sequence[str]) -> Goals:
     return Goals(list(captions), "clip", source=agent.caption_inputs(list(captions)))
 
 
-def class_caption_goals(agent: Any, names: Sequence[str], dataset: str = "") -> Goals:
-    """CLIP goals for finding object classes: captions that name each class as ``dataset``'s
-    captions do, ``"a sneaker"`` (``caption_for``); for the built-in ``"scenes"``, whose
-    captions give every object a colour, one caption per colour (``"a red circle"``, ``"an
-    orange circle"``, ...), summed per class. The goals are named by ``names``, so an
-    object-finding env's goal ids map onto them (:func:`env_goal_ids`)."""
+def class_captions(names: Sequence[str], dataset: str = "") -> tuple[list[str], torch.Tensor]:
+    """Captions that name each object class as ``dataset``'s captions do, ``"a sneaker"``
+    (``caption_for``); for the built-in ``"scenes"``, whose captions give every object a
+    colour, one caption per colour (``"a red circle"``, ``"an orange circle"``, ...). Returns
+    the ``P`` captions and ``(P,)`` int64 the class (index into ``names``) of each."""
     from imgmdp_env.datasets.scenes import COLOUR_NAMES, caption_for
 
     names = check.string_list("names", list(names))
     colours = COLOUR_NAMES if dataset == "scenes" else [""]
     phrases = [f"{c} {n}".strip() for n in names for c in colours]
-    captions = caption_goals(agent, [caption_for([p]) for p in phrases])
-    return Goals(names, "clip", source=captions.source,
-                 groups=torch.arange(len(names)).repeat_interleave(len(colours)))
+    return ([caption_for([p]) for p in phrases],
+            torch.arange(len(names)).repeat_interleave(len(colours)))
+
+
+def class_caption_goals(agent: Any, names: Sequence[str], dataset: str = "") -> Goals:
+    """CLIP goals for finding object classes: the captions of :func:`class_captions`, ``Q``
+    summed over each class's. The goals are named by ``names``, so an object-finding env's
+    goal ids map onto them (:func:`env_goal_ids`)."""
+    captions, groups = class_captions(names, dataset)
+    return Goals(list(names), "clip", source=caption_goals(agent, captions).source,
+                 groups=groups)
 
 
 def curated_goals(agent: Any, curated: ImageDataset, prototypes: str = "auto",
