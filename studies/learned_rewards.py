@@ -19,6 +19,9 @@ image's own objects, each pair ``(view, goal)`` gets
     :func:`~agents.evaluation.learned_rewards.learned_caption_scorer` over captions that name
     each class (``"a sneaker"``; on ``scenes`` one per colour, summed per class: the goals of
     ``studies.find_object``), not crops;
+  - ``random-init twin (target)`` / ``(online)``: the same scorer of ``--checkpoint``'s
+    architecture with fresh weights (``agents.method.ab.random_twin_agent``): what training
+    added;
   - ``base-checkpoint (target)`` / ``(online)``: the same for ``--base-checkpoint`` (a
     ``--ab-weight 0`` run: the control, its encoder trained without annotation bootstrapping);
   - ``untrained (EdgeThumbnail)``: :func:`imgmdp_env.scorers.curation_scorer` with its default,
@@ -59,6 +62,7 @@ from studies._cells import ROOT, code_version, load_cell, machine, save_cell
 from studies.find_object import _spearman, dataset_label
 
 NETWORKS = ("target", "online")
+TWIN = "random-init twin"  # --checkpoint's architecture with fresh weights
 UNTRAINED = "untrained (EdgeThumbnail)"
 
 
@@ -106,15 +110,15 @@ def build_scorers(a, goal_source) -> list[tuple[str, object, int]]:
         object_crops,
     )
     from agents.evaluation.search import class_captions
-    from agents.method.ab import load_agent
+    from agents.method.ab import load_agent, random_twin_agent
     from imgmdp_env.scorers import curation_scorer
 
     scorers, first_size, crops = [], None, {}
     names = list(goal_source.class_names)
-    for label, ckpt in (("checkpoint", a.checkpoint), ("base-checkpoint", a.base_checkpoint)):
-        if not ckpt:
-            continue
-        agent = load_agent(ckpt).eval()
+    agents = [(label, load_agent(ckpt).eval()) for label, ckpt in
+              (("checkpoint", a.checkpoint), ("base-checkpoint", a.base_checkpoint)) if ckpt]
+    agents.append((TWIN, random_twin_agent(agents[0][1])))
+    for label, agent in agents:
         size = agent.encoder.view_size
         first_size = first_size or size
         for network in NETWORKS:

@@ -119,3 +119,20 @@ def test_clip_class_caption_scorer_sums_each_class_captions():
     assert torch.allclose(scorer(views, None, None), want, atol=1e-6)
     with pytest.raises(ValueError, match="names and groups together"):
         learned_caption_scorer(agent, captions, names=names)
+
+
+def test_random_twin_agent_is_fresh_and_leaves_the_random_state_alone():
+    from agents.method.ab import random_twin_agent
+
+    agent, _ = tiny_agent("clip")
+    with torch.no_grad():
+        for p in agent.parameters():
+            p.add_(1.0)  # "trained" weights
+    state = torch.random.get_rng_state()
+    twin, again = random_twin_agent(agent), random_twin_agent(agent)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert not twin.training and twin.tokenizer is agent.tokenizer
+    assert [n for n, _ in twin.named_parameters()] == [n for n, _ in agent.named_parameters()]
+    pairs = list(zip(twin.parameters(), agent.parameters(), again.parameters(), strict=True))
+    assert all(torch.equal(t, a2) for t, _, a2 in pairs)  # the same seed, the same weights
+    assert not any(torch.equal(t, a) for t, a, _ in pairs)  # none of the trained ones

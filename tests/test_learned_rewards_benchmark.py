@@ -52,7 +52,8 @@ def test_main_path_on_tiny_scenes(tmp_path, make_checkpoint, capsys, monkeypatch
     cell = lr.main(argv)
     printed = capsys.readouterr().out
     names = ["checkpoint (target)", "checkpoint (online)", "base-checkpoint (target)",
-             "base-checkpoint (online)", lr.UNTRAINED]
+             "base-checkpoint (online)", f"{lr.TWIN} (target)", f"{lr.TWIN} (online)",
+             lr.UNTRAINED]
     assert [r["scorer"] for r in cell["scorers"]] == names
     rows = [line for line in printed.splitlines() if line.startswith("| ")][1:]  # no header
     assert [r.split(" | ")[0][2:] for r in rows] == names  # one table row per scorer
@@ -114,7 +115,8 @@ def test_clip_checkpoint_is_scored_by_captions_naming_the_classes(tmp_path, make
     cell = lr.main(["--checkpoint", str(ckpt), "--views", "32", "--test-images", "6",
                     "--curated-images", "24", "--per-class", "4", "--scene-size", "64",
                     "--seed", "3", "--out", str(tmp_path / "cell.json")])
-    assert [r["scorer"] for r in cell["scorers"]] == ["checkpoint (target)",
-                                                       "checkpoint (online)", lr.UNTRAINED]
+    assert [r["scorer"] for r in cell["scorers"]] == [
+        "checkpoint (target)", "checkpoint (online)", f"{lr.TWIN} (target)",
+        f"{lr.TWIN} (online)", lr.UNTRAINED]
     for r in cell["scorers"]:
         assert 0.0 <= r["auc"] <= 1.0 and r["positives"] + r["negatives"] == cell["pairs"]

@@ -528,6 +528,17 @@ def load_agent(checkpoint_path: str, map_location: str | torch.device = "cpu") -
     return agent.to(map_location)
 
 
+def random_twin_agent(agent: ABAgent, seed: int = 0) -> ABAgent:
+    """An agent of ``agent``'s architecture, config and tokenizer with fresh weights (drawn
+    from ``seed``, the caller's random state untouched), in eval mode on ``agent``'s device:
+    the random-init baseline of whatever is read off a trained agent (e.g. its rewards)."""
+    config = upgrade_encoder_config(agent.encoder.config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        twin = ABAgent(make_encoder(**config), agent.cfg, agent.tokenizer, agent.text_dim)
+    return twin.to(next(agent.parameters()).device).eval()
+
+
 def load_encoder(checkpoint_path: str, map_location: str | torch.device = "cpu",
                  ema: bool = False) -> Encoder:
     """The pre-trained encoder of a ``train_value.py`` checkpoint, for downstream use.
