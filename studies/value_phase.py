@@ -11,6 +11,11 @@ far (IoU < 0.4) and near pairs, before and after, paired per seed with 95% t int
     python -m studies.value_phase --out /tmp/value_phase --value-steps 700 --value-cache 100 \
         --value-boot-images 40          # the phase on cached batches (make train's)
     ... --value-schedule cosine --value-lr 2e-3    # the phase's learning rate
+    python -m studies.value_phase --out /tmp/nat ... --flags --no-action-tokens   # a control
+    python -m studies.value_phase --out /tmp/value_phase ... --report --control /tmp/nat
+
+``--control DIR`` also prints, after the phase, this study's runs minus those of ``DIR`` (the
+same seeds and phase flags, e.g. the runs of ``--flags --no-action-tokens``), paired per seed.
 """
 
 from __future__ import annotations
@@ -93,6 +98,19 @@ def report(pairs: list[tuple[Path, Path]], steps: int) -> str:
     return "\n".join(lines) + f"\n\nfar Q - copy per seed: {per_seed}"
 
 
+def versus(pairs: list[tuple[Path, Path]], control: list[tuple[Path, Path]]) -> str:
+    """After the phase: each seed's run minus the control's of the same seed (95% t)."""
+    ours, theirs = [measures(q) for _, q in pairs], [measures(q) for _, q in control]
+    where = control[0][1].parent
+    lines = [f"| after the phase, {len(pairs)} seeds | this study | control ({where}) | "
+             "this - control (95% t, paired) |", "|---|---:|---:|---:|"]
+    for k in ours[0]:
+        a = np.array([m[k] for m in ours])
+        c = np.array([m[k] for m in theirs])
+        lines.append(f"| {k} | {a.mean():.3f} | {c.mean():.3f} | {interval(a, c)} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="folder of the runs (reused when present)")
@@ -110,6 +128,9 @@ def main() -> None:
     p.add_argument("--value-gamma", type=float, default=None,
                    help="the phase's --value-gamma (none: the run's --gamma)")
     p.add_argument("--report", action="store_true", help="only report the runs in --out")
+    p.add_argument("--control", default="",
+                   help="a finished study folder of the same seeds and phase flags: also "
+                        "print this study's phase runs minus its, paired per seed")
     p.add_argument("--flags", nargs=argparse.REMAINDER, default=[],
                    help="more train_value.py flags of the pre-training runs (last)")
     a = p.parse_args()
@@ -125,6 +146,13 @@ def main() -> None:
         else:
             pairs.append(pair(out, seed, a.value_steps, a.flags, a.threads, phase_flags))
     print(report(pairs, a.value_steps))
+    if a.control:
+        control = [(Path(a.control) / pre.name, Path(a.control) / phase.name)
+                   for pre, phase in pairs]
+        missing = [str(q) for _, q in control if not (q / "summary.json").exists()]
+        if missing:
+            raise SystemExit(f"--control {a.control}: no finished phase run {missing}")
+        print("\n" + versus(pairs, control))
 
 
 if __name__ == "__main__":

@@ -165,6 +165,36 @@ def test_the_study_pairs_each_seed_before_and_after(tmp_path):
     assert "| 0.000 | 0.020 |" in rows["far Q - copy"]
     assert "+0.000" in rows["near Q"]
 
+    # --control: after the phase, this study minus the control's runs of the same seeds
+    control = tmp_path / "control"
+    control.mkdir()
+    for seed, base, gain in ((1, 0.25, 0.01), (2, 0.30, 0.0), (3, 0.20, 0.005)):
+        summary(control / f"s{seed}", base, base, base)
+        summary(control / f"s{seed}_phase10", base + gain, base, base)
+    out = StringIO()
+    argv, sys.argv = sys.argv, ["value_phase", "--out", str(tmp_path), "--seeds", "1", "2", "3",
+                                "--value-steps", "10", "--report", "--control", str(control)]
+    try:
+        with redirect_stdout(out):
+            main()
+    finally:
+        sys.argv = argv
+    text = out.getvalue()
+    assert "after the phase, 3 seeds" in text
+    versus = {r.split("|")[1].strip(): r for r in text.split("after the phase")[1].splitlines()
+              if r.startswith("|")}
+    # per seed +0.010, +0.020, +0.015: mean +0.015, sd 0.005, t(2) 4.303 / sqrt(3) -> 0.012
+    assert "+0.015 +- 0.012*" in versus["far Q"], versus["far Q"]
+    assert "+0.000" in versus["far copy"]
+    (control / "s3_phase10" / "summary.json").unlink()
+    sys.argv = ["value_phase", "--out", str(tmp_path), "--seeds", "1", "2", "3",
+                "--value-steps", "10", "--report", "--control", str(control)]
+    try:
+        with redirect_stdout(StringIO()), pytest.raises(SystemExit, match="s3_phase10"):
+            main()
+    finally:
+        sys.argv = argv
+
 
 @pytest.mark.parametrize("schedule", ["constant", "cosine"])
 def test_the_phase_learning_rate_follows_its_schedule(schedule):
