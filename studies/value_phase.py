@@ -84,15 +84,23 @@ def interval(after: np.ndarray, before: np.ndarray) -> str:
     return f"{d:+.3f} +- {half:.3f}" + ("*" if sig else "")
 
 
+def table(head: str, left: str, right: str, ours: list[dict], base: list[dict]) -> list[str]:
+    """Rows of each measure: the mean of ``base`` (column ``left``), of ``ours`` (``right``)
+    and ``ours - base`` paired per seed."""
+    lines = [f"| {head} | {left} | {right} | {right.split(' (')[0]} - {left.split(' (')[0]} "
+             "(95% t, paired) |", "|---|---:|---:|---:|"]
+    for k in base[0]:
+        b = np.array([m[k] for m in base])
+        a = np.array([m[k] for m in ours])
+        lines.append(f"| {k} | {b.mean():.3f} | {a.mean():.3f} | {interval(a, b)} |")
+    return lines
+
+
 def report(pairs: list[tuple[Path, Path]], steps: int) -> str:
     before = [measures(p) for p, _ in pairs]
     after = [measures(q) for _, q in pairs]
-    lines = [f"| {len(pairs)} seeds | before (pre-training alone) | after {steps} value-phase "
-             "steps | after - before (95% t, paired) |", "|---|---:|---:|---:|"]
-    for k in before[0]:
-        b = np.array([m[k] for m in before])
-        a = np.array([m[k] for m in after])
-        lines.append(f"| {k} | {b.mean():.3f} | {a.mean():.3f} | {interval(a, b)} |")
+    lines = table(f"{len(pairs)} seeds", "before (pre-training alone)",
+                  f"after {steps} value-phase steps", after, before)
     per_seed = ", ".join(f"{p.name}: {m['far Q - copy']:+.3f} -> {n['far Q - copy']:+.3f}"
                          for (p, _), m, n in zip(pairs, before, after, strict=True))
     return "\n".join(lines) + f"\n\nfar Q - copy per seed: {per_seed}"
@@ -101,14 +109,8 @@ def report(pairs: list[tuple[Path, Path]], steps: int) -> str:
 def versus(pairs: list[tuple[Path, Path]], control: list[tuple[Path, Path]]) -> str:
     """After the phase: each seed's run minus the control's of the same seed (95% t)."""
     ours, theirs = [measures(q) for _, q in pairs], [measures(q) for _, q in control]
-    where = control[0][1].parent
-    lines = [f"| after the phase, {len(pairs)} seeds | this study | control ({where}) | "
-             "this - control (95% t, paired) |", "|---|---:|---:|---:|"]
-    for k in ours[0]:
-        a = np.array([m[k] for m in ours])
-        c = np.array([m[k] for m in theirs])
-        lines.append(f"| {k} | {a.mean():.3f} | {c.mean():.3f} | {interval(a, c)} |")
-    return "\n".join(lines)
+    return "\n".join(table(f"after the phase, {len(pairs)} seeds",
+                           f"control ({control[0][1].parent})", "this study", ours, theirs))
 
 
 def main() -> None:
