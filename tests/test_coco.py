@@ -382,7 +382,7 @@ def test_caption_matching_never_crosses_folders(tmp_path):
                      [{"image_id": 1, "caption": "the sub one"},
                       {"image_id": 2, "caption": "another folder"}])
     with pytest.warns(UserWarning, match="2 of 3"):
-        ds = load_folder(folder, captions=path)
+        ds = load_folder(folder, captions=path, labels="none")  # captions, not classes
     assert ds.captions == ["", "the sub one", ""]  # im0.png, sub/im0.png, x/only.png
     assert match_names(["im0.png", "x/only.png"], {"sub/im0.png": 1, "y/only.png": 2}) == (
         [1, None], 1)  # another root: by the end of the path, never a/ <-> b/
