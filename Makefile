@@ -23,8 +23,14 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# `make train` is a job run alone: idle OpenMP threads spin up to about 1 ms before they sleep
+# (GOMP_SPINCOUNT; train_value.py alone lets them sleep at once), about 25% faster steps on
+# free cores. Beside a process that keeps a core busy, spinning makes each step about 4x slower:
+# there run `make train SPIN=0` (python -m benchmarks.omp_spin measures both).
+SPIN    ?= 100000
+
 train: $(STAMP)
-	$(PYBIN) agents/train_value.py --value-steps 950 --value-cache 120 --value-boot-images 40 --value-gamma 0
+	GOMP_SPINCOUNT=$(SPIN) $(PYBIN) agents/train_value.py --value-steps 1350 --value-cache 170 --value-boot-images 40 --value-gamma 0
 
 demo: $(STAMP)
 	$(PYBIN) examples/random_policy_demo.py --out demo.png

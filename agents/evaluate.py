@@ -324,7 +324,7 @@ def run_verdict(value_acc: dict[str, float] | None, probes: dict[str, dict[str, 
                      "method alone (`--ab-weight 0`), and re-check with `python agents/evaluate.py "
                      f"--checkpoint {where}`" + (
                          "; the value function keeps learning on the frozen encoder after "
-                         f"make train's 950 value-phase steps (2,500: {LONG_PHASE_MEASURED}; "
+                         f"this run's value phase (2,500 steps: {LONG_PHASE_MEASURED}; "
                          "docs/results.md section 2): `python agents/train_value.py --resume "
                          f"{where} {LONG_PHASE}`"
                          if value_phase and value_acc and "far" in value_acc else ""))
