@@ -128,13 +128,16 @@ def build_scorers(a, goal_source) -> list[tuple[str, object, int]]:
                     scorer = learned_caption_scorer(agent, captions, network, names=names,
                                                     groups=groups)
                 else:
-                    crops[size] = crops.get(size) or object_crops(goal_source, size)
+                    if size not in crops:  # each view size's crops rendered once
+                        crops[size] = object_crops(goal_source, size)
                     scorer = learned_curation_scorer(agent, crops[size], per_class=a.per_class,
                                                      network=network)
             scorers.append((f"{label} ({network})", scorer, size))
     # the env's default curation reward, on the views the checkpoint's env would render
-    untrained = crops.get(first_size) or object_crops(goal_source, first_size)
-    scorers.append((UNTRAINED, curation_scorer(untrained, first_size, per_class=a.per_class),
+    if first_size not in crops:  # CLIP runs alone: no crops rendered yet
+        crops[first_size] = object_crops(goal_source, first_size)
+    scorers.append((UNTRAINED, curation_scorer(crops[first_size], first_size,
+                                               per_class=a.per_class),
                     first_size))
     return scorers
 

@@ -39,17 +39,8 @@ def make_checkpoint():
     and returns the agent's encoder."""
 
     def make(path, **flags):
-        from agents.infra.config import with_flags
-        from agents.infra.train_utils import build_agent, make_optimizer, save_checkpoint
-        from agents.train_value import Args
-        from imgmdp_env.datasets import make_dataset
+        from tests.helpers import write_checkpoint
 
-        args = with_flags(Args(), dataset_size=4, base_batch=4, **flags)
-        ds = make_dataset("scenes", n=4, size=64, seed=0)
-        torch.manual_seed(0)
-        agent, sampler = build_agent(args, {"base": ds, "boot": ds})
-        optimizer, scaler = make_optimizer(args, agent, None)
-        save_checkpoint(path, args, agent, optimizer, scaler, sampler, 0)
-        return agent.encoder
+        return write_checkpoint(path, **flags).encoder
 
     return make

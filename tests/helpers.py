@@ -24,3 +24,18 @@ def tiny_agent(base="simclr"):
     torch.manual_seed(0)
     agent, _ = build_agent(args, {"base": ds, "boot": ds})
     return agent.eval(), ds
+
+
+def write_checkpoint(path, **flags):
+    """Write a real ``train_value.py`` checkpoint of a fresh (untrained, 64 px) agent at
+    ``path`` (``flags``: ``Args`` fields, e.g. ``base="clip"``); returns the agent."""
+    from agents.infra.config import with_flags
+    from agents.infra.train_utils import build_agent, make_optimizer, save_checkpoint
+    from agents.train_value import Args
+
+    args = with_flags(Args(), dataset_size=4, base_batch=4, **flags)
+    ds = make_dataset("scenes", n=4, size=64, seed=0)
+    torch.manual_seed(0)
+    agent, sampler = build_agent(args, {"base": ds, "boot": ds})
+    save_checkpoint(path, args, agent, *make_optimizer(args, agent, None), sampler, 0)
+    return agent

@@ -21,18 +21,11 @@ def example(name: str):
 
 
 def _checkpoint(folder, base: str = "simclr"):
-    """A real train_value.py checkpoint (untrained, 64 px), as conftest's make_checkpoint."""
-    from agents.infra.config import with_flags
-    from agents.infra.train_utils import build_agent, make_optimizer, save_checkpoint
-    from agents.train_value import Args
-    from imgmdp_env.datasets import make_dataset
+    """A real train_value.py checkpoint (untrained, 64 px) in ``folder``: its path."""
+    from tests.helpers import write_checkpoint
 
     path = folder / "checkpoint.pt"
-    args = with_flags(Args(), dataset_size=4, base_batch=4, base=base)
-    ds = make_dataset("scenes", n=4, size=64, seed=0)
-    torch.manual_seed(0)
-    agent, sampler = build_agent(args, {"base": ds, "boot": ds})
-    save_checkpoint(path, args, agent, *make_optimizer(args, agent, None), sampler, 0)
+    write_checkpoint(path, base=base)
     return path
 
 
