@@ -16,7 +16,9 @@ agent (its annotations are images) it is given as object crops of images the epi
 start in: ``scenes`` episodes start in test scenes and the crops come from val scenes; a
 folder's episodes start in its ``--holdout`` split (or the ``--test-dataset``) and the crops
 come from its other images (``agents.infra.sources.goal_images``). For a CLIP agent
-(``--base clip``) it is captions that name the class (``class_caption_goals``: "a sneaker").
+(``--base clip``) it is captions that name the class (``class_caption_goals``: "a sneaker"),
+or with ``--goals object`` the phrase of the image's own caption that names the goal object
+(``episode_object_goals``: "a red circle").
 The reward printed is the ground-truth visibility of the goal object. The picture has one row
 per episode: the full image with the boxes visited (yellow to red, the last one thick), the
 goal crops (none for CLIP), and the views.
@@ -38,6 +40,7 @@ from agents.evaluation.search import (
     class_caption_goals,
     curated_goals,
     env_goal_ids,
+    episode_object_goals,
 )
 from agents.infra.arg_checks import check_object_args
 from agents.infra.sources import add_object_flags, goal_images, object_env
@@ -88,6 +91,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=10, help="steps per episode")
     p.add_argument("--num-envs", type=int, default=4, help="episodes (one picture row each)")
     p.add_argument("--candidates", default="grid", choices=("discrete", "grid", "random"))
+    p.add_argument("--goals", default="class", choices=("class", "object"),
+                   help="a CLIP agent's goal: captions naming the class, or the phrase of the "
+                        "image's own caption naming the goal object ('a red circle')")
     p.add_argument("--inside", action=argparse.BooleanOptionalAction, default=True,
                    help="keep every candidate view inside the image (ValueSearch inside=True; "
                         "continuous candidates only)")
@@ -110,32 +116,43 @@ def main(argv: list[str] | None = None) -> None:
                         **object_env(args, "test", args.images, args.scene_size),
                         view_size=size, max_episode_steps=args.steps)
     envs = VectorCaptionMatchReward(envs, goals="image")
-    if agent.cfg.base == "clip":  # captions that name each class ("a sneaker"); no crops
-        crops, goals = None, class_caption_goals(agent, list(envs.vocabulary), args.dataset)
-    else:  # object crops of images the episodes never start in, summed per class
-        crops = object_crops(goal_images(args, args.curated_images, args.scene_size), size)
-        goals = curated_goals(agent, crops)
-    try:
-        to_search = env_goal_ids(goals, envs)
-    except ValueError as err:
-        raise SystemExit(f"{err}: no goal crops of them in {args.curated_images} images of "
-                         f"{args.dataset}; raise --curated-images") from None
+    crops = None
+    if args.goals == "object":  # the caption phrase of the goal object ("a red circle")
+        try:
+            goals, pick = episode_object_goals(agent, envs)
+        except ValueError as err:
+            raise SystemExit(f"--goals object: {err}") from None
+    else:
+        if agent.cfg.base == "clip":  # captions that name each class ("a sneaker"); no crops
+            goals = class_caption_goals(agent, list(envs.vocabulary), args.dataset)
+        else:  # object crops of images the episodes never start in, summed per class
+            crops = object_crops(goal_images(args, args.curated_images, args.scene_size), size)
+            goals = curated_goals(agent, crops)
+        try:
+            to_search = env_goal_ids(goals, envs)
+        except ValueError as err:
+            raise SystemExit(f"{err}: no goal crops of them in {args.curated_images} images of "
+                             f"{args.dataset}; raise --curated-images") from None
+
+        def pick(obs: dict, info: dict) -> np.ndarray:
+            return to_search[obs["goal"]]
+
     search = ValueSearch(GoalValue(agent, goals), envs, candidates=args.candidates,
                          inside=args.inside)
 
     obs, info = envs.reset(seed=args.seed)
     goal, idx = obs["goal"].copy(), info["image_index"].copy()
+    named = [goals.vocabulary[j] for j in pick(obs, info)]  # "circle" or "a red circle"
     boxes, views, rewards = [info["box"]], [obs["view"]], []
     for _ in range(args.steps - 1):  # the last step truncates: stay within one episode
-        obs, reward, _, _, info = envs.step(search.act(obs["view"], to_search[obs["goal"]],
+        obs, reward, _, _, info = envs.step(search.act(obs["view"], pick(obs, info),
                                                        boxes=info["box"]))
         boxes.append(info["box"])
         views.append(obs["view"])
         rewards.append(reward)
     rewards = np.array(rewards)
     ds = envs.unwrapped.dataset
-    titles = [f"{envs.vocabulary[g]}: best {r:.2f}" for g, r in zip(goal, rewards.max(0),
-                                                                     strict=True)]
+    titles = [f"{n}: best {r:.2f}" for n, r in zip(named, rewards.max(0), strict=True)]
     blank = [np.zeros((size, size, 3), np.uint8)]
     goal_crops = [blank if crops is None else [crops.images[j] for j in np.flatnonzero(
         crops.labels == crops.class_names.index(envs.vocabulary[g]))] or blank for g in goal]

@@ -28,7 +28,10 @@ cells whose settings match, so the benchmark resumes cell by cell):
   moves) on ``Q_AB`` of ``--checkpoint``; no RL at all. The goals (:func:`search_goals`): for
   a SimCLR run, object crops of ``--curated-images`` images that are never test images
   (``agents.infra.sources.goal_images``) grouped by class; for a CLIP run, captions naming
-  each class as the dataset's captions do (``"a sneaker"``).
+  each class as the dataset's captions do (``"a sneaker"``), or with ``--goals object`` the
+  phrase of the image's own caption that names the goal object (``"a red circle"``: on
+  ``scenes`` the class captions name a shape in any colour, which a short CLIP run does not
+  learn; its caption names one object).
 - ``search-softmax``: the same, sampling moves with probabilities proportional to ``Q``
   (``policy="softmax"``, temperature 1, untuned).
 - ``search-base``: the same with ``--base-checkpoint`` (a ``--ab-weight 0`` run: its decoder
@@ -153,40 +156,56 @@ def oracle_policy(envs):
 
 
 def search_goals(a, agent, envs):
-    """The goal annotations of ``agent``'s search for the env's object classes: SimCLR, object
-    crops of ``--curated-images`` images that are never test images, summed per class
-    (``agents.infra.sources.goal_images``); CLIP, captions that name each class as the
-    dataset's captions do (:func:`agents.evaluation.search.class_caption_goals`)."""
-    from agents.evaluation.search import class_caption_goals, curated_goals
+    """The goal annotations of ``agent``'s search for the env's episodes, and ``pick(obs, info)
+    -> (N,) int64`` the goal id of each episode. SimCLR: object crops of ``--curated-images``
+    images that are never test images, summed per class (``agents.infra.sources.goal_images``).
+    CLIP, ``--goals class``: captions that name each class as the dataset's captions do
+    (:func:`agents.evaluation.search.class_caption_goals`); ``--goals object``: the phrase of
+    the image's own caption that names the episode's goal object (the first of its class, as
+    :func:`oracle_policy` takes: ``"a red circle"``;
+    :func:`agents.evaluation.search.episode_object_goals`)."""
+    from agents.evaluation.search import (
+        class_caption_goals,
+        curated_goals,
+        env_goal_ids,
+        episode_object_goals,
+    )
 
+    if a.goals == "object":
+        try:
+            return episode_object_goals(agent, envs)
+        except ValueError as err:
+            raise SystemExit(f"--goals object: {err}") from None
     if agent.cfg.base == "clip":
-        return class_caption_goals(agent, list(envs.vocabulary), a.dataset)
-    from agents.evaluation.learned_rewards import object_crops
-    from agents.infra.sources import goal_images
+        goals = class_caption_goals(agent, list(envs.vocabulary), a.dataset)
+    else:
+        from agents.evaluation.learned_rewards import object_crops
+        from agents.infra.sources import goal_images
 
-    images = _once(a, ("goals",), lambda: goal_images(a, a.curated_images, a.scene_size))
-    return curated_goals(agent, object_crops(images, agent.encoder.view_size),
-                         per_class=a.per_class)
-
-
-def search_policy(a, checkpoint: str, envs_probe, policy: str = "greedy", seed: int = 0):
-    from agents.evaluation.search import GoalValue, ValueSearch, env_goal_ids
-    from agents.method.ab import load_agent
-
-    agent = load_agent(checkpoint).eval()
-    goals = search_goals(a, agent, envs_probe)
+        images = _once(a, ("goals",), lambda: goal_images(a, a.curated_images, a.scene_size))
+        goals = curated_goals(agent, object_crops(images, agent.encoder.view_size),
+                              per_class=a.per_class)
     try:
-        to_search = env_goal_ids(goals, envs_probe)
+        to_search = env_goal_ids(goals, envs)
     except ValueError as err:
         raise SystemExit(f"{err}: no goal crops of them in {a.curated_images} images of "
                          f"{a.dataset}; raise --curated-images") from None
+    return goals, lambda obs, info: to_search[obs["goal"]]
+
+
+def search_policy(a, checkpoint: str, envs_probe, policy: str = "greedy", seed: int = 0):
+    from agents.evaluation.search import GoalValue, ValueSearch
+    from agents.method.ab import load_agent
+
+    agent = load_agent(checkpoint).eval()
+    goals, pick = search_goals(a, agent, envs_probe)
     search = ValueSearch(GoalValue(agent, goals), envs_probe, candidates=a.candidates,
                          policy=policy, seed=seed, inside=a.inside)
 
     def act(obs, info):
-        return search.act(obs["view"], to_search[obs["goal"]], boxes=info["box"])
+        return search.act(obs["view"], pick(obs, info), boxes=info["box"])
 
-    act.search, act.to_search = search, to_search
+    act.search, act.pick = search, pick
     return act
 
 
@@ -203,24 +222,30 @@ def _spearman(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (rx * ry).sum(1) / (rx.norm(dim=1) * ry.norm(dim=1)).clamp(min=1e-12)
 
 
-def goal_class_accuracy(dataset, value_fn, limit: int = 1024) -> float:
-    """How often the goals' base head names the class of a whole test object: the share of
+def goal_class_accuracy(dataset, value_fn, limit: int = 1024,
+                        object_ids: list[np.ndarray] | None = None) -> float:
+    """How often the goals' base head names the goal of a whole test object: the share of
     the first ``limit`` objects of ``dataset``, each cropped at 1.4 x its box as the goal crops
-    are, whose most probable goal (:meth:`agents.evaluation.search.GoalValue.view_probs`) is their
-    own
-    class (chance: 1 / the number of goals). Near chance, ``p(goal | view)`` cannot tell the
-    goal object from the others, and neither can any ``Q_AB`` trained to predict it."""
+    are, whose most probable goal (:meth:`agents.evaluation.search.GoalValue.view_probs`) is
+    their own class, or with ``object_ids`` (per image, each object's goal id: ``--goals
+    object``) their own caption phrase (chance: 1 / the number of goals). Near chance,
+    ``p(goal | view)`` cannot tell the goal object from the others, and neither can any
+    ``Q_AB`` trained to predict it."""
     from agents.evaluation.learned_rewards import object_crops
 
     crops = object_crops(dataset, value_fn.view_size)
-    vocab = list(value_fn.vocabulary)
-    goal_of = np.array([vocab.index(c) if c in vocab else -1 for c in dataset.class_names])
-    keep = np.flatnonzero(goal_of[crops.labels] >= 0)[:limit]
+    if object_ids is not None:
+        target = np.concatenate(object_ids)
+    else:
+        vocab = list(value_fn.vocabulary)
+        goal_of = np.array([vocab.index(c) if c in vocab else -1 for c in dataset.class_names])
+        target = goal_of[crops.labels]
+    keep = np.flatnonzero(target >= 0)[:limit]
     if not len(keep):
         return float("nan")
     views = torch.from_numpy(np.stack([crops.images[i] for i in keep])).permute(0, 3, 1, 2)
     pick = value_fn.view_probs(views.contiguous()).argmax(1).numpy()
-    return float((pick == goal_of[crops.labels[keep]]).mean())
+    return float((pick == target[keep]).mean())
 
 
 def value_ranking(a, checkpoint: str, seed: int) -> dict:
@@ -241,7 +266,8 @@ def value_ranking(a, checkpoint: str, seed: int) -> dict:
     policy = search_policy(a, checkpoint, envs)  # builds the goals as the search cell does
     search: ValueSearch = policy.search
     obs, info = envs.reset(seed=10_000 + seed)
-    values, acts = search.scores(obs["view"], policy.to_search[obs["goal"]], boxes=info["box"])
+    goal = policy.pick(obs, info)
+    values, acts = search.scores(obs["view"], goal, boxes=info["box"])
     core = envs.unwrapped
     b = torch.from_numpy(info["box"])[:, None]
     reached = clamp_boxes(apply_relative(b, action_to_relative(acts, core.max_pan,
@@ -253,8 +279,7 @@ def value_ranking(a, checkpoint: str, seed: int) -> dict:
     true = vis.reshape(n, k, -1)[torch.arange(n), :, torch.from_numpy(obs["goal"])]
     views2 = render_views(core.bank, torch.from_numpy(info["image_index"]).repeat_interleave(k),
                           reached.reshape(-1, 4), search.value_fn.view_size)
-    oracle = search.value_fn.view_prob(
-        views2, policy.to_search[obs["goal"]].repeat(k)).reshape(n, k)
+    oracle = search.value_fn.view_prob(views2, goal.repeat(k)).reshape(n, k)
     lo, hi = reached[..., :2] - reached[..., 2:] / 2, reached[..., :2] + reached[..., 2:] / 2
     outside = ((lo < -1e-6) | (hi > 1 + 1e-6)).any(-1)
     varied = true.std(1) > 1e-6  # views where the moves differ at all
@@ -266,7 +291,9 @@ def value_ranking(a, checkpoint: str, seed: int) -> dict:
             "q_oracle_rank_corr_mean": float(_spearman(values, oracle).mean()),
             "candidates_leaving_image": float(outside.float().mean()),
             "true_vis_oracle_pick": float(true[torch.arange(n), oracle.argmax(1)].mean()),
-            "goal_class_accuracy": goal_class_accuracy(core.dataset, search.value_fn),
+            "goal_class_accuracy": goal_class_accuracy(
+                core.dataset, search.value_fn, object_ids=getattr(policy.pick, "object_ids",
+                                                                  None)),
             "true_vis_greedy_pick": float(true[torch.arange(n), values.argmax(1)].mean()),
             "true_vis_mean_candidate": float(true.mean()),
             "true_vis_best_candidate": float(true.max(1).values.mean())}
@@ -324,6 +351,8 @@ def run_cell(a, policy: str, seed: int, out: Path) -> dict | None:
             return None
         settings.update(checkpoint=ckpt, candidates=a.candidates, curated_images=a.curated_images,
                         per_class=a.per_class)
+        if a.goals != "class":
+            settings.update(goals=a.goals)  # only when set: earlier cells keep matching
     if policy.startswith("ppo"):
         settings.update({k: getattr(a, k) for k in (
             "checkpoint", "ppo_steps", "ppo_envs", "ppo_n_steps", "ppo_batch", "ppo_epochs",
@@ -465,6 +494,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "outside the test split)")
     p.add_argument("--per-class", type=int, default=32, help="goal crops per class")
     p.add_argument("--candidates", default="grid", choices=("discrete", "grid", "random"))
+    p.add_argument("--goals", default="class", choices=("class", "object"),
+                   help="CLIP search: 'class', captions naming the goal class (scenes: one per "
+                        "colour, summed); 'object', the phrase of the image's own caption that "
+                        "names the goal object ('a red circle'; captions that name each object "
+                        "in order, as the built-in scenes')")
     p.add_argument("--inside", action=argparse.BooleanOptionalAction, default=True,
                    help="search, grid-random and value-ranking: move every candidate box into "
                         "the image (agents.evaluation.search.ValueSearch inside=True; the value "

@@ -6,6 +6,7 @@ without class labels."""
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -68,6 +69,35 @@ def test_value_search_of_a_clip_run_names_the_goal_in_captions(tmp_path, capsys,
     assert "mean reward per step" in capsys.readouterr().out and out.exists()
     assert seen == {"names": ["circle", "square", "triangle", "ring", "cross", "star",
                               "crescent", "arrow"], "dataset": "scenes"}
+
+
+def test_value_search_with_object_goals(tmp_path, checkpoint, capsys, monkeypatch):
+    """--goals object: a CLIP run searches each episode for its goal object's caption phrase
+    (the same ids as agents.evaluation.search.episode_object_goals picks); a SimCLR run is
+    refused with the reason."""
+    module = example("value_search")
+    picked = []
+    real = module.episode_object_goals
+
+    def spy(agent, envs):
+        goals, pick = real(agent, envs)
+
+        def keep(obs, info):
+            picked.append((info["image_index"].copy(), pick(obs, info)))
+            return picked[-1][1]
+
+        return goals, keep
+
+    monkeypatch.setattr(module, "episode_object_goals", spy)
+    out = tmp_path / "search.png"
+    module.main(["--checkpoint", str(_checkpoint(tmp_path, "clip")), "--steps", "3",
+                 "--num-envs", "2", "--images", "8", "--goals", "object", "--out", str(out)])
+    assert "mean reward per step" in capsys.readouterr().out and out.exists()
+    assert len(picked) == 3  # the titles, then one per step: the same episodes' goals
+    assert all(np.array_equal(ids, picked[0][1]) for _, ids in picked)
+    with pytest.raises(SystemExit, match="object goals needs a 'clip' agent"):
+        module.main(["--checkpoint", str(checkpoint), "--steps", "2", "--num-envs", "2",
+                     "--images", "8", "--goals", "object", "--out", str(out)])
 
 
 @pytest.mark.parametrize("mode", ["frozen", "finetune"])

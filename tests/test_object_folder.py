@@ -137,7 +137,7 @@ def test_find_object_on_a_coco_folder(coco, ckpt, tmp_path):
         assert g in ds.object_labels[i]  # each goal is one of its image's own objects
     act = fo.search_policy(a, str(ckpt), envs)
     assert act.search.value_fn.vocabulary == NAMES  # crops of both classes, off the test set
-    assert act.to_search.tolist() == [0, 1]
+    assert act.pick(obs, info).tolist() == obs["goal"].tolist()  # the env's names, in order
 
     fo.main([*argv, "--only", "oracle", "random", "search", "--seeds", "0"])
     cells = sorted(p.name for p in out.glob("*.json"))

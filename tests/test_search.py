@@ -170,13 +170,16 @@ def test_a_clip_search_names_each_class_in_captions():
     clip, _ = tiny_agent("clip")
     env = VectorCaptionMatchReward(envs(n=2), goals="image")
     names = list(env.vocabulary)
-    goals = search_goals(Namespace(dataset="scenes"), clip, env)
+    goals, pick = search_goals(Namespace(dataset="scenes", goals="class"), clip, env)
     assert goals.vocabulary == names and names[:2] == ["circle", "square"]
     assert goals.groups.tolist() == [g for g in range(len(names)) for _ in range(8)]
     first = ["a red circle", "an orange circle", "a yellow circle"]
     assert torch.equal(goals.source[:3], clip.caption_inputs(first))
     assert env_goal_ids(goals, env).tolist() == list(range(len(names)))
-    other = search_goals(Namespace(dataset="my-folder"), clip, env)  # "a circle", "an arrow"
+    obs, _ = env.reset(seed=0)
+    assert np.array_equal(pick(obs, {}), obs["goal"])  # the env's names are the goals' own
+    other, _ = search_goals(Namespace(dataset="my-folder", goals="class"), clip,
+                            env)  # "a circle", "an arrow"
     plain = [("an " if n[0] in "aeiou" else "a ") + n for n in names]
     assert torch.equal(other.source, clip.caption_inputs(plain))
 
@@ -334,3 +337,39 @@ def test_view_prob_is_the_base_heads_goal_probability_and_qs_copy_expert():
     assert every.shape == (4, len(goals.vocabulary))
     assert torch.allclose(every.sum(1), torch.ones(4), atol=1e-5)
     assert torch.allclose(every[torch.arange(4), goal], p, atol=1e-6)
+
+
+def test_object_goals_name_each_episode_object_by_its_caption_phrase():
+    """--goals object: the vocabulary is the caption phrases of the images' objects; each
+    episode's goal is the phrase of the first object of its goal class in its own image, and
+    captions that do not name each object in order are refused."""
+    import re
+    from argparse import Namespace
+
+    from agents.evaluation.search import object_captions
+    from imgmdp_env.datasets import ImageDataset
+    from imgmdp_env.rewards import VectorCaptionMatchReward
+    from studies.find_object import search_goals
+
+    clip, _ = tiny_agent("clip")
+    env = VectorCaptionMatchReward(envs(n=3), goals="image")
+    ds = env.unwrapped.dataset
+    goals, pick = search_goals(Namespace(dataset="scenes", goals="object"), clip, env)
+    vocab, ids = object_captions(ds)
+    assert goals.vocabulary == vocab and goals.groups is None
+    assert torch.equal(goals.source, clip.caption_inputs(vocab))
+    obs, info = env.reset(seed=3)
+    got = pick(obs, info)
+    for n, (i, g) in enumerate(zip(info["image_index"], obs["goal"], strict=True)):
+        cls = ds.class_names.index(env.vocabulary[g])
+        k = int(np.flatnonzero(ds.object_labels[i] == cls)[0])
+        phrase = re.split(r", | and ", ds.captions[i])[k]  # the k-th object's phrase
+        assert vocab[got[n]] == phrase and phrase.endswith(ds.class_names[cls])
+    bad = ImageDataset(images=ds.images[:2], captions=["a red circle", "two blobs"],
+                       object_boxes=ds.object_boxes[:2], object_labels=ds.object_labels[:2],
+                       class_names=ds.class_names)
+    with pytest.raises(ValueError, match="image [01]'s caption .* does not name its objects"):
+        object_captions(bad)
+    dino, _ = tiny_agent("dino")
+    with pytest.raises(SystemExit, match="object goals needs a 'clip' agent"):
+        search_goals(Namespace(dataset="scenes", goals="object"), dino, env)

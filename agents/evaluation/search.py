@@ -13,7 +13,9 @@ The agent learns how likely annotation ``l`` becomes if the view ``x`` moves by 
 
 Goals (the annotation set the softmax of ``Q_AB`` runs over): :func:`caption_goals` (CLIP:
 captions; :func:`class_caption_goals`: the captions of :func:`class_captions`, naming object
-classes), :func:`curated_goals` (SimCLR: curated images, optionally grouped by class) and
+classes; :func:`object_caption_goals`: the phrase of each image's caption that names each of
+its objects, ``"a red circle"``; :func:`episode_object_goals` picks each episode's),
+:func:`curated_goals` (SimCLR: curated images, optionally grouped by class) and
 :func:`prototype_goals` (DINO: the AB head's prototypes). A goal is an id into
 ``goals.vocabulary``; :func:`env_goal_ids` maps an env's goal ids to them.
 
@@ -58,6 +60,9 @@ __all__ = [
     "class_captions",
     "curated_goals",
     "env_goal_ids",
+    "episode_object_goals",
+    "object_caption_goals",
+    "object_captions",
     "prototype_goals",
 ]
 
@@ -113,6 +118,66 @@ def class_caption_goals(agent: Any, names: Sequence[str], dataset: str = "") -> 
     captions, groups = class_captions(names, dataset)
     return Goals(list(names), "clip", source=caption_goals(agent, captions).source,
                  groups=groups)
+
+
+def object_captions(dataset: ImageDataset) -> tuple[list[str], list[np.ndarray]]:
+    """The phrase of each image's caption that names each of its objects, for captions that
+    name every object in box order as :func:`imgmdp_env.datasets.scenes.caption_for` writes
+    them (the built-in ``scenes`` and ``fashion-scenes``: ``"a red circle and a blue
+    square"``). Returns the distinct phrases, sorted (``"a red circle"``: each a caption of its
+    own), and per image ``(K_i,)`` int64 the phrase id of each of its ``K_i`` objects.
+
+    Raises ValueError naming the first image whose caption does not name its objects in order
+    (a phrase per object, ending in the object's class name), e.g. a COCO folder's captions.
+    """
+    from imgmdp_env.datasets.scenes import caption_phrases
+
+    if dataset.object_labels is None or dataset.class_names is None or dataset.captions is None:
+        raise ValueError(f"object captions need a dataset with captions, object labels and "
+                         f"class names; {dataset.name!r} lacks one of them")
+    per_image = []
+    for i, (caption, labels) in enumerate(zip(dataset.captions, dataset.object_labels,
+                                              strict=True)):
+        names = [dataset.class_names[k] for k in np.asarray(labels)]
+        phrases = caption_phrases(caption) if names else []
+        if len(phrases) != len(names) or not all(
+                p.lower().endswith(n.lower()) for p, n in zip(phrases, names, strict=True)):
+            raise ValueError(f"image {i}'s caption {caption!r} does not name its objects "
+                             f"{names} one phrase each, in order: object goals need captions "
+                             f"written as the built-in scenes' are")
+        per_image.append(phrases)
+    vocab = sorted({p for phrases in per_image for p in phrases})
+    index = {p: j for j, p in enumerate(vocab)}
+    return vocab, [np.array([index[p] for p in phrases], np.int64) for phrases in per_image]
+
+
+def object_caption_goals(agent: Any, dataset: ImageDataset) -> tuple[Goals, list[np.ndarray]]:
+    """CLIP goals that name one object of an image as the image's caption does (``"a red
+    circle"``, not every circle): :func:`caption_goals` of the phrases of
+    :func:`object_captions`, and per image ``(K_i,)`` int64 the goal id of each object."""
+    captions, ids = object_captions(dataset)
+    return caption_goals(agent, captions), ids
+
+
+def episode_object_goals(agent: Any, env: Any) -> tuple[Goals, Callable[..., np.ndarray]]:
+    """:func:`object_caption_goals` for an object-finding env (``VectorCaptionMatchReward``
+    with ``goals="image"``: each episode's goal is a class of its image's objects), and
+    ``pick(obs, info) -> (N,)`` int64, each episode's goal id: the phrase that names the first
+    object of the episode's goal class in its own image (``"a red circle"`` when the goal is
+    ``"circle"``). ``pick.object_ids`` holds the per-image ids."""
+    _need_base(agent, "clip", "object goals")
+    ds = view_env_core(env).dataset
+    goals, ids = object_caption_goals(agent, ds)
+    names = list(ds.class_names)
+    class_of = np.array([names.index(v) if v in names else -1 for v in env.vocabulary])
+
+    def pick(obs: dict, info: dict) -> np.ndarray:
+        return np.array([ids[i][np.flatnonzero(ds.object_labels[i] == class_of[g])[0]]
+                         for i, g in zip(info["image_index"], obs["goal"], strict=True)],
+                        np.int64)
+
+    pick.object_ids = ids
+    return goals, pick
 
 
 def curated_goals(agent: Any, curated: ImageDataset, prototypes: str = "auto",

@@ -31,7 +31,7 @@ import numpy as np
 from imgmdp_env import checks as check
 from imgmdp_env.datasets.base import ImageDataset
 
-__all__ = ["CLASS_NAMES", "COLOUR_NAMES", "SPLITS", "caption_for", "make_scenes"]
+__all__ = ["CLASS_NAMES", "COLOUR_NAMES", "SPLITS", "caption_for", "caption_phrases", "make_scenes"]
 
 CLASS_NAMES = ["circle", "square", "triangle", "ring", "cross", "star", "crescent", "arrow"]
 COLOUR_NAMES = ["red", "orange", "yellow", "green", "cyan", "blue", "purple", "white"]
@@ -51,6 +51,14 @@ def caption_for(objects: list[str]) -> str:
     if len(named) <= 1:
         return "".join(named)
     return ", ".join(named[:-1]) + " and " + named[-1]
+
+
+def caption_phrases(caption: str) -> list[str]:
+    """The inverse of :func:`caption_for`: ``"a red circle, a blue square and orange stripes"``
+    -> ``["a red circle", "a blue square", "orange stripes"]``, one phrase per object, each a
+    caption of its own (``caption_for([name])``)."""
+    head, _, last = caption.rpartition(" and ")
+    return [p for p in head.split(", ") if p] + [last] if head else [caption]
 
 
 def _hsv(h: float, s: float, v: float) -> np.ndarray:
