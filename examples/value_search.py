@@ -39,7 +39,7 @@ from agents.evaluation.search import (
     ValueSearch,
     class_caption_goals,
     curated_goals,
-    env_goal_ids,
+    episode_class_goals,
     episode_object_goals,
 )
 from agents.infra.arg_checks import check_object_args
@@ -129,13 +129,10 @@ def main(argv: list[str] | None = None) -> None:
             crops = object_crops(goal_images(args, args.curated_images, args.scene_size), size)
             goals = curated_goals(agent, crops)
         try:
-            to_search = env_goal_ids(goals, envs)
+            pick = episode_class_goals(goals, envs)
         except ValueError as err:
             raise SystemExit(f"{err}: no goal crops of them in {args.curated_images} images of "
                              f"{args.dataset}; raise --curated-images") from None
-
-        def pick(obs: dict, info: dict) -> np.ndarray:
-            return to_search[obs["goal"]]
 
     search = ValueSearch(GoalValue(agent, goals), envs, candidates=args.candidates,
                          inside=args.inside)

@@ -167,7 +167,7 @@ def search_goals(a, agent, envs):
     from agents.evaluation.search import (
         class_caption_goals,
         curated_goals,
-        env_goal_ids,
+        episode_class_goals,
         episode_object_goals,
     )
 
@@ -186,11 +186,10 @@ def search_goals(a, agent, envs):
         goals = curated_goals(agent, object_crops(images, agent.encoder.view_size),
                               per_class=a.per_class)
     try:
-        to_search = env_goal_ids(goals, envs)
+        return goals, episode_class_goals(goals, envs)
     except ValueError as err:
         raise SystemExit(f"{err}: no goal crops of them in {a.curated_images} images of "
                          f"{a.dataset}; raise --curated-images") from None
-    return goals, lambda obs, info: to_search[obs["goal"]]
 
 
 def search_policy(a, checkpoint: str, envs_probe, policy: str = "greedy", seed: int = 0):
@@ -257,7 +256,7 @@ def value_ranking(a, checkpoint: str, seed: int) -> dict:
     rank moves by visibility, no value function of these goals can), the rank correlation of
     ``Q_AB`` with it, the share of candidate boxes that leave the image, and
     :func:`goal_class_accuracy`."""
-    from agents.evaluation.search import ValueSearch
+    from agents.evaluation.search import ValueSearch, object_captions
     from imgmdp_env.actions import action_to_relative
     from imgmdp_env.scorers import ObjectVisibilityScorer
     from imgmdp_env.views import apply_relative, clamp_boxes, render_views
@@ -292,8 +291,8 @@ def value_ranking(a, checkpoint: str, seed: int) -> dict:
             "candidates_leaving_image": float(outside.float().mean()),
             "true_vis_oracle_pick": float(true[torch.arange(n), oracle.argmax(1)].mean()),
             "goal_class_accuracy": goal_class_accuracy(
-                core.dataset, search.value_fn, object_ids=getattr(policy.pick, "object_ids",
-                                                                  None)),
+                core.dataset, search.value_fn,
+                object_ids=object_captions(core.dataset)[1] if a.goals == "object" else None),
             "true_vis_greedy_pick": float(true[torch.arange(n), values.argmax(1)].mean()),
             "true_vis_mean_candidate": float(true.mean()),
             "true_vis_best_candidate": float(true.max(1).values.mean())}

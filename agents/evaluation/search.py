@@ -17,7 +17,8 @@ classes; :func:`object_caption_goals`: the phrase of each image's caption that n
 its objects, ``"a red circle"``; :func:`episode_object_goals` picks each episode's),
 :func:`curated_goals` (SimCLR: curated images, optionally grouped by class) and
 :func:`prototype_goals` (DINO: the AB head's prototypes). A goal is an id into
-``goals.vocabulary``; :func:`env_goal_ids` maps an env's goal ids to them.
+``goals.vocabulary``; :func:`env_goal_ids` maps an env's goal ids to them
+(:func:`episode_class_goals` gives each episode's).
 
 Candidates (per view, ``K`` actions in the env's action space, scored as the relative boxes
 they reach): ``"discrete"``, the 7 moves of :data:`imgmdp_env.wrappers.VIEW_ACTIONS` (the
@@ -60,6 +61,7 @@ __all__ = [
     "class_captions",
     "curated_goals",
     "env_goal_ids",
+    "episode_class_goals",
     "episode_object_goals",
     "object_caption_goals",
     "object_captions",
@@ -159,24 +161,32 @@ def object_caption_goals(agent: Any, dataset: ImageDataset) -> tuple[Goals, list
     return caption_goals(agent, captions), ids
 
 
+def episode_class_goals(goals: Goals, env: Any) -> Callable[..., np.ndarray]:
+    """``pick(obs, info) -> (N,)`` int64, each episode's goal id in ``goals`` for ``env``'s
+    goal ids (:func:`env_goal_ids`, whose ValueError it raises)."""
+    ids = env_goal_ids(goals, env)
+    return lambda obs, info: ids[obs["goal"]]
+
+
 def episode_object_goals(agent: Any, env: Any) -> tuple[Goals, Callable[..., np.ndarray]]:
     """:func:`object_caption_goals` for an object-finding env (``VectorCaptionMatchReward``
     with ``goals="image"``: each episode's goal is a class of its image's objects), and
     ``pick(obs, info) -> (N,)`` int64, each episode's goal id: the phrase that names the first
     object of the episode's goal class in its own image (``"a red circle"`` when the goal is
-    ``"circle"``). ``pick.object_ids`` holds the per-image ids."""
+    ``"circle"``; -1 where the image has no object of the class)."""
     _need_base(agent, "clip", "object goals")
     ds = view_env_core(env).dataset
     goals, ids = object_caption_goals(agent, ds)
     names = list(ds.class_names)
     class_of = np.array([names.index(v) if v in names else -1 for v in env.vocabulary])
+    first = np.full((len(ids), len(names) + 1), -1, np.int64)  # column -1: not a class
+    for i, (labels, phrase) in enumerate(zip(ds.object_labels, ids, strict=True)):
+        classes, at = np.unique(np.asarray(labels, np.int64), return_index=True)  # first of each
+        first[i, classes] = phrase[at]
 
     def pick(obs: dict, info: dict) -> np.ndarray:
-        return np.array([ids[i][np.flatnonzero(ds.object_labels[i] == class_of[g])[0]]
-                         for i, g in zip(info["image_index"], obs["goal"], strict=True)],
-                        np.int64)
+        return first[np.asarray(info["image_index"]), class_of[np.asarray(obs["goal"])]]
 
-    pick.object_ids = ids
     return goals, pick
 
 

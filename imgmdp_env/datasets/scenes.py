@@ -58,7 +58,7 @@ def caption_phrases(caption: str) -> list[str]:
     -> ``["a red circle", "a blue square", "orange stripes"]``, one phrase per object, each a
     caption of its own (``caption_for([name])``)."""
     head, _, last = caption.rpartition(" and ")
-    return [p for p in head.split(", ") if p] + [last] if head else [caption]
+    return head.split(", ") + [last] if head else [caption]
 
 
 def _hsv(h: float, s: float, v: float) -> np.ndarray:
